@@ -1,0 +1,39 @@
+# Every target sets up what it needs: on a fresh machine with Python 3.11+, `make run` and
+# `make test` are the whole story.
+PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
+	command -v $$p >/dev/null && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' && echo $$p && break; done)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test test-slow bench bench-live schema check clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -n "$(PYTHON)" || { echo "rekindle needs Python 3.11 or newer on PATH" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $@
+
+run: install
+	$(BIN)/rekindle serve --config config/member_day.toml
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-slow: install
+	$(BIN)/python -m pytest -q -m slow
+
+bench: install
+	$(BIN)/python -m loadtest.bench
+
+check: install
+	$(BIN)/rekindle check config/*.toml
+
+schema: install
+	$(BIN)/rekindle schema > config/program.schema.json
+
+clean:
+	rm -rf $(VENV) .data .pytest_cache

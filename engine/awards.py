@@ -1,0 +1,197 @@
+"""What an event earns: a pure function of the programme, the event and the time.
+
+``plan_award`` decides everything that does not depend on stored state: which rules and quests
+the event matches, the base XP and points, which counter field each quest moves for the
+event's period, when each field may be forgotten. ``award.lua`` decides the rest atomically
+from stored state (daily caps left, the tier multiplier, whether a quest was already done).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import msgpack
+
+from engine.clock import DAY_MS
+from engine.config import CompiledProgram, CompiledQuest, Currency, Predicate, QuestKind
+from engine.events import Event
+from engine.keys import DEDUPE_BUCKET_MS
+
+#: A plan's grant: [currency "x"|"p", amount, reason, cap field or "", cap (0: none), cap expiry ms]
+Grant = list[Any]
+#: A plan's quest step: [quest id, field, increment, target, field expiry ms (0: never),
+#:                      reward xp, reward points, [coupon ids]]
+QuestStep = list[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class AwardPlan:
+    event: Event
+    now_ms: int
+    dedupe_field: bytes  # 12-byte digest of the event id: fixed size keeps the bucket compact
+    dedupe_bucket: int  # bucket of the event's `at`, where a first sighting is recorded
+    lookup_buckets: tuple[int, ...]  # every bucket an earlier sighting could be in
+    dedupe_expire_ms: int
+    grants: tuple[Grant, ...]
+    quests: tuple[QuestStep, ...]
+    feed_length: int
+
+    def pack(self) -> bytes:
+        """The ARGV[1] that award.lua unpacks; its header documents the layout."""
+        return msgpack.packb(
+            [
+                self.event.id,
+                self.event.fingerprint,
+                self.now_ms,
+                self.dedupe_field,
+                self.dedupe_expire_ms,
+                self.feed_length,
+                self.grants,
+                self.quests,
+            ],
+            use_bin_type=False,  # the server's cmsgpack predates the bin types
+        )
+
+
+def plan_award(program: CompiledProgram, event: Event, now_ms: int) -> AwardPlan:
+    """What this event earns under this programme; the store decides what state allows."""
+    data = event.data
+    periods = Periods(program, event.at_ms)
+    grants: list[Grant] = []
+    for rule in program.rules_by_event[event.type]:
+        if not matches(rule.where, data):
+            continue
+        if rule.per_field is None:
+            amount = rule.fixed
+        else:
+            amount = (data.get(rule.per_field, 0) // rule.per_every) * rule.per_amount
+        if amount <= 0:
+            continue
+        currency = "x" if rule.currency is Currency.XP else "p"
+        if rule.daily_cap:
+            day, day_end_ms = periods.day()
+            grants.append(
+                [currency, amount, rule.id, f"c:{rule.id}:{day}", rule.daily_cap, day_end_ms + program.retention_ms]
+            )
+        else:
+            grants.append([currency, amount, rule.id, "", 0, 0])
+
+    quests: list[QuestStep] = []
+    for quest in program.quests_by_event[event.type]:
+        step = _quest_step(quest, event, periods, program.retention_ms)
+        if step is not None:
+            quests.append(step)
+
+    retention = program.retention_ms
+    first = (now_ms - retention) // DEDUPE_BUCKET_MS
+    last = (now_ms + program.skew_ms) // DEDUPE_BUCKET_MS
+    bucket = event.at_ms // DEDUPE_BUCKET_MS
+    return AwardPlan(
+        event=event,
+        now_ms=now_ms,
+        dedupe_field=hashlib.blake2b(event.id.encode(), digest_size=12).digest(),
+        dedupe_bucket=bucket,
+        lookup_buckets=tuple(range(first, last + 1)),
+        # Every entry outlives its event's `at` by the retention, plus slack for a server
+        # clock that runs ahead of ours: an event old enough to be forgotten is refused (422).
+        dedupe_expire_ms=(bucket + 1) * DEDUPE_BUCKET_MS + retention + DAY_MS,
+        grants=tuple(grants),
+        quests=tuple(quests),
+        feed_length=program.feed_length,
+    )
+
+
+def matches(where: tuple[Predicate, ...], data: dict[str, Any]) -> bool:
+    """True when every predicate holds; a missing optional field fails every test."""
+    for name, op, operand in where:
+        if name not in data:
+            return False
+        value = data[name]
+        if op == "eq":
+            ok = value == operand and type(value) is type(operand)
+        elif op == "ne":
+            ok = not (value == operand and type(value) is type(operand))
+        elif op == "gt":
+            ok = value > operand
+        elif op == "gte":
+            ok = value >= operand
+        elif op == "lt":
+            ok = value < operand
+        elif op == "lte":
+            ok = value <= operand
+        elif op == "in":
+            ok = value in operand
+        else:  # not_in
+            ok = value not in operand
+        if not ok:
+            return False
+    return True
+
+
+def quest_period(quest: CompiledQuest, periods: "Periods") -> tuple[str, int]:
+    """The counter-field suffix for the period holding the time, and when it may be forgotten."""
+    if quest.kind is QuestKind.DAILY:
+        return periods.day()
+    if quest.kind is QuestKind.WEEKLY:
+        return periods.week()
+    return "all", 0
+
+
+def quest_field(quest_id: str, period: str) -> str:
+    return f"q:{quest_id}:{period}"
+
+
+def _quest_step(quest: CompiledQuest, event: Event, periods: "Periods", retention_ms: int) -> QuestStep | None:
+    if quest.starts_ms is not None and event.at_ms < quest.starts_ms:
+        return None
+    if quest.ends_ms is not None and event.at_ms >= quest.ends_ms:
+        return None
+    if not matches(quest.where, event.data):
+        return None
+    increment = 1 if quest.sum_field is None else event.data.get(quest.sum_field, 0)
+    if increment <= 0:
+        return None
+    period, period_end_ms = quest_period(quest, periods)
+    r = quest.rewards
+    return [
+        quest.id,
+        quest_field(quest.id, period),
+        increment,
+        quest.target,
+        period_end_ms + retention_ms if period_end_ms else 0,
+        r.xp,
+        r.points,
+        list(r.coupons),
+    ]
+
+
+class Periods:
+    """The local day and ISO week that hold one instant, computed at most once per plan."""
+
+    __slots__ = ("_local", "_tz", "_day", "_week")
+
+    def __init__(self, program: CompiledProgram, at_ms: int) -> None:
+        self._tz = program.tz
+        self._local = datetime.fromtimestamp(at_ms / 1000, program.tz)
+        self._day: tuple[str, int] | None = None
+        self._week: tuple[str, int] | None = None
+
+    def day(self) -> tuple[str, int]:
+        if self._day is None:
+            local = self._local
+            start = datetime(local.year, local.month, local.day, tzinfo=self._tz)
+            end = start + timedelta(days=1)
+            self._day = (start.strftime("%Y%m%d"), int(end.timestamp() * 1000))
+        return self._day
+
+    def week(self) -> tuple[str, int]:
+        if self._week is None:
+            local = self._local
+            year, week, weekday = local.isocalendar()
+            start = datetime(local.year, local.month, local.day, tzinfo=self._tz) - timedelta(days=weekday - 1)
+            end = start + timedelta(days=7)
+            self._week = (f"{year}W{week:02d}", int(end.timestamp() * 1000))
+        return self._week

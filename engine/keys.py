@@ -1,0 +1,62 @@
+"""Every Redis key and channel the engine uses, built in one place.
+
+All keys of one member share the hash tag ``{m:<id>}``, so one script call touches one slot and
+the layout works unchanged on Redis Cluster. Objects shared by many members (a bargain, a card
+campaign's budget) will get tags of their own beside these. The prefix lets tests and
+several programmes share a server without seeing each other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from engine.clock import DAY_MS
+from engine.ids import MemberId
+
+#: Dedupe entries live in per-member hashes, one per bucket of this many days of event time,
+#: each expiring as a whole: small hashes stay listpack-encoded (about 30 bytes an entry)
+#: where one key per event would cost over 100.
+DEDUPE_BUCKET_MS = 7 * DAY_MS
+
+
+@dataclass(frozen=True, slots=True)
+class MemberKeys:
+    tag: str
+    profile: str  # hash: xp, pts (balance), tier, and the profile facts the shop sent
+    state: str  # hash: quest progress and daily-cap counters, field expiry per period
+    ledger: str  # stream: one entry per points grant or spend (d delta, b balance after)
+    feed: str  # stream: the member's progress, capped, resumable by id
+    rewards: str  # list: coupons granted, msgpack [item, at_ms, reason, event id]
+    channel: str  # pub/sub: one message per applied award, for the live feed
+
+    def dedupe(self, bucket: int) -> str:
+        return f"{self.tag}:d:{bucket}"
+
+
+class Keys:
+    def __init__(self, prefix: str = "rk") -> None:
+        self.prefix = prefix
+
+    def member(self, member: MemberId) -> MemberKeys:
+        tag = f"{self.prefix}:{{m:{member}}}"
+        return MemberKeys(
+            tag=tag,
+            profile=f"{tag}:p",
+            state=f"{tag}:s",
+            ledger=f"{tag}:l",
+            feed=f"{tag}:f",
+            rewards=f"{tag}:r",
+            channel=f"{tag}:ch",
+        )
+
+    def profile_pattern(self) -> str:
+        """SCAN pattern for every member's profile hash (offline tools only, never a hot path)."""
+        return f"{self.prefix}:{{m:*}}:p"
+
+    def member_from_profile(self, key: str) -> MemberId:
+        start = len(self.prefix) + 4
+        return MemberId(key[start : key.rindex("}")])
+
+    def config(self, part: str) -> str:
+        """Programme versions shared by every process: ``active``, ``v:<n>``, ``seq``."""
+        return f"{self.prefix}:{{cfg}}:{part}"

@@ -1,0 +1,73 @@
+"""The points ledger: every grant and spend is an entry; the balance is their sum.
+
+``verify`` walks every member (SCAN: an offline tool, never a hot path) and checks, per member,
+that the stored balance equals the sum of the ledger's deltas and that each entry's running
+balance follows from the one before. It reads the ledger in pages, so a long ledger costs
+memory for one page only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from engine.ids import MemberId
+from engine.keys import Keys
+
+PAGE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Mismatch:
+    member: MemberId
+    balance: int
+    ledger_sum: int
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyReport:
+    members: int
+    entries: int
+    mismatches: list[Mismatch]
+
+    @property
+    def ok(self) -> bool:
+        return not self.mismatches
+
+
+async def verify(redis: Redis, keys: Keys) -> VerifyReport:
+    members = entries = 0
+    mismatches: list[Mismatch] = []
+    async for member in _members(redis, keys):
+        members += 1
+        mk = keys.member(member)
+        pipe = redis.pipeline(transaction=True)  # the balance and the ledger's end, at one instant
+        pipe.hget(mk.profile, "pts")
+        pipe.xrevrange(mk.ledger, count=1)
+        balance_raw, last = await pipe.execute()
+        balance = int(balance_raw or 0)
+        end = last[0][0].decode() if last else None
+        total = 0
+        detail = ""
+        start = "-"
+        while end is not None:
+            page = await redis.xrange(mk.ledger, min=start, max=end, count=PAGE)
+            for entry_id, fields in page:
+                total += int(fields[b"d"])
+                entries += 1
+                if not detail and int(fields[b"b"]) != total:
+                    detail = f"entry {entry_id.decode()} records balance {int(fields[b'b'])}; entries sum to {total}"
+            if len(page) < PAGE:
+                break
+            start = "(" + page[-1][0].decode()  # exclusive: resume after the last entry read
+        if total != balance or detail:
+            mismatches.append(Mismatch(member, balance, total, detail or "balance differs from ledger sum"))
+    return VerifyReport(members, entries, mismatches)
+
+
+async def _members(redis: Redis, keys: Keys) -> AsyncIterator[MemberId]:
+    async for key in redis.scan_iter(match=keys.profile_pattern(), count=1000):
+        yield keys.member_from_profile(key.decode())

@@ -1,0 +1,135 @@
+-- award.lua: apply one award plan atomically for one member (every key shares its hash tag).
+-- KEYS[1] profile hash    (xp, pts = points balance, tier = tier id)
+-- KEYS[2] state hash      (q:<quest>:<period> progress, c:<rule>:<day> cap used; field expiry)
+-- KEYS[3] ledger stream   (d = points delta, b = balance after, r = reason, e = event id)
+-- KEYS[4] feed stream     (t = effect type, d = msgpack effect data), capped at ARGV[1].feed_length
+-- KEYS[5] rewards list    (msgpack [item, granted at ms, reason, event id])
+-- KEYS[6] dedupe hash of the event's own time bucket (field: 12-byte id digest, value: fingerprint)
+-- KEYS[7..] the other dedupe buckets an earlier sighting of the id could be in
+-- ARGV[1] msgpack plan: [event id, fingerprint, now ms, dedupe field, dedupe bucket expiry ms,
+--           feed length, grants, quests]
+--           grant: [currency "x"|"p", amount, reason, cap field, cap (0 none), cap field expiry ms]
+--           quest: [id, field, increment, target, field expiry ms (0 never), xp, points, {coupons}]
+-- ARGV[2] msgpack tiers: {[id, xp threshold, points multiplier in thousandths, xp, points, {coupons}]}
+-- ARGV[3] pub/sub channel of the member
+-- returns msgpack: {1, {feed ids}, {{type, data}}} applied; {0} duplicate; {2} same id, other body
+
+local plan = cmsgpack.unpack(ARGV[1])
+local event_id, fingerprint, now_ms, dd_field, dd_expire_ms, feed_length, grants, quests =
+  plan[1], plan[2], plan[3], plan[4], plan[5], plan[6], plan[7], plan[8]
+
+for i = 6, #KEYS do
+  local seen = redis.call('HGET', KEYS[i], dd_field)
+  if seen then
+    if seen == fingerprint then return cmsgpack.pack({0}) end
+    return cmsgpack.pack({2})
+  end
+end
+redis.call('HSET', KEYS[6], dd_field, fingerprint)
+redis.call('PEXPIREAT', KEYS[6], dd_expire_ms)
+
+-- Integers leave Lua through string.format: tostring() of a double switches to exponent
+-- notation past 1e14, which Redis would then refuse as an integer.
+local function int(n) return string.format('%d', n) end
+
+local tiers = cmsgpack.unpack(ARGV[2])
+local stored = redis.call('HMGET', KEYS[1], 'xp', 'pts', 'tier')
+local xp = tonumber(stored[1]) or 0
+local points = tonumber(stored[2]) or 0
+local tier = 1
+if stored[3] then
+  -- Tiers are stored by id, so a programme that reorders them keeps members where they are.
+  -- A tier id the programme no longer has: the highest tier the XP reaches, with no rewards.
+  local found = false
+  for i, t in ipairs(tiers) do
+    if t[1] == stored[3] then tier = i; found = true end
+  end
+  if not found then
+    for i, t in ipairs(tiers) do
+      if xp >= t[2] then tier = i end
+    end
+  end
+end
+local start_tier = tier
+
+local effects = {}
+local function effect(kind, data) effects[#effects + 1] = {kind, data} end
+
+local function grant_xp(n, reason)
+  xp = xp + n
+  effect('xp', {amount = n, total = xp, reason = reason})
+end
+
+local function grant_points(n, reason)
+  points = points + n
+  redis.call('XADD', KEYS[3], '*', 'd', int(n), 'b', int(points), 'r', reason, 'e', event_id)
+  effect('points', {amount = n, balance = points, reason = reason})
+end
+
+local function grant_bundle(bonus_xp, bonus_points, coupons, reason)
+  if bonus_xp > 0 then grant_xp(bonus_xp, reason) end
+  if bonus_points > 0 then grant_points(bonus_points, reason) end
+  for _, item in ipairs(coupons) do
+    redis.call('RPUSH', KEYS[5], cmsgpack.pack({item, now_ms, reason, event_id}))
+    effect('reward', {kind = 'coupon', item = item, reason = reason})
+  end
+end
+
+-- Rules: points are multiplied by the tier the member holds before this event.
+local multiplier = tiers[tier][3]
+for _, g in ipairs(grants) do
+  local n = g[2]
+  if g[1] == 'p' then n = math.floor(n * multiplier / 1000) end
+  local cap = g[5]
+  if cap > 0 and n > 0 then
+    local used = tonumber(redis.call('HGET', KEYS[2], g[4])) or 0
+    if used + n > cap then n = cap - used end
+    if n > 0 then
+      redis.call('HINCRBY', KEYS[2], g[4], n)
+      redis.call('HPEXPIREAT', KEYS[2], g[6], 'FIELDS', 1, g[4])
+    end
+  end
+  if n > 0 then
+    if g[1] == 'x' then grant_xp(n, g[3]) else grant_points(n, g[3]) end
+  end
+end
+
+-- Quests: a quest completes once, when its counter first reaches the target.
+for _, q in ipairs(quests) do
+  local quest_id, field, increment, target, expire_ms = q[1], q[2], q[3], q[4], q[5]
+  local before = tonumber(redis.call('HGET', KEYS[2], field)) or 0
+  if before < target then
+    local after = redis.call('HINCRBY', KEYS[2], field, increment)
+    if expire_ms > 0 then redis.call('HPEXPIREAT', KEYS[2], expire_ms, 'FIELDS', 1, field) end
+    if after >= target then
+      effect('quest_completed', {quest = quest_id, progress = target, target = target})
+      grant_bundle(q[6], q[7], q[8], 'quest:' .. quest_id)
+    else
+      effect('quest_progress', {quest = quest_id, progress = after, target = target})
+    end
+  end
+end
+
+-- Tiers: climb while lifetime XP reaches the next threshold; each rung's rewards are granted
+-- on the way (their XP may lift the member further).
+while tier < #tiers and xp >= tiers[tier + 1][2] do
+  tier = tier + 1
+  effect('tier_up', {from = tiers[tier - 1][1], to = tiers[tier][1]})
+  grant_bundle(tiers[tier][4], tiers[tier][5], tiers[tier][6], 'tier:' .. tiers[tier][1])
+end
+
+if #effects == 0 then return cmsgpack.pack({1, {}, {}}) end
+
+if tier ~= start_tier or not stored[3] then
+  redis.call('HSET', KEYS[1], 'xp', int(xp), 'pts', int(points), 'tier', tiers[tier][1])
+else
+  redis.call('HSET', KEYS[1], 'xp', int(xp), 'pts', int(points))
+end
+
+local feed_ids = {}
+for i, e in ipairs(effects) do
+  feed_ids[i] = redis.call('XADD', KEYS[4], 'MAXLEN', '~', feed_length, '*',
+    't', e[1], 'd', cmsgpack.pack(e[2]))
+end
+redis.call('PUBLISH', ARGV[3], cmsgpack.pack({feed_ids, effects, event_id}))
+return cmsgpack.pack({1, feed_ids, effects})

@@ -1,0 +1,175 @@
+"""Members: the profile facts the shop sends, and the snapshot an app draws from.
+
+``parse_profile`` is pure validation. ``MemberStore`` writes profiles and reads snapshots, each
+in one round trip (a MULTI pipeline, so a snapshot never shows half of an award).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import msgpack
+import orjson
+from redis.asyncio import Redis
+
+from engine import ids
+from engine.awards import Periods, quest_field, quest_period
+from engine.clock import DAY_MS
+from engine.config import CompiledProgram, QuestKind
+from engine.errors import InvalidInput, NotFound
+from engine.events import parse_time
+from engine.keys import Keys
+
+_BIRTHDAY = re.compile(r"(\d{2})-(\d{2})")
+_PROFILE_KEYS = frozenset({"joined_at", "birthday", "referrer", "tags"})
+MAX_TAGS = 32
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """Only the fields given are written; the rest keep their stored values."""
+
+    fields: dict[str, str]
+
+
+def parse_profile(raw: object, member: ids.MemberId) -> Profile:
+    if not isinstance(raw, dict):
+        raise InvalidInput(f"must be a JSON object, not {ids._kind(raw)}", field="body")
+    for key in raw:
+        if key not in _PROFILE_KEYS:
+            raise InvalidInput("unknown key (expected joined_at, birthday, referrer, tags)", field=str(key))
+    out: dict[str, str] = {}
+    if "joined_at" in raw:
+        try:
+            out["joined_at_ms"] = str(parse_time(raw["joined_at"], "joined_at"))
+        except InvalidInput as exc:
+            raise InvalidInput(exc.message, field="joined_at") from None
+    if "birthday" in raw:
+        value = raw["birthday"]
+        match = _BIRTHDAY.fullmatch(value) if isinstance(value, str) else None
+        if match is None or not _valid_month_day(int(match[1]), int(match[2])):
+            raise InvalidInput("must be a month-day such as 03-21", field="birthday")
+        out["birthday"] = value
+    if "referrer" in raw:
+        referrer = ids.member_id(raw["referrer"], "referrer")
+        if referrer == member:
+            raise InvalidInput("a member cannot refer itself", field="referrer")
+        out["referrer"] = referrer
+    if "tags" in raw:
+        tags = raw["tags"]
+        if not isinstance(tags, list) or len(tags) > MAX_TAGS:
+            raise InvalidInput(f"must be an array of at most {MAX_TAGS} tags", field="tags")
+        for i, tag in enumerate(tags):
+            ids.check_id(tag, f"tags[{i}]", ids.NAME_MAX)
+        out["tags"] = orjson.dumps(sorted(set(tags))).decode()
+    if not out:
+        raise InvalidInput("give at least one of joined_at, birthday, referrer, tags", field="body")
+    return Profile(out)
+
+
+def _valid_month_day(month: int, day: int) -> bool:
+    try:
+        datetime(2024, month, day)  # a leap year, so 02-29 is a birthday
+    except ValueError:
+        return False
+    return True
+
+
+class MemberStore:
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self._redis = redis
+        self._keys = keys
+
+    async def put_profile(self, member: ids.MemberId, profile: Profile) -> None:
+        await self._redis.hset(self._keys.member(member).profile, mapping=profile.fields)
+
+    async def snapshot(self, member: ids.MemberId, program: CompiledProgram, now_ms: int) -> dict[str, Any]:
+        """Everything an app shows about one member, as of ``now_ms``."""
+        mk = self._keys.member(member)
+        periods = Periods(program, now_ms)
+        quest_fields = [(q, *quest_period(q, periods)) for q in program.quests]
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.hgetall(mk.profile)
+        pipe.hmget(mk.state, [quest_field(q.id, period) for q, period, _ in quest_fields] or ["-"])
+        pipe.lrange(mk.rewards, 0, -1)
+        pipe.xrevrange(mk.feed, count=1)
+        profile, progress, rewards, last_feed = await pipe.execute()
+        if not profile and not last_feed:
+            raise NotFound("no such member (it has no events and no profile)", field="member")
+        p = {k.decode(): v.decode() for k, v in profile.items()}
+        xp = int(p.get("xp", 0))
+        tiers = program.tiers
+        tier_index = next((i for i, t in enumerate(tiers) if t.id == p.get("tier")), 0)
+        if "tier" not in p:
+            tier_index = max(i for i, t in enumerate(tiers) if xp >= t.xp)
+        tier = tiers[tier_index]
+        nxt = tiers[tier_index + 1] if tier_index + 1 < len(tiers) else None
+        return {
+            "member": member,
+            "xp": xp,
+            "tier": {
+                "id": tier.id,
+                "name": tier.name,
+                "points_multiplier": tier.points_multiplier,
+                "next": None
+                if nxt is None
+                else {"id": nxt.id, "name": nxt.name, "xp": nxt.xp, "xp_to_go": max(0, nxt.xp - xp)},
+            },
+            "points": {"balance": int(p.get("pts", 0)), "expiring": []},
+            "quests": [
+                _quest_view(q, int(raw or 0), period_end_ms, now_ms)
+                for (q, _, period_end_ms), raw in zip(quest_fields, progress)
+            ],
+            "rewards": [_reward_view(raw, program) for raw in rewards],
+            "profile": {
+                "joined_at_ms": int(p["joined_at_ms"]) if "joined_at_ms" in p else None,
+                "birthday": p.get("birthday"),
+                "referrer": p.get("referrer"),
+                "tags": orjson.loads(p["tags"]) if "tags" in p else [],
+            },
+            "feed_id": last_feed[0][0].decode() if last_feed else "0-0",
+            "program": program.version,
+        }
+
+
+def _quest_view(q: Any, progress: int, period_end_ms: int, now_ms: int) -> dict[str, Any]:
+    if q.starts_ms is not None and now_ms < q.starts_ms:
+        state = "upcoming"
+    elif progress >= q.target:
+        state = "completed"
+    elif q.ends_ms is not None and now_ms >= q.ends_ms:
+        state = "ended"
+    else:
+        state = "active"
+    deadlines = [d for d in (period_end_ms or None, q.ends_ms) if d is not None]
+    return {
+        "id": q.id,
+        "title": q.title,
+        "kind": q.kind.value,
+        "progress": min(progress, q.target),
+        "target": q.target,
+        "state": state,
+        "starts_at_ms": q.starts_ms,
+        "deadline_ms": min(deadlines) if deadlines else None,
+        "rewards": q.rewards.model_dump(),
+        "repeats": q.kind in (QuestKind.DAILY, QuestKind.WEEKLY),
+    }
+
+
+def _reward_view(raw: bytes, program: CompiledProgram) -> dict[str, Any]:
+    item, at_ms, reason, event_id = msgpack.unpackb(raw, raw=False)
+    entry: dict[str, Any] = {"item": item, "granted_at_ms": at_ms, "reason": reason, "event": event_id}
+    catalog = program.model.catalog.get(item)
+    if catalog is not None:
+        entry.update(
+            kind=catalog.kind,
+            title=catalog.title,
+            value_cents=catalog.value_cents,
+            min_spend_cents=catalog.min_spend_cents,
+            expires_at_ms=at_ms + catalog.valid_days * DAY_MS,
+        )
+    return entry
+

@@ -1,0 +1,139 @@
+"""Programme versions, shared by every process of the service through Redis.
+
+Activating a programme stores its source as a numbered version and points ``active`` at it,
+atomically (``activate.lua``); activating the source that is already active changes nothing, so
+several workers starting from the same file agree on one version. Each process keeps the
+compiled active programme in memory (``current``), follows changes by pub/sub, and re-reads the
+pointer now and then in case a message was missed while its connection was down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from engine.clock import Clock
+from engine.config import CompiledProgram, compile_program, parse_program
+from engine.errors import ConfigError, NotFound
+from engine.keys import Keys
+from engine.scripts import LuaScript
+
+log = logging.getLogger("rekindle.programs")
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveProgram:
+    version: int
+    program: CompiledProgram
+    origin: str
+    activated_at_ms: int
+
+
+class ProgramRegistry:
+    def __init__(self, redis: Redis, keys: Keys, clock: Clock) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._clock = clock
+        self._script = LuaScript.from_package("activate.lua")
+        self._current: ActiveProgram | None = None
+        self._watcher: asyncio.Task[None] | None = None
+
+    @property
+    def current(self) -> ActiveProgram:
+        if self._current is None:
+            raise NotFound("no programme is active")
+        return self._current
+
+    async def activate(self, source: bytes, origin: str, file: str = "<posted>") -> ActiveProgram:
+        """Validate ``source`` and make it the active version; raise ``ConfigError`` if invalid."""
+        compile_program(parse_program(source, file), source)
+        k = self._keys.config
+        version, created = await self._script.run(
+            self._redis,
+            [k("seq"), k("active"), k("versions"), k("meta")],
+            [source, hashlib.sha256(source).hexdigest(), origin, self._clock.now_ms(), k("changed")],
+        )
+        if created:
+            log.info("programme version %s activated from %s", version, origin)
+        # If another process activated a newer version in between, theirs is what we now hold.
+        await self.refresh()
+        return self.current
+
+    async def refresh(self) -> bool:
+        """Load the active version if it differs from the one held; True when it changed."""
+        k = self._keys.config
+        active = await self._redis.get(k("active"))
+        if active is None:
+            return False
+        version = int(active)
+        if self._current is not None and self._current.version == version:
+            return False
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.hget(k("versions"), version)
+        pipe.hmget(k("meta"), f"{version}:origin", f"{version}:at_ms")
+        source, (origin, at_ms) = await pipe.execute()
+        if source is None:
+            return False
+        try:
+            program = compile_program(parse_program(source, f"version {version}"), source)
+        except ConfigError as exc:  # only possible if a newer engine tightened the rules
+            log.error("active programme version %s no longer validates: %s", version, exc)
+            return False
+        self._current = ActiveProgram(version, program, (origin or b"").decode(), int(at_ms or 0))
+        log.info("programme version %s active (%s)", version, program.version)
+        return True
+
+    async def history(self, limit: int = 20) -> list[dict[str, object]]:
+        k = self._keys.config
+        last = int(await self._redis.get(k("seq")) or 0)
+        numbers = list(range(last, max(0, last - limit), -1))
+        if not numbers:
+            return []
+        fields = [f"{n}:{part}" for n in numbers for part in ("hash", "origin", "at_ms")]
+        values = await self._redis.hmget(k("meta"), fields)
+        out = []
+        for i, n in enumerate(numbers):
+            digest, origin, at_ms = values[3 * i : 3 * i + 3]
+            out.append(
+                {
+                    "version": n,
+                    "hash": (digest or b"").decode()[:16],
+                    "origin": (origin or b"").decode(),
+                    "activated_at_ms": int(at_ms or 0),
+                }
+            )
+        return out
+
+    def start_watching(self, interval_s: float = 5.0) -> None:
+        self._watcher = asyncio.create_task(self._watch(interval_s), name="programme-watcher")
+
+    async def stop_watching(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            try:
+                await self._watcher
+            except asyncio.CancelledError:
+                pass
+            self._watcher = None
+
+    async def _watch(self, interval_s: float) -> None:
+        while True:
+            pubsub = self._redis.pubsub()
+            try:
+                await pubsub.subscribe(self._keys.config("changed"))
+                await self.refresh()  # anything activated before the subscription took hold
+                while True:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=interval_s)
+                    await self.refresh()  # on a message, or every interval_s in case one was lost
+                    del message
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis went away: keep the current version, try again
+                log.warning("programme watcher: %s; retrying", type(exc).__name__)
+                await asyncio.sleep(interval_s)
+            finally:
+                await pubsub.aclose()

@@ -1,0 +1,57 @@
+"""Lua scripts: one ``.lua`` file each beside this module, loaded once and called by SHA.
+
+The SHA is computed here from the file, so a caller never needs a round trip to learn it; a
+server that lost its script cache (restart, ``SCRIPT FLUSH``, failover) answers NOSCRIPT and
+the caller loads the source once and retries (see ``pipelining.AutoPipeline``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from importlib import resources
+
+from collections.abc import Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
+
+
+@dataclass(frozen=True, slots=True)
+class LuaScript:
+    name: str
+    source: bytes
+    sha: str
+
+    @classmethod
+    def from_package(cls, name: str) -> "LuaScript":
+        source = resources.files("engine").joinpath("lua", name).read_bytes()
+        return cls(name, source, hashlib.sha1(source).hexdigest())
+
+    async def load(self, redis: Redis) -> None:
+        sha = await redis.script_load(self.source)
+        if sha != self.sha:  # pragma: no cover - would mean the server hashes differently
+            raise RuntimeError(f"{self.name}: server SHA {sha} differs from ours {self.sha}")
+
+    async def run(self, redis: Redis, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        """One call, off the hot path (the award path goes through ``AutoPipeline``)."""
+        try:
+            return await redis.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            await self.load(redis)
+            return await redis.evalsha(self.sha, len(keys), *keys, *args)
+
+
+class Scripts:
+    """Every script the engine runs; new games add theirs beside ``award``."""
+
+    def __init__(self) -> None:
+        self.award = LuaScript.from_package("award.lua")
+
+    def all(self) -> list[LuaScript]:
+        return [self.award]
+
+    async def load(self, redis: Redis) -> None:
+        for script in self.all():
+            await script.load(redis)

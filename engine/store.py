@@ -1,0 +1,74 @@
+"""Applying award plans: one EVALSHA of ``award.lua`` per event, pipelined when batched.
+
+A thin typed wrapper, in the manner of ``limits``: it builds KEYS and ARGV, calls the script,
+and turns its return codes into ``AwardResult``s. All decisions that depend on stored state
+are made inside the script, so nothing here reads before it writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+import msgpack
+
+from engine.awards import AwardPlan
+from engine.config import CompiledProgram
+from engine.errors import StoreError
+from engine.keys import Keys
+from engine.pipelining import AutoPipeline
+from engine.scripts import Scripts
+
+
+class AwardStatus(str, Enum):
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"
+    CONFLICT = "conflict"  # the id was seen with another body: reported as rejected
+
+
+@dataclass(frozen=True, slots=True)
+class AwardResult:
+    status: AwardStatus
+    effects: list[dict[str, Any]] = field(default_factory=list)
+
+
+class AwardStore:
+    def __init__(self, pipeline: AutoPipeline, keys: Keys, scripts: Scripts) -> None:
+        self._pipeline = pipeline
+        self._keys = keys
+        self._scripts = scripts
+
+    def call_for(self, plan: AwardPlan, program: CompiledProgram) -> tuple[list[str], list[Any]]:
+        """KEYS and ARGV of award.lua for one plan (see the script's header)."""
+        mk = self._keys.member(plan.event.member)
+        keys = [mk.profile, mk.state, mk.ledger, mk.feed, mk.rewards, mk.dedupe(plan.dedupe_bucket)]
+        keys += [mk.dedupe(b) for b in plan.lookup_buckets if b != plan.dedupe_bucket]
+        return keys, [plan.pack(), program.tiers_packed, mk.channel]
+
+    async def apply(self, plan: AwardPlan, program: CompiledProgram) -> AwardResult:
+        keys, args = self.call_for(plan, program)
+        return decode_reply(await self._pipeline.evalsha(self._scripts.award, keys, args))
+
+    async def apply_many(self, plans: Sequence[AwardPlan], program: CompiledProgram) -> list[AwardResult | Exception]:
+        """Apply plans in order in one pipeline; a failed call is returned, not raised."""
+        award = self._scripts.award
+        replies = await self._pipeline.run_many([(award, *self.call_for(p, program)) for p in plans])
+        return [r if isinstance(r, Exception) else decode_reply(r) for r in replies]
+
+
+def decode_reply(raw: bytes) -> AwardResult:
+    reply = msgpack.unpackb(raw, raw=False, strict_map_key=False)
+    code = reply[0]
+    if code == 1:
+        feed_ids, effects = reply[1], reply[2]
+        return AwardResult(
+            AwardStatus.APPLIED,
+            [{"id": fid, "type": kind, "data": data} for fid, (kind, data) in zip(feed_ids, effects)],
+        )
+    if code == 0:
+        return AwardResult(AwardStatus.DUPLICATE)
+    if code == 2:
+        return AwardResult(AwardStatus.CONFLICT)
+    raise StoreError(f"award.lua returned unknown code {code!r}")

@@ -1,0 +1,247 @@
+"""HTTP handlers: parse, call the domain, encode. No rule lives here.
+
+Every handler authenticates first, so an unauthenticated caller learns nothing about members or
+programmes, then validates everything it was sent before the first Redis call.
+"""
+
+from __future__ import annotations
+
+from time import perf_counter
+from typing import Any
+
+import orjson
+from redis.exceptions import RedisError
+from starlette.requests import Request
+from starlette.responses import Response
+
+from engine import ids
+from engine.awards import plan_award
+from engine.errors import InvalidInput
+from engine.events import Event, parse_event
+from engine.members import parse_profile
+from engine.store import AwardResult, AwardStatus
+from realtime import metrics
+from realtime.errors import BadRequest, PayloadTooLarge, Unavailable, json_response
+from realtime.service import Service
+
+MAX_TOKEN_TTL_S = 30 * 24 * 3600
+
+
+def service(request: Request) -> Service:
+    return request.app.state.service  # type: ignore[no-any-return]
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    # The content type is not checked: the body is JSON or it is refused by the parser, and
+    # `curl -d` (form-encoded by default) is how many people first try the API.
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"body is larger than {limit} bytes", field="body")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"body is larger than {limit} bytes", field="body")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    if not body:
+        raise BadRequest("body is empty", field="body")
+    return body
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    body = await read_body(request, limit)
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"not valid JSON: {exc}", field="body") from None
+
+
+# --- events ---------------------------------------------------------------------------------------
+
+
+async def post_events(request: Request) -> Response:
+    started = perf_counter()
+    svc = service(request)
+    svc.auth.shop(request.headers.get("authorization"))
+    body = await read_json(request, svc.settings.max_body_bytes)
+    program = svc.programs.current.program
+    now_ms = svc.clock.now_ms()
+
+    if isinstance(body, dict) and "events" in body:
+        response = await _post_batch(svc, body, program, now_ms)
+        endpoint = "batch"
+    else:
+        response = await _post_one(svc, body, program, now_ms)
+        endpoint = "single"
+    metrics.AWARD_SECONDS.labels(endpoint).observe(perf_counter() - started)
+    return response
+
+
+async def _post_one(svc: Service, body: Any, program: Any, now_ms: int) -> Response:
+    try:
+        event = parse_event(body, program, now_ms)
+    except InvalidInput:
+        metrics.EVENTS.labels("-", "rejected").inc()
+        raise
+    try:
+        started = perf_counter()
+        result = await svc.awards.apply(plan_award(program, event, now_ms), program)
+        metrics.STORE_SECONDS.observe(perf_counter() - started)
+    except (RedisError, OSError) as exc:
+        metrics.REDIS_ERRORS.inc()
+        raise Unavailable("the store is unavailable; retry with the same event id") from exc
+    view = _result_view(event, result, "id")
+    metrics.EVENTS.labels(event.type, view["status"]).inc()
+    if result.status is AwardStatus.CONFLICT:
+        return json_response({"error": view["error"], "results": [view]}, 409)
+    return json_response({"results": [view]})
+
+
+async def _post_batch(svc: Service, body: dict[str, Any], program: Any, now_ms: int) -> Response:
+    extra = body.keys() - {"events"}
+    if extra:
+        raise InvalidInput("unknown key (a batch holds only `events`)", field=sorted(map(str, extra))[0])
+    raw_events = body["events"]
+    if not isinstance(raw_events, list):
+        raise InvalidInput(f"must be an array, not {ids._kind(raw_events)}", field="events")
+    if not 1 <= len(raw_events) <= svc.settings.max_batch:
+        raise InvalidInput(f"must hold 1 to {svc.settings.max_batch} events", field="events")
+
+    results: list[dict[str, Any] | None] = [None] * len(raw_events)
+    events: list[tuple[int, Event]] = []
+    for i, raw in enumerate(raw_events):
+        try:
+            events.append((i, parse_event(raw, program, now_ms)))
+        except InvalidInput as exc:
+            exc.at(f"events[{i}]")
+            raw_id = raw.get("id") if isinstance(raw, dict) and isinstance(raw.get("id"), str) else None
+            results[i] = {"id": raw_id, "status": "rejected", "error": exc.as_dict()}
+            metrics.EVENTS.labels("-", "rejected").inc()
+    if events:
+        started = perf_counter()
+        plans = [plan_award(program, event, now_ms) for _, event in events]
+        try:
+            outcomes = await svc.awards.apply_many(plans, program)
+        except (RedisError, OSError) as exc:
+            metrics.REDIS_ERRORS.inc()
+            raise Unavailable("the store is unavailable; retry the batch as is") from exc
+        metrics.STORE_SECONDS.observe(perf_counter() - started)
+        for (i, event), outcome in zip(events, outcomes):
+            if isinstance(outcome, Exception):
+                metrics.REDIS_ERRORS.inc()
+                view: dict[str, Any] = {
+                    "id": event.id,
+                    "status": "error",
+                    "error": {"code": "unavailable", "message": "not applied; retry this event as is"},
+                }
+            else:
+                view = _result_view(event, outcome, f"events[{i}].id")
+            metrics.EVENTS.labels(event.type, view["status"]).inc()
+            results[i] = view
+    return json_response({"results": results})
+
+
+def _result_view(event: Event, result: AwardResult, id_field: str) -> dict[str, Any]:
+    if result.status is AwardStatus.CONFLICT:
+        return {
+            "id": event.id,
+            "status": "rejected",
+            "error": {
+                "code": "idempotency_conflict",
+                "message": "this event id was already used for a different event",
+                "field": id_field,
+            },
+        }
+    return {"id": event.id, "member": event.member, "status": result.status.value, "effects": result.effects}
+
+
+# --- members --------------------------------------------------------------------------------------
+
+
+async def put_member(request: Request) -> Response:
+    svc = service(request)
+    svc.auth.shop(request.headers.get("authorization"))
+    member = ids.member_id(request.path_params["member"], "member")
+    profile = parse_profile(await read_json(request, 64 * 1024), member)
+    await svc.members.put_profile(member, profile)
+    return json_response({"member": member, "updated": sorted(profile.fields)})
+
+
+async def get_member(request: Request) -> Response:
+    svc = service(request)
+    svc.auth.shop(request.headers.get("authorization"))
+    member = ids.member_id(request.path_params["member"], "member")
+    return await _snapshot(svc, member)
+
+
+async def get_me(request: Request) -> Response:
+    svc = service(request)
+    member = svc.auth.member(request.headers.get("authorization"))
+    return await _snapshot(svc, member)
+
+
+async def _snapshot(svc: Service, member: ids.MemberId) -> Response:
+    program = svc.programs.current.program
+    return json_response(await svc.members.snapshot(member, program, svc.clock.now_ms()))
+
+
+async def post_token(request: Request) -> Response:
+    svc = service(request)
+    svc.auth.shop(request.headers.get("authorization"))
+    body = await read_json(request, 4096)
+    if not isinstance(body, dict):
+        raise InvalidInput(f"must be a JSON object, not {ids._kind(body)}", field="body")
+    for key in body:
+        if key not in ("member", "ttl_s"):
+            raise InvalidInput("unknown key (expected member, ttl_s)", field=str(key))
+    member = ids.member_id(body.get("member"), "member")
+    ttl_s = body.get("ttl_s", svc.settings.token_ttl_s)
+    if not isinstance(ttl_s, int) or isinstance(ttl_s, bool) or not 60 <= ttl_s <= MAX_TOKEN_TTL_S:
+        raise InvalidInput(f"must be an integer from 60 to {MAX_TOKEN_TTL_S}", field="ttl_s")
+    token, expires_ms = svc.auth.mint(member, svc.clock.now_ms(), ttl_s)
+    return json_response({"member": member, "token": token, "expires_at_ms": expires_ms})
+
+
+# --- programme and operations ---------------------------------------------------------------------
+
+
+async def get_config(request: Request) -> Response:
+    svc = service(request)
+    svc.auth.admin(request.headers.get("authorization"))
+    active = svc.programs.current
+    return json_response(
+        {
+            "version": active.version,
+            "hash": active.program.version,
+            "name": active.program.name,
+            "origin": active.origin,
+            "activated_at_ms": active.activated_at_ms,
+            "history": await svc.programs.history(),
+        }
+    )
+
+
+async def post_config(request: Request) -> Response:
+    """Body: the programme's TOML text. Valid: activated as a new version everywhere."""
+    svc = service(request)
+    svc.auth.admin(request.headers.get("authorization"))
+    source = await read_body(request, 1024 * 1024)
+    active = await svc.programs.activate(source, origin="api", file="<posted>")
+    metrics.PROGRAM_VERSION.set(active.version)
+    return json_response({"version": active.version, "hash": active.program.version, "name": active.program.name})
+
+
+async def healthz(request: Request) -> Response:
+    svc = service(request)
+    try:
+        await svc.redis.ping()
+    except (RedisError, OSError):
+        return json_response({"status": "unavailable", "redis": "down"}, 503)
+    return json_response({"status": "ok", "program": svc.programs.current.version})
+
+
+async def get_metrics(request: Request) -> Response:
+    body, content_type = metrics.render()
+    return Response(body, media_type=content_type)

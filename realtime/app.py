@@ -1,0 +1,55 @@
+"""The app, assembled in one place: routes, error mapping, and the lifespan that owns resources."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.routing import Route
+
+from engine.clock import Clock
+from engine.errors import RekindleError
+from realtime import api, metrics
+from realtime.errors import http_error, rekindle_error, unexpected_error
+from realtime.service import Service
+from realtime.settings import Settings
+
+
+def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        service = await Service.open(settings, clock)
+        app.state.service = service
+        metrics.PROGRAM_VERSION.set(service.programs.current.version)
+        try:
+            yield
+        finally:
+            await service.close()
+
+    routes = [
+        Route("/v1/events", api.post_events, methods=["POST"]),
+        Route("/v1/members/{member}", api.put_member, methods=["PUT"]),
+        Route("/v1/members/{member}", api.get_member, methods=["GET"]),
+        Route("/v1/me", api.get_me, methods=["GET"]),
+        Route("/v1/tokens", api.post_token, methods=["POST"]),
+        Route("/v1/config", api.get_config, methods=["GET"]),
+        Route("/v1/config", api.post_config, methods=["POST"]),
+        Route("/healthz", api.healthz, methods=["GET"]),
+        Route("/metrics", api.get_metrics, methods=["GET"]),
+    ]
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={
+            RekindleError: rekindle_error,
+            HTTPException: http_error,
+            Exception: unexpected_error,
+        },
+    )
+
+
+def app_from_env() -> Starlette:
+    """Factory for uvicorn worker processes: settings come from the environment the CLI set."""
+    return create_app(Settings.from_env())

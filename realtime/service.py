@@ -1,0 +1,87 @@
+"""The resources one service process holds, opened by the app's lifespan and closed in reverse."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from engine.clock import Clock, SystemClock
+from engine.keys import Keys
+from engine.members import MemberStore
+from engine.pipelining import AutoPipeline
+from engine.programs import ProgramRegistry
+from engine.scripts import Scripts
+from engine.store import AwardStore
+from realtime.auth import Auth
+from realtime.settings import Settings
+
+log = logging.getLogger("rekindle.service")
+
+
+class UnsupportedServer(RuntimeError):
+    """The Redis server lacks a command the engine relies on."""
+
+
+@dataclass
+class Service:
+    settings: Settings
+    clock: Clock
+    redis: Redis
+    keys: Keys
+    scripts: Scripts
+    pipeline: AutoPipeline
+    awards: AwardStore
+    members: MemberStore
+    programs: ProgramRegistry
+    auth: Auth
+
+    @classmethod
+    async def open(cls, settings: Settings, clock: Clock | None = None) -> "Service":
+        if not settings.redis_url:
+            raise ValueError("settings.redis_url is required (rekindle serve starts the embedded server)")
+        clock = clock or SystemClock()
+        redis = Redis.from_url(settings.redis_url, max_connections=256, socket_timeout=10, socket_connect_timeout=5)
+        try:
+            await _check_server(redis)
+            keys = Keys(settings.key_prefix)
+            scripts = Scripts()
+            await scripts.load(redis)
+            pipeline = AutoPipeline(redis)
+            programs = ProgramRegistry(redis, keys, clock)
+            source = settings.config_path.read_bytes()
+            await programs.activate(source, origin=f"file:{settings.config_path}", file=str(settings.config_path))
+            programs.start_watching()
+        except BaseException:
+            await redis.aclose()
+            raise
+        return cls(
+            settings=settings,
+            clock=clock,
+            redis=redis,
+            keys=keys,
+            scripts=scripts,
+            pipeline=pipeline,
+            awards=AwardStore(pipeline, keys, scripts),
+            members=MemberStore(redis, keys),
+            programs=programs,
+            auth=Auth(settings.api_keys, settings.admin_keys, settings.token_secret),
+        )
+
+    async def close(self) -> None:
+        await self.programs.stop_watching()
+        await self.pipeline.aclose()
+        await self.redis.aclose()
+
+
+async def _check_server(redis: Redis) -> None:
+    """Per-field hash expiry (Redis 7.4+, Valkey 9+) keeps quest and cap counters bounded."""
+    try:
+        # On a key that does not exist this changes nothing and answers [-2].
+        await redis.execute_command("HPEXPIREAT", "rk:probe:{none}", 1, "FIELDS", 1, "f")
+    except ResponseError:
+        server = await redis.info("server")
+        version = server.get("valkey_version") or server.get("redis_version")
+        raise UnsupportedServer(f"the Redis server ({version}) lacks HPEXPIREAT: use Redis 7.4+ or Valkey 9+") from None

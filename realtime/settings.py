@@ -1,0 +1,102 @@
+"""Infrastructure settings: read once at start-up from flags and the environment.
+
+Programmes (what events earn) are a different kind of configuration and live in TOML files;
+nothing here says anything about XP or quests.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import orjson
+
+DEV_SECRETS_FILE = "dev-secrets.json"
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str | None = None  # None: start the embedded Valkey in data_dir
+    api_keys: frozenset[str] = frozenset()
+    admin_keys: frozenset[str] = frozenset()
+    token_secret: str = field(default="", repr=False)
+    data_dir: Path = Path(".data")
+    config_path: Path = Path("config/member_day.toml")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    key_prefix: str = "rk"
+    max_body_bytes: int = 2 * 1024 * 1024
+    max_batch: int = 1000
+    token_ttl_s: int = 24 * 3600
+    dev_generated: tuple[str, ...] = ()  # which secrets were generated for development
+
+    def __repr__(self) -> str:  # never print secrets, not even by accident in a log line
+        return (
+            f"Settings(redis_url={_redact_url(self.redis_url)!r}, api_keys=<{len(self.api_keys)}>, "
+            f"admin_keys=<{len(self.admin_keys)}>, data_dir={str(self.data_dir)!r}, "
+            f"config_path={str(self.config_path)!r}, host={self.host!r}, port={self.port}, workers={self.workers})"
+        )
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> "Settings":
+        env = dict(os.environ if env is None else env)
+        base = cls(
+            redis_url=env.get("REDIS_URL") or None,
+            api_keys=_keys(env.get("REKINDLE_API_KEYS", "")),
+            admin_keys=_keys(env.get("REKINDLE_ADMIN_KEYS", "")),
+            token_secret=env.get("REKINDLE_TOKEN_SECRET", ""),
+            data_dir=Path(env.get("REKINDLE_DATA_DIR", ".data")),
+            config_path=Path(env.get("REKINDLE_CONFIG", "config/member_day.toml")),
+            key_prefix=env.get("REKINDLE_KEY_PREFIX", "rk"),
+        )
+        return replace(base, **{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
+
+    def with_dev_secrets(self) -> "Settings":
+        """Fill missing keys and secret with development values kept in the data folder.
+
+        They persist across restarts so a developer's shell variables keep working; they are
+        printed once by ``rekindle serve`` and never logged.
+        """
+        missing = [n for n, v in (("api_key", self.api_keys), ("admin_key", self.admin_keys), ("token_secret", self.token_secret)) if not v]
+        if not missing:
+            return self
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        path = self.data_dir / DEV_SECRETS_FILE
+        stored: dict[str, str] = orjson.loads(path.read_bytes()) if path.exists() else {}
+        for name in missing:
+            stored.setdefault(name, ("rk_dev_" if name != "token_secret" else "") + secrets.token_urlsafe(24))
+        path.write_bytes(orjson.dumps(stored, option=orjson.OPT_INDENT_2))
+        path.chmod(0o600)
+        return replace(
+            self,
+            api_keys=self.api_keys or frozenset({stored["api_key"]}),
+            admin_keys=self.admin_keys or frozenset({stored["admin_key"]}),
+            token_secret=self.token_secret or stored["token_secret"],
+            dev_generated=tuple(missing),
+        )
+
+    def worker_env(self) -> dict[str, str]:
+        """The environment that makes ``from_env`` rebuild these settings in a worker process."""
+        return {
+            "REDIS_URL": self.redis_url or "",
+            "REKINDLE_API_KEYS": ",".join(sorted(self.api_keys)),
+            "REKINDLE_ADMIN_KEYS": ",".join(sorted(self.admin_keys)),
+            "REKINDLE_TOKEN_SECRET": self.token_secret,
+            "REKINDLE_DATA_DIR": str(self.data_dir),
+            "REKINDLE_CONFIG": str(self.config_path),
+            "REKINDLE_KEY_PREFIX": self.key_prefix,
+        }
+
+
+def _keys(value: str) -> frozenset[str]:
+    return frozenset(k.strip() for k in value.split(",") if k.strip())
+
+
+def _redact_url(url: str | None) -> str | None:
+    if url is None or "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1) if "://" in url else ("", url)
+    return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
