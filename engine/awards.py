@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from typing import Any
 
 import msgpack
@@ -169,29 +168,16 @@ def _quest_step(quest: CompiledQuest, event: Event, periods: "Periods", retentio
 
 
 class Periods:
-    """The local day and ISO week that hold one instant, computed at most once per plan."""
+    """The local day and ISO week holding one instant, in the programme's time zone."""
 
-    __slots__ = ("_local", "_tz", "_day", "_week")
+    __slots__ = ("_calendar", "_at_ms")
 
     def __init__(self, program: CompiledProgram, at_ms: int) -> None:
-        self._tz = program.tz
-        self._local = datetime.fromtimestamp(at_ms / 1000, program.tz)
-        self._day: tuple[str, int] | None = None
-        self._week: tuple[str, int] | None = None
+        self._calendar = program.calendar
+        self._at_ms = at_ms
 
     def day(self) -> tuple[str, int]:
-        if self._day is None:
-            local = self._local
-            start = datetime(local.year, local.month, local.day, tzinfo=self._tz)
-            end = start + timedelta(days=1)
-            self._day = (start.strftime("%Y%m%d"), int(end.timestamp() * 1000))
-        return self._day
+        return self._calendar.day(self._at_ms)
 
     def week(self) -> tuple[str, int]:
-        if self._week is None:
-            local = self._local
-            year, week, weekday = local.isocalendar()
-            start = datetime(local.year, local.month, local.day, tzinfo=self._tz) - timedelta(days=weekday - 1)
-            end = start + timedelta(days=7)
-            self._week = (f"{year}W{week:02d}", int(end.timestamp() * 1000))
-        return self._week
+        return self._calendar.week(self._at_ms)

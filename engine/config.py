@@ -9,6 +9,7 @@ coupon missing from the catalogue, tiers out of order).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import tomllib
 from dataclasses import dataclass
@@ -19,13 +20,18 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgpack
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator
 
+from engine.calendar import Calendar
 from engine.clock import DAY_MS
 from engine.errors import ConfigError, ConfigProblem
 
-Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$", max_length=48)]
-Count = Annotated[int, Field(ge=0, le=1_000_000_000)]
+# Scalars are strict: `daily_cap = "5000"` or `fixed = true` is a mistake to name, not to coerce.
+Int = Annotated[int, Strict()]
+Bool = Annotated[bool, Strict()]
+Str = Annotated[str, Strict()]
+Name = Annotated[str, Strict(), Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$", max_length=48)]
+Count = Annotated[int, Strict(), Field(ge=0, le=1_000_000_000)]
 
 
 class _Model(BaseModel):
@@ -38,15 +44,15 @@ class _Model(BaseModel):
 class ProgramInfo(_Model):
     """The programme's identity and the engine limits it chooses."""
 
-    name: str = Field(min_length=1, max_length=120)
-    timezone: str = Field("UTC", description="IANA zone whose midnight starts a day and a week")
-    dedupe_retention_days: int = Field(
+    name: Str = Field(min_length=1, max_length=120)
+    timezone: Str = Field("UTC", description="IANA zone whose midnight starts a day and a week")
+    dedupe_retention_days: Int = Field(
         14, ge=7, le=90, description="how long an event id is remembered; older events are refused"
     )
-    max_clock_skew_s: int = Field(
+    max_clock_skew_s: Int = Field(
         300, ge=0, le=3600, description="how far in the future an event's `at` may lie"
     )
-    feed_length: int = Field(
+    feed_length: Int = Field(
         500, ge=10, le=100_000, description="entries kept in each member's progress stream"
     )
 
@@ -70,18 +76,18 @@ class FieldSpec(_Model):
     """One key of an event's ``data``. Money is ``int`` cents: there is no float type."""
 
     type: FieldType
-    required: bool = True
-    description: str = ""
-    min: int | None = Field(None, description="int: smallest value allowed")
-    max: int | None = Field(None, description="int: largest value allowed")
-    max_length: int = Field(256, ge=1, le=4096, description="str: longest value allowed")
+    required: Bool = True
+    description: Str = ""
+    min: Int | None = Field(None, description="int: smallest value allowed")
+    max: Int | None = Field(None, description="int: largest value allowed")
+    max_length: Int = Field(256, ge=1, le=4096, description="str: longest value allowed")
     one_of: tuple[str, ...] | None = Field(None, description="str: the only values allowed")
 
 
 class EventType(_Model):
     """A kind of member event the shop posts, and the fields its ``data`` carries."""
 
-    description: str = ""
+    description: Str = ""
     fields: dict[Name, FieldSpec] = Field(default_factory=dict)
 
 
@@ -90,22 +96,22 @@ class Condition(_Model):
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    eq: int | bool | str | None = None
-    ne: int | bool | str | None = None
-    gt: int | None = None
-    gte: int | None = None
-    lt: int | None = None
-    lte: int | None = None
-    in_: tuple[int | str, ...] | None = Field(None, alias="in")
-    not_in: tuple[int | str, ...] | None = None
+    eq: Int | Bool | Str | None = None
+    ne: Int | Bool | Str | None = None
+    gt: Int | None = None
+    gte: Int | None = None
+    lt: Int | None = None
+    lte: Int | None = None
+    in_: tuple[Int | Str, ...] | None = Field(None, alias="in")
+    not_in: tuple[Int | Str, ...] | None = None
 
 
 class PerUnit(_Model):
     """``amount`` for every whole ``every`` of ``field``: 1 XP per 100 cents is every=100, amount=1."""
 
     field: Name
-    every: int = Field(ge=1)
-    amount: int = Field(ge=1, le=1_000_000)
+    every: Int = Field(ge=1)
+    amount: Int = Field(ge=1, le=1_000_000)
 
 
 class Currency(str, Enum):
@@ -118,9 +124,9 @@ class Rule(_Model):
 
     event: Name
     grant: Currency
-    fixed: int | None = Field(None, ge=1, le=1_000_000)
+    fixed: Int | None = Field(None, ge=1, le=1_000_000)
     per: PerUnit | None = None
-    daily_cap: int | None = Field(None, ge=1, description="most this rule grants a member per day")
+    daily_cap: Int | None = Field(None, ge=1, description="most this rule grants a member per day")
     where: dict[Name, Condition] = Field(default_factory=dict)
 
 
@@ -136,20 +142,27 @@ class CatalogItem(_Model):
     """A reward that is not a number: a coupon and its terms."""
 
     kind: Literal["coupon"] = "coupon"
-    title: str = Field(min_length=1, max_length=120)
-    value_cents: int = Field(ge=0)
-    min_spend_cents: int = Field(0, ge=0)
-    valid_days: int = Field(30, ge=1, le=3650)
+    title: Str = Field(min_length=1, max_length=120)
+    value_cents: Int = Field(ge=0)
+    min_spend_cents: Int = Field(0, ge=0)
+    valid_days: Int = Field(30, ge=1, le=3650)
 
 
 class Tier(_Model):
     """A rung of the ladder, reached by lifetime XP."""
 
     id: Name
-    name: str = Field(min_length=1, max_length=60)
+    name: Str = Field(min_length=1, max_length=60)
     xp: Count
     points_multiplier: float = Field(1.0, ge=0.0, le=100.0)
     rewards: Rewards = Rewards()
+
+    @field_validator("points_multiplier", mode="before")
+    @classmethod
+    def _a_number(cls, value: object) -> object:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError("must be a number such as 1.25")
+        return value
 
     @field_validator("points_multiplier")
     @classmethod
@@ -169,10 +182,10 @@ class QuestKind(str, Enum):
 class Quest(_Model):
     """A goal: count events (or sum a field of them) until ``target``; then the rewards."""
 
-    title: str = Field(min_length=1, max_length=120)
+    title: Str = Field(min_length=1, max_length=120)
     kind: QuestKind
     event: Name
-    target: int = Field(ge=1, le=1_000_000_000)
+    target: Int = Field(ge=1, le=1_000_000_000)
     sum: Name | None = Field(None, description="int field to add up; without it, events are counted")
     where: dict[Name, Condition] = Field(default_factory=dict)
     starts: datetime | None = None
@@ -204,14 +217,49 @@ def parse_program(source: str | bytes, file: str) -> Program:
     try:
         program = Program.model_validate(raw)
     except ValidationError as exc:
-        problems = [
-            ConfigProblem(file, _key_path(err["loc"]), _reason(err)) for err in exc.errors()
-        ]
+        problems = [ConfigProblem(file, _key_path(err["loc"]), _reason(err)) for err in exc.errors()]
+        # Drop what the shape mistakes touch and cross-check the rest: one run names every mistake.
+        pruned = _prune(raw, exc.errors())
+        if pruned is not None:
+            partial, dropped = pruned
+            problems += [ConfigProblem(file, path, reason) for path, reason in _cross_check(partial, dropped)]
         raise ConfigError(f"{file}: {len(problems)} problem(s)", problems) from None
     problems = [ConfigProblem(file, path, reason) for path, reason in _cross_check(program)]
     if problems:
         raise ConfigError(f"{file}: {len(problems)} problem(s)", problems)
     return program
+
+
+_SECTIONS = ("events", "rules", "quests", "catalog")
+_PLACEHOLDERS: dict[str, Any] = {"program": {"name": "-"}, "tiers": [{"id": "-", "name": "-", "xp": 0}]}
+
+
+def _prune(raw: dict[str, Any], errors: list[Any]) -> tuple[Program, dict[str, set[str]]] | None:
+    """A valid programme made of the parts that passed, and what was left out (by section)."""
+    candidate = copy.deepcopy(raw)
+    dropped: dict[str, set[str]] = {name: set() for name in (*_SECTIONS, *_PLACEHOLDERS)}
+    for _ in range(3):
+        for err in errors:
+            loc = err["loc"]
+            if not loc:
+                return None
+            section = str(loc[0])
+            if section in _SECTIONS and len(loc) >= 2 and isinstance(candidate.get(section), dict):
+                candidate[section].pop(loc[1], None)
+                dropped[section].add(str(loc[1]))
+            elif section in _SECTIONS:
+                candidate[section] = {}
+                dropped[section].add("*")
+            elif section in _PLACEHOLDERS:
+                candidate[section] = copy.deepcopy(_PLACEHOLDERS[section])
+                dropped[section].add("*")
+            else:
+                candidate.pop(section, None)  # an unknown top-level key
+        try:
+            return Program.model_validate(candidate), dropped
+        except ValidationError as exc:
+            errors = exc.errors()
+    return None
 
 
 def load_program(path: str | Path) -> "CompiledProgram":
@@ -232,15 +280,18 @@ def json_schema() -> dict[str, Any]:
     return schema
 
 
+_UNION_BRANCHES = frozenset({"int", "bool", "str", "float", "constrained-str", "constrained-int", "list", "tuple"})
+
+
 def _key_path(loc: tuple[int | str, ...]) -> str:
     parts: list[str] = []
     for item in loc:
         if isinstance(item, int):
             parts.append(f"[{item}]")
-        elif item in ("int", "bool", "str", "tuple[int | str, ...]") or "[" in str(item):
+        elif item in _UNION_BRANCHES or "[" in item:
             continue  # pydantic names the union branch it tried; designers do not need that
         else:
-            parts.append(("." if parts else "") + str(item).replace("in_", "in"))
+            parts.append(("." if parts else "") + ("in" if item == "in_" else item))
     return "".join(parts)
 
 
@@ -252,9 +303,18 @@ def _reason(err: Any) -> str:
     return str(err["msg"]).removeprefix("Value error, ")
 
 
-def _cross_check(p: Program) -> list[tuple[str, str]]:
-    """Problems that need the whole file to see, as (key path, reason)."""
+def _cross_check(p: Program, dropped: dict[str, set[str]] | None = None) -> list[tuple[str, str]]:
+    """Problems that need the whole file to see, as (key path, reason).
+
+    ``dropped``: names left out for shape mistakes already reported; references to them are
+    not reported again as missing.
+    """
     out: list[tuple[str, str]] = []
+    dropped = dropped or {}
+
+    def gone(section: str, name: str) -> bool:
+        names = dropped.get(section, set())
+        return name in names or "*" in names
 
     def check_where(path: str, event: str, where: dict[str, Condition]) -> None:
         fields = p.events[event].fields
@@ -277,7 +337,7 @@ def _cross_check(p: Program) -> list[tuple[str, str]]:
 
     def check_rewards(path: str, rewards: Rewards) -> None:
         for i, coupon in enumerate(rewards.coupons):
-            if coupon not in p.catalog:
+            if coupon not in p.catalog and not gone("catalog", coupon):
                 out.append((f"{path}.rewards.coupons[{i}]", f"no catalog item {coupon!r}"))
 
     def int_field(path: str, event: str, name: str) -> None:
@@ -300,7 +360,8 @@ def _cross_check(p: Program) -> list[tuple[str, str]]:
     for name, rule in p.rules.items():
         path = f"rules.{name}"
         if rule.event not in p.events:
-            out.append((f"{path}.event", f"no event type {rule.event!r} is declared under [events]"))
+            if not gone("events", rule.event):
+                out.append((f"{path}.event", f"no event type {rule.event!r} is declared under [events]"))
             continue
         if (rule.fixed is None) == (rule.per is None):
             out.append((path, "give exactly one of `fixed` or `per`"))
@@ -309,7 +370,7 @@ def _cross_check(p: Program) -> list[tuple[str, str]]:
         check_where(path, rule.event, rule.where)
 
     seen: set[str] = set()
-    for i, tier in enumerate(p.tiers):
+    for i, tier in enumerate(() if gone("tiers", "*") else p.tiers):
         path = f"tiers[{i}]"
         if tier.id in seen:
             out.append((f"{path}.id", f"tier {tier.id!r} is declared twice"))
@@ -323,7 +384,8 @@ def _cross_check(p: Program) -> list[tuple[str, str]]:
     for name, quest in p.quests.items():
         path = f"quests.{name}"
         if quest.event not in p.events:
-            out.append((f"{path}.event", f"no event type {quest.event!r} is declared under [events]"))
+            if not gone("events", quest.event):
+                out.append((f"{path}.event", f"no event type {quest.event!r} is declared under [events]"))
             continue
         if quest.sum is not None:
             int_field(f"{path}.sum", quest.event, quest.sum)
@@ -400,6 +462,7 @@ class CompiledProgram:
     quests: tuple[CompiledQuest, ...]
     tiers: tuple[Tier, ...]
     tiers_packed: bytes  # msgpack table handed to award.lua with every call
+    calendar: Calendar  # days and weeks in the programme's zone (remembers the last found)
 
     @property
     def name(self) -> str:
@@ -459,6 +522,7 @@ def compile_program(program: Program, source: bytes) -> CompiledProgram:
         quests=tuple(all_quests),
         tiers=program.tiers,
         tiers_packed=tiers_packed,
+        calendar=Calendar(ZoneInfo(info.timezone)),
     )
 
 

@@ -23,7 +23,7 @@ from engine.errors import InvalidInput, NotFound
 from engine.events import parse_time
 from engine.keys import Keys
 
-_BIRTHDAY = re.compile(r"(\d{2})-(\d{2})")
+_BIRTHDAY = re.compile(r"([0-9]{2})-([0-9]{2})")
 _PROFILE_KEYS = frozenset({"joined_at", "birthday", "referrer", "tags"})
 MAX_TAGS = 32
 
@@ -102,8 +102,9 @@ class MemberStore:
         p = {k.decode(): v.decode() for k, v in profile.items()}
         xp = int(p.get("xp", 0))
         tiers = program.tiers
-        tier_index = next((i for i, t in enumerate(tiers) if t.id == p.get("tier")), 0)
-        if "tier" not in p:
+        # As award.lua does: the stored tier if the programme still has it, else where XP reaches.
+        tier_index = next((i for i, t in enumerate(tiers) if t.id == p.get("tier")), None)
+        if tier_index is None:
             tier_index = max(i for i, t in enumerate(tiers) if xp >= t.xp)
         tier = tiers[tier_index]
         nxt = tiers[tier_index + 1] if tier_index + 1 < len(tiers) else None

@@ -45,9 +45,15 @@ class AutoPipeline:
         return future
 
     async def run_many(self, calls: Sequence[tuple[LuaScript, Sequence[str], Sequence[Any]]]) -> list[Any]:
-        """Send a known batch at once (the batch endpoint); replies in order, errors as values."""
-        futures = [self.evalsha(s, k, a) for s, k, a in calls]
-        return await asyncio.gather(*futures, return_exceptions=True)
+        """Send a known batch as one write on one connection, so it applies in its own order.
+
+        Replies come back in order, errors as values. It does not join the tick's queue: a
+        batch split across two writes (and two connections) could apply out of order.
+        """
+        loop = asyncio.get_running_loop()
+        batch: list[Call] = [(s, k, a, loop.create_future()) for s, k, a in calls]
+        await self._send(batch)
+        return [f.exception() or f.result() for *_, f in batch]
 
     async def aclose(self) -> None:
         if self._queue:

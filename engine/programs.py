@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
@@ -34,8 +35,9 @@ class ActiveProgram:
 
 
 class ProgramRegistry:
-    def __init__(self, redis: Redis, keys: Keys, clock: Clock) -> None:
+    def __init__(self, redis: Redis, keys: Keys, clock: Clock, on_change: Callable[[int], None] | None = None) -> None:
         self._redis = redis
+        self._on_change = on_change  # told the version number whenever the held version changes
         self._keys = keys
         self._clock = clock
         self._script = LuaScript.from_package("activate.lua")
@@ -84,6 +86,8 @@ class ProgramRegistry:
             log.error("active programme version %s no longer validates: %s", version, exc)
             return False
         self._current = ActiveProgram(version, program, (origin or b"").decode(), int(at_ms or 0))
+        if self._on_change is not None:
+            self._on_change(version)
         log.info("programme version %s active (%s)", version, program.version)
         return True
 

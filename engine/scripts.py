@@ -48,9 +48,10 @@ class Scripts:
 
     def __init__(self) -> None:
         self.award = LuaScript.from_package("award.lua")
+        self.replay = LuaScript.from_package("replay.lua")
 
     def all(self) -> list[LuaScript]:
-        return [self.award]
+        return [self.award, self.replay]
 
     async def load(self, redis: Redis) -> None:
         for script in self.all():

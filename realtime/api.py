@@ -80,6 +80,9 @@ async def post_events(request: Request) -> Response:
 
 
 async def _post_one(svc: Service, body: Any, program: Any, now_ms: int) -> Response:
+    if not isinstance(body, dict):
+        metrics.EVENTS.labels("-", "rejected").inc()
+        raise InvalidInput(f'must be an event object or {{"events": [...]}}, not {ids._kind(body)}', field="body")
     try:
         event = parse_event(body, program, now_ms)
     except InvalidInput:
@@ -128,16 +131,14 @@ async def _post_batch(svc: Service, body: dict[str, Any], program: Any, now_ms: 
             metrics.REDIS_ERRORS.inc()
             raise Unavailable("the store is unavailable; retry the batch as is") from exc
         metrics.STORE_SECONDS.observe(perf_counter() - started)
+        failed = [o for o in outcomes if isinstance(o, Exception)]
+        if failed:
+            # Some events may have been applied: a retry of the whole batch answers those
+            # `duplicate` and applies the rest, so the batch is refused whole.
+            metrics.REDIS_ERRORS.inc(len(failed))
+            raise Unavailable("the store failed part of the batch; retry the batch as is")
         for (i, event), outcome in zip(events, outcomes):
-            if isinstance(outcome, Exception):
-                metrics.REDIS_ERRORS.inc()
-                view: dict[str, Any] = {
-                    "id": event.id,
-                    "status": "error",
-                    "error": {"code": "unavailable", "message": "not applied; retry this event as is"},
-                }
-            else:
-                view = _result_view(event, outcome, f"events[{i}].id")
+            view = _result_view(event, outcome, f"events[{i}].id")  # type: ignore[arg-type]
             metrics.EVENTS.labels(event.type, view["status"]).inc()
             results[i] = view
     return json_response({"results": results})
@@ -229,7 +230,6 @@ async def post_config(request: Request) -> Response:
     svc.auth.admin(request.headers.get("authorization"))
     source = await read_body(request, 1024 * 1024)
     active = await svc.programs.activate(source, origin="api", file="<posted>")
-    metrics.PROGRAM_VERSION.set(active.version)
     return json_response({"version": active.version, "hash": active.program.version, "name": active.program.name})
 
 

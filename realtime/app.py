@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 
 from engine.clock import Clock
 from engine.errors import RekindleError
-from realtime import api, metrics
+from realtime import api, live
 from realtime.errors import http_error, rekindle_error, unexpected_error
 from realtime.service import Service
 from realtime.settings import Settings
@@ -22,7 +23,6 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         service = await Service.open(settings, clock)
         app.state.service = service
-        metrics.PROGRAM_VERSION.set(service.programs.current.version)
         try:
             yield
         finally:
@@ -36,6 +36,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
         Route("/v1/tokens", api.post_token, methods=["POST"]),
         Route("/v1/config", api.get_config, methods=["GET"]),
         Route("/v1/config", api.post_config, methods=["POST"]),
+        WebSocketRoute("/v1/live", live.live),
         Route("/healthz", api.healthz, methods=["GET"]),
         Route("/metrics", api.get_metrics, methods=["GET"]),
     ]
@@ -52,4 +53,5 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
 
 def app_from_env() -> Starlette:
     """Factory for uvicorn worker processes: settings come from the environment the CLI set."""
+    logging.captureWarnings(True)  # a library's warning becomes a JSON log line like the rest
     return create_app(Settings.from_env())

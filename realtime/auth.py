@@ -23,8 +23,7 @@ def _digest(key: str) -> bytes:
 
 class Auth:
     def __init__(self, api_keys: frozenset[str], admin_keys: frozenset[str], token_secret: str) -> None:
-        if len(token_secret) < 16:
-            raise ValueError("REKINDLE_TOKEN_SECRET must be at least 16 characters")
+        check_secret(token_secret)
         self._api = frozenset(map(_digest, api_keys))
         self._admin = frozenset(map(_digest, admin_keys))
         self._secret = token_secret
@@ -57,6 +56,14 @@ class Auth:
         exp_s = now_ms // 1000 + ttl_s
         token = jwt.encode({"sub": member, "iat": now_ms // 1000, "exp": exp_s}, self._secret, algorithm=ALGORITHM)
         return token, exp_s * 1000
+
+
+MIN_SECRET_BYTES = 32  # RFC 7518 3.2: an HS256 key at least as long as the hash
+
+
+def check_secret(secret: str) -> None:
+    if len(secret.encode()) < MIN_SECRET_BYTES:
+        raise ValueError(f"REKINDLE_TOKEN_SECRET must be at least {MIN_SECRET_BYTES} bytes (HS256)")
 
 
 def require_self(caller: ids.MemberId, member: ids.MemberId) -> None:

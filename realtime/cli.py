@@ -21,6 +21,7 @@ from engine.clock import SystemClock
 from engine.config import json_schema, load_program
 from engine.errors import ConfigError, InvalidInput
 from engine.keys import Keys
+from realtime.auth import check_secret
 from realtime.embedded import EmbeddedValkey, running_url
 from realtime.settings import Settings
 
@@ -84,6 +85,11 @@ def _token(args: argparse.Namespace) -> int:
     from realtime.auth import Auth
 
     settings = Settings.from_env(data_dir=args.data_dir).with_dev_secrets()
+    try:
+        check_secret(settings.token_secret)
+    except ValueError as exc:
+        print(f"rekindle token: {exc}", file=sys.stderr)
+        return 2
     try:
         member = ids.member_id(args.member, "member")
     except InvalidInput as exc:
@@ -152,9 +158,13 @@ def _serve(args: argparse.Namespace) -> int:
     ).with_dev_secrets()
     try:
         program = load_program(settings.config_path)  # fail before anything starts
+        check_secret(settings.token_secret)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"rekindle serve: {exc}", file=sys.stderr)
         return 2
 
     embedded: EmbeddedValkey | None = None

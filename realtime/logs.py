@@ -7,10 +7,14 @@ WebSocket URL may carry a member token in its query string.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 
 import orjson
+
+# A WebSocket URL may carry a member token (`?token=`); uvicorn logs the URL of each handshake.
+_TOKEN_IN_URL = re.compile(r"(token=)[^&\s\"']+")
 
 
 class JsonFormatter(logging.Formatter):
@@ -19,7 +23,7 @@ class JsonFormatter(logging.Formatter):
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": _TOKEN_IN_URL.sub(r"\1***", record.getMessage()),
         }
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)

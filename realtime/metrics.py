@@ -25,6 +25,11 @@ PROGRAM_VERSION = Gauge(
     "rekindle_program_version", "Active programme version held by this process", multiprocess_mode="max"
 )
 LIVE_SOCKETS = Gauge("rekindle_live_sockets", "Open live-feed WebSockets", multiprocess_mode="livesum")
+FRAMES_SENT = Counter("rekindle_live_frames_sent", "Frames written to live-feed sockets")
+FEED_LAG_SECONDS = Histogram(
+    "rekindle_live_lag_seconds", "Award (stream entry time) to frame sent on a socket", buckets=_LATENCY
+)
+SLOW_CONSUMERS = Counter("rekindle_live_slow_consumer_disconnects", "Sockets closed for falling too far behind")
 
 
 def render() -> tuple[bytes, str]:

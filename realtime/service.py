@@ -9,13 +9,16 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from engine.clock import Clock, SystemClock
+from engine.feed import FeedStore
 from engine.keys import Keys
 from engine.members import MemberStore
 from engine.pipelining import AutoPipeline
 from engine.programs import ProgramRegistry
 from engine.scripts import Scripts
 from engine.store import AwardStore
+from realtime import metrics
 from realtime.auth import Auth
+from realtime.hub import Hub
 from realtime.settings import Settings
 
 log = logging.getLogger("rekindle.service")
@@ -37,24 +40,31 @@ class Service:
     members: MemberStore
     programs: ProgramRegistry
     auth: Auth
+    feed: FeedStore
+    hub: Hub
 
     @classmethod
     async def open(cls, settings: Settings, clock: Clock | None = None) -> "Service":
         if not settings.redis_url:
             raise ValueError("settings.redis_url is required (rekindle serve starts the embedded server)")
         clock = clock or SystemClock()
+        auth = Auth(settings.api_keys, settings.admin_keys, settings.token_secret)  # before any I/O
         redis = Redis.from_url(settings.redis_url, max_connections=256, socket_timeout=10, socket_connect_timeout=5)
+        keys = Keys(settings.key_prefix)
+        scripts = Scripts()
+        pipeline = AutoPipeline(redis)
+        programs = ProgramRegistry(redis, keys, clock, on_change=metrics.PROGRAM_VERSION.set)
+        hub = Hub(settings.redis_url)
         try:
             await _check_server(redis)
-            keys = Keys(settings.key_prefix)
-            scripts = Scripts()
             await scripts.load(redis)
-            pipeline = AutoPipeline(redis)
-            programs = ProgramRegistry(redis, keys, clock)
             source = settings.config_path.read_bytes()
             await programs.activate(source, origin=f"file:{settings.config_path}", file=str(settings.config_path))
             programs.start_watching()
+            await hub.start()
         except BaseException:
+            await hub.close()
+            await programs.stop_watching()
             await redis.aclose()
             raise
         return cls(
@@ -67,10 +77,13 @@ class Service:
             awards=AwardStore(pipeline, keys, scripts),
             members=MemberStore(redis, keys),
             programs=programs,
-            auth=Auth(settings.api_keys, settings.admin_keys, settings.token_secret),
+            auth=auth,
+            feed=FeedStore(redis, keys, scripts),
+            hub=hub,
         )
 
     async def close(self) -> None:
+        await self.hub.close()
         await self.programs.stop_watching()
         await self.pipeline.aclose()
         await self.redis.aclose()

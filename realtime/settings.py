@@ -67,7 +67,7 @@ class Settings:
         path = self.data_dir / DEV_SECRETS_FILE
         stored: dict[str, str] = orjson.loads(path.read_bytes()) if path.exists() else {}
         for name in missing:
-            stored.setdefault(name, ("rk_dev_" if name != "token_secret" else "") + secrets.token_urlsafe(24))
+            stored.setdefault(name, ("rk_dev_" if name != "token_secret" else "") + secrets.token_urlsafe(32))
         path.write_bytes(orjson.dumps(stored, option=orjson.OPT_INDENT_2))
         path.chmod(0o600)
         return replace(

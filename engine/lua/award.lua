@@ -2,7 +2,7 @@
 -- KEYS[1] profile hash    (xp, pts = points balance, tier = tier id)
 -- KEYS[2] state hash      (q:<quest>:<period> progress, c:<rule>:<day> cap used; field expiry)
 -- KEYS[3] ledger stream   (d = points delta, b = balance after, r = reason, e = event id)
--- KEYS[4] feed stream     (t = effect type, d = msgpack effect data), capped at ARGV[1].feed_length
+-- KEYS[4] feed stream     (t = effect type, d = msgpack effect data, e = event id), capped
 -- KEYS[5] rewards list    (msgpack [item, granted at ms, reason, event id])
 -- KEYS[6] dedupe hash of the event's own time bucket (field: 12-byte id digest, value: fingerprint)
 -- KEYS[7..] the other dedupe buckets an earlier sighting of the id could be in
@@ -129,7 +129,7 @@ end
 local feed_ids = {}
 for i, e in ipairs(effects) do
   feed_ids[i] = redis.call('XADD', KEYS[4], 'MAXLEN', '~', feed_length, '*',
-    't', e[1], 'd', cmsgpack.pack(e[2]))
+    't', e[1], 'd', cmsgpack.pack(e[2]), 'e', event_id)
 end
 redis.call('PUBLISH', ARGV[3], cmsgpack.pack({feed_ids, effects, event_id}))
 return cmsgpack.pack({1, feed_ids, effects})

@@ -1,0 +1,48 @@
+"""Local days and ISO weeks of a programme's time zone, as epoch-millisecond ranges.
+
+Daily caps and daily/weekly quests key their counters by the period holding the event's time.
+Working that out costs a time-zone conversion; events arrive in time order more or less, so
+remembering the last day and week found answers almost every call from a comparison.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+
+class Calendar:
+    __slots__ = ("tz", "_day", "_week")
+
+    def __init__(self, tz: ZoneInfo) -> None:
+        self.tz = tz
+        self._day: tuple[int, int, str] = (0, 0, "")
+        self._week: tuple[int, int, str] = (0, 0, "")
+
+    def day(self, at_ms: int) -> tuple[str, int]:
+        """The local day holding ``at_ms`` as ("YYYYMMDD", end in epoch ms)."""
+        start, end, label = self._day
+        if not start <= at_ms < end:
+            local = datetime.fromtimestamp(at_ms / 1000, self.tz)
+            first = datetime(local.year, local.month, local.day, tzinfo=self.tz)
+            start, end = _ms(first), _ms(first + timedelta(days=1))
+            label = first.strftime("%Y%m%d")
+            self._day = (start, end, label)
+        return label, end
+
+    def week(self, at_ms: int) -> tuple[str, int]:
+        """The local ISO week (Monday first) holding ``at_ms`` as ("YYYYWnn", end in epoch ms)."""
+        start, end, label = self._week
+        if not start <= at_ms < end:
+            local = datetime.fromtimestamp(at_ms / 1000, self.tz)
+            year, week, weekday = local.isocalendar()
+            first = datetime(local.year, local.month, local.day, tzinfo=self.tz) - timedelta(days=weekday - 1)
+            start, end = _ms(first), _ms(first + timedelta(days=7))
+            label = f"{year}W{week:02d}"
+            self._week = (start, end, label)
+        return label, end
+
+
+def _ms(moment: datetime) -> int:
+    # Wall-clock arithmetic above (same tzinfo), then timestamp(): correct across DST changes.
+    return int(moment.timestamp() * 1000)

@@ -1,0 +1,139 @@
+"""A live-feed client that does what an app should: connect, resume, reconnect with backoff.
+
+Used by the tests and the load tests, and small enough to port. It remembers the last feed id it
+yielded and resumes from it after any close that reconnecting can cure (a network blip, a slow-
+consumer eviction, a node draining for restart); it stops on closes that it cannot (a refused
+token, a malformed request) by raising ``LiveRefused``.
+
+    async with LiveClient("ws://127.0.0.1:8000", token) as client:
+        async for frame in client:
+            ...  # {"id", "type", "data"} in order, each once; or {"type": "reset"}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urlencode
+
+import msgpack
+import orjson
+import websockets
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from realtime.frames import FATAL_CLOSE_CODES, Encoding
+
+
+class LiveRefused(Exception):
+    """The server closed with a code after which retrying as is cannot help."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(f"{code}: {reason}")
+        self.code, self.reason = code, reason
+
+
+class LiveClient:
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        since: str | None = None,
+        encoding: Encoding = Encoding.JSON,
+        backoff_min_s: float = 0.05,
+        backoff_max_s: float = 5.0,
+        max_attempts: int | None = None,
+    ) -> None:
+        self._base = base_url.rstrip("/")
+        self._token = token
+        self.last_id = since
+        self.encoding = encoding
+        self._backoff = (backoff_min_s, backoff_max_s)
+        self._max_attempts = max_attempts
+        self._ws: Any = None
+        self._closed = False
+        self.connects = 0  # how many times a connection opened
+        self.close_codes: list[int] = []  # why each one ended, in order
+        self.connected = asyncio.Event()
+
+    async def __aenter__(self) -> "LiveClient":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def resume_from(self, feed_id: str | None) -> None:
+        """After a ``reset``: resume from the snapshot's ``feed_id`` on the next connection."""
+        self.last_id = feed_id
+
+    async def send(self, op: dict[str, Any]) -> None:
+        if self._ws is None:
+            raise ConnectionError("not connected")
+        if self.encoding is Encoding.JSON:
+            await self._ws.send(orjson.dumps(op).decode())
+        else:
+            await self._ws.send(msgpack.packb(op))
+
+    async def drop(self) -> None:
+        """Cut the current connection abruptly, as a network blip would; iteration reconnects."""
+        if self._ws is not None:
+            self._ws.transport.abort()
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._ws is not None:
+            await self._ws.close()
+
+    def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        return self._frames()
+
+    async def _frames(self) -> AsyncIterator[dict[str, Any]]:
+        attempt = 0
+        while not self._closed:
+            try:
+                async with websockets.connect(
+                    self._url(), subprotocols=[self.encoding.value], open_timeout=10, max_queue=None  # type: ignore[list-item]
+                ) as ws:
+                    self._ws = ws
+                    self.connects += 1
+                    self.connected.set()
+                    attempt = 0
+                    if self.last_id is None:  # say "from now" at once rather than let the server wait
+                        await self.send({"op": "resume", "since": None})
+                    async for raw in ws:
+                        frame = orjson.loads(raw) if isinstance(raw, str) else msgpack.unpackb(raw, raw=False)
+                        if "id" in frame:
+                            self.last_id = frame["id"]
+                        elif frame.get("type") == "reset":
+                            self.last_id = None  # the caller refetches its snapshot (see resume_from)
+                        yield frame
+                    self.close_codes.append(ws.close_code or 1005)
+                    if ws.close_code in FATAL_CLOSE_CODES:
+                        raise LiveRefused(ws.close_code, ws.close_reason or "")
+            except ConnectionClosed as exc:
+                code = exc.rcvd.code if exc.rcvd is not None else 1006
+                self.close_codes.append(code)
+                if code in FATAL_CLOSE_CODES:
+                    raise LiveRefused(code, exc.rcvd.reason if exc.rcvd else "") from None
+            except InvalidStatus as exc:
+                if exc.response.status_code in (401, 403):
+                    raise LiveRefused(exc.response.status_code, "handshake refused") from None
+            except (OSError, InvalidHandshake, asyncio.TimeoutError):
+                pass  # not reachable right now: back off and try again
+            finally:
+                self._ws = None
+                self.connected.clear()
+            if self._closed:
+                return
+            attempt += 1
+            if self._max_attempts is not None and attempt > self._max_attempts:
+                raise ConnectionError(f"gave up after {self._max_attempts} attempts")
+            low, high = self._backoff
+            await asyncio.sleep(random.uniform(0, min(high, low * 2**attempt)))  # full jitter
+
+    def _url(self) -> str:
+        params = {"token": self._token}
+        if self.last_id is not None:
+            params["since"] = self.last_id
+        return f"{self._base}/v1/live?{urlencode(params)}"

@@ -1,0 +1,132 @@
+"""The live feed's rules, without I/O: frames, their encodings, and resuming without gaps.
+
+A ``Frame`` is one effect at one feed id. It is encoded at most once per encoding, however many
+sockets it goes to ("one encoding per message, not per socket"). ``Resume`` merges the replay of
+the stream with live messages that arrive while the replay runs; ids decide what is new, so an
+entry that arrives both ways is sent once, and in stream order.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+import msgpack
+import orjson
+
+from engine.feed import StreamId, parse_stream_id
+
+
+class CloseCode(enum.IntEnum):
+    """WebSocket close codes this service sends; the client helper acts on each."""
+
+    SERVICE_RESTART = 1012  # draining: reconnect (elsewhere) and resume
+    BAD_REQUEST = 4400  # the client sent something unusable: fix it, do not retry as is
+    UNAUTHORIZED = 4401  # token missing, expired or forged: get a new token first
+    SLOW_CONSUMER = 4408  # the client fell too far behind: reconnect and resume
+    RESUME = 4409  # this node lost its Redis subscription: reconnect and resume
+
+
+#: Codes after which reconnecting with the same credentials and request cannot help.
+FATAL_CLOSE_CODES = frozenset({CloseCode.BAD_REQUEST, CloseCode.UNAUTHORIZED})
+
+
+class Encoding(enum.Enum):
+    JSON = "rekindle.json"
+    MSGPACK = "rekindle.msgpack"
+
+    @classmethod
+    def negotiate(cls, offered: list[str]) -> "Encoding | None":
+        """The first subprotocol of ours the client offers; None if it offers none of ours."""
+        for name in offered:
+            for enc in cls:
+                if name == enc.value:
+                    return enc
+        return None
+
+
+class Frame:
+    __slots__ = ("id", "sid", "type", "data", "_json", "_msgpack")
+
+    def __init__(self, feed_id: str, sid: StreamId, kind: str, data: Any) -> None:
+        self.id = feed_id
+        self.sid = sid
+        self.type = kind
+        self.data = data
+        self._json: str | None = None
+        self._msgpack: bytes | None = None
+
+    def encoded(self, encoding: Encoding) -> str | bytes:
+        """Text for JSON, bytes for msgpack; computed once per frame and encoding."""
+        if encoding is Encoding.JSON:
+            if self._json is None:
+                self._json = orjson.dumps({"id": self.id, "type": self.type, "data": self.data}).decode()
+            return self._json
+        if self._msgpack is None:
+            self._msgpack = msgpack.packb({"id": self.id, "type": self.type, "data": self.data})
+        return self._msgpack
+
+
+def control(kind: str, encoding: Encoding, **data: Any) -> str | bytes:
+    """A frame that is not a feed entry (pong, reset, error): no id."""
+    body: dict[str, Any] = {"type": kind, **data}
+    return orjson.dumps(body).decode() if encoding is Encoding.JSON else msgpack.packb(body)
+
+
+def frames_from_message(raw: bytes) -> list[Frame]:
+    """Frames of one pub/sub message of award.lua: msgpack [feed ids, [[type, data]], event id]."""
+    feed_ids, effects, event_id = msgpack.unpackb(raw, raw=False)
+    frames = []
+    for fid, (kind, data) in zip(feed_ids, effects):
+        data["event"] = event_id
+        frames.append(Frame(fid, parse_stream_id(fid), kind, data))
+    return frames
+
+
+def frames_from_entries(entries: list[tuple[str, dict[bytes, bytes]]]) -> list[Frame]:
+    """Frames of stream entries read back (fields ``t`` type, ``d`` msgpack data, ``e`` event)."""
+    frames = []
+    for fid, fields in entries:
+        data = msgpack.unpackb(fields[b"d"], raw=False)
+        if b"e" in fields:
+            data["event"] = fields[b"e"].decode()
+        frames.append(Frame(fid, parse_stream_id(fid), fields[b"t"].decode(), data))
+    return frames
+
+
+class Resume:
+    """Replay first, live after; every id sent once, in increasing order.
+
+    Subscribe, then create a ``Resume``, then read the replay: a live message can arrive before
+    the replay is read (it is held back) or be part of the replay too (it is dropped as seen).
+    """
+
+    __slots__ = ("last", "_held")
+
+    def __init__(self) -> None:
+        self.last: StreamId = (0, 0)
+        self._held: list[Frame] | None = []  # None once live
+
+    @property
+    def live(self) -> bool:
+        return self._held is None
+
+    def on_live(self, frames: list[Frame]) -> list[Frame]:
+        if self._held is not None:
+            self._held.extend(frames)
+            return []
+        return self._newer(frames)
+
+    def on_replay(self, start: StreamId, frames: list[Frame]) -> list[Frame]:
+        """``start``: the id the client has seen up to (or the stream's end when starting fresh)."""
+        held, self._held = self._held or [], None
+        self.last = max(self.last, start)
+        return self._newer(frames) + self._newer(sorted(held, key=lambda f: f.sid))
+
+    def _newer(self, frames: list[Frame]) -> list[Frame]:
+        out = []
+        for frame in frames:
+            if frame.sid > self.last:
+                out.append(frame)
+                self.last = frame.sid
+        return out

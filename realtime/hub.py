@@ -1,0 +1,160 @@
+"""The WebSocket hub: one Redis subscription connection per process, dispatched to local sockets.
+
+A channel is subscribed while at least one local socket of its member is open. The hub knows
+frames and subscriptions, not game rules. If the subscription connection drops, messages may
+have been missed, so every local socket is closed with ``RESUME``: clients reconnect, resume
+from the last id they saw, and lose nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+
+from realtime import metrics
+from realtime.frames import CloseCode, Encoding, Frame, Resume, frames_from_message
+from realtime.subscriber import Subscriber
+
+log = logging.getLogger("rekindle.hub")
+
+
+class LiveConnection:
+    """One socket's side of the hub: a bounded queue of encoded frames and its resume state."""
+
+    def __init__(self, member: str, channel: bytes, encoding: Encoding, max_queue: int) -> None:
+        self.member = member
+        self.channel = channel
+        self.encoding = encoding
+        self.resume = Resume()
+        self._max_queue = max_queue
+        self._queue: deque[tuple[str | bytes, int]] = deque()
+        self._wake = asyncio.Event()
+        self.close_code: int | None = None
+        self.close_reason = ""
+
+    def push(self, frames: list[Frame]) -> None:
+        """Live frames from the hub; held back while the replay is being read."""
+        self.send_frames(self.resume.on_live(frames))
+
+    def send_frames(self, frames: list[Frame]) -> None:
+        for frame in frames:
+            self.enqueue(frame.encoded(self.encoding), frame.sid[0])
+
+    def enqueue(self, payload: str | bytes, stamp_ms: int = 0) -> None:
+        if self.close_code is not None:
+            return
+        if len(self._queue) >= self._max_queue:
+            metrics.SLOW_CONSUMERS.inc()
+            self.evict(CloseCode.SLOW_CONSUMER, "too far behind; reconnect and resume from your last id")
+            return
+        self._queue.append((payload, stamp_ms))
+        self._wake.set()
+
+    def evict(self, code: int, reason: str) -> None:
+        """Close after nothing more: what is queued is dropped, the client resumes from its last id."""
+        if self.close_code is None:
+            self.close_code, self.close_reason = code, reason
+            self._queue.clear()
+            self._wake.set()
+
+    async def run_writer(self, send_text, send_bytes, close) -> None:  # type: ignore[no-untyped-def]
+        """Send queued frames until evicted; the ASGI send waits while the socket is not writable."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue and self.close_code is None:
+                payload, stamp_ms = self._queue.popleft()
+                if isinstance(payload, str):
+                    await send_text(payload)
+                else:
+                    await send_bytes(payload)
+                metrics.FRAMES_SENT.inc()
+                if stamp_ms:
+                    metrics.FEED_LAG_SECONDS.observe(max(0.0, time.time() - stamp_ms / 1000))
+            if self.close_code is not None:
+                await close(self.close_code, self.close_reason)
+                return
+
+
+class Hub:
+    def __init__(self, redis_url: str) -> None:
+        self._url = redis_url
+        self._groups: dict[bytes, set[LiveConnection]] = {}
+        self._subscriber: Subscriber | None = None
+        self._reconnect: asyncio.Task[None] | None = None
+        self._closing = False
+
+    @property
+    def sockets(self) -> int:
+        return sum(len(g) for g in self._groups.values())
+
+    async def start(self) -> None:
+        subscriber = Subscriber(self._url, self._dispatch, self._lost)
+        await subscriber.connect()
+        self._subscriber = subscriber
+
+    async def join(self, conn: LiveConnection) -> None:
+        """Return once messages for the member can no longer be missed by this connection."""
+        subscriber = self._subscriber
+        if subscriber is None or not subscriber.connected:
+            raise ConnectionError("the live feed is reconnecting to the store")
+        group = self._groups.setdefault(conn.channel, set())
+        group.add(conn)
+        try:
+            await subscriber.subscribe(conn.channel)
+        except BaseException:
+            self.leave(conn)
+            raise
+
+    def leave(self, conn: LiveConnection) -> None:
+        group = self._groups.get(conn.channel)
+        if group is None or conn not in group:
+            return
+        group.discard(conn)
+        if not group:
+            del self._groups[conn.channel]
+            if self._subscriber is not None and self._subscriber.connected:
+                self._subscriber.unsubscribe(conn.channel)
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._reconnect is not None:
+            self._reconnect.cancel()
+        for group in self._groups.values():
+            for conn in group:
+                conn.evict(CloseCode.SERVICE_RESTART, "the service is restarting; reconnect and resume")
+        if self._subscriber is not None:
+            self._subscriber.close()
+
+    def _dispatch(self, channel: bytes, data: bytes) -> None:
+        group = self._groups.get(channel)
+        if not group:
+            return
+        frames = frames_from_message(data)
+        for conn in tuple(group):
+            conn.push(frames)
+
+    def _lost(self, exc: Exception | None) -> None:
+        if self._closing:
+            return
+        log.warning("live feed lost its Redis subscription; %d sockets told to resume", self.sockets)
+        metrics.REDIS_ERRORS.inc()
+        groups, self._groups = self._groups, {}
+        for group in groups.values():
+            for conn in group:
+                conn.evict(CloseCode.RESUME, "the live feed was interrupted; reconnect and resume")
+        self._reconnect = asyncio.get_running_loop().create_task(self._reconnect_loop())
+
+    async def _reconnect_loop(self) -> None:
+        delay = 0.1
+        while not self._closing:
+            try:
+                await self.start()
+                log.info("live feed subscription restored")
+                return
+            except OSError as exc:
+                log.warning("live feed reconnect failed: %s", type(exc).__name__)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)

@@ -1,0 +1,109 @@
+"""Programme versions in Redis: activation is idempotent per source, versions count up, every process follows."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from engine.clock import ManualClock
+from engine.errors import ConfigError, NotFound
+from engine.keys import Keys
+from engine.programs import ProgramRegistry
+
+AT_MS = 1_794_362_403_000
+
+
+def test_activation_versions(redis_url: str, prefix: str, example_config_path: Path) -> None:
+    """Same source twice -> same version; another source -> the next version; history lists both."""
+    source = example_config_path.read_bytes()
+    changed = source.replace(b"max_clock_skew_s = 300", b"max_clock_skew_s = 120")
+    assert changed != source
+
+    async def run() -> None:
+        redis = Redis.from_url(redis_url)
+        try:
+            registry = ProgramRegistry(redis, Keys(prefix), ManualClock(AT_MS))
+            with pytest.raises(NotFound):
+                registry.current  # noqa: B018 - nothing is active yet
+            first = await registry.activate(source, "file:config/member_day.toml")
+            assert (first.version, first.origin, first.activated_at_ms) == (1, "file:config/member_day.toml", AT_MS)
+            assert first.program.skew_ms == 300_000
+            again = await registry.activate(source, "api")
+            assert (again.version, again.origin) == (1, "file:config/member_day.toml")
+            second = await registry.activate(changed, "api")
+            assert second.version == 2
+            assert registry.current.version == 2
+            assert registry.current.program.skew_ms == 120_000
+            history = await registry.history()
+            assert [(h["version"], h["origin"]) for h in history] == [(2, "api"), (1, "file:config/member_day.toml")]
+            assert history[1]["hash"] == first.program.version
+        finally:
+            await redis.aclose()
+
+    asyncio.run(run())
+
+
+def test_a_second_process_follows_activation(redis_url: str, prefix: str, example_config_path: Path) -> None:
+    """A watching registry picks up each version another registry activates, through the change message."""
+    source = example_config_path.read_bytes()
+    changed = source.replace(b"feed_length = 500", b"feed_length = 800")
+
+    async def run() -> None:
+        redis_a, redis_b = Redis.from_url(redis_url), Redis.from_url(redis_url)
+        leader = ProgramRegistry(redis_a, Keys(prefix), ManualClock(AT_MS))
+        follower = ProgramRegistry(redis_b, Keys(prefix), ManualClock(AT_MS))
+        try:
+            await leader.activate(source, "file:a")
+            assert await follower.refresh() is True
+            assert follower.current.version == 1
+            # a long interval: only the pub/sub message (or the initial refresh) can bring the change
+            follower.start_watching(interval_s=60)
+            await leader.activate(changed, "api")
+
+            async def until_version(n: int) -> None:
+                while follower.current.version != n:
+                    await asyncio.sleep(0.01)
+
+            await asyncio.wait_for(until_version(2), 5)
+            assert follower.current.program.feed_length == 800
+            assert follower.current.origin == "api"
+            await leader.activate(source, "api")  # back to the first text: a new version, 3
+            await asyncio.wait_for(until_version(3), 5)
+            assert follower.current.program.feed_length == 500
+        finally:
+            await follower.stop_watching()
+            await redis_a.aclose()
+            await redis_b.aclose()
+
+    asyncio.run(run())
+
+
+def test_invalid_source_changes_nothing(redis_url: str, prefix: str, example_config_path: Path) -> None:
+    """Invalid TOML or an invalid programme raises ConfigError and leaves the active version as it was."""
+    source = example_config_path.read_bytes()
+
+    async def run() -> None:
+        redis = Redis.from_url(redis_url)
+        try:
+            keys = Keys(prefix)
+            registry = ProgramRegistry(redis, keys, ManualClock(AT_MS))
+            await registry.activate(source, "file:a")
+            with pytest.raises(ConfigError) as info:
+                await registry.activate(b"[program\nname = ", "api", file="posted.toml")
+            assert [(p.file, p.path) for p in info.value.problems] == [("posted.toml", "")]
+            with pytest.raises(ConfigError) as info:
+                await registry.activate(source.replace(b"daily_cap = 5_000", b"daly_cap = 5_000"), "api")
+            assert [(p.file, p.path) for p in info.value.problems] == [("<posted>", "rules.purchase_points.daly_cap")]
+            assert registry.current.version == 1
+            assert await redis.get(keys.config("active")) == b"1"
+            assert await redis.get(keys.config("seq")) == b"1"
+            other = ProgramRegistry(redis, keys, ManualClock(AT_MS))
+            assert await other.refresh() is True
+            assert other.current.program.source == source
+        finally:
+            await redis.aclose()
+
+    asyncio.run(run())

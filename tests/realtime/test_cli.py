@@ -1,0 +1,179 @@
+"""The `rekindle` command line, run as a subprocess: check, schema, token, verify, serve's set-up errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import jwt
+import pytest
+import redis
+
+from engine.keys import Keys
+from tests.realtime.conftest import (
+    EXAMPLE_CONFIG,
+    ROOT,
+    TOKEN_SECRET,
+    Service,
+    free_port,
+    purchase,
+    run_cli,
+    service_env,
+    start_service,
+    unique,
+)
+
+
+def test_check_example_is_ok() -> None:
+    """`rekindle check config/member_day.toml` exits 0 and says ok."""
+    done = run_cli("check", "config/member_day.toml")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("ok: config/member_day.toml:")
+    assert done.stderr == ""
+
+
+def test_check_names_every_problem_with_file_and_key_path(tmp_path: Path) -> None:
+    """A copy with an unknown key and a bad reference exits 1 and prints both as <file>: <key path>: <reason>."""
+    broken = tmp_path / "broken.toml"
+    text = EXAMPLE_CONFIG.read_text()
+    text = text.replace("daily_cap = 5_000\n", "daly_cap = 5_000\n", 1)  # rules.purchase_points
+    text = text.replace('kind = "once"\nevent = "purchase"', 'kind = "once"\nevent = "purchse"', 1)  # quests.first_order
+    broken.write_text(text)
+    done = run_cli("check", str(broken))
+    assert done.returncode == 1
+    lines = done.stderr.splitlines()
+    assert f"{broken}: rules.purchase_points.daly_cap: unknown key (check its spelling; see config/program.schema.json)" in lines
+    assert any(line.startswith(f"{broken}: quests.first_order.event: ") and "purchse" in line for line in lines), lines
+    assert all(line.startswith(f"{broken}: ") for line in lines)
+
+
+def test_check_of_two_files_reports_each(tmp_path: Path) -> None:
+    """Checking a good and a bad file exits 1, says ok for the good one and names the bad one's problem."""
+    broken = tmp_path / "tiers.toml"
+    broken.write_text(EXAMPLE_CONFIG.read_text().replace("xp = 1_000\n", "xp = 0\n", 1))
+    done = run_cli("check", "config/member_day.toml", str(broken))
+    assert done.returncode == 1
+    assert done.stdout.startswith("ok: config/member_day.toml:")
+    assert f"{broken}: tiers[1].xp: must be greater than the tier before it (0)" in done.stderr.splitlines()
+
+
+def test_check_of_missing_file_exits_1(tmp_path: Path) -> None:
+    """A file that does not exist is a problem named with its path."""
+    done = run_cli("check", str(tmp_path / "nope.toml"))
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"{tmp_path / 'nope.toml'}: ")
+
+
+def test_schema_matches_the_committed_file() -> None:
+    """`rekindle schema` prints JSON equal to config/program.schema.json."""
+    done = run_cli("schema")
+    assert done.returncode == 0, done.stderr
+    committed = json.loads((ROOT / "config" / "program.schema.json").read_text())
+    assert json.loads(done.stdout) == committed
+
+
+def test_token_prints_a_jwt_for_the_member(cli_env: dict[str, str]) -> None:
+    """`rekindle token m-1` prints an HS256 JWT with sub m-1, signed with REKINDLE_TOKEN_SECRET."""
+    done = run_cli("token", "m-1", "--ttl", "120", env=cli_env)
+    assert done.returncode == 0, done.stderr
+    claims = jwt.decode(done.stdout.strip(), TOKEN_SECRET, algorithms=["HS256"])
+    assert claims["sub"] == "m-1"
+    assert claims["exp"] - claims["iat"] == 120
+    assert done.stderr == ""
+
+
+@pytest.mark.parametrize("member", ["m{1}", "m 1", "", "m" * 65], ids=["braces", "space", "empty", "too_long"])
+def test_token_refuses_a_bad_member_id(cli_env: dict[str, str], member: str) -> None:
+    """`rekindle token` with an unsafe member id exits 2 and prints no token."""
+    done = run_cli("token", member, env=cli_env)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert "member" in done.stderr
+
+
+def test_token_with_the_shortest_allowed_secret_prints_only_the_token(cli_env: dict[str, str]) -> None:
+    """A 32-byte secret (the minimum the service accepts) mints a token with nothing on stderr."""
+    env = {**cli_env, "REKINDLE_TOKEN_SECRET": "0123456789abcdef0123456789abcdef"}
+    done = run_cli("token", "m-1", env=env)
+    assert done.returncode == 0
+    assert jwt.decode(done.stdout.strip(), options={"verify_signature": False})["sub"] == "m-1"
+    assert done.stderr == "", done.stderr
+
+
+def test_development_secrets_from_serve_work_with_the_token_command(tmp_path: Path, redis_url: str) -> None:
+    """Without configured secrets, serve prints a development API key and `rekindle token` mints tokens it accepts."""
+    data_dir = tmp_path / "data"
+    no_secrets = {"REKINDLE_API_KEYS": "", "REKINDLE_ADMIN_KEYS": "", "REKINDLE_TOKEN_SECRET": ""}
+    service = start_service(redis_url, unique("p"), data_dir, env=no_secrets)
+    try:
+        banner = service.stdout_text()
+        [key] = [line.split()[-1] for line in banner.splitlines() if "development API key" in line]
+        member = unique("m")
+        with httpx.Client(base_url=service.base_url, headers={"authorization": f"Bearer {key}"}) as shop:
+            assert shop.post("/v1/events", json=purchase(member)).status_code == 200
+            done = run_cli("token", member, "--data-dir", str(data_dir), env=service_env("rk", **no_secrets))
+            assert done.returncode == 0, done.stderr
+            me = shop.get("/v1/me", headers={"authorization": f"Bearer {done.stdout.strip()}"})
+            assert me.status_code == 200, me.text
+            assert me.json()["member"] == member
+    finally:
+        service.stop()
+    assert key not in service.stderr_text()
+
+
+def test_verify_passes_then_catches_a_tampered_balance(
+    service: Service, shop: httpx.Client, sync_redis: redis.Redis, cli_env: dict[str, str]
+) -> None:
+    """`rekindle verify` exits 0 after real events, and 1 naming the member once a balance is tampered."""
+    members = [unique("m") for _ in range(3)]
+    for m in members:
+        assert shop.post("/v1/events", json=purchase(m)).status_code == 200
+        assert shop.post("/v1/events", json={"id": unique("i"), "member": m, "type": "invite", "data": {"invitee": "x"}}).status_code == 200
+    args = ("verify", "--redis-url", service.redis_url, "--prefix", service.prefix)
+    done = run_cli(*args, env=cli_env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.startswith("ok: ")
+
+    profile = Keys(service.prefix).member(members[1]).profile
+    sync_redis.hincrby(profile, "pts", 5)
+    try:
+        done = run_cli(*args, env=cli_env)
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert f"MISMATCH member={members[1]} balance={299 + 300 + 5} ledger_sum={299 + 300}" in done.stdout
+        assert "FAILED" in done.stdout
+        assert members[0] not in done.stdout
+    finally:
+        sync_redis.hincrby(profile, "pts", -5)
+    assert run_cli(*args, env=cli_env).returncode == 0
+
+
+def test_verify_of_an_unreachable_server_exits_2(cli_env: dict[str, str]) -> None:
+    """`rekindle verify` against a server that does not answer exits 2."""
+    done = run_cli("verify", "--redis-url", f"redis://127.0.0.1:{free_port()}", "--prefix", "nobody", env=cli_env)
+    assert done.returncode == 2
+    assert "cannot reach" in done.stderr
+
+
+def test_serve_refuses_an_invalid_programme(tmp_path: Path, redis_url: str) -> None:
+    """`rekindle serve` with an invalid programme exits 2 naming the problem, before listening."""
+    broken = tmp_path / "broken.toml"
+    broken.write_text(EXAMPLE_CONFIG.read_text().replace("[program]\n", "[program]\nnmae = 'x'\n", 1))
+    done = run_cli(
+        "serve", "--port", str(free_port()), "--redis-url", redis_url, "--config", str(broken),
+        "--data-dir", str(tmp_path / "data"), env=service_env(unique("p")),
+    )
+    assert done.returncode == 2
+    assert f"{broken}: program.nmae: unknown key" in done.stderr
+
+
+def test_serve_refuses_a_short_token_secret(tmp_path: Path, redis_url: str) -> None:
+    """`rekindle serve` with a token secret under 32 bytes exits 2 (set-up error) and never prints it."""
+    env = {**service_env(unique("p")), "REKINDLE_TOKEN_SECRET": "short-secret"}
+    done = run_cli(
+        "serve", "--port", str(free_port()), "--redis-url", redis_url, "--config", str(EXAMPLE_CONFIG),
+        "--data-dir", str(tmp_path / "data"), env=env,
+    )
+    assert "REKINDLE_TOKEN_SECRET" in done.stderr
+    assert done.returncode == 2, done.stderr
+    assert "short-secret" not in done.stderr + done.stdout
