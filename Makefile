@@ -29,6 +29,9 @@ test-slow: install
 bench: install
 	$(BIN)/python -m loadtest.bench
 
+bench-live: install
+	$(BIN)/python -m loadtest.bench_live
+
 check: install
 	$(BIN)/rekindle check config/*.toml
 

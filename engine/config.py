@@ -53,7 +53,7 @@ class ProgramInfo(_Model):
         300, ge=0, le=3600, description="how far in the future an event's `at` may lie"
     )
     feed_length: Int = Field(
-        500, ge=10, le=100_000, description="entries kept in each member's progress stream"
+        500, ge=10, le=100_000, description="awards kept in each member's progress stream (for resuming the live feed)"
     )
 
     @field_validator("timezone")

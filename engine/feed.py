@@ -1,8 +1,14 @@
-"""Reading a member's progress stream back: the store side of resuming the live feed.
+"""A member's progress feed: what award.lua appends, and reading it back to resume.
 
-Ids are Redis stream ids, ``<ms>-<seq>``, compared as integer pairs. ``Replay.gap`` is how a
-resuming client learns that entries after its id were trimmed away (``max-deleted-entry-id``
-from XINFO, Redis 7+) and it must refetch its snapshot instead.
+The stream holds one entry per award, ``d`` = msgpack ``[[type, data], ...]``. Clients see one
+frame per effect, with feed id ``<ms>-<seq>-<i>`` (effect ``i`` of entry ``<ms>-<seq>``); a bare
+entry id ``<ms>-<seq>`` (the snapshot's ``feed_id``) means "everything up to and including that
+award". Ids compare as integer triples.
+
+Resuming from an id needs to know whether anything after it is gone. ``XADD ... MAXLEN ~``
+trimming does not move ``max-deleted-entry-id`` (only XDEL does), so a resume is also a gap
+when entries were ever trimmed and the id lies before the first one kept: that errs towards
+telling a client to refetch, never towards a silent loss.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+import msgpack
 from redis.asyncio import Redis
 
 from engine.errors import InvalidInput
@@ -18,27 +25,54 @@ from engine.ids import MemberId
 from engine.keys import Keys
 from engine.scripts import Scripts
 
-StreamId = tuple[int, int]
-_ID = re.compile(r"(\d{1,15})-(\d{1,10})")
+FeedId = tuple[int, int, int]  # (ms, seq, effect index)
+WHOLE = 1 << 30  # the index of a bare entry id: every effect of the entry
+_ID = re.compile(r"([0-9]{1,15})-([0-9]{1,10})(?:-([0-9]{1,6}))?")
 PAGE = 500
 
 
-def parse_stream_id(value: object, field: str = "since") -> StreamId:
+def parse_feed_id(value: object, field: str = "since") -> FeedId:
     match = _ID.fullmatch(value) if isinstance(value, str) else None
     if match is None:
-        raise InvalidInput("must be a feed id such as 1795695206746-0", field=field)
-    return int(match[1]), int(match[2])
+        raise InvalidInput("must be a feed id such as 1795695206746-0-2", field=field)
+    index = int(match[3]) if match[3] is not None else WHOLE
+    return int(match[1]), int(match[2]), index
 
 
-def format_stream_id(sid: StreamId) -> str:
-    return f"{sid[0]}-{sid[1]}"
+def _entry_id(value: bytes | str) -> tuple[int, int]:
+    text = value.decode() if isinstance(value, bytes) else value
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq)
+
+
+@dataclass(frozen=True, slots=True)
+class Award:
+    """One feed entry: an applied award's effects, as award.lua published or stored them."""
+
+    entry_id: str  # "" when the award had no effect (nothing was appended)
+    event_id: str
+    effects: list[tuple[str, dict[str, Any]]]
+
+    def feed_ids(self) -> list[str]:
+        return [f"{self.entry_id}-{i}" for i in range(len(self.effects))]
+
+
+def decode_award(raw: bytes) -> Award | int:
+    """award.lua's reply or pub/sub message: an ``Award``, or the status code 0 / 2."""
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False)
+    unpacker.feed(raw)
+    head = unpacker.unpack()
+    if len(head) == 1:
+        return int(head[0])
+    effects = unpacker.unpack()
+    return Award(head[0], head[1], [(kind, data) for kind, data in effects])
 
 
 @dataclass(frozen=True, slots=True)
 class Replay:
-    last_id: StreamId  # the newest id the stream ever had ("0-0": none)
+    last: FeedId  # the newest award's entry, as a whole ((0, 0, WHOLE): none yet)
     gap: bool  # entries after `since` are gone (trimmed) or `since` is from another history
-    entries: list[tuple[str, dict[bytes, bytes]]]  # (id, fields) after `since`, oldest first
+    awards: list[Award]  # after `since`, oldest first (the first may be partly seen already)
 
 
 class FeedStore:
@@ -47,26 +81,40 @@ class FeedStore:
         self._keys = keys
         self._scripts = scripts
 
-    async def replay(self, member: MemberId, since: StreamId | None) -> Replay:
-        """Everything after ``since`` (nothing when None), with the stream's bounds."""
+    async def replay(self, member: MemberId, since: FeedId | None) -> Replay:
+        """Every award after ``since`` (nothing when None), and whether some are gone."""
         key = self._keys.member(member).feed
-        start = format_stream_id(since) if since is not None else ""
-        last_raw, deleted_raw, raw_entries = await self._scripts.replay.run(self._redis, [key], [start, PAGE])
-        last_id = parse_stream_id(last_raw.decode())
-        max_deleted = parse_stream_id(deleted_raw.decode())
         if since is None:
-            return Replay(last_id, False, [])
-        if since < max_deleted or since > last_id:
-            return Replay(last_id, True, [])
-        entries = [(_decode_id(eid), _pairs(fields)) for eid, fields in raw_entries]
-        while len(raw_entries) == PAGE:  # longer than a page: read on, exclusive of the last id
-            raw_entries = await self._redis.xrange(key, min="(" + entries[-1][0], max="+", count=PAGE)
-            entries += [(_decode_id(eid), dict(fields)) for eid, fields in raw_entries]
-        return Replay(last_id, False, entries)
+            start = ""
+        elif since[2] == WHOLE:
+            start = f"({since[0]}-{since[1]}"  # that whole award was seen
+        else:
+            start = f"{since[0]}-{since[1]}"  # part of it was seen: read it again
+        last_raw, first_raw, deleted_raw, added, length, raw_entries = await self._scripts.replay.run(
+            self._redis, [key], [start, PAGE]
+        )
+        last = (*_entry_id(last_raw), WHOLE)
+        if since is None:
+            return Replay(last, False, [])
+        seen = since[:2]
+        trimmed = int(added) > int(length)
+        if (
+            seen > last[:2]
+            or seen < _entry_id(deleted_raw)
+            or (trimmed and seen < _entry_id(first_raw))
+        ):
+            return Replay(last, True, [])
+        awards = [_award(eid, _pairs(fields)) for eid, fields in raw_entries]
+        while len(raw_entries) == PAGE:  # longer than a page: read on, after the last entry read
+            raw_entries = await self._redis.xrange(key, min="(" + awards[-1].entry_id, max="+", count=PAGE)
+            awards += [_award(eid, fields) for eid, fields in raw_entries]
+        return Replay(last, False, awards)
 
 
-def _decode_id(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+def _award(entry_id: bytes | str, fields: dict[bytes, bytes]) -> Award:
+    effects = msgpack.unpackb(fields[b"d"], raw=False, strict_map_key=False)
+    eid = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    return Award(eid, fields[b"e"].decode(), [(kind, data) for kind, data in effects])
 
 
 def _pairs(flat: list[bytes]) -> dict[bytes, bytes]:

@@ -131,9 +131,18 @@ class MemberStore:
                 "referrer": p.get("referrer"),
                 "tags": orjson.loads(p["tags"]) if "tags" in p else [],
             },
-            "feed_id": last_feed[0][0].decode() if last_feed else "0-0",
+            "feed_id": _last_feed_id(last_feed),
             "program": program.version,
         }
+
+
+def _last_feed_id(last: list[Any]) -> str:
+    """The id of the newest effect (the frame a client last saw, if it is up to date)."""
+    if not last:
+        return "0-0"
+    entry_id, fields = last[0]
+    count = len(msgpack.unpackb(fields[b"d"]))
+    return f"{entry_id.decode()}-{count - 1}"
 
 
 def _quest_view(q: Any, progress: int, period_end_ms: int, now_ms: int) -> dict[str, Any]:

@@ -13,6 +13,7 @@ script of ours is idempotent by its dedupe step, so a resend can never apply twi
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,8 +26,9 @@ Call = tuple[LuaScript, Sequence[str], Sequence[Any], asyncio.Future[Any]]
 
 
 class AutoPipeline:
-    def __init__(self, redis: Redis, max_batch: int = 1000) -> None:
+    def __init__(self, redis: Redis, max_batch: int = 1000, timeout_s: float = 10.0) -> None:
         self._redis = redis
+        self._timeout_s = timeout_s
         self._max_batch = max_batch
         self._queue: list[Call] = []
         self._flush_scheduled = False
@@ -97,14 +99,16 @@ class AutoPipeline:
         pool = self._redis.connection_pool
         conn = await pool.get_connection()
         try:
-            commands = [("EVALSHA", s.sha, len(k), *k, *a) for s, k, a, _ in batch]
-            await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+            payload = b"".join([_evalsha(s.sha, k, a) for s, k, a, _ in batch])
+            await conn.send_packed_command(payload, check_health=False)
             replies: list[Any] = []
-            for _ in batch:
-                try:
-                    replies.append(await conn.read_response(disable_decoding=True))
-                except ResponseError as exc:
-                    replies.append(exc)
+            # One deadline for the whole batch rather than one per reply read.
+            async with asyncio.timeout(self._timeout_s):
+                for _ in batch:
+                    try:
+                        replies.append(await conn.read_response(disable_decoding=True, timeout=math.inf))
+                    except ResponseError as exc:
+                        replies.append(exc)
             return replies
         except BaseException:
             # A half-read connection must never go back to the pool.
@@ -112,3 +116,14 @@ class AutoPipeline:
             raise
         finally:
             await pool.release(conn)
+
+
+def _evalsha(sha: str, keys: Sequence[str], args: Sequence[Any]) -> bytes:
+    """One EVALSHA in RESP: what redis-py's packer does, without its per-argument checks."""
+    parts: list[bytes] = [b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n" % (3 + len(keys) + len(args), sha.encode())]
+    count = b"%d" % len(keys)
+    parts.append(b"$%d\r\n%s\r\n" % (len(count), count))
+    for item in (*keys, *args):
+        data = item if isinstance(item, bytes) else item.encode() if isinstance(item, str) else b"%d" % item
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)

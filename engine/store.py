@@ -12,11 +12,10 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-import msgpack
-
 from engine.awards import AwardPlan
 from engine.config import CompiledProgram
 from engine.errors import StoreError
+from engine.feed import Award, decode_award
 from engine.keys import Keys
 from engine.pipelining import AutoPipeline
 from engine.scripts import Scripts
@@ -59,16 +58,14 @@ class AwardStore:
 
 
 def decode_reply(raw: bytes) -> AwardResult:
-    reply = msgpack.unpackb(raw, raw=False, strict_map_key=False)
-    code = reply[0]
-    if code == 1:
-        feed_ids, effects = reply[1], reply[2]
+    reply = decode_award(raw)
+    if isinstance(reply, Award):
         return AwardResult(
             AwardStatus.APPLIED,
-            [{"id": fid, "type": kind, "data": data} for fid, (kind, data) in zip(feed_ids, effects)],
+            [{"id": fid, "type": kind, "data": data} for fid, (kind, data) in zip(reply.feed_ids(), reply.effects)],
         )
-    if code == 0:
+    if reply == 0:
         return AwardResult(AwardStatus.DUPLICATE)
-    if code == 2:
+    if reply == 2:
         return AwardResult(AwardStatus.CONFLICT)
-    raise StoreError(f"award.lua returned unknown code {code!r}")
+    raise StoreError(f"award.lua returned unknown code {reply!r}")

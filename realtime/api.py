@@ -75,18 +75,18 @@ async def post_events(request: Request) -> Response:
     else:
         response = await _post_one(svc, body, program, now_ms)
         endpoint = "single"
-    metrics.AWARD_SECONDS.labels(endpoint).observe(perf_counter() - started)
+    metrics.observe_award(endpoint, perf_counter() - started)
     return response
 
 
 async def _post_one(svc: Service, body: Any, program: Any, now_ms: int) -> Response:
     if not isinstance(body, dict):
-        metrics.EVENTS.labels("-", "rejected").inc()
+        metrics.count_event("-", "rejected")
         raise InvalidInput(f'must be an event object or {{"events": [...]}}, not {ids._kind(body)}', field="body")
     try:
         event = parse_event(body, program, now_ms)
     except InvalidInput:
-        metrics.EVENTS.labels("-", "rejected").inc()
+        metrics.count_event("-", "rejected")
         raise
     try:
         started = perf_counter()
@@ -96,7 +96,7 @@ async def _post_one(svc: Service, body: Any, program: Any, now_ms: int) -> Respo
         metrics.REDIS_ERRORS.inc()
         raise Unavailable("the store is unavailable; retry with the same event id") from exc
     view = _result_view(event, result, "id")
-    metrics.EVENTS.labels(event.type, view["status"]).inc()
+    metrics.count_event(event.type, view["status"])
     if result.status is AwardStatus.CONFLICT:
         return json_response({"error": view["error"], "results": [view]}, 409)
     return json_response({"results": [view]})
@@ -121,7 +121,7 @@ async def _post_batch(svc: Service, body: dict[str, Any], program: Any, now_ms: 
             exc.at(f"events[{i}]")
             raw_id = raw.get("id") if isinstance(raw, dict) and isinstance(raw.get("id"), str) else None
             results[i] = {"id": raw_id, "status": "rejected", "error": exc.as_dict()}
-            metrics.EVENTS.labels("-", "rejected").inc()
+            metrics.count_event("-", "rejected")
     if events:
         started = perf_counter()
         plans = [plan_award(program, event, now_ms) for _, event in events]
@@ -139,7 +139,7 @@ async def _post_batch(svc: Service, body: dict[str, Any], program: Any, now_ms: 
             raise Unavailable("the store failed part of the batch; retry the batch as is")
         for (i, event), outcome in zip(events, outcomes):
             view = _result_view(event, outcome, f"events[{i}].id")  # type: ignore[arg-type]
-            metrics.EVENTS.labels(event.type, view["status"]).inc()
+            metrics.count_event(event.type, view["status"])
             results[i] = view
     return json_response({"results": results})
 

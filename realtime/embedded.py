@@ -22,6 +22,9 @@ _SETTINGS = {
     "save": "",
     # Small per-member hashes stay listpack-encoded up to here (dedupe buckets, state).
     "hash-max-listpack-entries": "256",
+    # A new stream allocates a whole node up front: at the default 4 KiB, a member's ledger and
+    # feed cost 8 KiB before their first entry. Set the same on an external server.
+    "stream-node-max-bytes": "512",
     "maxclients": "20000",
 }
 

@@ -14,7 +14,7 @@ from typing import Any
 import msgpack
 import orjson
 
-from engine.feed import StreamId, parse_stream_id
+from engine.feed import Award, FeedId, decode_award
 
 
 class CloseCode(enum.IntEnum):
@@ -48,7 +48,7 @@ class Encoding(enum.Enum):
 class Frame:
     __slots__ = ("id", "sid", "type", "data", "_json", "_msgpack")
 
-    def __init__(self, feed_id: str, sid: StreamId, kind: str, data: Any) -> None:
+    def __init__(self, feed_id: str, sid: FeedId, kind: str, data: Any) -> None:
         self.id = feed_id
         self.sid = sid
         self.type = kind
@@ -73,25 +73,23 @@ def control(kind: str, encoding: Encoding, **data: Any) -> str | bytes:
     return orjson.dumps(body).decode() if encoding is Encoding.JSON else msgpack.packb(body)
 
 
+def frames_of(award: Award) -> list[Frame]:
+    """One frame per effect of an award, with ids ``<entry id>-<i>``."""
+    if not award.entry_id:
+        return []
+    ms_text, _, seq_text = award.entry_id.partition("-")
+    ms, seq = int(ms_text), int(seq_text)
+    frames = []
+    for i, (kind, data) in enumerate(award.effects):
+        data["event"] = award.event_id
+        frames.append(Frame(f"{award.entry_id}-{i}", (ms, seq, i), kind, data))
+    return frames
+
+
 def frames_from_message(raw: bytes) -> list[Frame]:
-    """Frames of one pub/sub message of award.lua: msgpack [feed ids, [[type, data]], event id]."""
-    feed_ids, effects, event_id = msgpack.unpackb(raw, raw=False)
-    frames = []
-    for fid, (kind, data) in zip(feed_ids, effects):
-        data["event"] = event_id
-        frames.append(Frame(fid, parse_stream_id(fid), kind, data))
-    return frames
-
-
-def frames_from_entries(entries: list[tuple[str, dict[bytes, bytes]]]) -> list[Frame]:
-    """Frames of stream entries read back (fields ``t`` type, ``d`` msgpack data, ``e`` event)."""
-    frames = []
-    for fid, fields in entries:
-        data = msgpack.unpackb(fields[b"d"], raw=False)
-        if b"e" in fields:
-            data["event"] = fields[b"e"].decode()
-        frames.append(Frame(fid, parse_stream_id(fid), fields[b"t"].decode(), data))
-    return frames
+    """Frames of one pub/sub message of award.lua (the same bytes as its reply)."""
+    award = decode_award(raw)
+    return frames_of(award) if isinstance(award, Award) else []
 
 
 class Resume:
@@ -104,7 +102,7 @@ class Resume:
     __slots__ = ("last", "_held")
 
     def __init__(self) -> None:
-        self.last: StreamId = (0, 0)
+        self.last: FeedId = (0, 0, 0)
         self._held: list[Frame] | None = []  # None once live
 
     @property
@@ -117,7 +115,7 @@ class Resume:
             return []
         return self._newer(frames)
 
-    def on_replay(self, start: StreamId, frames: list[Frame]) -> list[Frame]:
+    def on_replay(self, start: FeedId, frames: list[Frame]) -> list[Frame]:
         """``start``: the id the client has seen up to (or the stream's end when starting fresh)."""
         held, self._held = self._held or [], None
         self.last = max(self.last, start)

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from typing import Protocol
 
 from realtime import metrics
 from realtime.frames import CloseCode, Encoding, Frame, Resume, frames_from_message
@@ -19,18 +20,28 @@ from realtime.subscriber import Subscriber
 
 log = logging.getLogger("rekindle.hub")
 
+REPLAYED = -1  # the stamp of a queued frame that came from the replay
+
 
 class LiveConnection:
-    """One socket's side of the hub: a bounded queue of encoded frames and its resume state."""
+    """One socket's side of the hub: a bounded queue of encoded frames and its resume state.
 
-    def __init__(self, member: str, channel: bytes, encoding: Encoding, max_queue: int) -> None:
+    Frames are sent by a drain task that exists only while there is something to send. A
+    writer parked on an event per socket would allocate a coroutine and a future per frame that
+    live until the socket's next frame: at 10,000 sockets, enough young garbage to make the
+    cyclic collector pause the process for tens of milliseconds at a time.
+    """
+
+    def __init__(self, member: str, channel: bytes, encoding: Encoding, max_queue: int, sender: "Sender") -> None:
         self.member = member
         self.channel = channel
         self.encoding = encoding
         self.resume = Resume()
         self._max_queue = max_queue
         self._queue: deque[tuple[str | bytes, int]] = deque()
-        self._wake = asyncio.Event()
+        self._sender = sender
+        self._drain: asyncio.Task[None] | None = None
+        self._replay_queued = 0
         self.close_code: int | None = None
         self.close_reason = ""
 
@@ -38,44 +49,68 @@ class LiveConnection:
         """Live frames from the hub; held back while the replay is being read."""
         self.send_frames(self.resume.on_live(frames))
 
-    def send_frames(self, frames: list[Frame]) -> None:
-        for frame in frames:
-            self.enqueue(frame.encoded(self.encoding), frame.sid[0])
+    def send_frames(self, frames: list[Frame], replayed: bool = False) -> None:
+        """Replayed frames do not count against the queue's bound (the stream's length bounds
+        them) and their age is not award-to-socket lag."""
+        if replayed:
+            self._replay_queued += len(frames)
+            for frame in frames:
+                self.enqueue(frame.encoded(self.encoding), REPLAYED)
+        else:
+            for frame in frames:
+                self.enqueue(frame.encoded(self.encoding), frame.sid[0])
 
     def enqueue(self, payload: str | bytes, stamp_ms: int = 0) -> None:
         if self.close_code is not None:
             return
-        if len(self._queue) >= self._max_queue:
+        if len(self._queue) - self._replay_queued >= self._max_queue:
             metrics.SLOW_CONSUMERS.inc()
             self.evict(CloseCode.SLOW_CONSUMER, "too far behind; reconnect and resume from your last id")
             return
         self._queue.append((payload, stamp_ms))
-        self._wake.set()
+        self._start_drain()
 
     def evict(self, code: int, reason: str) -> None:
         """Close after nothing more: what is queued is dropped, the client resumes from its last id."""
         if self.close_code is None:
             self.close_code, self.close_reason = code, reason
             self._queue.clear()
-            self._wake.set()
+            self._replay_queued = 0
+            self._start_drain()
 
-    async def run_writer(self, send_text, send_bytes, close) -> None:  # type: ignore[no-untyped-def]
-        """Send queued frames until evicted; the ASGI send waits while the socket is not writable."""
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._queue and self.close_code is None:
+    async def finish(self) -> None:
+        """Wait until the close frame (if any) is out, or give up after a while."""
+        if self._drain is not None and not self._drain.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(self._drain), timeout=5.0)
+            except (asyncio.TimeoutError, Exception):
+                self._drain.cancel()
+
+    def _start_drain(self) -> None:
+        if self._drain is None or self._drain.done():
+            self._drain = asyncio.get_running_loop().create_task(self._drain_queue())
+
+    async def _drain_queue(self) -> None:
+        sender = self._sender
+        try:
+            while self._queue:
                 payload, stamp_ms = self._queue.popleft()
-                if isinstance(payload, str):
-                    await send_text(payload)
-                else:
-                    await send_bytes(payload)
+                await sender.send(payload)  # waits while the socket is not writable
                 metrics.FRAMES_SENT.inc()
-                if stamp_ms:
+                if stamp_ms == REPLAYED:
+                    self._replay_queued -= 1
+                elif stamp_ms:
                     metrics.FEED_LAG_SECONDS.observe(max(0.0, time.time() - stamp_ms / 1000))
             if self.close_code is not None:
-                await close(self.close_code, self.close_reason)
-                return
+                await sender.close(self.close_code, self.close_reason)
+        except Exception:  # the socket is gone; the endpoint's receive loop sees the disconnect
+            self._queue.clear()
+
+
+class Sender(Protocol):
+    async def send(self, payload: str | bytes) -> None: ...
+
+    async def close(self, code: int, reason: str) -> None: ...
 
 
 class Hub:

@@ -18,10 +18,10 @@ import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from engine.errors import InvalidInput
-from engine.feed import StreamId, parse_stream_id
+from engine.feed import FeedId, parse_feed_id
 from realtime import metrics
 from realtime.errors import Unauthorized
-from realtime.frames import CloseCode, Encoding, control, frames_from_entries
+from realtime.frames import CloseCode, Encoding, control, frames_of
 from realtime.hub import LiveConnection
 
 log = logging.getLogger("rekindle.live")
@@ -51,16 +51,13 @@ async def live(websocket: WebSocket) -> None:
     except WebSocketDisconnect:
         return
 
-    conn = LiveConnection(member, svc.keys.member(member).channel.encode(), encoding, MAX_QUEUE)
+    conn = LiveConnection(member, svc.keys.member(member).channel.encode(), encoding, MAX_QUEUE, _AsgiSender(websocket))
     try:
         await svc.hub.join(conn)
     except ConnectionError:
         await websocket.close(1013, "the live feed is reconnecting; try again shortly")
         return
     metrics.LIVE_SOCKETS.inc()
-    writer = asyncio.create_task(
-        conn.run_writer(websocket.send_text, websocket.send_bytes, websocket.close), name=f"live-writer-{member}"
-    )
     try:
         if not since_given:
             first = await _receive_op(websocket, RESUME_WAIT_S)
@@ -81,15 +78,29 @@ async def live(websocket: WebSocket) -> None:
     finally:
         svc.hub.leave(conn)
         metrics.LIVE_SOCKETS.dec()
-        if conn.close_code is not None and not writer.done():
-            try:
-                await asyncio.wait_for(writer, timeout=5.0)  # let it send its close frame
-            except (asyncio.TimeoutError, Exception):
-                pass
-        writer.cancel()
+        await conn.finish()  # let an eviction's close frame go out
 
 
-async def _handshake(websocket: WebSocket, svc: Any, encoding: Encoding) -> tuple[str, StreamId | None, bool]:
+class _AsgiSender:
+    """Frames straight to the ASGI send: text for JSON, bytes for msgpack."""
+
+    __slots__ = ("_send", "_websocket")
+
+    def __init__(self, websocket: WebSocket) -> None:
+        self._websocket = websocket
+        self._send = websocket.send
+
+    async def send(self, payload: str | bytes) -> None:
+        if isinstance(payload, str):
+            await self._send({"type": "websocket.send", "text": payload})
+        else:
+            await self._send({"type": "websocket.send", "bytes": payload})
+
+    async def close(self, code: int, reason: str) -> None:
+        await self._websocket.close(code, reason)
+
+
+async def _handshake(websocket: WebSocket, svc: Any, encoding: Encoding) -> tuple[str, FeedId | None, bool]:
     params = websocket.query_params
     token = params.get("token")
     since_raw: object = params.get("since")
@@ -108,23 +119,24 @@ async def _handshake(websocket: WebSocket, svc: Any, encoding: Encoding) -> tupl
     return member, _since(since_raw), True
 
 
-def _since(value: object) -> StreamId | None:
+def _since(value: object) -> FeedId | None:
     if value is None:
         return None
     try:
-        return parse_stream_id(value, "since")
+        return parse_feed_id(value, "since")
     except InvalidInput as exc:
         raise _Refused(CloseCode.BAD_REQUEST, f"since: {exc.message}") from None
 
 
-async def _replay(svc: Any, conn: LiveConnection, since: StreamId | None) -> None:
+async def _replay(svc: Any, conn: LiveConnection, since: FeedId | None) -> None:
     replay = await svc.feed.replay(conn.member, since)
     if replay.gap:
         conn.enqueue(control("reset", conn.encoding, reason="your last id is older than the feed keeps; refetch the snapshot"))
-        conn.send_frames(conn.resume.on_replay(replay.last_id, []))
+        conn.send_frames(conn.resume.on_replay(replay.last, []))
         return
-    start = since if since is not None else replay.last_id
-    conn.send_frames(conn.resume.on_replay(start, frames_from_entries(replay.entries)))
+    start = since if since is not None else replay.last
+    frames = [frame for award in replay.awards for frame in frames_of(award)]
+    conn.send_frames(conn.resume.on_replay(start, frames), replayed=True)
 
 
 async def _receive_op(websocket: WebSocket, timeout: float | None) -> dict[str, Any] | None:

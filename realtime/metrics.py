@@ -7,6 +7,7 @@ writes its samples there and ``/metrics`` merges them, so a scrape sees the whol
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import multiprocess
@@ -30,6 +31,26 @@ FEED_LAG_SECONDS = Histogram(
     "rekindle_live_lag_seconds", "Award (stream entry time) to frame sent on a socket", buckets=_LATENCY
 )
 SLOW_CONSUMERS = Counter("rekindle_live_slow_consumer_disconnects", "Sockets closed for falling too far behind")
+
+
+# Labelled children looked up once each (a labels() call costs a lock and a dict build).
+_event_children: dict[tuple[str, str], Any] = {}
+_award_children: dict[str, Any] = {}
+
+
+def observe_award(endpoint: str, seconds: float) -> None:
+    child = _award_children.get(endpoint)
+    if child is None:
+        child = _award_children[endpoint] = AWARD_SECONDS.labels(endpoint)
+    child.observe(seconds)
+
+
+def count_event(event_type: str, outcome: str) -> None:
+    """``EVENTS.labels(...).inc()`` with the child looked up once per (type, outcome)."""
+    child = _event_children.get((event_type, outcome))
+    if child is None:
+        child = _event_children[(event_type, outcome)] = EVENTS.labels(event_type, outcome)
+    child.inc()
 
 
 def render() -> tuple[bytes, str]:

@@ -2,7 +2,7 @@
 -- KEYS[1] profile hash    (xp, pts = points balance, tier = tier id)
 -- KEYS[2] state hash      (q:<quest>:<period> progress, c:<rule>:<day> cap used; field expiry)
 -- KEYS[3] ledger stream   (d = points delta, b = balance after, r = reason, e = event id)
--- KEYS[4] feed stream     (t = effect type, d = msgpack effect data, e = event id), capped
+-- KEYS[4] feed stream     (one entry an award: d = msgpack {{type, data}...}, e = event id), capped
 -- KEYS[5] rewards list    (msgpack [item, granted at ms, reason, event id])
 -- KEYS[6] dedupe hash of the event's own time bucket (field: 12-byte id digest, value: fingerprint)
 -- KEYS[7..] the other dedupe buckets an earlier sighting of the id could be in
@@ -12,7 +12,9 @@
 --           quest: [id, field, increment, target, field expiry ms (0 never), xp, points, {coupons}]
 -- ARGV[2] msgpack tiers: {[id, xp threshold, points multiplier in thousandths, xp, points, {coupons}]}
 -- ARGV[3] pub/sub channel of the member
--- returns msgpack: {1, {feed ids}, {{type, data}}} applied; {0} duplicate; {2} same id, other body
+-- returns, when applied, the message it published: msgpack {feed entry id, event id} followed
+--   by msgpack {{type, data}...} (entry id "" when the award had no effect);
+--   msgpack {0} duplicate; {2} same id, other body
 
 local plan = cmsgpack.unpack(ARGV[1])
 local event_id, fingerprint, now_ms, dd_field, dd_expire_ms, feed_length, grants, quests =
@@ -31,6 +33,8 @@ redis.call('PEXPIREAT', KEYS[6], dd_expire_ms)
 -- Integers leave Lua through string.format: tostring() of a double switches to exponent
 -- notation past 1e14, which Redis would then refuse as an integer.
 local function int(n) return string.format('%d', n) end
+
+if #grants == 0 and #quests == 0 then return cmsgpack.pack({'', event_id}) .. cmsgpack.pack({}) end
 
 local tiers = cmsgpack.unpack(ARGV[2])
 local stored = redis.call('HMGET', KEYS[1], 'xp', 'pts', 'tier')
@@ -86,7 +90,8 @@ for _, g in ipairs(grants) do
     if used + n > cap then n = cap - used end
     if n > 0 then
       redis.call('HINCRBY', KEYS[2], g[4], n)
-      redis.call('HPEXPIREAT', KEYS[2], g[6], 'FIELDS', 1, g[4])
+      -- A new field gets its expiry once; the day it belongs to never changes.
+      if used == 0 then redis.call('HPEXPIREAT', KEYS[2], g[6], 'FIELDS', 1, g[4]) end
     end
   end
   if n > 0 then
@@ -100,7 +105,7 @@ for _, q in ipairs(quests) do
   local before = tonumber(redis.call('HGET', KEYS[2], field)) or 0
   if before < target then
     local after = redis.call('HINCRBY', KEYS[2], field, increment)
-    if expire_ms > 0 then redis.call('HPEXPIREAT', KEYS[2], expire_ms, 'FIELDS', 1, field) end
+    if expire_ms > 0 and before == 0 then redis.call('HPEXPIREAT', KEYS[2], expire_ms, 'FIELDS', 1, field) end
     if after >= target then
       effect('quest_completed', {quest = quest_id, progress = target, target = target})
       grant_bundle(q[6], q[7], q[8], 'quest:' .. quest_id)
@@ -118,7 +123,7 @@ while tier < #tiers and xp >= tiers[tier + 1][2] do
   grant_bundle(tiers[tier][4], tiers[tier][5], tiers[tier][6], 'tier:' .. tiers[tier][1])
 end
 
-if #effects == 0 then return cmsgpack.pack({1, {}, {}}) end
+if #effects == 0 then return cmsgpack.pack({'', event_id}) .. cmsgpack.pack({}) end
 
 if tier ~= start_tier or not stored[3] then
   redis.call('HSET', KEYS[1], 'xp', int(xp), 'pts', int(points), 'tier', tiers[tier][1])
@@ -126,10 +131,10 @@ else
   redis.call('HSET', KEYS[1], 'xp', int(xp), 'pts', int(points))
 end
 
-local feed_ids = {}
-for i, e in ipairs(effects) do
-  feed_ids[i] = redis.call('XADD', KEYS[4], 'MAXLEN', '~', feed_length, '*',
-    't', e[1], 'd', cmsgpack.pack(e[2]), 'e', event_id)
-end
-redis.call('PUBLISH', ARGV[3], cmsgpack.pack({feed_ids, effects, event_id}))
-return cmsgpack.pack({1, feed_ids, effects})
+-- One feed entry per award (an XADD costs more than packing all the effects once); effect i
+-- of entry <ms>-<seq> is feed id <ms>-<seq>-<i> to clients.
+local packed = cmsgpack.pack(effects)
+local entry_id = redis.call('XADD', KEYS[4], 'MAXLEN', '~', feed_length, '*', 'd', packed, 'e', event_id)
+local message = cmsgpack.pack({entry_id, event_id}) .. packed
+redis.call('PUBLISH', ARGV[3], message)
+return message

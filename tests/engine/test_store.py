@@ -75,7 +75,7 @@ def test_applied_then_duplicate(engine) -> None:
             assert await e.ledger("m-42") == [(199, 199), (100, 299)]
             assert await e.coupons("m-42") == ["free-shipping"]
             feed_len = await e.redis.xlen(e.keys.member("m-42").feed)
-            assert feed_len == 7
+            assert feed_len == 1  # one feed entry per award, holding its seven effects
 
             again = await e.apply("order-9912-paid", "m-42", "purchase", {"amount": 19900, "sku": "tea-01"})
             assert again == AwardResult(DUPLICATE, [])
@@ -426,7 +426,7 @@ def test_apply_many_same_id_twice_in_one_batch(engine) -> None:
 
 
 def test_feed_ids_match_the_stream(engine) -> None:
-    """The ids returned with the effects are the member's feed stream entries, in order, with their data."""
+    """The ids returned with the effects are <entry>-<i> of the member's feed entries, in order, with their data."""
 
     async def run() -> None:
         async with engine() as e:
@@ -436,7 +436,13 @@ def test_feed_ids_match_the_stream(engine) -> None:
             ]
             returned = [(x["id"], x["type"], x["data"]) for r in results for x in r.effects]
             stream = await e.redis.xrange(e.keys.member("m-1").feed)
-            assert [(i.decode(), f[b"t"].decode(), msgpack.unpackb(f[b"d"], raw=False)) for i, f in stream] == returned
+            assert [f[b"e"] for _, f in stream] == [b"o-1", b"c-1"]
+            stored = [
+                (f"{i.decode()}-{n}", kind, data)
+                for i, f in stream
+                for n, (kind, data) in enumerate(msgpack.unpackb(f[b"d"], raw=False))
+            ]
+            assert stored == returned
             assert len(returned) == 7 + 3  # check-in: 5 XP, daily_checkin completed, its 10 points
 
     asyncio.run(run())
@@ -462,9 +468,11 @@ def test_publish_reaches_a_subscriber(engine, redis_url) -> None:
                             return message
 
                 message = await asyncio.wait_for(next_message(), 5)
-                feed_ids, sent_effects, event_id = msgpack.unpackb(message["data"], raw=False)
+                unpacker = msgpack.Unpacker(raw=False)
+                unpacker.feed(message["data"])
+                (entry_id, event_id), sent_effects = unpacker
                 assert event_id == "o-1"
-                assert feed_ids == [x["id"] for x in result.effects]
+                assert [f"{entry_id}-{n}" for n in range(len(sent_effects))] == [x["id"] for x in result.effects]
                 assert [tuple(x) for x in sent_effects] == FIRST_ORDER_EFFECTS
             finally:
                 await pubsub.aclose()

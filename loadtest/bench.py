@@ -1,0 +1,596 @@
+"""``make bench``: the award path against baselines measured in the same run, as ratios.
+
+The machine is shared and noisy, so no figure is printed alone: each stands next to a baseline
+taken minutes apart on the same loopback, the same embedded Valkey and the same cores.
+
+1. single-event HTTP: ``rekindle serve`` against baseline (a), a bare Starlette endpoint making one
+   EVALSHA of ``return 1`` (``loadtest/baseline_app.py``), alternately, by the closed-loop load
+   generator in a process of its own (``loadtest/httpload.py``);
+2. batch ingest: ``POST /v1/events`` with 1,000 events a request, against baseline (b), the real
+   award script with real plans, pre-encoded and pipelined straight into the server
+   (``loadtest/redisload.py``);
+3. memory: Redis bytes per member and per retained dedupe entry, against one SET-NX key per event.
+
+It is a report: it exits 0 when a target is missed, and non-zero only when something failed to
+run (2) or was interrupted (130).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import shlex
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import redis as redis_sync
+
+from engine.awards import AwardPlan, plan_award
+from engine.config import CompiledProgram, load_program
+from engine.events import parse_event
+from engine.keys import Keys
+from engine.pipelining import AutoPipeline
+from engine.scripts import Scripts
+from engine.store import AwardStatus, AwardStore
+from loadtest import redisload
+from loadtest.httpload import LoadResult, LoadSpec
+from realtime.embedded import EmbeddedValkey
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = ROOT / "config" / "member_day.toml"
+APPLIED = '"status":"applied"'
+
+# Databases of the bench's own server: the load runs share db 0 (by key prefix); each memory
+# measurement starts from an empty database, so its keyspace growth is its own.
+DB_MEMBERS, DB_DEDUPE, DB_SETNX = 1, 2, 3
+
+
+class BenchError(RuntimeError):
+    """Something the benchmark needs did not run (a server did not start, a run failed)."""
+
+
+@dataclass(frozen=True)
+class Options:
+    duration_s: float
+    warmup_s: float
+    connections: int
+    rounds: int
+    members: int
+    batch_connections: int
+    batch_size: int
+    pipeline_events: int
+    pipeline_depth: int
+    memory_members: int
+    memory_events: int
+    quick: bool
+
+
+def parse_args(argv: Sequence[str]) -> Options:
+    parser = argparse.ArgumentParser(prog="python -m loadtest.bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, help="measured window of each HTTP run, seconds (default 10)")
+    parser.add_argument("--warmup", type=float, help="warm-up before each window, seconds (default 2)")
+    parser.add_argument("--connections", type=int, default=64, help="keep-alive connections, single-event runs")
+    parser.add_argument("--rounds", type=int, default=2, help="baseline/service pairs, alternated (default 2)")
+    parser.add_argument("--members", type=int, default=10_000, help="distinct member ids in the load (default 10000)")
+    parser.add_argument("--batch-connections", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--pipeline-events", type=int, help="events of baseline (b) (default 200000)")
+    parser.add_argument("--pipeline-depth", type=int, default=1000)
+    parser.add_argument("--memory-members", type=int, help="members loaded for the memory figures (default 20000)")
+    parser.add_argument("--memory-events", type=int, default=5, help="events per member there (default 5)")
+    parser.add_argument("--quick", action="store_true", help="short runs and small loads (the smoke test)")
+    a = parser.parse_args(argv)
+    quick = a.quick
+
+    def pick(value: Any, default: Any, quick_default: Any) -> Any:
+        return value if value is not None else (quick_default if quick else default)
+
+    return Options(
+        duration_s=pick(a.duration, 10.0, 1.0),
+        warmup_s=pick(a.warmup, 2.0, 0.5),
+        connections=a.connections,
+        rounds=max(1, a.rounds),
+        members=a.members,
+        batch_connections=a.batch_connections,
+        batch_size=a.batch_size,
+        pipeline_events=pick(a.pipeline_events, 200_000, 5_000),
+        pipeline_depth=a.pipeline_depth,
+        memory_members=pick(a.memory_members, 20_000, 500),
+        memory_events=a.memory_events,
+        quick=quick,
+    )
+
+
+# --- processes ------------------------------------------------------------------------------------
+
+
+def aof_rewrites(url: str) -> int:
+    with redis_sync.Redis.from_url(url) as client:
+        return int(client.info("persistence").get("aof_rewrites", 0))
+
+
+@contextmanager
+def phase_noise(url: str) -> Iterator[None]:
+    """Print what else the machine and the server did during a phase: load, AOF rewrites."""
+    before = aof_rewrites(url)
+    yield
+    print(f"  (during this phase: {aof_rewrites(url) - before} AOF rewrites by the server; load average "
+          f"{os.getloadavg()[0]:.2f})", flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Processes:
+    """Every subprocess the bench starts, stopped in reverse on the way out, whatever happens."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self._procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def start(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        log = open(self.log_dir / f"{name}.log", "wb")
+        try:
+            proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        finally:
+            log.close()
+        self._procs.append((name, proc))
+        return proc
+
+    def log_tail(self, name: str, lines: int = 20) -> str:
+        try:
+            text = (self.log_dir / f"{name}.log").read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self, proc: subprocess.Popen[bytes]) -> None:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self._procs = [(n, p) for n, p in self._procs if p is not proc]
+
+    def stop_all(self) -> None:
+        for _, proc in reversed(list(self._procs)):
+            self.stop(proc)
+
+
+def wait_healthy(procs: Processes, name: str, proc: subprocess.Popen[bytes], port: int, timeout_s: float = 60) -> None:
+    url = f"http://127.0.0.1:{port}/healthz"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise BenchError(f"{name} exited with {proc.returncode} before it was ready:\n{procs.log_tail(name)}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.1)
+    raise BenchError(f"{name} did not answer {url} within {timeout_s:.0f} s:\n{procs.log_tail(name)}")
+
+
+def rekindle_command() -> list[str]:
+    script = Path(sys.executable).parent / "rekindle"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "realtime.cli"]
+
+
+def http_load(spec: LoadSpec) -> LoadResult:
+    """One run of the load generator, in a process of its own."""
+    cmd = [sys.executable, "-m", "loadtest.httpload", orjson.dumps(asdict(spec)).decode()]
+    budget = spec.warmup_s + spec.duration_s + 60
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, timeout=budget)
+    if done.returncode != 0:
+        raise BenchError(f"load generator failed ({done.returncode}):\n{done.stderr.decode(errors='replace')[-2000:]}")
+    result = LoadResult(**orjson.loads(done.stdout.splitlines()[-1]))
+    if result.requests == 0:
+        raise BenchError(f"no request succeeded against :{spec.port}: {result.statuses} {result.error_samples}")
+    return result
+
+
+# --- the phases -----------------------------------------------------------------------------------
+
+
+@dataclass
+class HttpPair:
+    baseline: LoadResult
+    service: LoadResult
+
+    @property
+    def ratio(self) -> float:
+        return self.service.requests_per_s / self.baseline.requests_per_s
+
+
+def describe(label: str, r: LoadResult) -> str:
+    line = (
+        f"  {label:<22} {r.requests_per_s:>10,.0f} req/s  p50 {r.p50_ms:6.2f} ms  p90 {r.p90_ms:6.2f} ms"
+        f"  p99 {r.p99_ms:6.2f} ms  max {r.max_ms:7.1f} ms  errors {r.errors}"
+    )
+    return line
+
+
+def print_errors(r: LoadResult) -> None:
+    for sample in r.error_samples:
+        print(f"      error: {sample}")
+
+
+def run_http_pairs(opts: Options, baseline_port: int, service_port: int, api_key: str, run_id: str) -> list[HttpPair]:
+    print(f"\n[1] single event per request: {opts.connections} connections, closed loop, "
+          f"{opts.warmup_s:g} s warm-up + {opts.duration_s:g} s measured, members over {opts.members:,} ids", flush=True)
+    pairs = []
+    for i in range(1, opts.rounds + 1):
+        common = dict(host="127.0.0.1", api_key=api_key, connections=opts.connections, warmup_s=opts.warmup_s,
+                      duration_s=opts.duration_s, members=opts.members, seed=i)
+        a = http_load(LoadSpec(port=baseline_port, run_id=f"{run_id}a{i}", **common))  # type: ignore[arg-type]
+        print(describe(f"round {i} baseline (a)", a), flush=True)
+        print_errors(a)
+        s = http_load(LoadSpec(port=service_port, run_id=f"{run_id}s{i}", count_token=APPLIED, **common))  # type: ignore[arg-type]
+        pair = HttpPair(a, s)
+        print(describe(f"round {i} service", s) + f"  applied {s.counted:,}/{s.requests:,}  ratio {pair.ratio:.2f}x",
+              flush=True)
+        print_errors(s)
+        pairs.append(pair)
+    return pairs
+
+
+def run_batch(opts: Options, service_port: int, api_key: str, run_id: str) -> LoadResult:
+    print(f"\n[2] batch ingest: {opts.batch_connections} connections, {opts.batch_size:,} events a request, "
+          f"{opts.warmup_s:g} s warm-up + {opts.duration_s:g} s measured", flush=True)
+    r = http_load(
+        LoadSpec(host="127.0.0.1", port=service_port, api_key=api_key, connections=opts.batch_connections,
+                 warmup_s=opts.warmup_s, duration_s=opts.duration_s, mode="batch", batch_size=opts.batch_size,
+                 members=opts.members, run_id=f"{run_id}b", count_token=APPLIED, seed=99)
+    )
+    print(f"  service batch          {r.events_per_s:>10,.0f} events/s  ({r.requests_per_s:.1f} req/s, "
+          f"p50 {r.p50_ms:.0f} ms, p99 {r.p99_ms:.0f} ms a request)  applied {r.counted:,}/{r.events:,}"
+          f"  errors {r.errors}", flush=True)
+    print_errors(r)
+    return r
+
+
+def run_pipeline_baseline(opts: Options, url: str, program: CompiledProgram, run_id: str) -> redisload.PipelineResult:
+    print(f"\n[3] baseline (b): award.lua with real plans, {opts.pipeline_events:,} events pre-encoded, "
+          f"pipelines of {opts.pipeline_depth:,} (two in flight) on one raw socket", flush=True)
+    started = time.perf_counter()
+    events = redisload.purchase_events(f"{run_id}p", opts.pipeline_events, opts.members)
+    commands = redisload.award_commands(program, f"bench{run_id}p", events, int(time.time() * 1000))
+    print(f"  built {len(commands):,} commands ({sum(map(len, commands)) / len(commands):.0f} bytes each) "
+          f"in {time.perf_counter() - started:.1f} s, untimed", flush=True)
+    award = Scripts().award
+    with redis_sync.Redis.from_url(url) as client:
+        if client.script_load(award.source) != award.sha:
+            raise BenchError("the server's SHA of award.lua differs from ours")
+    result = redisload.run_pipelined(url, commands, depth=opts.pipeline_depth)
+    print(f"  pipelined award.lua    {result.per_s:>10,.0f} events/s  ({result.replies:,} replies in "
+          f"{result.seconds:.2f} s; sampled {result.sampled}: {result.applied} applied)  errors {result.errors}",
+          flush=True)
+    if result.errors or result.applied != result.sampled or result.replies != len(commands):
+        raise BenchError(f"baseline (b) replies were not all applied: {result.error_samples}")
+    return result
+
+
+@dataclass
+class Memory:
+    members: int
+    events: int
+    per_member_b: float
+    dedupe_usage_per_entry_b: float  # MEMORY USAGE of the dedupe hashes / entries
+    dedupe_delta_per_entry_b: float  # used_memory growth when only the dedupe entries are written
+    setnx_per_key_b: float  # used_memory growth per SET-NX-PX key of 25 characters
+
+
+def used_memory(client: redis_sync.Redis, settle_s: float) -> int:
+    """``used_memory`` once incremental rehashing has settled (two equal readings)."""
+    last = int(client.info("memory")["used_memory"])
+    deadline = time.monotonic() + settle_s
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        now = int(client.info("memory")["used_memory"])
+        if now == last:
+            break
+        last = now
+    return last
+
+
+def memory_events(run_id: str, members: int, per_member: int) -> list[dict[str, Any]]:
+    """``per_member`` events for each member, cycling through the programme's event types."""
+    shapes: list[tuple[str, dict[str, Any]]] = [
+        ("purchase", {"amount": 12_900}),
+        ("checkin", {}),
+        ("review", {"stars": 5}),
+        ("share", {"target": "wechat"}),
+        ("login", {}),
+    ]
+    out = []
+    for m in range(members):
+        for e in range(per_member):
+            etype, data = shapes[e % len(shapes)]
+            out.append({"id": f"{run_id}-{m}-{e}", "member": f"m{m}", "type": etype, "data": data})
+    return out
+
+
+async def _load_members(url: str, program: CompiledProgram, prefix: str, plans: list[AwardPlan]) -> None:
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(url, db=DB_MEMBERS, max_connections=16)
+    try:
+        scripts = Scripts()
+        await scripts.load(client)
+        store = AwardStore(AutoPipeline(client), Keys(prefix), scripts)
+        for i in range(0, len(plans), 1000):
+            results = await store.apply_many(plans[i : i + 1000], program)
+            bad = [r for r in results if isinstance(r, Exception) or r.status is not AwardStatus.APPLIED]
+            if bad:
+                raise BenchError(f"memory load: {len(bad)} events not applied, e.g. {bad[0]!r}")
+    finally:
+        await client.aclose()
+
+
+def run_memory(opts: Options, url: str, program: CompiledProgram, run_id: str) -> Memory:
+    m, e = opts.memory_members, opts.memory_events
+    count = m * e
+    print(f"\n[4] memory: {m:,} members x {e} events through AwardStore (fresh database each)", flush=True)
+    settle_s = 1.0 if opts.quick else 3.0
+    now_ms = int(time.time() * 1000)
+    prefix = f"bench{run_id}m"
+    plans = [plan_award(program, parse_event(raw, program, now_ms), now_ms) for raw in memory_events(run_id, m, e)]
+    keys = Keys(prefix)
+
+    def fresh(db: int) -> redis_sync.Redis:
+        client = redis_sync.Redis.from_url(url, db=db)
+        if client.dbsize():
+            raise BenchError(f"database {db} of the bench's own server is not empty")
+        return client
+
+    # Whole members through the real store.
+    with fresh(DB_MEMBERS) as client:
+        before = used_memory(client, settle_s)
+        asyncio.run(_load_members(url, program, prefix, plans))
+        after = used_memory(client, settle_s)
+        dedupe_keys = sorted({keys.member(p.event.member).dedupe(p.dedupe_bucket) for p in plans})
+        pipe = client.pipeline(transaction=False)
+        for key in dedupe_keys:
+            pipe.memory_usage(key, samples=0)
+        usage = sum(int(u or 0) for u in pipe.execute())
+        entries = sum(int(n) for n in _pipelined(client, "hlen", dedupe_keys))
+        breakdown = _key_breakdown(client, keys, sorted({p.event.member for p in plans})[:200])
+    if entries != count:
+        raise BenchError(f"expected {count} dedupe entries, found {entries}")
+    per_member = (after - before) / m
+
+    # The dedupe entries alone, written as award.lua writes them: their share of used_memory.
+    with fresh(DB_DEDUPE) as client:
+        before = used_memory(client, settle_s)
+        for i in range(0, len(plans), 1000):
+            pipe = client.pipeline(transaction=False)
+            for p in plans[i : i + 1000]:
+                key = keys.member(p.event.member).dedupe(p.dedupe_bucket)
+                pipe.hset(key, p.dedupe_field, p.event.fingerprint)
+                pipe.pexpireat(key, p.dedupe_expire_ms)
+            pipe.execute()
+        dedupe_delta = (used_memory(client, settle_s) - before) / count
+
+    # Baseline: one SET NX PX key of 25 characters per event.
+    ttl_ms = program.retention_ms + 86_400_000
+    tag = f"b{run_id[:6]}:e:"
+    with fresh(DB_SETNX) as client:
+        before = used_memory(client, settle_s)
+        for i in range(0, count, 1000):
+            pipe = client.pipeline(transaction=False)
+            for n in range(i, min(count, i + 1000)):
+                pipe.set(f"{tag}{n:0{25 - len(tag)}d}", b"1", px=ttl_ms, nx=True)
+            pipe.execute()
+        setnx = (used_memory(client, settle_s) - before) / count
+
+    result = Memory(m, e, per_member, usage / count, dedupe_delta, setnx)
+    print(f"  per member ({e} events): {per_member:,.0f} B of used_memory "
+          f"(profile, state, ledger, feed, rewards, dedupe)")
+    print("    by key, MEMORY USAGE averaged over 200 members: "
+          + ", ".join(f"{kind} {size:,.0f} B" for kind, size in breakdown.items()))
+    print(f"  per dedupe entry:  {result.dedupe_usage_per_entry_b:.1f} B by MEMORY USAGE of "
+          f"{len(dedupe_keys):,} bucket hashes, {dedupe_delta:.1f} B by used_memory growth")
+    print(f"  per SET-NX-PX key (baseline): {setnx:.1f} B by used_memory growth", flush=True)
+    return result
+
+
+def _key_breakdown(client: redis_sync.Redis, keys: Keys, members: Sequence[str]) -> dict[str, float]:
+    """Average MEMORY USAGE of each kind of member key (absent keys count 0)."""
+    kinds = ("profile", "state", "ledger", "feed", "rewards")
+    pipe = client.pipeline(transaction=False)
+    for member in members:
+        mk = keys.member(member)  # type: ignore[arg-type]
+        for kind in kinds:
+            pipe.memory_usage(getattr(mk, kind), samples=0)
+    sizes = [int(u or 0) for u in pipe.execute()]
+    return {kind: sum(sizes[i :: len(kinds)]) / len(members) for i, kind in enumerate(kinds)}
+
+
+def _pipelined(client: redis_sync.Redis, command: str, keys: Sequence[str]) -> list[Any]:
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        getattr(pipe, command)(key)
+    return pipe.execute()
+
+
+# --- the report -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    figure: str
+    value: str
+    baseline: str
+    ratio: str
+    target: str
+    verdict: str  # MET, MISSED, or "report" where there is no target
+
+
+def summary_rows(pairs: list[HttpPair], batch: LoadResult, pipeline: redisload.PipelineResult, memory: Memory) -> list[Row]:
+    def med(values: Iterable[float]) -> float:
+        return statistics.median(values)
+
+    n = len(pairs)
+    ratio = med(p.ratio for p in pairs)
+    best = max(pairs, key=lambda p: p.ratio)
+    svc_rps, base_rps = med(p.service.requests_per_s for p in pairs), med(p.baseline.requests_per_s for p in pairs)
+    svc_p50, base_p50 = med(p.service.p50_ms for p in pairs), med(p.baseline.p50_ms for p in pairs)
+    svc_p99, base_p99 = med(p.service.p99_ms for p in pairs), med(p.baseline.p99_ms for p in pairs)
+    batch_ratio = batch.events_per_s / pipeline.per_s
+    errors = sum(p.service.errors + p.baseline.errors for p in pairs) + batch.errors
+    not_applied = sum(p.service.requests - p.service.counted for p in pairs) + (batch.events - batch.counted)
+
+    def verdict(ok: bool) -> str:
+        return "MET" if ok else "MISSED"
+
+    rows = [
+        Row(f"HTTP 1 event/request, req/s, median of {n} pairs", f"{svc_rps:,.0f}", f"{base_rps:,.0f}",
+            f"{ratio:.2f}x", ">= 1.00x", verdict(ratio >= 1.0)),
+        Row("HTTP 1 event/request, req/s, best pair", f"{best.service.requests_per_s:,.0f}",
+            f"{best.baseline.requests_per_s:,.0f}", f"{best.ratio:.2f}x", ">= 1.00x", verdict(best.ratio >= 1.0)),
+        Row(f"HTTP 1 event/request, p50 ms, median of {n}", f"{svc_p50:.2f}", f"{base_p50:.2f}",
+            f"{svc_p50 / base_p50:.2f}x", "-", "report"),
+        Row(f"HTTP 1 event/request, p99 ms, median of {n}", f"{svc_p99:.2f}", f"{base_p99:.2f}",
+            f"{svc_p99 / base_p99:.2f}x", "-", "report"),
+        Row("batch ingest, events/s vs pipelined award.lua", f"{batch.events_per_s:,.0f}", f"{pipeline.per_s:,.0f}",
+            f"{batch_ratio:.2f}x", ">= 0.50x", verdict(batch_ratio >= 0.5)),
+        Row(f"Redis bytes per member ({memory.events} events)", f"{memory.per_member_b:,.0f}", "-", "-", "-", "report"),
+        Row("Redis bytes per dedupe entry (MEMORY USAGE)", f"{memory.dedupe_usage_per_entry_b:.1f}",
+            f"{memory.setnx_per_key_b:.1f}", f"{memory.dedupe_usage_per_entry_b / memory.setnx_per_key_b:.2f}x",
+            "<= 50 B", verdict(memory.dedupe_usage_per_entry_b <= 50)),
+        Row("Redis bytes per dedupe entry (used_memory)", f"{memory.dedupe_delta_per_entry_b:.1f}",
+            f"{memory.setnx_per_key_b:.1f}", f"{memory.dedupe_delta_per_entry_b / memory.setnx_per_key_b:.2f}x",
+            "<= 50 B", verdict(memory.dedupe_delta_per_entry_b <= 50)),
+        Row("HTTP errors (non-2xx) and events not applied", f"{errors + not_applied}", "-", "-", "0",
+            verdict(errors + not_applied == 0)),
+    ]
+    return rows
+
+
+def print_summary(rows: list[Row], pairs: list[HttpPair]) -> None:
+    ratios = ", ".join(f"{p.ratio:.2f}x" for p in pairs)
+    print(f"\nsingle-event ratio per pair (service/baseline): {ratios}; "
+          f"best {max(p.ratio for p in pairs):.2f}x, median {statistics.median(p.ratio for p in pairs):.2f}x")
+    headers = ("figure", "value", "baseline", "ratio", "target", "result")
+    table = [headers] + [(r.figure, r.value, r.baseline, r.ratio, r.target, r.verdict) for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(headers))]
+    print("\nSUMMARY")
+    for n, row in enumerate(table):
+        cells = [row[0].ljust(widths[0])] + [cell.rjust(w) for cell, w in zip(row[1:], widths[1:])]
+        print("| " + " | ".join(cells) + " |")
+        if n == 0:
+            print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    sys.stdout.flush()
+
+
+# --- main -----------------------------------------------------------------------------------------
+
+
+@contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM unwinds like Ctrl-C, so the ``finally`` blocks stop every process."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run(opts: Options, workdir: Path) -> list[Row]:
+    program = load_program(CONFIG)
+    run_id = secrets.token_hex(4)
+    valkey = EmbeddedValkey(workdir / "valkey")
+    valkey.start()
+    procs = Processes(workdir)
+    try:
+        url = valkey.url
+        print(f"embedded Valkey at {url} (AOF in {valkey.data_dir}); programme {program.name!r}", flush=True)
+
+        baseline_port = free_port()
+        baseline = procs.start(
+            "baseline", [sys.executable, "-m", "loadtest.baseline_app", "--port", str(baseline_port), "--redis-url", url]
+        )
+        api_key = "rk_bench_" + secrets.token_urlsafe(18)
+        env = dict(os.environ)
+        env.pop("REDIS_URL", None)
+        env.update(
+            REKINDLE_API_KEYS=api_key,
+            REKINDLE_ADMIN_KEYS="rk_bench_admin_" + secrets.token_urlsafe(18),
+            REKINDLE_TOKEN_SECRET=secrets.token_urlsafe(32),
+            REKINDLE_KEY_PREFIX=f"bench{run_id}",
+        )
+        service_port = free_port()
+        service = procs.start(
+            "service",
+            [*rekindle_command(), "serve", "--redis-url", url, "--port", str(service_port), "--workers", "1",
+             "--config", str(CONFIG), "--data-dir", str(workdir / "data")],
+            env=env,
+        )
+        wait_healthy(procs, "baseline", baseline, baseline_port)
+        wait_healthy(procs, "service", service, service_port)
+        print(f"baseline (a) on :{baseline_port} (pid {baseline.pid}), service on :{service_port} "
+              f"(pid {service.pid}), key prefix bench{run_id}", flush=True)
+
+        with phase_noise(url):
+            pairs = run_http_pairs(opts, baseline_port, service_port, api_key, run_id)
+        with phase_noise(url):
+            batch = run_batch(opts, service_port, api_key, run_id)
+        procs.stop_all()  # what follows needs neither server; their connections leave the memory figures
+
+        with phase_noise(url):
+            pipeline = run_pipeline_baseline(opts, url, program, run_id)
+        memory = run_memory(opts, url, program, run_id)
+        rows = summary_rows(pairs, batch, pipeline, memory)
+        print_summary(rows, pairs)
+        return rows
+    finally:
+        procs.stop_all()
+        valkey.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    opts = parse_args(args)
+    print("command:", shlex.join([sys.executable, "-m", "loadtest.bench", *args]))
+    print(f"machine: {os.cpu_count()} CPUs, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}; "
+          "every figure is a ratio to a baseline measured in this run", flush=True)
+    try:
+        with terminate_as_interrupt(), tempfile.TemporaryDirectory(prefix="rekindle-bench-") as tmp:
+            run(opts, Path(tmp))
+    except KeyboardInterrupt:
+        print("\ninterrupted; every process stopped", file=sys.stderr)
+        return 130
+    except (BenchError, redis_sync.RedisError, OSError, subprocess.TimeoutExpired) as exc:
+        print(f"\nbench failed: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,266 @@
+"""A closed-loop HTTP/1.1 load generator: C keep-alive connections, one request in flight each.
+
+Run as its own process (``python -m loadtest.httpload SPEC_JSON``) so that its CPU is not the
+server's; it prints one JSON object with the results on stdout. ``bench.py`` drives it.
+
+Each connection is an ``asyncio.Protocol`` on a raw socket: when a response is complete the next
+request is written from the same callback, with no task switch and no stream buffering. Requests
+are built with one bytes ``%`` format each; every event has an id of its own. Responses are
+parsed only as far as needed: the status line and ``Content-Length`` (the servers measured here
+never send chunked bodies). Only responses that complete inside the measured window count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import orjson
+
+MAX_ERROR_SAMPLES = 5
+
+
+@dataclass
+class LoadSpec:
+    host: str
+    port: int
+    path: str = "/v1/events"
+    api_key: str = ""
+    connections: int = 64
+    warmup_s: float = 2.0
+    duration_s: float = 10.0
+    mode: str = "single"  # "single": one event per request; "batch": {"events": [batch_size events]}
+    batch_size: int = 1000
+    members: int = 10_000
+    run_id: str = "r"  # makes every event id of this run unique across runs
+    count_token: str = ""  # when set, count its occurrences in 2xx bodies (e.g. applied results)
+    seed: int = 1
+
+
+@dataclass
+class LoadResult:
+    requests: int = 0  # 2xx responses completed inside the window
+    errors: int = 0  # non-2xx responses and lost connections inside the window
+    events: int = 0  # events carried by the counted requests
+    counted: int = 0  # occurrences of count_token in counted bodies
+    window_s: float = 0.0
+    requests_per_s: float = 0.0
+    events_per_s: float = 0.0
+    p50_ms: float = 0.0
+    p90_ms: float = 0.0
+    p99_ms: float = 0.0
+    max_ms: float = 0.0
+    error_samples: list[str] = field(default_factory=list)
+    statuses: dict[str, int] = field(default_factory=dict)
+
+
+class RequestMaker:
+    """Cheap, unique request bytes: a fixed head, a formatted body, its length."""
+
+    def __init__(self, spec: LoadSpec) -> None:
+        self._spec = spec
+        self._seq = 0
+        rng = random.Random(spec.seed)
+        # Order totals between ¥1 and ¥500 in cents; a table indexed by the sequence number
+        # costs less per request than drawing a random number.
+        self._amounts = [rng.randrange(100, 50_000) for _ in range(4096)]
+        self._run = spec.run_id.encode()
+        auth = f"Authorization: Bearer {spec.api_key}\r\n" if spec.api_key else ""
+        self._head = (
+            f"POST {spec.path} HTTP/1.1\r\nHost: {spec.host}:{spec.port}\r\n{auth}"
+            "Content-Type: application/json\r\nContent-Length: "
+        ).encode()
+
+    def _event(self) -> bytes:
+        seq = self._seq = self._seq + 1
+        member = (seq * 2_654_435_761) % self._spec.members  # spread over every member id
+        return b'{"id":"%s-%d","member":"m%d","type":"purchase","data":{"amount":%d}}' % (
+            self._run,
+            seq,
+            member,
+            self._amounts[seq & 4095],
+        )
+
+    def next(self) -> bytes:
+        if self._spec.mode == "batch":
+            body = b'{"events":[' + b",".join([self._event() for _ in range(self._spec.batch_size)]) + b"]}"
+        else:
+            body = self._event()
+        return b"%s%d\r\n\r\n%s" % (self._head, len(body), body)
+
+    @property
+    def events_per_request(self) -> int:
+        return self._spec.batch_size if self._spec.mode == "batch" else 1
+
+
+class Run:
+    """State shared by every connection of one run: the window, the tallies."""
+
+    def __init__(self, spec: LoadSpec) -> None:
+        self.spec = spec
+        self.maker = RequestMaker(spec)
+        self.token = spec.count_token.encode()
+        self.window_start = float("inf")
+        self.stopping = False
+        self.latencies: list[float] = []
+        self.errors = 0
+        self.counted = 0
+        self.statuses: dict[int, int] = {}
+        self.error_samples: list[str] = []
+        self.idle = 0  # connections with nothing in flight after the stop
+        self.all_idle = asyncio.get_running_loop().create_future()
+
+    def in_window(self, now: float) -> bool:
+        return now >= self.window_start and not self.stopping
+
+    def error(self, text: str, now: float) -> None:
+        if self.in_window(now):
+            self.errors += 1
+            if len(self.error_samples) < MAX_ERROR_SAMPLES:
+                self.error_samples.append(text)
+
+    def went_idle(self) -> None:
+        self.idle += 1
+        if self.idle >= self.spec.connections and not self.all_idle.done():
+            self.all_idle.set_result(None)
+
+
+class Connection(asyncio.Protocol):
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self.sent_at = 0.0
+        self.done = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no asyncio.Transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.send()
+
+    def send(self) -> None:
+        assert self.transport is not None
+        request = self.run.maker.next()
+        self.sent_at = time.perf_counter()
+        self.transport.write(request)
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf
+        buf += data
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        head = bytes(buf[:end]).lower()
+        at = head.find(b"\r\ncontent-length:")
+        if at < 0:
+            self.fail("response without Content-Length")
+            return
+        line_end = head.find(b"\r\n", at + 2)
+        length = int(head[at + 17 : line_end if line_end > 0 else len(head)])
+        total = end + 4 + length
+        if len(buf) < total:
+            return
+        now = time.perf_counter()
+        run = self.run
+        status = int(buf[9:12])
+        if run.in_window(now):
+            run.statuses[status] = run.statuses.get(status, 0) + 1
+            if 200 <= status < 300:
+                run.latencies.append(now - self.sent_at)
+                if run.token:
+                    run.counted += buf.count(run.token, end + 4, total)
+            else:
+                run.error(f"HTTP {status}: {bytes(buf[end + 4 : total])[:300]!r}", now)
+        del buf[:total]
+        if run.stopping:
+            self.finish()
+        else:
+            self.send()
+
+    def fail(self, text: str) -> None:
+        self.run.error(text, time.perf_counter())
+        if self.transport is not None:
+            self.transport.close()
+
+    def finish(self) -> None:
+        if not self.done:
+            self.done = True
+            self.run.went_idle()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.run.stopping:
+            self.run.error(f"connection lost: {exc!r}", time.perf_counter())
+            asyncio.get_running_loop().create_task(_connect(self.run))  # keep C connections busy
+        self.finish()
+
+
+async def _connect(run: Run) -> Connection:
+    loop = asyncio.get_running_loop()
+    _, protocol = await loop.create_connection(lambda: Connection(run), run.spec.host, run.spec.port)
+    return protocol
+
+
+async def run_load(spec: LoadSpec) -> LoadResult:
+    run = Run(spec)
+    connections = await asyncio.gather(*(_connect(run) for _ in range(spec.connections)))
+    await asyncio.sleep(spec.warmup_s)
+    run.window_start = time.perf_counter()
+    await asyncio.sleep(spec.duration_s)
+    run.stopping = True
+    window_s = time.perf_counter() - run.window_start
+    try:
+        await asyncio.wait_for(run.all_idle, timeout=30)
+    except TimeoutError:
+        pass
+    for conn in connections:
+        if conn.transport is not None:
+            conn.transport.close()
+    await asyncio.sleep(0)
+
+    lat = sorted(run.latencies)
+    result = LoadResult(
+        requests=len(lat),
+        errors=run.errors,
+        events=len(lat) * run.maker.events_per_request,
+        counted=run.counted,
+        window_s=window_s,
+        error_samples=run.error_samples,
+        statuses={str(k): v for k, v in sorted(run.statuses.items())},
+    )
+    result.requests_per_s = result.requests / window_s
+    result.events_per_s = result.events / window_s
+    if lat:
+        result.p50_ms = _pct(lat, 0.50) * 1000
+        result.p90_ms = _pct(lat, 0.90) * 1000
+        result.p99_ms = _pct(lat, 0.99) * 1000
+        result.max_ms = lat[-1] * 1000
+    return result
+
+
+def _pct(sorted_values: list[float], q: float) -> float:
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    spec = LoadSpec(**orjson.loads(args[0]))
+    try:
+        import uvloop
+
+        runner: Any = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop is a dependency off Windows
+        runner = asyncio.run
+    result = runner(run_load(spec))
+    sys.stdout.write(orjson.dumps(asdict(result)).decode() + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
