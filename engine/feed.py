@@ -58,14 +58,12 @@ class Award:
 
 
 def decode_award(raw: bytes) -> Award | int:
-    """award.lua's reply or pub/sub message: an ``Award``, or the status code 0 / 2."""
-    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False)
-    unpacker.feed(raw)
-    head = unpacker.unpack()
-    if len(head) == 1:
-        return int(head[0])
-    effects = unpacker.unpack()
-    return Award(head[0], head[1], [(kind, data) for kind, data in effects])
+    """award.lua's reply or pub/sub message, [entry id, event id, effects]: an ``Award``; or
+    its status code [0] duplicate, [2] conflict."""
+    reply = msgpack.unpackb(raw, raw=False, strict_map_key=False, use_list=False)
+    if len(reply) == 1:
+        return int(reply[0])
+    return Award(reply[0], reply[1], list(reply[2]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,9 +110,9 @@ class FeedStore:
 
 
 def _award(entry_id: bytes | str, fields: dict[bytes, bytes]) -> Award:
-    effects = msgpack.unpackb(fields[b"d"], raw=False, strict_map_key=False)
+    effects = msgpack.unpackb(fields[b"d"], raw=False, strict_map_key=False, use_list=False)
     eid = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-    return Award(eid, fields[b"e"].decode(), [(kind, data) for kind, data in effects])
+    return Award(eid, fields[b"e"].decode(), list(effects))
 
 
 def _pairs(flat: list[bytes]) -> dict[bytes, bytes]:

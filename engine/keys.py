@@ -37,8 +37,13 @@ class Keys:
     def __init__(self, prefix: str = "rk") -> None:
         self.prefix = prefix
 
+    def member_tag(self, member: MemberId) -> str:
+        """The prefix every key of the member starts with; ``member()`` names what follows it
+        (the award path builds its keys from the tag directly, in the same shapes)."""
+        return f"{self.prefix}:{{m:{member}}}"
+
     def member(self, member: MemberId) -> MemberKeys:
-        tag = f"{self.prefix}:{{m:{member}}}"
+        tag = self.member_tag(member)
         return MemberKeys(
             tag=tag,
             profile=f"{tag}:p",

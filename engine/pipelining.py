@@ -2,128 +2,141 @@
 
 Under load, many request handlers reach their one EVALSHA within the same loop iteration. Each
 sending its own command costs a pool checkout, a write syscall and a read wake-up; queued
-together they cost one of each, which is how the full award path keeps pace with a bare
-endpoint that does nothing but one EVALSHA (ioredis calls this ``enableAutoPipelining``).
+together they cost one write, and the replies come back on one connection in order (ioredis
+calls this ``enableAutoPipelining``). Writes never wait for earlier replies, so the server works
+through one tick's batch while this process parses the next requests.
 
-Error replies come back per command (a duplicate here does not fail a neighbour there). A
-NOSCRIPT reply makes the batch load the script and resend only the calls that hit it: every
-script of ours is idempotent by its dedupe step, so a resend can never apply twice.
+Error replies come back per call (a duplicate here does not fail a neighbour there). A NOSCRIPT
+reply makes the caller load the script and send its call again: every script of ours is
+idempotent by its dedupe step, so a resend can never apply twice. A connection that stops
+answering for ``timeout_s`` is aborted, failing its calls, which the HTTP layer reports as 503.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
+import hiredis
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError
 
+from engine.resp import RespConnection, open_connection
 from engine.scripts import LuaScript
 
-Call = tuple[LuaScript, Sequence[str], Sequence[Any], asyncio.Future[Any]]
+Call = tuple[LuaScript, Sequence[str], Sequence[Any]]
 
 
 class AutoPipeline:
-    def __init__(self, redis: Redis, max_batch: int = 1000, timeout_s: float = 10.0) -> None:
-        self._redis = redis
+    def __init__(self, redis: Redis, timeout_s: float = 10.0) -> None:
+        self._redis = redis  # for its connection settings, and to load scripts
         self._timeout_s = timeout_s
-        self._max_batch = max_batch
-        self._queue: list[Call] = []
+        self._conn: RespConnection | None = None
+        self._connecting: asyncio.Task[None] | None = None
+        self._queue: list[bytes] = []
+        self._futures: list[asyncio.Future[Any]] = []
+        self._waiting: list[tuple[list[bytes], list[asyncio.Future[Any]]]] = []
         self._flush_scheduled = False
-        self._inflight: set[asyncio.Task[None]] = set()
+        self._watchdog: asyncio.Task[None] | None = None
 
     def evalsha(self, script: LuaScript, keys: Sequence[str], args: Sequence[Any]) -> asyncio.Future[Any]:
-        """Queue one call; the future resolves to its reply (or raises its error)."""
+        """Queue one call for this tick's write; the future resolves to its reply or error."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._queue.append((script, keys, args, future))
-        if len(self._queue) >= self._max_batch:
-            self._flush()
-        elif not self._flush_scheduled:
+        self._queue.append(_evalsha(script.sha, keys, args))
+        self._futures.append(future)
+        if not self._flush_scheduled:
             self._flush_scheduled = True
             loop.call_soon(self._flush)
         return future
 
-    async def run_many(self, calls: Sequence[tuple[LuaScript, Sequence[str], Sequence[Any]]]) -> list[Any]:
-        """Send a known batch as one write on one connection, so it applies in its own order.
+    async def call(self, script: LuaScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """One call, reloading the script once if the server lost it."""
+        try:
+            return await self.evalsha(script, keys, args)
+        except NoScriptError:
+            await script.load(self._redis)
+            return await self.evalsha(script, keys, args)
 
-        Replies come back in order, errors as values. It does not join the tick's queue: a
-        batch split across two writes (and two connections) could apply out of order.
-        """
-        loop = asyncio.get_running_loop()
-        batch: list[Call] = [(s, k, a, loop.create_future()) for s, k, a in calls]
-        await self._send(batch)
-        return [f.exception() or f.result() for *_, f in batch]
+    async def run_many(self, calls: Sequence[Call]) -> list[Any]:
+        """Send a known batch as one write, so it applies in its own order; replies in order,
+        errors as values."""
+        replies = await self._write_now([_evalsha(s.sha, k, a) for s, k, a in calls])
+        missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
+        if missing:
+            for script in {calls[i][0] for i in missing}:
+                await script.load(self._redis)
+            retried = await self._write_now([_evalsha(calls[i][0].sha, calls[i][1], calls[i][2]) for i in missing])
+            for i, reply in zip(missing, retried):
+                replies[i] = reply
+        return replies
 
     async def aclose(self) -> None:
-        if self._queue:
-            self._flush()
-        if self._inflight:
-            await asyncio.gather(*self._inflight, return_exceptions=True)
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watchdog
+        if self._connecting is not None:
+            with contextlib.suppress(Exception):
+                await self._connecting
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    async def _write_now(self, commands: list[bytes]) -> list[Any]:
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in commands]
+        self._send(commands, futures)
+        return list(await asyncio.gather(*futures, return_exceptions=True))
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        batch, self._queue = self._queue, []
-        if not batch:
-            return
-        task = asyncio.ensure_future(self._send(batch))
-        self._inflight.add(task)
-        task.add_done_callback(self._inflight.discard)
+        commands, futures = self._queue, self._futures
+        self._queue, self._futures = [], []
+        if commands:
+            self._send(commands, futures)
 
-    async def _send(self, batch: list[Call]) -> None:
-        try:
-            replies = await self._roundtrip(batch)
-            missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
-            if missing:
-                for script in {batch[i][0] for i in missing}:
-                    await script.load(self._redis)
-                retried = await self._roundtrip([batch[i] for i in missing])
-                for i, reply in zip(missing, retried):
-                    replies[i] = reply
-        except Exception as exc:  # connection lost, timeout: every caller sees it
-            for *_, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
+    def _send(self, commands: list[bytes], futures: list[asyncio.Future[Any]]) -> None:
+        conn = self._conn
+        if conn is not None and conn.connected and not self._waiting:
+            conn.send(b"".join(commands), futures)
             return
-        for (*_, future), reply in zip(batch, replies):
-            if future.done():  # the caller gave up (cancelled); its reply is simply dropped
-                continue
-            if isinstance(reply, Exception):
-                future.set_exception(reply)
-            else:
-                future.set_result(reply)
+        self._waiting.append((commands, futures))
+        if self._connecting is None:
+            self._connecting = asyncio.get_running_loop().create_task(self._connect())
 
-    async def _roundtrip(self, batch: list[Call]) -> list[Any]:
-        pool = self._redis.connection_pool
-        conn = await pool.get_connection()
+    async def _connect(self) -> None:
         try:
-            payload = b"".join([_evalsha(s.sha, k, a) for s, k, a, _ in batch])
-            await conn.send_packed_command(payload, check_health=False)
-            replies: list[Any] = []
-            # One deadline for the whole batch rather than one per reply read.
-            async with asyncio.timeout(self._timeout_s):
-                for _ in batch:
-                    try:
-                        replies.append(await conn.read_response(disable_decoding=True, timeout=math.inf))
-                    except ResponseError as exc:
-                        replies.append(exc)
-            return replies
-        except BaseException:
-            # A half-read connection must never go back to the pool.
-            await conn.disconnect()
-            raise
+            conn = await open_connection(self._redis)
+        except Exception as exc:  # every call waiting for this connection fails with it
+            waiting, self._waiting = self._waiting, []
+            error = ConnectionError(f"cannot reach Redis: {exc}")
+            for _, futures in waiting:
+                for future in futures:
+                    if not future.done():
+                        future.set_exception(error)
+            return
         finally:
-            await pool.release(conn)
+            self._connecting = None
+        self._conn = conn
+        if self._watchdog is None or self._watchdog.done():
+            self._watchdog = asyncio.get_running_loop().create_task(self._watch())
+        waiting, self._waiting = self._waiting, []
+        for commands, futures in waiting:
+            conn.send(b"".join(commands), futures)
+
+    async def _watch(self) -> None:
+        """Abort a connection that has had calls outstanding and no reply for ``timeout_s``."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(min(1.0, self._timeout_s / 4))
+            conn = self._conn
+            if conn is not None and conn.pending and loop.time() - conn.last_progress > self._timeout_s:
+                conn.abort()  # its pending calls fail; the next call opens a new connection
 
 
 def _evalsha(sha: str, keys: Sequence[str], args: Sequence[Any]) -> bytes:
-    """One EVALSHA in RESP: what redis-py's packer does, without its per-argument checks."""
-    parts: list[bytes] = [b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n" % (3 + len(keys) + len(args), sha.encode())]
-    count = b"%d" % len(keys)
-    parts.append(b"$%d\r\n%s\r\n" % (len(count), count))
-    for item in (*keys, *args):
-        data = item if isinstance(item, bytes) else item.encode() if isinstance(item, str) else b"%d" % item
-        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(parts)
+    """One EVALSHA in RESP (hiredis packs in C)."""
+    return hiredis.pack_command(("EVALSHA", sha, len(keys), *keys, *args))  # type: ignore[no-any-return]

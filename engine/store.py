@@ -41,14 +41,15 @@ class AwardStore:
 
     def call_for(self, plan: AwardPlan, program: CompiledProgram) -> tuple[list[str], list[Any]]:
         """KEYS and ARGV of award.lua for one plan (see the script's header)."""
-        mk = self._keys.member(plan.event.member)
-        keys = [mk.profile, mk.state, mk.ledger, mk.feed, mk.rewards, mk.dedupe(plan.dedupe_bucket)]
-        keys += [mk.dedupe(b) for b in plan.lookup_buckets if b != plan.dedupe_bucket]
-        return keys, [plan.pack(), program.tiers_packed, mk.channel]
+        tag = self._keys.member_tag(plan.event.member)
+        bucket = plan.dedupe_bucket
+        keys = [f"{tag}:p", f"{tag}:s", f"{tag}:l", f"{tag}:f", f"{tag}:r", f"{tag}:d:{bucket}"]
+        keys += [f"{tag}:d:{b}" for b in plan.lookup_buckets if b != bucket]
+        return keys, [plan.pack(), program.tiers_packed, f"{tag}:ch"]
 
     async def apply(self, plan: AwardPlan, program: CompiledProgram) -> AwardResult:
         keys, args = self.call_for(plan, program)
-        return decode_reply(await self._pipeline.evalsha(self._scripts.award, keys, args))
+        return decode_reply(await self._pipeline.call(self._scripts.award, keys, args))
 
     async def apply_many(self, plans: Sequence[AwardPlan], program: CompiledProgram) -> list[AwardResult | Exception]:
         """Apply plans in order in one pipeline; a failed call is returned, not raised."""
@@ -60,9 +61,10 @@ class AwardStore:
 def decode_reply(raw: bytes) -> AwardResult:
     reply = decode_award(raw)
     if isinstance(reply, Award):
+        entry = reply.entry_id
         return AwardResult(
             AwardStatus.APPLIED,
-            [{"id": fid, "type": kind, "data": data} for fid, (kind, data) in zip(reply.feed_ids(), reply.effects)],
+            [{"id": f"{entry}-{i}", "type": kind, "data": data} for i, (kind, data) in enumerate(reply.effects)],
         )
     if reply == 0:
         return AwardResult(AwardStatus.DUPLICATE)

@@ -200,6 +200,10 @@ def _serve(args: argparse.Namespace) -> int:
             ws="websockets-sansio",
             # Frames are ~150 bytes: compression costs ~50 KiB a socket and CPU for nothing.
             ws_per_message_deflate=False,
+            # Heartbeats: a peer that does not answer a ping within 20 s is dropped (close 1011),
+            # which also frees a socket whose reader stopped while its queue was full.
+            ws_ping_interval=20.0,
+            ws_ping_timeout=20.0,
             lifespan="on",
             access_log=False,
             log_config=LOG_CONFIG,

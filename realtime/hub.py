@@ -14,6 +14,8 @@ import time
 from collections import deque
 from typing import Protocol
 
+from redis.asyncio import Redis
+
 from realtime import metrics
 from realtime.frames import CloseCode, Encoding, Frame, Resume, frames_from_message
 from realtime.subscriber import Subscriber
@@ -114,8 +116,8 @@ class Sender(Protocol):
 
 
 class Hub:
-    def __init__(self, redis_url: str) -> None:
-        self._url = redis_url
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis  # for its connection settings; the hub opens a connection of its own
         self._groups: dict[bytes, set[LiveConnection]] = {}
         self._subscriber: Subscriber | None = None
         self._reconnect: asyncio.Task[None] | None = None
@@ -126,7 +128,7 @@ class Hub:
         return sum(len(g) for g in self._groups.values())
 
     async def start(self) -> None:
-        subscriber = Subscriber(self._url, self._dispatch, self._lost)
+        subscriber = Subscriber(self._redis, self._dispatch, self._lost)
         await subscriber.connect()
         self._subscriber = subscriber
 

@@ -54,7 +54,7 @@ class Service:
         scripts = Scripts()
         pipeline = AutoPipeline(redis)
         programs = ProgramRegistry(redis, keys, clock, on_change=metrics.PROGRAM_VERSION.set)
-        hub = Hub(settings.redis_url)
+        hub = Hub(redis)
         try:
             await _check_server(redis)
             await scripts.load(redis)

@@ -1,86 +1,49 @@
-"""One Redis pub/sub connection per process, as a small asyncio protocol over hiredis.
+"""One Redis pub/sub connection per process, dispatching each message as it is parsed.
 
 The hub needs three things a general client makes costly at thousands of messages a second:
 to dispatch each message synchronously as it is parsed, to know when a SUBSCRIBE has taken
 hold (so a resuming socket replays only after it can no longer miss a live message), and to
 hear at once when the connection is lost (so every socket is told to resume). This module is
-those three things and nothing else.
+those three things over ``engine.resp``, and nothing else.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ssl
 from collections.abc import Callable
 from typing import Any
 
-import hiredis
-from redis.asyncio.connection import parse_url
+from redis.asyncio import Redis
+
+from engine.resp import RespConnection, command, open_connection
 
 OnMessage = Callable[[bytes, bytes], None]
 OnLost = Callable[[Exception | None], None]
 
 
-def _command(*parts: bytes | str) -> bytes:
-    out = [b"*%d\r\n" % len(parts)]
-    for part in parts:
-        data = part.encode() if isinstance(part, str) else part
-        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(out)
-
-
-class _Protocol(asyncio.Protocol):
-    def __init__(self, owner: "Subscriber") -> None:
-        self._owner = owner
-        self._reader = hiredis.Reader()
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
-
-    def data_received(self, data: bytes) -> None:
-        self._reader.feed(data)
-        while (reply := self._reader.gets()) is not False:
-            self._owner._on_reply(reply)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._owner._on_lost(exc)
-
-
 class Subscriber:
     """Subscribe and unsubscribe channels; ``on_message(channel, data)`` for every message."""
 
-    def __init__(self, url: str, on_message: OnMessage, on_lost: OnLost) -> None:
-        self._url = url
+    def __init__(self, redis: Redis, on_message: OnMessage, on_lost: OnLost) -> None:
+        self._redis = redis
         self._on_message = on_message
         self._on_lost_cb = on_lost
-        self._protocol: _Protocol | None = None
+        self._conn: RespConnection | None = None
         self._subscribed: set[bytes] = set()
         self._outstanding: dict[bytes, int] = {}  # SUBSCRIBEs sent, not yet confirmed
         self._waiters: dict[bytes, list[asyncio.Future[None]]] = {}
-        self._replies: list[asyncio.Future[Any]] = []  # plain command replies (AUTH, PING)
-        self.connected = False
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None and self._conn.connected
 
     async def connect(self) -> None:
-        options = parse_url(self._url)
-        context = ssl.create_default_context() if self._url.startswith("rediss://") else None
-        loop = asyncio.get_running_loop()
-        _, protocol = await loop.create_connection(
-            lambda: _Protocol(self), options.get("host", "localhost"), options.get("port", 6379), ssl=context
-        )
-        self._protocol = protocol
-        self.connected = True
-        if options.get("password"):
-            user = options.get("username")
-            auth = ("AUTH", user, options["password"]) if user else ("AUTH", options["password"])
-            reply = await self._call(*auth)
-            if isinstance(reply, Exception):
-                self.close()
-                raise reply
+        # Pub/sub channels are server-wide: no SELECT, and none may follow SUBSCRIBE anyway.
+        self._conn = await open_connection(self._redis, on_push=self._on_push, on_lost=self._on_lost, select_db=False)
 
     def close(self) -> None:
-        if self._protocol is not None and self._protocol.transport is not None:
-            self._protocol.transport.close()
+        if self._conn is not None:
+            self._conn.close()
 
     def is_subscribed(self, channel: bytes) -> bool:
         return channel in self._subscribed and not self._outstanding.get(channel)
@@ -92,63 +55,44 @@ class Subscriber:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(channel, []).append(future)
         if not self._outstanding.get(channel):
-            self._outstanding[channel] = self._outstanding.get(channel, 0) + 1
-            self._write(_command("SUBSCRIBE", channel))
+            self._outstanding[channel] = 1
+            self._write(command("SUBSCRIBE", channel))
         await future
 
     def unsubscribe(self, channel: bytes) -> None:
         # Forgotten now, not at the confirmation: a SUBSCRIBE sent after this must go out.
         self._subscribed.discard(channel)
-        self._write(_command("UNSUBSCRIBE", channel))
-
-    async def _call(self, *parts: str) -> Any:
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._replies.append(future)
-        self._write(_command(*parts))
-        return await future
+        self._write(command("UNSUBSCRIBE", channel))
 
     def _write(self, data: bytes) -> None:
-        if self._protocol is None or self._protocol.transport is None or not self.connected:
+        if self._conn is None or not self._conn.connected:
             raise ConnectionError("the pub/sub connection is closed")
-        self._protocol.transport.write(data)
+        self._conn.transport.write(data)
 
-    def _on_reply(self, reply: Any) -> None:
-        if isinstance(reply, list) and reply:
-            kind = reply[0]
-            if kind == b"message":
-                self._on_message(reply[1], reply[2])
-                return
-            if kind == b"subscribe":
-                channel = reply[1]
-                self._outstanding[channel] = self._outstanding.get(channel, 1) - 1
-                if self._outstanding[channel] <= 0:
-                    del self._outstanding[channel]
-                self._subscribed.add(channel)
-                for future in self._waiters.pop(channel, []):
-                    if not future.done():
-                        future.set_result(None)
-                return
-            if kind == b"unsubscribe":
-                if not self._outstanding.get(reply[1]):
-                    self._subscribed.discard(reply[1])
-                return
-        if self._replies:
-            future = self._replies.pop(0)
-            if not future.done():
-                future.set_result(reply)
+    def _on_push(self, reply: list[Any]) -> None:
+        kind, channel = reply[0], reply[1]
+        if kind == b"message":
+            self._on_message(channel, reply[2])
+        elif kind == b"subscribe":
+            left = self._outstanding.get(channel, 1) - 1
+            if left > 0:
+                self._outstanding[channel] = left
+            else:
+                self._outstanding.pop(channel, None)
+            self._subscribed.add(channel)
+            for future in self._waiters.pop(channel, []):
+                if not future.done():
+                    future.set_result(None)
+        elif kind == b"unsubscribe" and not self._outstanding.get(channel):
+            self._subscribed.discard(channel)
 
     def _on_lost(self, exc: Exception | None) -> None:
-        self.connected = False
         error = ConnectionError("the pub/sub connection was lost")
         for waiters in self._waiters.values():
             for future in waiters:
                 if not future.done():
                     future.set_exception(error)
-        for future in self._replies:
-            if not future.done():
-                future.set_exception(error)
         self._waiters.clear()
-        self._replies.clear()
         self._subscribed.clear()
         self._outstanding.clear()
         self._on_lost_cb(exc)

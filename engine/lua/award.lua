@@ -12,9 +12,9 @@
 --           quest: [id, field, increment, target, field expiry ms (0 never), xp, points, {coupons}]
 -- ARGV[2] msgpack tiers: {[id, xp threshold, points multiplier in thousandths, xp, points, {coupons}]}
 -- ARGV[3] pub/sub channel of the member
--- returns, when applied, the message it published: msgpack {feed entry id, event id} followed
---   by msgpack {{type, data}...} (entry id "" when the award had no effect);
---   msgpack {0} duplicate; {2} same id, other body
+-- returns, when applied, the message it published: msgpack [feed entry id, event id,
+--   [[type, data]...]] (entry id "" when the award had no effect); [0] duplicate; [2] same id,
+--   other body
 
 local plan = cmsgpack.unpack(ARGV[1])
 local event_id, fingerprint, now_ms, dd_field, dd_expire_ms, feed_length, grants, quests =
@@ -34,7 +34,13 @@ redis.call('PEXPIREAT', KEYS[6], dd_expire_ms)
 -- notation past 1e14, which Redis would then refuse as an integer.
 local function int(n) return string.format('%d', n) end
 
-if #grants == 0 and #quests == 0 then return cmsgpack.pack({'', event_id}) .. cmsgpack.pack({}) end
+-- [entry id, event id, effects] built from parts, so the effects are packed once for the
+-- stream entry, the message and the reply alike (0x93: a msgpack array of three).
+local function award_message(entry_id, packed_effects)
+  return '\147' .. cmsgpack.pack(entry_id) .. cmsgpack.pack(event_id) .. packed_effects
+end
+
+if #grants == 0 and #quests == 0 then return award_message('', cmsgpack.pack({})) end
 
 local tiers = cmsgpack.unpack(ARGV[2])
 local stored = redis.call('HMGET', KEYS[1], 'xp', 'pts', 'tier')
@@ -123,7 +129,7 @@ while tier < #tiers and xp >= tiers[tier + 1][2] do
   grant_bundle(tiers[tier][4], tiers[tier][5], tiers[tier][6], 'tier:' .. tiers[tier][1])
 end
 
-if #effects == 0 then return cmsgpack.pack({'', event_id}) .. cmsgpack.pack({}) end
+if #effects == 0 then return award_message('', cmsgpack.pack({})) end
 
 if tier ~= start_tier or not stored[3] then
   redis.call('HSET', KEYS[1], 'xp', int(xp), 'pts', int(points), 'tier', tiers[tier][1])
@@ -135,6 +141,6 @@ end
 -- of entry <ms>-<seq> is feed id <ms>-<seq>-<i> to clients.
 local packed = cmsgpack.pack(effects)
 local entry_id = redis.call('XADD', KEYS[4], 'MAXLEN', '~', feed_length, '*', 'd', packed, 'e', event_id)
-local message = cmsgpack.pack({entry_id, event_id}) .. packed
+local message = award_message(entry_id, packed)
 redis.call('PUBLISH', ARGV[3], message)
 return message

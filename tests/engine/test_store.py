@@ -468,9 +468,7 @@ def test_publish_reaches_a_subscriber(engine, redis_url) -> None:
                             return message
 
                 message = await asyncio.wait_for(next_message(), 5)
-                unpacker = msgpack.Unpacker(raw=False)
-                unpacker.feed(message["data"])
-                (entry_id, event_id), sent_effects = unpacker
+                entry_id, event_id, sent_effects = msgpack.unpackb(message["data"], raw=False)
                 assert event_id == "o-1"
                 assert [f"{entry_id}-{n}" for n in range(len(sent_effects))] == [x["id"] for x in result.effects]
                 assert [tuple(x) for x in sent_effects] == FIRST_ORDER_EFFECTS
@@ -510,3 +508,21 @@ def test_duplicate_survives_a_server_crash(open_engine, tmp_path: Path) -> None:
         for server in servers:
             if server.pid is not None:
                 server.stop()
+
+
+def test_award_keys_are_the_members_keys(engine) -> None:
+    """call_for names exactly the member's keys from keys.py (profile, state, ledger, feed, rewards, dedupe, channel)."""
+    from engine.awards import plan_award
+    from engine.events import parse_event
+
+    async def run() -> None:
+        async with engine() as e:
+            event = parse_event({"id": "o-1", "member": "m-7", "type": "checkin"}, e.program, e.now_ms)
+            plan = plan_award(e.program, event, e.now_ms)
+            keys, args = e.store.call_for(plan, e.program)
+            mk = e.keys.member("m-7")
+            assert keys[:6] == [mk.profile, mk.state, mk.ledger, mk.feed, mk.rewards, mk.dedupe(plan.dedupe_bucket)]
+            assert sorted(keys[5:]) == sorted(mk.dedupe(b) for b in plan.lookup_buckets)
+            assert args[2] == mk.channel
+
+    asyncio.run(run())

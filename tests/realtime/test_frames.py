@@ -175,8 +175,8 @@ def test_control_frames_have_no_id(encoding: Encoding) -> None:
 
 
 def test_frames_from_message_reads_award_lua_publish() -> None:
-    """A pub/sub message ({entry id, event} then the effects) becomes frames <entry>-<i>, each with the event id."""
-    raw = msgpack.packb(["10-0", "order-1"]) + msgpack.packb([["xp", {"amount": 3}], ["points", {"amount": 2}]])
+    """A pub/sub message [entry id, event id, effects] becomes frames <entry>-<i>, each with the event id."""
+    raw = msgpack.packb(["10-0", "order-1", [["xp", {"amount": 3}], ["points", {"amount": 2}]]])
     frames = frames_from_message(raw)
     assert [(f.id, f.sid, f.type, f.data) for f in frames] == [
         ("10-0-0", (10, 0, 0), "xp", {"amount": 3, "event": "order-1"}),
@@ -186,12 +186,12 @@ def test_frames_from_message_reads_award_lua_publish() -> None:
 
 def test_an_award_without_effects_gives_no_frames() -> None:
     """An applied award that earned nothing publishes no entry id and yields no frame."""
-    assert frames_from_message(msgpack.packb(["", "order-1"]) + msgpack.packb([])) == []
+    assert frames_from_message(msgpack.packb(["", "order-1", []])) == []
 
 
 def test_replayed_award_matches_the_live_message() -> None:
     """A stream entry read back in a replay gives the same frames as the live message did."""
-    live = frames_from_message(msgpack.packb(["10-0", "order-1"]) + msgpack.packb([["xp", {"amount": 3}]]))
+    live = frames_from_message(msgpack.packb(["10-0", "order-1", [["xp", {"amount": 3}]]]))
     replayed = frames_of(Award("10-0", "order-1", [("xp", {"amount": 3})]))
     assert [f.encoded(Encoding.JSON) for f in replayed] == [f.encoded(Encoding.JSON) for f in live]
 
