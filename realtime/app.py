@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 from collections.abc import AsyncIterator
 
@@ -15,6 +14,7 @@ from engine.clock import Clock
 from engine.errors import RekindleError
 from realtime import api, live
 from realtime.errors import http_error, rekindle_error, unexpected_error
+from realtime.gcpacer import GcPacer
 from realtime.service import Service
 from realtime.settings import Settings
 
@@ -24,12 +24,12 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         service = await Service.open(settings, clock)
         app.state.service = service
-        # Everything built so far lives as long as the process: keep it out of the cyclic
-        # collector's way, so full collections stay short with thousands of sockets open.
-        gc.freeze()
+        pacer = GcPacer(lambda: service.hub.sockets)
+        pacer.start()  # everything built so far lives as long as the process
         try:
             yield
         finally:
+            await pacer.stop()
             await service.close()
 
     routes = [
