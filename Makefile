@@ -38,5 +38,6 @@ check: install
 schema: install
 	$(BIN)/rekindle schema > config/program.schema.json
 
+# Not .data: it holds the embedded server's AOF (every member's state) and the dev keys.
 clean:
-	rm -rf $(VENV) .data .pytest_cache
+	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -16,6 +16,7 @@ import msgpack
 
 from engine.clock import DAY_MS
 from engine.config import CompiledProgram, CompiledQuest, Currency, Predicate, QuestKind
+from engine.errors import InvalidEvent
 from engine.events import Event
 from engine.keys import DEDUPE_BUCKET_MS
 
@@ -24,6 +25,11 @@ Grant = list[Any]
 #: A plan's quest step: [quest id, field, increment, target, field expiry ms (0: never),
 #:                      reward xp, reward points, [coupon ids]]
 QuestStep = list[Any]
+
+
+#: Most XP or points one rule grants for one event: keeps every total the award script keeps far
+#: inside the integers a Lua double holds exactly, so the script cannot fail halfway.
+AWARD_MAX = 10**9
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +75,11 @@ def plan_award(program: CompiledProgram, event: Event, now_ms: int) -> AwardPlan
             amount = (data.get(rule.per_field, 0) // rule.per_every) * rule.per_amount
         if amount <= 0:
             continue
+        if amount > AWARD_MAX:
+            raise InvalidEvent(
+                f"would earn {amount:,} {rule.currency.value} under rule {rule.id!r}; one event earns at most {AWARD_MAX:,}",
+                field=f"data.{rule.per_field}",
+            )
         currency = "x" if rule.currency is Currency.XP else "p"
         if rule.daily_cap:
             day, day_end_ms = periods.day()
@@ -85,8 +96,10 @@ def plan_award(program: CompiledProgram, event: Event, now_ms: int) -> AwardPlan
             quests.append(step)
 
     retention = program.retention_ms
-    first = (now_ms - retention) // DEDUPE_BUCKET_MS
-    last = (now_ms + program.skew_ms) // DEDUPE_BUCKET_MS
+    # A day of margin each side: another host whose clock is off by up to a day still looks
+    # in every bucket this event's first sighting could be in (an empty bucket costs little).
+    first = (now_ms - retention - DAY_MS) // DEDUPE_BUCKET_MS
+    last = (now_ms + program.skew_ms + DAY_MS) // DEDUPE_BUCKET_MS
     bucket = event.at_ms // DEDUPE_BUCKET_MS
     return AwardPlan(
         event=event,

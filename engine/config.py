@@ -35,7 +35,8 @@ Count = Annotated[int, Strict(), Field(ge=0, le=1_000_000_000)]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+    # No whitespace stripping: `[rules." r"]` must be an error, not quietly the same rule as `r`.
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 # --- the programme as designers write it ------------------------------------------------------
@@ -78,10 +79,10 @@ class FieldSpec(_Model):
     type: FieldType
     required: Bool = True
     description: Str = ""
-    min: Int | None = Field(None, description="int: smallest value allowed")
-    max: Int | None = Field(None, description="int: largest value allowed")
+    min: Int | None = Field(None, ge=-(10**12), le=10**12, description="int: smallest value allowed")
+    max: Int | None = Field(None, ge=-(10**12), le=10**12, description="int: largest value allowed")
     max_length: Int = Field(256, ge=1, le=4096, description="str: longest value allowed")
-    one_of: tuple[str, ...] | None = Field(None, description="str: the only values allowed")
+    one_of: tuple[Str, ...] | None = Field(None, min_length=1, description="str: the only values allowed")
 
 
 class EventType(_Model):
@@ -126,7 +127,7 @@ class Rule(_Model):
     grant: Currency
     fixed: Int | None = Field(None, ge=1, le=1_000_000)
     per: PerUnit | None = None
-    daily_cap: Int | None = Field(None, ge=1, description="most this rule grants a member per day")
+    daily_cap: Int | None = Field(None, ge=1, le=10**12, description="most this rule grants a member per day")
     where: dict[Name, Condition] = Field(default_factory=dict)
 
 
@@ -209,7 +210,10 @@ class Program(_Model):
 
 def parse_program(source: str | bytes, file: str) -> Program:
     """Parse and validate one programme's TOML text; raise ``ConfigError`` naming every problem."""
-    text = source.decode("utf-8", "replace") if isinstance(source, bytes) else source
+    try:
+        text = source.decode("utf-8") if isinstance(source, bytes) else source
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{file}: not UTF-8", [ConfigProblem(file, "", f"not UTF-8 text: {exc}")]) from None
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -19,6 +19,9 @@ from engine.errors import EventTooOld, InvalidEvent, InvalidInput
 
 _TOP_KEYS = frozenset({"id", "member", "type", "at", "data"})
 _INT_MAX = 2**53 - 1  # Lua numbers are doubles: beyond this integers stop being exact
+#: An int field of an event's data lies within +-DATA_INT_MAX whatever its programme says:
+#: 10^12 cents is ¥10 billion, and every sum the award script makes from such values stays exact.
+DATA_INT_MAX = 10**12
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +37,7 @@ class Event:
 def parse_event(raw: object, program: CompiledProgram, now_ms: int) -> Event:
     """Validate one event object; ``at`` defaults to ``now_ms`` and must lie in the dedupe window."""
     if not isinstance(raw, dict):
-        raise InvalidEvent(f"an event must be a JSON object, not {ids._kind(raw)}")
+        raise InvalidEvent(f"an event must be a JSON object, not {ids.kind_of(raw)}")
     unknown = raw.keys() - _TOP_KEYS
     if unknown:
         name = sorted(map(str, unknown))[0]
@@ -91,7 +94,7 @@ def parse_time(value: object, field: str) -> int:
 
 def _check_data(data: object, program: CompiledProgram, etype: str) -> dict[str, Any]:
     if not isinstance(data, dict):
-        raise InvalidEvent(f"must be an object, not {ids._kind(data)}", field="data")
+        raise InvalidEvent(f"must be an object, not {ids.kind_of(data)}", field="data")
     fields = program.events[etype].fields
     for key in data:
         if key not in fields:
@@ -108,20 +111,20 @@ def _check_data(data: object, program: CompiledProgram, etype: str) -> dict[str,
         value = data[name]
         if spec.type is FieldType.INT:
             if not isinstance(value, int) or isinstance(value, bool):
-                raise InvalidEvent(f"must be an integer, not {ids._kind(value)}", field=path)
-            low = spec.min if spec.min is not None else -_INT_MAX
-            high = spec.max if spec.max is not None else _INT_MAX
+                raise InvalidEvent(f"must be an integer, not {ids.kind_of(value)}", field=path)
+            low = spec.min if spec.min is not None else -DATA_INT_MAX
+            high = spec.max if spec.max is not None else DATA_INT_MAX
             if value < low:
                 raise InvalidEvent(f"must be at least {low}", field=path)
             if value > high:
                 raise InvalidEvent(f"must be at most {high}", field=path)
         elif spec.type is FieldType.STR:
             if not isinstance(value, str):
-                raise InvalidEvent(f"must be a string, not {ids._kind(value)}", field=path)
+                raise InvalidEvent(f"must be a string, not {ids.kind_of(value)}", field=path)
             if len(value) > spec.max_length:
                 raise InvalidEvent(f"must be at most {spec.max_length} characters", field=path)
             if spec.one_of is not None and value not in spec.one_of:
                 raise InvalidEvent(f"must be one of {', '.join(spec.one_of)}", field=path)
         elif not isinstance(value, bool):
-            raise InvalidEvent(f"must be true or false, not {ids._kind(value)}", field=path)
+            raise InvalidEvent(f"must be true or false, not {ids.kind_of(value)}", field=path)
     return data

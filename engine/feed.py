@@ -1,9 +1,9 @@
 """A member's progress feed: what award.lua appends, and reading it back to resume.
 
 The stream holds one entry per award, ``d`` = msgpack ``[[type, data], ...]``. Clients see one
-frame per effect, with feed id ``<ms>-<seq>-<i>`` (effect ``i`` of entry ``<ms>-<seq>``); a bare
-entry id ``<ms>-<seq>`` (the snapshot's ``feed_id``) means "everything up to and including that
-award". Ids compare as integer triples.
+frame per effect, with feed id ``<ms>-<seq>-<i>`` (effect ``i`` of entry ``<ms>-<seq>``); the
+snapshot's ``feed_id`` is the newest such id. A bare entry id ``<ms>-<seq>`` is accepted too and
+means "everything up to and including that award". Ids compare as integer triples.
 
 Resuming from an id needs to know whether anything after it is gone. ``XADD ... MAXLEN ~``
 trimming does not move ``max-deleted-entry-id`` (only XDEL does), so a resume is also a gap
@@ -52,9 +52,6 @@ class Award:
     entry_id: str  # "" when the award had no effect (nothing was appended)
     event_id: str
     effects: list[tuple[str, dict[str, Any]]]
-
-    def feed_ids(self) -> list[str]:
-        return [f"{self.entry_id}-{i}" for i in range(len(self.effects))]
 
 
 def decode_award(raw: bytes) -> Award | int:

@@ -25,7 +25,7 @@ NAME_MAX = 64
 def check_id(value: object, field: str, max_len: int) -> str:
     """Return ``value`` if it is a safe id of at most ``max_len`` chars, else raise."""
     if not isinstance(value, str):
-        raise InvalidInput(f"must be a string, not {_kind(value)}", field=field)
+        raise InvalidInput(f"must be a string, not {kind_of(value)}", field=field)
     if not 1 <= len(value) <= max_len:
         raise InvalidInput(f"must be 1 to {max_len} characters long", field=field)
     if _SAFE.fullmatch(value) is None:
@@ -44,7 +44,7 @@ def event_id(value: object, field: str = "id") -> EventId:
     return EventId(check_id(value, field, EVENT_ID_MAX))
 
 
-def _kind(value: object) -> str:
+def kind_of(value: object) -> str:
     return {dict: "an object", list: "an array", bool: "a boolean", type(None): "null"}.get(
         type(value), type(value).__name__
     )

@@ -42,6 +42,14 @@ class Keys:
         (the award path builds its keys from the tag directly, in the same shapes)."""
         return f"{self.prefix}:{{m:{member}}}"
 
+    def award_keys(self, member: MemberId, bucket: int, lookup: tuple[int, ...]) -> tuple[list[str], str]:
+        """award.lua's KEYS (see its header) and the member's channel, built from the tag
+        directly: the hot path's copy of ``member()``, which tests hold to the same names."""
+        tag = self.member_tag(member)
+        keys = [f"{tag}:p", f"{tag}:s", f"{tag}:l", f"{tag}:f", f"{tag}:r", f"{tag}:d:{bucket}"]
+        keys += [f"{tag}:d:{b}" for b in lookup if b != bucket]
+        return keys, f"{tag}:ch"
+
     def member(self, member: MemberId) -> MemberKeys:
         tag = self.member_tag(member)
         return MemberKeys(

@@ -1,9 +1,11 @@
 """The points ledger: every grant and spend is an entry; the balance is their sum.
 
 ``verify`` walks every member (SCAN: an offline tool, never a hot path) and checks, per member,
-that the stored balance equals the sum of the ledger's deltas and that each entry's running
-balance follows from the one before. It reads the ledger in pages, so a long ledger costs
-memory for one page only.
+that the stored balance equals the sum of the ledger's deltas, that each entry's running
+balance follows from the one before, and that no event granted points twice for the same
+reason (a doubled award is consistent arithmetic, so only the entries' event ids reveal it).
+It reads the ledger in pages, so a long ledger costs memory for one page only (and a set of
+the event ids seen, per member).
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ async def verify(redis: Redis, keys: Keys) -> VerifyReport:
         total = 0
         detail = ""
         start = "-"
+        granted: set[tuple[bytes, bytes]] = set()
         while end is not None:
             page = await redis.xrange(mk.ledger, min=start, max=end, count=PAGE)
             for entry_id, fields in page:
@@ -60,6 +63,10 @@ async def verify(redis: Redis, keys: Keys) -> VerifyReport:
                 entries += 1
                 if not detail and int(fields[b"b"]) != total:
                     detail = f"entry {entry_id.decode()} records balance {int(fields[b'b'])}; entries sum to {total}"
+                grant = (fields[b"e"], fields[b"r"])
+                if not detail and grant in granted:
+                    detail = f"event {grant[0].decode()} granted points twice for {grant[1].decode()}"
+                granted.add(grant)
             if len(page) < PAGE:
                 break
             start = "(" + page[-1][0].decode()  # exclusive: resume after the last entry read

@@ -37,7 +37,7 @@ class Profile:
 
 def parse_profile(raw: object, member: ids.MemberId) -> Profile:
     if not isinstance(raw, dict):
-        raise InvalidInput(f"must be a JSON object, not {ids._kind(raw)}", field="body")
+        raise InvalidInput(f"must be a JSON object, not {ids.kind_of(raw)}", field="body")
     for key in raw:
         if key not in _PROFILE_KEYS:
             raise InvalidInput("unknown key (expected joined_at, birthday, referrer, tags)", field=str(key))

@@ -40,6 +40,7 @@ class AutoPipeline:
         self._waiting: list[tuple[list[bytes], list[asyncio.Future[Any]]]] = []
         self._flush_scheduled = False
         self._watchdog: asyncio.Task[None] | None = None
+        self._closed = False
 
     def evalsha(self, script: LuaScript, keys: Sequence[str], args: Sequence[Any]) -> asyncio.Future[Any]:
         """Queue one call for this tick's write; the future resolves to its reply or error."""
@@ -74,13 +75,14 @@ class AutoPipeline:
         return replies
 
     async def aclose(self) -> None:
+        self._closed = True  # calls from now on fail; none opens a connection again
+        if self._connecting is not None:
+            with contextlib.suppress(Exception):
+                await self._connecting
         if self._watchdog is not None:
             self._watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watchdog
-        if self._connecting is not None:
-            with contextlib.suppress(Exception):
-                await self._connecting
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -99,6 +101,11 @@ class AutoPipeline:
             self._send(commands, futures)
 
     def _send(self, commands: list[bytes], futures: list[asyncio.Future[Any]]) -> None:
+        if self._closed:
+            for future in futures:
+                if not future.done():
+                    future.set_exception(ConnectionError("the award pipeline is closed"))
+            return
         conn = self._conn
         if conn is not None and conn.connected and not self._waiting:
             conn.send(b"".join(commands), futures)

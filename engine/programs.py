@@ -56,8 +56,9 @@ class ProgramRegistry:
         k = self._keys.config
         version, created = await self._script.run(
             self._redis,
-            [k("seq"), k("active"), k("versions"), k("meta")],
-            [source, hashlib.sha256(source).hexdigest(), origin, self._clock.now_ms(), k("changed")],
+            [k("seq"), k("active"), k("versions"), k("meta"), k("file_hash")],
+            [source, hashlib.sha256(source).hexdigest(), origin, self._clock.now_ms(), k("changed"),
+             "1" if origin.startswith("file:") else "0"],
         )
         if created:
             log.info("programme version %s activated from %s", version, origin)
@@ -85,6 +86,8 @@ class ProgramRegistry:
         except ConfigError as exc:  # only possible if a newer engine tightened the rules
             log.error("active programme version %s no longer validates: %s", version, exc)
             return False
+        if self._current is not None and version < self._current.version:
+            return False  # a concurrent refresh already took a newer one (numbers only grow)
         self._current = ActiveProgram(version, program, (origin or b"").decode(), int(at_ms or 0))
         if self._on_change is not None:
             self._on_change(version)
@@ -131,9 +134,8 @@ class ProgramRegistry:
                 await pubsub.subscribe(self._keys.config("changed"))
                 await self.refresh()  # anything activated before the subscription took hold
                 while True:
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=interval_s)
+                    await pubsub.get_message(ignore_subscribe_messages=True, timeout=interval_s)
                     await self.refresh()  # on a message, or every interval_s in case one was lost
-                    del message
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis went away: keep the current version, try again

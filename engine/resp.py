@@ -126,20 +126,34 @@ async def open_connection(
     def factory() -> RespConnection:
         return RespConnection(on_push, on_lost)
 
-    timeout = options.get("socket_connect_timeout") or 5
-    if options.get("path"):
-        coro = loop.create_unix_connection(factory, options["path"])
-    else:
-        tls = ssl_module.create_default_context() if "SSL" in pool.connection_class.__name__ else None
-        coro = loop.create_connection(factory, options.get("host", "localhost"), options.get("port", 6379), ssl=tls)
-    _, conn = await asyncio.wait_for(coro, timeout)
-    try:
-        if options.get("password"):
-            user = options.get("username")
-            await conn.call("AUTH", *((user,) if user else ()), options["password"])
-        if select_db and int(options.get("db") or 0):
-            await conn.call("SELECT", int(options["db"]))
-    except BaseException:
-        conn.close()
-        raise
-    return conn
+    timeout_s = options.get("socket_connect_timeout") or 5
+
+    async def handshake() -> RespConnection:
+        if options.get("path"):
+            _, conn = await loop.create_unix_connection(factory, options["path"])
+        else:
+            tls = _tls_context(options) if "SSL" in pool.connection_class.__name__ else None
+            _, conn = await loop.create_connection(factory, options.get("host", "localhost"), options.get("port", 6379), ssl=tls)
+        try:
+            if options.get("password"):
+                user = options.get("username")
+                await conn.call("AUTH", *((user,) if user else ()), options["password"])
+            if select_db and int(options.get("db") or 0):
+                await conn.call("SELECT", int(options["db"]))
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    # The whole opening, AUTH included, under one deadline: a server that accepts and never
+    # answers must fail the callers, not hang them.
+    return await asyncio.wait_for(handshake(), timeout_s)
+
+
+def _tls_context(options: dict[str, Any]) -> ssl_module.SSLContext:
+    """The TLS settings redis-py took from the URL (CA file, verification), for our socket too."""
+    context = ssl_module.create_default_context(cafile=options.get("ssl_ca_certs"))
+    if options.get("ssl_cert_reqs") in ("none", ssl_module.CERT_NONE):
+        context.check_hostname = False
+        context.verify_mode = ssl_module.CERT_NONE
+    return context

@@ -41,11 +41,8 @@ class AwardStore:
 
     def call_for(self, plan: AwardPlan, program: CompiledProgram) -> tuple[list[str], list[Any]]:
         """KEYS and ARGV of award.lua for one plan (see the script's header)."""
-        tag = self._keys.member_tag(plan.event.member)
-        bucket = plan.dedupe_bucket
-        keys = [f"{tag}:p", f"{tag}:s", f"{tag}:l", f"{tag}:f", f"{tag}:r", f"{tag}:d:{bucket}"]
-        keys += [f"{tag}:d:{b}" for b in plan.lookup_buckets if b != bucket]
-        return keys, [plan.pack(), program.tiers_packed, f"{tag}:ch"]
+        keys, channel = self._keys.award_keys(plan.event.member, plan.dedupe_bucket, plan.lookup_buckets)
+        return keys, [plan.pack(), program.tiers_packed, channel]
 
     async def apply(self, plan: AwardPlan, program: CompiledProgram) -> AwardResult:
         keys, args = self.call_for(plan, program)

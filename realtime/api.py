@@ -6,17 +6,18 @@ programmes, then validates everything it was sent before the first Redis call.
 
 from __future__ import annotations
 
+import logging
 from time import perf_counter
 from typing import Any
 
 import orjson
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from engine import ids
-from engine.awards import plan_award
-from engine.errors import InvalidInput
+from engine.awards import AwardPlan, plan_award
+from engine.errors import InvalidInput, RekindleError, StoreError
 from engine.events import Event, parse_event
 from engine.members import parse_profile
 from engine.store import AwardResult, AwardStatus
@@ -25,6 +26,7 @@ from realtime.errors import BadRequest, PayloadTooLarge, Unavailable, json_respo
 from realtime.service import Service
 
 MAX_TOKEN_TTL_S = 30 * 24 * 3600
+log = logging.getLogger("rekindle.api")
 
 
 def service(request: Request) -> Service:
@@ -89,19 +91,19 @@ async def post_events(request: Request) -> Response:
 async def _post_one(svc: Service, body: Any, program: Any, now_ms: int) -> Response:
     if not isinstance(body, dict):
         metrics.count_event("-", "rejected")
-        raise InvalidInput(f'must be an event object or {{"events": [...]}}, not {ids._kind(body)}', field="body")
+        raise InvalidInput(f'must be an event object or {{"events": [...]}}, not {ids.kind_of(body)}', field="body")
     try:
         event = parse_event(body, program, now_ms)
+        plan = plan_award(program, event, now_ms)
     except InvalidInput:
         metrics.count_event("-", "rejected")
         raise
     try:
         started = perf_counter()
-        result = await svc.awards.apply(plan_award(program, event, now_ms), program)
+        result = await svc.awards.apply(plan, program)
         metrics.STORE_SECONDS.observe(perf_counter() - started)
     except (RedisError, OSError) as exc:
-        metrics.REDIS_ERRORS.inc()
-        raise Unavailable("the store is unavailable; retry with the same event id") from exc
+        raise _store_failure(exc) from exc
     view = _result_view(event, result, "id")
     metrics.count_event(event.type, view["status"])
     if result.status is AwardStatus.CONFLICT:
@@ -115,15 +117,18 @@ async def _post_batch(svc: Service, body: dict[str, Any], program: Any, now_ms: 
         raise InvalidInput("unknown key (a batch holds only `events`)", field=sorted(map(str, extra))[0])
     raw_events = body["events"]
     if not isinstance(raw_events, list):
-        raise InvalidInput(f"must be an array, not {ids._kind(raw_events)}", field="events")
+        raise InvalidInput(f"must be an array, not {ids.kind_of(raw_events)}", field="events")
     if not 1 <= len(raw_events) <= svc.settings.max_batch:
         raise InvalidInput(f"must hold 1 to {svc.settings.max_batch} events", field="events")
 
     results: list[dict[str, Any] | None] = [None] * len(raw_events)
     events: list[tuple[int, Event]] = []
+    plans: list[AwardPlan] = []
     for i, raw in enumerate(raw_events):
         try:
-            events.append((i, parse_event(raw, program, now_ms)))
+            event = parse_event(raw, program, now_ms)
+            plans.append(plan_award(program, event, now_ms))
+            events.append((i, event))
         except InvalidInput as exc:
             exc.at(f"events[{i}]")
             raw_id = raw.get("id") if isinstance(raw, dict) and isinstance(raw.get("id"), str) else None
@@ -131,24 +136,31 @@ async def _post_batch(svc: Service, body: dict[str, Any], program: Any, now_ms: 
             metrics.count_event("-", "rejected")
     if events:
         started = perf_counter()
-        plans = [plan_award(program, event, now_ms) for _, event in events]
         try:
             outcomes = await svc.awards.apply_many(plans, program)
         except (RedisError, OSError) as exc:
-            metrics.REDIS_ERRORS.inc()
-            raise Unavailable("the store is unavailable; retry the batch as is") from exc
+            raise _store_failure(exc) from exc
         metrics.STORE_SECONDS.observe(perf_counter() - started)
         failed = [o for o in outcomes if isinstance(o, Exception)]
         if failed:
             # Some events may have been applied: a retry of the whole batch answers those
             # `duplicate` and applies the rest, so the batch is refused whole.
-            metrics.REDIS_ERRORS.inc(len(failed))
-            raise Unavailable("the store failed part of the batch; retry the batch as is")
+            raise _store_failure(failed[0]) from failed[0]
         for (i, event), outcome in zip(events, outcomes):
             view = _result_view(event, outcome, f"events[{i}].id")  # type: ignore[arg-type]
             metrics.count_event(event.type, view["status"])
             results[i] = view
     return json_response({"results": results})
+
+
+def _store_failure(exc: BaseException) -> RekindleError:
+    """A connection that failed or timed out: retry as is (503). An error reply from the script
+    is a defect, not a blip (500, logged): a retry would answer `duplicate` for what it left."""
+    metrics.REDIS_ERRORS.inc()
+    if isinstance(exc, ResponseError):
+        log.error("award.lua failed: %s", exc)
+        return StoreError("the award script failed")
+    return Unavailable("the store is unavailable; retry with the same event ids")
 
 
 def _result_view(event: Event, result: AwardResult, id_field: str) -> dict[str, Any]:
@@ -200,7 +212,7 @@ async def post_token(request: Request) -> Response:
     svc.auth.shop(request.headers.get("authorization"))
     body = await read_json(request, 4096)
     if not isinstance(body, dict):
-        raise InvalidInput(f"must be a JSON object, not {ids._kind(body)}", field="body")
+        raise InvalidInput(f"must be a JSON object, not {ids.kind_of(body)}", field="body")
     for key in body:
         if key not in ("member", "ttl_s"):
             raise InvalidInput("unknown key (expected member, ttl_s)", field=str(key))
@@ -246,7 +258,9 @@ async def healthz(request: Request) -> Response:
         await svc.redis.ping()
     except (RedisError, OSError):
         return json_response({"status": "unavailable", "redis": "down"}, 503)
-    return json_response({"status": "ok", "program": svc.programs.current.version})
+    if not svc.hub.healthy:
+        return json_response({"status": "unavailable", "live_feed": "reconnecting"}, 503)
+    return json_response({"status": "ok", "program": svc.programs.current.version, "live_sockets": svc.hub.sockets})
 
 
 async def get_metrics(request: Request) -> Response:

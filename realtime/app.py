@@ -13,7 +13,7 @@ from starlette.routing import Route, WebSocketRoute
 from engine.clock import Clock
 from engine.errors import RekindleError
 from realtime import api, live
-from realtime.errors import http_error, rekindle_error, unexpected_error
+from realtime.errors import STORE_ERRORS, http_error, rekindle_error, store_unreachable, unexpected_error
 from realtime.gcpacer import GcPacer
 from realtime.service import Service
 from realtime.settings import Settings
@@ -50,6 +50,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
         exception_handlers={
             RekindleError: rekindle_error,
             HTTPException: http_error,
+            **{cls: store_unreachable for cls in STORE_ERRORS},
             Exception: unexpected_error,
         },
     )

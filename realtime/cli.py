@@ -55,7 +55,11 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     handler = {"serve": _serve, "check": _check, "verify": _verify, "token": _token, "schema": _schema}
-    return handler[args.command](args)
+    try:
+        return handler[args.command](args)
+    except ValueError as exc:  # a setting that cannot work (from the environment or a flag)
+        print(f"rekindle {args.command}: {exc}", file=sys.stderr)
+        return 2
 
 
 def _check(args: argparse.Namespace) -> int:

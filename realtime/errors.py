@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 
 import orjson
+from redis.exceptions import RedisError, ResponseError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -47,6 +48,8 @@ class Unavailable(RekindleError):
 
     code = "unavailable"
 
+
+STORE_ERRORS = (RedisError, ConnectionError, TimeoutError)
 
 STATUS: list[tuple[type[RekindleError], int]] = [
     (Unauthorized, 401),
@@ -90,6 +93,14 @@ async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
     return json_response({"error": {"code": code, "message": exc.detail}}, exc.status_code, exc.headers)
+
+
+async def store_unreachable(request: Request, exc: Exception) -> Response:
+    """Redis unreachable or timing out, wherever it happened: 503, retry as is."""
+    log.warning("%s %s: store unavailable (%s)", request.method, request.url.path, type(exc).__name__)
+    if isinstance(exc, ResponseError):
+        return await unexpected_error(request, exc)
+    return json_response({"error": {"code": "unavailable", "message": "the store is unavailable; retry"}}, 503)
 
 
 async def unexpected_error(request: Request, exc: Exception) -> Response:

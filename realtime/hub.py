@@ -125,6 +125,10 @@ class Hub:
         self._sockets = 0
 
     @property
+    def healthy(self) -> bool:
+        return self._subscriber is not None and self._subscriber.connected
+
+    @property
     def sockets(self) -> int:
         """Sockets joined (an O(1) count: the GC pacer reads it every few seconds)."""
         return self._sockets
@@ -173,7 +177,11 @@ class Hub:
         group = self._groups.get(channel)
         if not group:
             return
-        frames = frames_from_message(data)
+        try:
+            frames = frames_from_message(data)
+        except Exception:  # a message we cannot read must not take the subscription down
+            log.exception("unreadable live-feed message on %r dropped", channel)
+            return
         for conn in tuple(group):
             conn.push(frames)
 
@@ -196,7 +204,7 @@ class Hub:
                 await self.start()
                 log.info("live feed subscription restored")
                 return
-            except OSError as exc:
+            except Exception as exc:  # refused, wrong password, timed out: keep trying
                 log.warning("live feed reconnect failed: %s", type(exc).__name__)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)

@@ -20,14 +20,15 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from engine.errors import InvalidInput
 from engine.feed import FeedId, parse_feed_id
 from realtime import metrics
-from realtime.errors import Unauthorized
+from realtime.errors import STORE_ERRORS, Unauthorized
 from realtime.frames import CloseCode, Encoding, control, frames_of
 from realtime.hub import LiveConnection
 
 log = logging.getLogger("rekindle.live")
 
 AUTH_WAIT_S = 10.0  # for the first frame when the token is not in the URL
-RESUME_WAIT_S = 0.5  # for a first resume frame when no `since` came with the connection
+RESUME_WAIT_S = 5.0  # for a first resume frame when no `since` came with the connection
+MAX_REPLAY_FRAMES = 5000  # a resume further behind than this is told to refetch (reset)
 MAX_QUEUE = 1024  # frames a socket may fall behind before it is told to resume
 MAX_CLIENT_FRAME = 4096
 
@@ -129,8 +130,11 @@ def _since(value: object) -> FeedId | None:
 
 
 async def _replay(svc: Any, conn: LiveConnection, since: FeedId | None) -> None:
-    replay = await svc.feed.replay(conn.member, since)
-    if replay.gap:
+    try:
+        replay = await svc.feed.replay(conn.member, since)
+    except STORE_ERRORS:
+        raise _Refused(CloseCode.RESUME, "the store is unavailable; reconnect and resume") from None
+    if replay.gap or sum(len(a.effects) for a in replay.awards) > MAX_REPLAY_FRAMES:
         conn.enqueue(control("reset", conn.encoding, reason="your last id is older than the feed keeps; refetch the snapshot"))
         conn.send_frames(conn.resume.on_replay(replay.last, []))
         return

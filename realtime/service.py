@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import ResponseError
 
 from engine.clock import Clock, SystemClock
@@ -49,7 +49,12 @@ class Service:
             raise ValueError("settings.redis_url is required (rekindle serve starts the embedded server)")
         clock = clock or SystemClock()
         auth = Auth(settings.api_keys, settings.admin_keys, settings.token_secret)  # before any I/O
-        redis = Redis.from_url(settings.redis_url, max_connections=256, socket_timeout=10, socket_connect_timeout=5)
+        # Blocking: a burst (10,000 sockets resuming after a blip) queues for a connection for up
+        # to 5 s instead of failing at once. The award path has a connection of its own.
+        pool = BlockingConnectionPool.from_url(
+            settings.redis_url, max_connections=256, timeout=5, socket_timeout=10, socket_connect_timeout=5
+        )
+        redis = Redis.from_pool(pool)  # closing the client closes the pool
         keys = Keys(settings.key_prefix)
         scripts = Scripts()
         pipeline = AutoPipeline(redis)
@@ -98,3 +103,11 @@ async def _check_server(redis: Redis) -> None:
         server = await redis.info("server")
         version = server.get("valkey_version") or server.get("redis_version")
         raise UnsupportedServer(f"the Redis server ({version}) lacks HPEXPIREAT: use Redis 7.4+ or Valkey 9+") from None
+    memory = await redis.info("memory")
+    policy = memory.get("maxmemory_policy", "noeviction")
+    if int(memory.get("maxmemory", 0)) and policy != "noeviction":
+        # Dedupe buckets are the keys with a TTL: volatile-* policies would evict them first,
+        # and a retry would then award twice without a word. Better to refuse writes (OOM).
+        raise UnsupportedServer(
+            f"the Redis server evicts keys (maxmemory-policy {policy}); set maxmemory-policy noeviction"
+        )

@@ -7,6 +7,7 @@ nothing here says anything about XP or quests.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -50,7 +51,7 @@ class Settings:
             token_secret=env.get("REKINDLE_TOKEN_SECRET", ""),
             data_dir=Path(env.get("REKINDLE_DATA_DIR", ".data")),
             config_path=Path(env.get("REKINDLE_CONFIG", "config/member_day.toml")),
-            key_prefix=env.get("REKINDLE_KEY_PREFIX", "rk"),
+            key_prefix=_prefix(env.get("REKINDLE_KEY_PREFIX", "rk")),
         )
         return replace(base, **{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
 
@@ -68,8 +69,10 @@ class Settings:
         stored: dict[str, str] = orjson.loads(path.read_bytes()) if path.exists() else {}
         for name in missing:
             stored.setdefault(name, ("rk_dev_" if name != "token_secret" else "") + secrets.token_urlsafe(32))
-        path.write_bytes(orjson.dumps(stored, option=orjson.OPT_INDENT_2))
-        path.chmod(0o600)
+        # Created owner-only from the first byte (no window where another user could read it).
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(orjson.dumps(stored, option=orjson.OPT_INDENT_2))
         return replace(
             self,
             api_keys=self.api_keys or frozenset({stored["api_key"]}),
@@ -89,6 +92,13 @@ class Settings:
             "REKINDLE_CONFIG": str(self.config_path),
             "REKINDLE_KEY_PREFIX": self.key_prefix,
         }
+
+
+def _prefix(value: str) -> str:
+    """A key prefix may not steer hash slots (no braces) or hide in whitespace."""
+    if not re.fullmatch(r"[A-Za-z0-9._:-]{1,32}", value):
+        raise ValueError("REKINDLE_KEY_PREFIX must be 1-32 of letters, digits and . _ : -")
+    return value
 
 
 def _keys(value: str) -> frozenset[str]:

@@ -29,8 +29,9 @@ class Subscriber:
         self._on_message = on_message
         self._on_lost_cb = on_lost
         self._conn: RespConnection | None = None
-        self._subscribed: set[bytes] = set()
+        self._subscribed: set[bytes] = set()  # confirmed, with no UNSUBSCRIBE sent since
         self._outstanding: dict[bytes, int] = {}  # SUBSCRIBEs sent, not yet confirmed
+        self._last_sent: dict[bytes, bytes] = {}  # b"SUBSCRIBE" | b"UNSUBSCRIBE", per channel
         self._waiters: dict[bytes, list[asyncio.Future[None]]] = {}
 
     @property
@@ -46,22 +47,24 @@ class Subscriber:
             self._conn.close()
 
     def is_subscribed(self, channel: bytes) -> bool:
-        return channel in self._subscribed and not self._outstanding.get(channel)
+        return channel in self._subscribed
 
     async def subscribe(self, channel: bytes) -> None:
-        """Return once the server has confirmed the subscription."""
+        """Return once the server has confirmed a subscription that no later UNSUBSCRIBE undoes."""
         if self.is_subscribed(channel):
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(channel, []).append(future)
-        if not self._outstanding.get(channel):
-            self._outstanding[channel] = 1
+        if self._last_sent.get(channel) != b"SUBSCRIBE":  # none in flight since the last UNSUBSCRIBE
+            self._last_sent[channel] = b"SUBSCRIBE"
+            self._outstanding[channel] = self._outstanding.get(channel, 0) + 1
             self._write(command("SUBSCRIBE", channel))
         await future
 
     def unsubscribe(self, channel: bytes) -> None:
         # Forgotten now, not at the confirmation: a SUBSCRIBE sent after this must go out.
         self._subscribed.discard(channel)
+        self._last_sent[channel] = b"UNSUBSCRIBE"
         self._write(command("UNSUBSCRIBE", channel))
 
     def _write(self, data: bytes) -> None:
@@ -77,14 +80,16 @@ class Subscriber:
             left = self._outstanding.get(channel, 1) - 1
             if left > 0:
                 self._outstanding[channel] = left
-            else:
-                self._outstanding.pop(channel, None)
+                return  # a later SUBSCRIBE (after an UNSUBSCRIBE) is still to be confirmed
+            self._outstanding.pop(channel, None)
+            if self._last_sent.get(channel) != b"SUBSCRIBE":
+                return  # an UNSUBSCRIBE followed: this confirmation no longer holds
             self._subscribed.add(channel)
             for future in self._waiters.pop(channel, []):
                 if not future.done():
                     future.set_result(None)
-        elif kind == b"unsubscribe" and not self._outstanding.get(channel):
-            self._subscribed.discard(channel)
+        elif kind == b"unsubscribe" and self._last_sent.get(channel) == b"UNSUBSCRIBE":
+            del self._last_sent[channel]  # settled: nothing to remember about the channel
 
     def _on_lost(self, exc: Exception | None) -> None:
         error = ConnectionError("the pub/sub connection was lost")
@@ -95,4 +100,5 @@ class Subscriber:
         self._waiters.clear()
         self._subscribed.clear()
         self._outstanding.clear()
+        self._last_sent.clear()
         self._on_lost_cb(exc)

@@ -13,8 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.awards import Periods, matches, plan_award
+from engine.awards import AWARD_MAX, Periods, matches, plan_award
 from engine.config import CompiledProgram
+from engine.errors import InvalidEvent
 from engine.events import parse_event
 from engine.keys import DEDUPE_BUCKET_MS
 
@@ -140,11 +141,11 @@ def test_event_time_not_arrival_time_picks_the_period(program: CompiledProgram) 
 
 
 def test_dedupe_buckets_of_a_plan(program: CompiledProgram) -> None:
-    """The event's own 7-day bucket, every bucket from now-retention to now+skew, expiry after retention."""
+    """The event's own 7-day bucket, every bucket from now-retention to now+skew (a day's margin each side), expiry after retention."""
     p = plan(program, "purchase", {"amount": 19900}, event_id="order-9912-paid")
     assert DEDUPE_BUCKET_MS == 604_800_000
     assert p.dedupe_bucket == 2966
-    assert p.lookup_buckets == (2964, 2965, 2966)
+    assert p.lookup_buckets == (2964, 2965, 2966, 2967)
     assert p.dedupe_expire_ms == 1_795_737_600_000  # end of bucket 2966 + 14 days + 1 day of slack
     assert p.dedupe_field == hashlib.blake2b(b"order-9912-paid", digest_size=12).digest()
 
@@ -189,10 +190,16 @@ xp = 0
     cents=st.integers(min_value=0, max_value=100_000_000),
 )
 def test_per_unit_arithmetic(compile_toml, every: int, amount: int, cents: int) -> None:
-    """A per rule grants amount for every whole `every` of the field: cents // every * amount, or nothing."""
+    """A per rule grants amount for every whole `every` of the field: cents // every * amount, or nothing;
+    more than AWARD_MAX from one event is refused naming the field."""
     program = compile_toml(PER_UNIT.format(every=every, amount=amount))
-    grants = plan(program, "pay", {"cents": cents}).grants
     expected = cents // every * amount
+    if expected > AWARD_MAX:
+        with pytest.raises(InvalidEvent) as info:
+            plan(program, "pay", {"cents": cents})
+        assert info.value.field == "data.cents"
+        return
+    grants = plan(program, "pay", {"cents": cents}).grants
     assert grants == ((["p", expected, "pay_points", "", 0, 0],) if expected else ())
 
 
@@ -321,7 +328,7 @@ def test_dedupe_buckets_cover_the_whole_window(program: CompiledProgram, now_ms:
     at_ms = now_ms - back  # from now + skew back to now - retention
     p = plan(program, "checkin", at_ms=at_ms, now_ms=now_ms)
     assert p.lookup_buckets == tuple(
-        range((now_ms - RETENTION_MS) // DEDUPE_BUCKET_MS, (now_ms + 300_000) // DEDUPE_BUCKET_MS + 1)
+        range((now_ms - RETENTION_MS - DAY_MS) // DEDUPE_BUCKET_MS, (now_ms + 300_000 + DAY_MS) // DEDUPE_BUCKET_MS + 1)
     )
     assert p.dedupe_bucket == at_ms // DEDUPE_BUCKET_MS
     assert p.dedupe_bucket in p.lookup_buckets

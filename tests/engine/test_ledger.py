@@ -70,6 +70,23 @@ def test_wrong_ledger_entry_is_reported(engine) -> None:
     asyncio.run(run())
 
 
+def test_doubled_award_is_reported(engine) -> None:
+    """The same event granting points twice for the same reason (consistent sums) is still reported."""
+
+    async def run() -> None:
+        async with engine() as e:
+            await e.apply("o-1", "m-1", "purchase", {"amount": 19900})
+            mk = e.keys.member("m-1")
+            await e.redis.xadd(mk.ledger, {"d": 199, "b": 498, "r": "purchase_points", "e": "o-1"})
+            await e.redis.hset(mk.profile, "pts", 498)
+            report = await verify(e.redis, e.keys)
+            assert report.mismatches == [
+                Mismatch("m-1", 498, 498, "event o-1 granted points twice for purchase_points")
+            ]
+
+    asyncio.run(run())
+
+
 def test_entry_missing_from_the_ledger_is_reported(engine) -> None:
     """Deleting a ledger entry (a lost write) leaves the balance above the sum: reported."""
 

@@ -107,3 +107,25 @@ def test_invalid_source_changes_nothing(redis_url: str, prefix: str, example_con
             await redis.aclose()
 
     asyncio.run(run())
+
+
+def test_a_restart_keeps_a_posted_version_until_the_file_changes(redis_url: str, prefix: str, example_config_path: Path) -> None:
+    """Start-up re-activates its file only if the file changed since it was last activated; a posted version survives restarts."""
+    source = example_config_path.read_bytes()
+    posted = source.replace(b"max_clock_skew_s = 300", b"max_clock_skew_s = 120")
+    edited = source.replace(b"max_clock_skew_s = 300", b"max_clock_skew_s = 60")
+
+    async def run() -> None:
+        redis = Redis.from_url(redis_url)
+        try:
+            keys = Keys(prefix)
+            assert (await ProgramRegistry(redis, keys, ManualClock(AT_MS)).activate(source, "file:a.toml")).version == 1
+            assert (await ProgramRegistry(redis, keys, ManualClock(AT_MS)).activate(posted, "api")).version == 2
+            restarted = await ProgramRegistry(redis, keys, ManualClock(AT_MS)).activate(source, "file:a.toml")
+            assert (restarted.version, restarted.origin) == (2, "api")  # the posted version stays
+            after_edit = await ProgramRegistry(redis, keys, ManualClock(AT_MS)).activate(edited, "file:a.toml")
+            assert (after_edit.version, after_edit.program.skew_ms) == (3, 60_000)  # a changed file wins
+        finally:
+            await redis.aclose()
+
+    asyncio.run(run())
