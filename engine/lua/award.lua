@@ -28,7 +28,9 @@ for i = 6, #KEYS do
   end
 end
 redis.call('HSET', KEYS[6], dd_field, fingerprint)
-redis.call('PEXPIREAT', KEYS[6], dd_expire_ms)
+-- A bucket's expiry only ever moves later (a programme may raise its retention), and is
+-- written only then: a read is cheaper than a write the AOF would carry for every event.
+if redis.call('PEXPIRETIME', KEYS[6]) < dd_expire_ms then redis.call('PEXPIREAT', KEYS[6], dd_expire_ms) end
 
 -- Integers leave Lua through string.format: tostring() of a double switches to exponent
 -- notation past 1e14, which Redis would then refuse as an integer.
