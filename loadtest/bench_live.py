@@ -1090,7 +1090,8 @@ def print_report(opts: Options, svc: SideResult, base: SideResult | None) -> Non
         print(
             "service cyclic-GC collections during warm-up + window: "
             + ", ".join(f"gen{gen} {n:,}" for gen, n in sorted(svc.gc_collections.items()))
-            + ("" if svc.gc_collections.get("2") else " (no full collection fell in this window; a longer --duration includes one)")
+            + " (the service freezes long-lived objects, so gen2 here scans only recent ones;"
+            " its full collection runs on a schedule, hourly by default: realtime/gcpacer.py)"
         )
     print(
         "service /metrics: "

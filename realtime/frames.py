@@ -25,10 +25,11 @@ class CloseCode(enum.IntEnum):
     UNAUTHORIZED = 4401  # token missing, expired or forged: get a new token first
     SLOW_CONSUMER = 4408  # the client fell too far behind: reconnect and resume
     RESUME = 4409  # this node lost its Redis subscription: reconnect and resume
+    TOO_MANY = 4429  # the member already has the most sockets one process takes: close one first
 
 
 #: Codes after which reconnecting with the same credentials and request cannot help.
-FATAL_CLOSE_CODES = frozenset({CloseCode.BAD_REQUEST, CloseCode.UNAUTHORIZED})
+FATAL_CLOSE_CODES = frozenset({CloseCode.BAD_REQUEST, CloseCode.UNAUTHORIZED, CloseCode.TOO_MANY})
 
 
 class Encoding(enum.Enum):

@@ -115,7 +115,14 @@ class Sender(Protocol):
     async def close(self, code: int, reason: str) -> None: ...
 
 
+class TooManySockets(Exception):
+    """The member already holds ``Hub.max_per_member`` sockets on this process."""
+
+
 class Hub:
+    #: Sockets one member may hold on one process: each may pin a replay and a queue in memory.
+    max_per_member = 16
+
     def __init__(self, redis: Redis) -> None:
         self._redis = redis  # for its connection settings; the hub opens a connection of its own
         self._groups: dict[bytes, set[LiveConnection]] = {}
@@ -144,6 +151,8 @@ class Hub:
         if subscriber is None or not subscriber.connected:
             raise ConnectionError("the live feed is reconnecting to the store")
         group = self._groups.setdefault(conn.channel, set())
+        if len(group) >= self.max_per_member:
+            raise TooManySockets(f"at most {self.max_per_member} live connections per member")
         group.add(conn)
         self._sockets += 1
         try:

@@ -22,7 +22,7 @@ from engine.feed import FeedId, parse_feed_id
 from realtime import metrics
 from realtime.errors import STORE_ERRORS, Unauthorized
 from realtime.frames import CloseCode, Encoding, control, frames_of
-from realtime.hub import LiveConnection
+from realtime.hub import LiveConnection, TooManySockets
 
 log = logging.getLogger("rekindle.live")
 
@@ -57,6 +57,9 @@ async def live(websocket: WebSocket) -> None:
         await svc.hub.join(conn)
     except ConnectionError:
         await websocket.close(1013, "the live feed is reconnecting; try again shortly")
+        return
+    except TooManySockets as exc:
+        await websocket.close(CloseCode.TOO_MANY, str(exc))
         return
     metrics.LIVE_SOCKETS.inc()
     try:

@@ -218,15 +218,16 @@ def test_negotiate_picks_the_clients_first_subprotocol_of_ours(offered: list[str
 
 
 def test_close_codes_and_which_are_fatal() -> None:
-    """Close codes are the documented numbers; only bad request and unauthorized forbid a plain retry."""
+    """Close codes are the documented numbers; bad request, unauthorized and too many sockets forbid a plain retry."""
     assert {c.name: int(c) for c in CloseCode} == {
         "SERVICE_RESTART": 1012,
         "BAD_REQUEST": 4400,
         "UNAUTHORIZED": 4401,
         "SLOW_CONSUMER": 4408,
         "RESUME": 4409,
+        "TOO_MANY": 4429,
     }
-    assert FATAL_CLOSE_CODES == {4400, 4401}
+    assert FATAL_CLOSE_CODES == {4400, 4401, 4429}
 
 
 @given(st.tuples(st.integers(0, 10**15 - 1), st.integers(0, 10**10 - 1), st.integers(0, 999_999)))

@@ -9,6 +9,7 @@ safety net only: tests await frames, never sleep, and assert nothing about timin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -236,6 +237,26 @@ def test_two_sockets_of_one_member_each_receive_every_frame_once(service: Servic
             expected += frames_of(await post(http, purchase(member, 300)))
             for ws in (one, two):
                 await expect_frames(ws, expected)
+
+    asyncio.run(main())
+
+
+def test_a_member_holds_at_most_sixteen_sockets_per_process(service: Service) -> None:
+    """The 17th socket of one member on one process is closed 4429 with a reason; the 16 keep working."""
+    member = unique("m")
+
+    async def main() -> None:
+        url = live_url(service, token=member_token(member), since="0-0")
+        async with contextlib.AsyncExitStack() as stack:
+            sockets = [await stack.enter_async_context(websockets.connect(url)) for _ in range(16)]
+            for ws in sockets:
+                assert await until_pong(ws) == []  # each one is joined
+            async with websockets.connect(url) as extra:
+                with pytest.raises(websockets.ConnectionClosed) as closed:
+                    await recv(extra)
+                assert closed.value.rcvd is not None and closed.value.rcvd.code == 4429
+                assert "16" in closed.value.rcvd.reason
+            assert await until_pong(sockets[0]) == []
 
     asyncio.run(main())
 
