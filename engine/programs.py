@@ -21,7 +21,7 @@ from engine.clock import Clock
 from engine.config import CompiledProgram, compile_program, parse_program
 from engine.errors import ConfigError, NotFound
 from engine.keys import Keys
-from engine.scripts import LuaScript
+from engine.scripts import Scripts
 
 log = logging.getLogger("rekindle.programs")
 
@@ -40,7 +40,7 @@ class ProgramRegistry:
         self._on_change = on_change  # told the version number whenever the held version changes
         self._keys = keys
         self._clock = clock
-        self._script = LuaScript.from_package("activate.lua")
+        self._script = Scripts().activate
         self._current: ActiveProgram | None = None
         self._watcher: asyncio.Task[None] | None = None
 

@@ -49,9 +49,10 @@ class Scripts:
     def __init__(self) -> None:
         self.award = LuaScript.from_package("award.lua")
         self.replay = LuaScript.from_package("replay.lua")
+        self.activate = LuaScript.from_package("activate.lua")
 
     def all(self) -> list[LuaScript]:
-        return [self.award, self.replay]
+        return [self.award, self.replay, self.activate]
 
     async def load(self, redis: Redis) -> None:
         for script in self.all():

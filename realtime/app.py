@@ -24,7 +24,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         service = await Service.open(settings, clock)
         app.state.service = service
-        pacer = GcPacer(lambda: service.hub.sockets)
+        pacer = GcPacer(lambda: service.hub.sockets, full_every_s=settings.gc_full_every_s)
         pacer.start()  # everything built so far lives as long as the process
         try:
             yield

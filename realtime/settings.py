@@ -32,6 +32,7 @@ class Settings:
     max_body_bytes: int = 2 * 1024 * 1024
     max_batch: int = 1000
     token_ttl_s: int = 24 * 3600
+    gc_full_every_s: float = 3600.0  # the live node's scheduled full garbage collection (gcpacer)
     dev_generated: tuple[str, ...] = ()  # which secrets were generated for development
 
     def __repr__(self) -> str:  # never print secrets, not even by accident in a log line
@@ -52,6 +53,7 @@ class Settings:
             data_dir=Path(env.get("REKINDLE_DATA_DIR", ".data")),
             config_path=Path(env.get("REKINDLE_CONFIG", "config/member_day.toml")),
             key_prefix=_prefix(env.get("REKINDLE_KEY_PREFIX", "rk")),
+            gc_full_every_s=float(env.get("REKINDLE_GC_FULL_S", "3600")),
         )
         return replace(base, **{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
 
@@ -91,6 +93,7 @@ class Settings:
             "REKINDLE_DATA_DIR": str(self.data_dir),
             "REKINDLE_CONFIG": str(self.config_path),
             "REKINDLE_KEY_PREFIX": self.key_prefix,
+            "REKINDLE_GC_FULL_S": str(self.gc_full_every_s),
         }
 
 
