@@ -84,7 +84,7 @@ def plan_award(program: CompiledProgram, event: Event, now_ms: int) -> AwardPlan
         if rule.daily_cap:
             day, day_end_ms = periods.day()
             grants.append(
-                [currency, amount, rule.id, f"c:{rule.id}:{day}", rule.daily_cap, day_end_ms + program.retention_ms]
+                [currency, amount, rule.id, cap_field(rule.id, day), rule.daily_cap, day_end_ms + program.retention_ms]
             )
         else:
             grants.append([currency, amount, rule.id, "", 0, 0])
@@ -152,8 +152,13 @@ def quest_period(quest: CompiledQuest, periods: "Periods") -> tuple[str, int]:
     return "all", 0
 
 
+# Fields of the member's state hash (keys.MemberKeys.state), named in one place.
 def quest_field(quest_id: str, period: str) -> str:
     return f"q:{quest_id}:{period}"
+
+
+def cap_field(rule_id: str, day: str) -> str:
+    return f"c:{rule_id}:{day}"
 
 
 def _quest_step(quest: CompiledQuest, event: Event, periods: "Periods", retention_ms: int) -> QuestStep | None:

@@ -96,10 +96,11 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 
 async def store_unreachable(request: Request, exc: Exception) -> Response:
-    """Redis unreachable or timing out, wherever it happened: 503, retry as is."""
-    log.warning("%s %s: store unavailable (%s)", request.method, request.url.path, type(exc).__name__)
+    """Redis unreachable or timing out, wherever it happened: 503, retry as is. An error reply
+    is a defect rather than an outage: 500, logged."""
     if isinstance(exc, ResponseError):
         return await unexpected_error(request, exc)
+    log.warning("%s %s: store unavailable (%s)", request.method, request.url.path, type(exc).__name__)
     return json_response({"error": {"code": "unavailable", "message": "the store is unavailable; retry"}}, 503)
 
 

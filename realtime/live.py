@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 import orjson
@@ -26,6 +26,9 @@ from realtime.hub import LiveConnection, TooManySockets
 
 log = logging.getLogger("rekindle.live")
 
+if TYPE_CHECKING:
+    from realtime.service import Service
+
 AUTH_WAIT_S = 10.0  # for the first frame when the token is not in the URL
 RESUME_WAIT_S = 5.0  # for a first resume frame when no `since` came with the connection
 MAX_REPLAY_FRAMES = 5000  # a resume further behind than this is told to refetch (reset)
@@ -39,13 +42,13 @@ class _Refused(Exception):
 
 
 async def live(websocket: WebSocket) -> None:
-    svc = websocket.app.state.service
+    svc: Service = websocket.app.state.service
     offered = list(websocket.scope.get("subprotocols") or [])
     chosen = Encoding.negotiate(offered)
     await websocket.accept(subprotocol=chosen.value if chosen else None)
     encoding = chosen or Encoding.JSON
     try:
-        member, since, since_given = await _handshake(websocket, svc, encoding)
+        member, since, since_given = await _handshake(websocket, svc)
     except _Refused as refused:
         await websocket.close(refused.code, refused.reason)
         return
@@ -104,7 +107,7 @@ class _AsgiSender:
         await self._websocket.close(code, reason)
 
 
-async def _handshake(websocket: WebSocket, svc: Any, encoding: Encoding) -> tuple[str, FeedId | None, bool]:
+async def _handshake(websocket: WebSocket, svc: Service) -> tuple[str, FeedId | None, bool]:
     params = websocket.query_params
     token = params.get("token")
     since_raw: object = params.get("since")
@@ -132,7 +135,7 @@ def _since(value: object) -> FeedId | None:
         raise _Refused(CloseCode.BAD_REQUEST, f"since: {exc.message}") from None
 
 
-async def _replay(svc: Any, conn: LiveConnection, since: FeedId | None) -> None:
+async def _replay(svc: Service, conn: LiveConnection, since: FeedId | None) -> None:
     try:
         replay = await svc.feed.replay(conn.member, since)
     except STORE_ERRORS:
