@@ -454,7 +454,7 @@ class CompiledProgram:
     """A validated programme plus the tables the award path reads per event."""
 
     model: Program
-    version: str  # sha256 of the source bytes, first 16 hex digits
+    program_hash: str  # sha256 of the source bytes, first 16 hex digits
     source: bytes
     tz: ZoneInfo
     retention_ms: int
@@ -514,7 +514,7 @@ def compile_program(program: Program, source: bytes) -> CompiledProgram:
     info = program.program
     return CompiledProgram(
         model=program,
-        version=hashlib.sha256(source).hexdigest()[:16],
+        program_hash=hashlib.sha256(source).hexdigest()[:16],
         source=source,
         tz=ZoneInfo(info.timezone),
         retention_ms=info.dedupe_retention_days * DAY_MS,

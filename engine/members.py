@@ -132,7 +132,7 @@ class MemberStore:
                 "tags": orjson.loads(p["tags"]) if "tags" in p else [],
             },
             "feed_id": _last_feed_id(last_feed),
-            "program": program.version,
+            "program_hash": program.program_hash,
         }
 
 

@@ -28,7 +28,7 @@ log = logging.getLogger("rekindle.programs")
 
 @dataclass(frozen=True, slots=True)
 class ActiveProgram:
-    version: int
+    program_version: int
     program: CompiledProgram
     origin: str
     activated_at_ms: int
@@ -73,7 +73,7 @@ class ProgramRegistry:
         if active is None:
             return False
         version = int(active)
-        if self._current is not None and self._current.version == version:
+        if self._current is not None and self._current.program_version == version:
             return False
         pipe = self._redis.pipeline(transaction=True)
         pipe.hget(k("versions"), version)
@@ -86,12 +86,12 @@ class ProgramRegistry:
         except ConfigError as exc:  # only possible if a newer engine tightened the rules
             log.error("active programme version %s no longer validates: %s", version, exc)
             return False
-        if self._current is not None and version < self._current.version:
+        if self._current is not None and version < self._current.program_version:
             return False  # a concurrent refresh already took a newer one (numbers only grow)
         self._current = ActiveProgram(version, program, (origin or b"").decode(), int(at_ms or 0))
         if self._on_change is not None:
             self._on_change(version)
-        log.info("programme version %s active (%s)", version, program.version)
+        log.info("programme version %s active (%s)", version, program.program_hash)
         return True
 
     async def history(self, limit: int = 20) -> list[dict[str, object]]:
@@ -107,8 +107,8 @@ class ProgramRegistry:
             digest, origin, at_ms = values[3 * i : 3 * i + 3]
             out.append(
                 {
-                    "version": n,
-                    "hash": (digest or b"").decode()[:16],
+                    "program_version": n,
+                    "program_hash": (digest or b"").decode()[:16],
                     "origin": (origin or b"").decode(),
                     "activated_at_ms": int(at_ms or 0),
                 }

@@ -233,8 +233,8 @@ async def get_config(request: Request) -> Response:
     active = svc.programs.current
     return json_response(
         {
-            "version": active.version,
-            "hash": active.program.version,
+            "program_version": active.program_version,
+            "program_hash": active.program.program_hash,
             "name": active.program.name,
             "origin": active.origin,
             "activated_at_ms": active.activated_at_ms,
@@ -249,7 +249,7 @@ async def post_config(request: Request) -> Response:
     svc.auth.admin(request.headers.get("authorization"))
     source = await read_body(request, 1024 * 1024)
     active = await svc.programs.activate(source, origin="api", file="<posted>")
-    return json_response({"version": active.version, "hash": active.program.version, "name": active.program.name})
+    return json_response({"program_version": active.program_version, "program_hash": active.program.program_hash, "name": active.program.name})
 
 
 async def healthz(request: Request) -> Response:
@@ -260,7 +260,7 @@ async def healthz(request: Request) -> Response:
         return json_response({"status": "unavailable", "redis": "down"}, 503)
     if not svc.hub.healthy:
         return json_response({"status": "unavailable", "live_feed": "reconnecting"}, 503)
-    return json_response({"status": "ok", "program": svc.programs.current.version, "live_sockets": svc.hub.sockets})
+    return json_response({"status": "ok", "program_version": svc.programs.current.program_version, "live_sockets": svc.hub.sockets})
 
 
 async def get_metrics(request: Request) -> Response:

@@ -75,7 +75,7 @@ def _check(args: argparse.Namespace) -> int:
         print(
             f"ok: {path}: {program.name!r}, {len(program.events)} event types, "
             f"{len(program.model.rules)} rules, {len(program.tiers)} tiers, {len(program.quests)} quests "
-            f"(hash {program.version})"
+            f"(hash {program.program_hash})"
         )
     return 1 if failed else 0
 

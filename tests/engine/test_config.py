@@ -70,8 +70,8 @@ def test_version_is_the_source_hash(example_config_path: Path) -> None:
     """The compiled version is the first 16 hex digits of the source's sha256."""
     source = example_config_path.read_bytes()
     program = load_program(example_config_path)
-    assert program.version == hashlib.sha256(source).hexdigest()[:16]
-    assert compile_program(parse_program(source, "x"), source + b"\n").version != program.version
+    assert program.program_hash == hashlib.sha256(source).hexdigest()[:16]
+    assert compile_program(parse_program(source, "x"), source + b"\n").program_hash != program.program_hash
 
 
 @pytest.mark.parametrize(

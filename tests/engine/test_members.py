@@ -140,7 +140,7 @@ def test_snapshot_after_a_first_order(engine, program) -> None:
             assert snap["feed_id"] == result.effects[-1]["id"]
             last = await e.redis.xrevrange(e.keys.member("m-42").feed, count=1)
             assert snap["feed_id"].startswith(last[0][0].decode() + "-")  # the newest entry's last effect
-            assert snap["program"] == program.version
+            assert snap["program_hash"] == program.program_hash
 
     asyncio.run(run())
 

@@ -29,17 +29,17 @@ def test_activation_versions(redis_url: str, prefix: str, example_config_path: P
             with pytest.raises(NotFound):
                 registry.current  # noqa: B018 - nothing is active yet
             first = await registry.activate(source, "file:config/member_day.toml")
-            assert (first.version, first.origin, first.activated_at_ms) == (1, "file:config/member_day.toml", AT_MS)
+            assert (first.program_version, first.origin, first.activated_at_ms) == (1, "file:config/member_day.toml", AT_MS)
             assert first.program.skew_ms == 300_000
             again = await registry.activate(source, "api")
-            assert (again.version, again.origin) == (1, "file:config/member_day.toml")
+            assert (again.program_version, again.origin) == (1, "file:config/member_day.toml")
             second = await registry.activate(changed, "api")
-            assert second.version == 2
-            assert registry.current.version == 2
+            assert second.program_version == 2
+            assert registry.current.program_version == 2
             assert registry.current.program.skew_ms == 120_000
             history = await registry.history()
-            assert [(h["version"], h["origin"]) for h in history] == [(2, "api"), (1, "file:config/member_day.toml")]
-            assert history[1]["hash"] == first.program.version
+            assert [(h["program_version"], h["origin"]) for h in history] == [(2, "api"), (1, "file:config/member_day.toml")]
+            assert history[1]["program_hash"] == first.program.program_hash
         finally:
             await redis.aclose()
 
@@ -58,13 +58,13 @@ def test_a_second_process_follows_activation(redis_url: str, prefix: str, exampl
         try:
             await leader.activate(source, "file:a")
             assert await follower.refresh() is True
-            assert follower.current.version == 1
+            assert follower.current.program_version == 1
             # a long interval: only the pub/sub message (or the initial refresh) can bring the change
             follower.start_watching(interval_s=60)
             await leader.activate(changed, "api")
 
             async def until_version(n: int) -> None:
-                while follower.current.version != n:
+                while follower.current.program_version != n:
                     await asyncio.sleep(0.01)
 
             await asyncio.wait_for(until_version(2), 5)
@@ -97,7 +97,7 @@ def test_invalid_source_changes_nothing(redis_url: str, prefix: str, example_con
             with pytest.raises(ConfigError) as info:
                 await registry.activate(source.replace(b"daily_cap = 5_000", b"daly_cap = 5_000"), "api")
             assert [(p.file, p.path) for p in info.value.problems] == [("<posted>", "rules.purchase_points.daly_cap")]
-            assert registry.current.version == 1
+            assert registry.current.program_version == 1
             assert await redis.get(keys.config("active")) == b"1"
             assert await redis.get(keys.config("seq")) == b"1"
             other = ProgramRegistry(redis, keys, ManualClock(AT_MS))
@@ -119,12 +119,12 @@ def test_a_restart_keeps_a_posted_version_until_the_file_changes(redis_url: str,
         redis = Redis.from_url(redis_url)
         try:
             keys = Keys(prefix)
-            assert (await ProgramRegistry(redis, keys, ManualClock(AT_MS)).activate(source, "file:a.toml")).version == 1
-            assert (await ProgramRegistry(redis, keys, ManualClock(AT_MS)).activate(posted, "api")).version == 2
+            assert (await ProgramRegistry(redis, keys, ManualClock(AT_MS)).activate(source, "file:a.toml")).program_version == 1
+            assert (await ProgramRegistry(redis, keys, ManualClock(AT_MS)).activate(posted, "api")).program_version == 2
             restarted = await ProgramRegistry(redis, keys, ManualClock(AT_MS)).activate(source, "file:a.toml")
-            assert (restarted.version, restarted.origin) == (2, "api")  # the posted version stays
+            assert (restarted.program_version, restarted.origin) == (2, "api")  # the posted version stays
             after_edit = await ProgramRegistry(redis, keys, ManualClock(AT_MS)).activate(edited, "file:a.toml")
-            assert (after_edit.version, after_edit.program.skew_ms) == (3, 60_000)  # a changed file wins
+            assert (after_edit.program_version, after_edit.program.skew_ms) == (3, 60_000)  # a changed file wins
         finally:
             await redis.aclose()
 

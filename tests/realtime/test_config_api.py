@@ -62,9 +62,9 @@ def a(pair: tuple[Service, Service]) -> Iterator[httpx.Client]:
         yield client
         restored = client.post("/v1/config", content=ORIGINAL)
         assert restored.status_code == 200, restored.text
-        assert restored.json()["hash"] == short_hash(ORIGINAL)
+        assert restored.json()["program_hash"] == short_hash(ORIGINAL)
         with httpx.Client(base_url=pair[1].base_url, timeout=30) as other:
-            await_version(other, restored.json()["version"])
+            await_version(other, restored.json()["program_version"])
 
 
 @pytest.fixture
@@ -88,8 +88,8 @@ def active(client: httpx.Client) -> dict[str, object]:
 def await_version(client: httpx.Client, version: int) -> None:
     """Wait (bounded) until this process holds ``version``: it learns of it by pub/sub."""
     deadline = time.monotonic() + RELOAD_TIMEOUT_S
-    while active(client)["version"] != version:
-        assert time.monotonic() < deadline, f"process still on {active(client)['version']}, not {version}"
+    while active(client)["program_version"] != version:
+        assert time.monotonic() < deadline, f"process still on {active(client)['program_version']}, not {version}"
         time.sleep(0.05)
 
 
@@ -102,50 +102,50 @@ def first_xp(shop: httpx.Client, amount: int = 19900) -> int:
 def test_get_config_shows_version_and_hash(a: httpx.Client, shop_b: httpx.Client) -> None:
     """GET /v1/config shows the active version, the hash of its source, its name and history."""
     body = active(a)
-    assert isinstance(body["version"], int) and body["version"] >= 1
-    assert body["hash"] == short_hash(ORIGINAL)
+    assert isinstance(body["program_version"], int) and body["program_version"] >= 1
+    assert body["program_hash"] == short_hash(ORIGINAL)
     assert body["name"] == "Tea House member programme"
     history = body["history"]
-    assert isinstance(history, list) and history[0]["version"] == body["version"]
+    assert isinstance(history, list) and history[0]["program_version"] == body["program_version"]
     assert active(shop_b) == body  # both processes agree on one version
 
 
 def test_two_processes_starting_from_one_file_share_one_version(pair: tuple[Service, Service], a: httpx.Client) -> None:
     """Activating the source that is already active makes no new version."""
-    before = active(a)["version"]
+    before = active(a)["program_version"]
     again = a.post("/v1/config", content=ORIGINAL)
     assert again.status_code == 200
-    assert again.json()["version"] == before
-    assert active(a)["version"] == before
+    assert again.json()["program_version"] == before
+    assert active(a)["program_version"] == before
 
 
 def test_post_config_activates_a_new_version_in_this_process(a: httpx.Client, shop_a: httpx.Client) -> None:
     """A valid programme posted is a new version, and the next purchase through that process earns by it."""
-    before = active(a)["version"]
+    before = active(a)["program_version"]
     response = a.post("/v1/config", content=DOUBLE_XP)
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["version"] == before + 1  # type: ignore[operator]
-    assert body["hash"] == short_hash(DOUBLE_XP)
+    assert body["program_version"] == before + 1  # type: ignore[operator]
+    assert body["program_hash"] == short_hash(DOUBLE_XP)
     now = active(a)
-    assert (now["version"], now["hash"], now["origin"]) == (before + 1, short_hash(DOUBLE_XP), "api")  # type: ignore[operator]
+    assert (now["program_version"], now["program_hash"], now["origin"]) == (before + 1, short_hash(DOUBLE_XP), "api")  # type: ignore[operator]
     assert first_xp(shop_a) == 398
-    assert shop_a.get("/healthz").json()["program"] == before + 1  # type: ignore[operator]
+    assert shop_a.get("/healthz").json()["program_version"] == before + 1  # type: ignore[operator]
 
 
 def test_new_version_reaches_the_other_process(a: httpx.Client, shop_b: httpx.Client) -> None:
     """A programme posted to one process becomes active in another that shares the store."""
     response = a.post("/v1/config", content=DOUBLE_XP)
     assert response.status_code == 200, response.text
-    version = response.json()["version"]
+    version = response.json()["program_version"]
     await_version(shop_b, version)
     assert first_xp(shop_b) == 398
-    assert shop_b.get("/healthz").json()["program"] == version
+    assert shop_b.get("/healthz").json()["program_version"] == version
 
 
 def test_metrics_of_the_other_process_show_the_new_version(a: httpx.Client, shop_b: httpx.Client) -> None:
     """rekindle_program_version of a process follows a version it learned of from another process."""
-    version = a.post("/v1/config", content=DOUBLE_XP).json()["version"]
+    version = a.post("/v1/config", content=DOUBLE_XP).json()["program_version"]
     await_version(shop_b, version)
     families = text_string_to_metric_families(shop_b.get("/metrics").text)
     [gauge] = [s.value for f in families for s in f.samples if s.name == "rekindle_program_version"]
@@ -154,10 +154,10 @@ def test_metrics_of_the_other_process_show_the_new_version(a: httpx.Client, shop
 
 def test_restoring_the_original_restores_earnings(a: httpx.Client, shop_a: httpx.Client) -> None:
     """Posting the original programme back is another new version and purchases earn 1 XP per ¥1 again."""
-    changed = a.post("/v1/config", content=DOUBLE_XP).json()["version"]
+    changed = a.post("/v1/config", content=DOUBLE_XP).json()["program_version"]
     restored = a.post("/v1/config", content=ORIGINAL)
     assert restored.status_code == 200
-    assert restored.json()["version"] == changed + 1
+    assert restored.json()["program_version"] == changed + 1
     assert first_xp(shop_a) == 199
 
 
@@ -197,18 +197,18 @@ def test_invalid_config_lists_every_problem_and_changes_nothing(
     assert {p["path"] for p in problems} == paths, problems
     assert all(p["file"] and p["reason"] for p in problems)
     after = active(a)
-    assert (after["version"], after["hash"]) == (before["version"], before["hash"])
+    assert (after["program_version"], after["program_hash"]) == (before["program_version"], before["program_hash"])
     assert first_xp(shop_a) == 199
 
 
 def test_config_that_is_not_toml_is_422(a: httpx.Client) -> None:
     """A body that is not TOML answers 422 with one problem saying so."""
-    before = active(a)["version"]
+    before = active(a)["program_version"]
     response = a.post("/v1/config", content=b"[program\nname = ")
     assert response.status_code == 422
     problems = error_of(response)["problems"]
     assert len(problems) == 1 and problems[0]["reason"]
-    assert active(a)["version"] == before
+    assert active(a)["program_version"] == before
 
 
 def test_empty_config_body_is_400(a: httpx.Client) -> None:

@@ -58,7 +58,7 @@ def test_duplicate_after_service_stop_and_valkey_kill(tmp_path: Path) -> None:
                 conflict = shop.post("/v1/events", json={**event, "data": {"amount": 1}})
                 assert conflict.status_code == 409
                 assert shop.get(f"/v1/members/{member}").json()["points"]["balance"] == 299
-                assert shop.get("/v1/config", headers={"authorization": f"Bearer {ADMIN_KEY}"}).json()["version"] == 1
+                assert shop.get("/v1/config", headers={"authorization": f"Bearer {ADMIN_KEY}"}).json()["program_version"] == 1
         finally:
             service.stop()
     finally:

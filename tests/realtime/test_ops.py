@@ -80,7 +80,7 @@ def test_healthz_answers_with_the_programme_version(anonymous: httpx.Client, adm
     assert response.headers["content-type"].startswith("application/json")
     body = response.json()
     assert body["status"] == "ok"
-    assert body["program"] == admin.get("/v1/config").json()["version"]
+    assert body["program_version"] == admin.get("/v1/config").json()["program_version"]
 
 
 def test_metrics_count_events_by_type_and_outcome(shop: httpx.Client, anonymous: httpx.Client, member: str) -> None:
@@ -107,7 +107,7 @@ def test_metrics_show_latency_and_programme_version(shop: httpx.Client, anonymou
     counts = samples(text, "rekindle_award_seconds_count")
     assert counts.get((("endpoint", "single"),), 0) >= 1
     assert samples(text, "rekindle_store_seconds_count")[()] >= 1
-    version = anonymous.get("/healthz").json()["program"]
+    version = anonymous.get("/healthz").json()["program_version"]
     assert samples(text, "rekindle_program_version")[()] == version
 
 
