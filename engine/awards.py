@@ -157,6 +157,11 @@ def quest_field(quest_id: str, period: str) -> str:
     return f"q:{quest_id}:{period}"
 
 
+def quest_done_field(progress_field: str) -> str:
+    """The completion marker beside a quest's progress field (award.lua derives it the same way)."""
+    return "d" + progress_field
+
+
 def cap_field(rule_id: str, day: str) -> str:
     return f"c:{rule_id}:{day}"
 

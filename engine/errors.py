@@ -44,8 +44,8 @@ class InvalidEvent(InvalidInput):
     code = "invalid_event"
 
 
-class EventTooOld(InvalidEvent):
-    """An event's ``at`` lies outside the dedupe retention window (past or future)."""
+class EventOutOfWindow(InvalidEvent):
+    """An event's ``at`` lies before the window events are accepted in, or too far ahead."""
 
     code = "event_out_of_window"
 

@@ -15,7 +15,7 @@ import orjson
 
 from engine import ids
 from engine.config import CompiledProgram, FieldType
-from engine.errors import EventTooOld, InvalidEvent, InvalidInput
+from engine.errors import EventOutOfWindow, InvalidEvent, InvalidInput
 
 _TOP_KEYS = frozenset({"id", "member", "type", "at", "data"})
 _INT_MAX = 2**53 - 1  # Lua numbers are doubles: beyond this integers stop being exact
@@ -34,8 +34,16 @@ class Event:
     fingerprint: bytes  # what makes a retry "the same event": type, data and an explicit `at`
 
 
-def parse_event(raw: object, program: CompiledProgram, now_ms: int) -> Event:
-    """Validate one event object; ``at`` defaults to ``now_ms`` and must lie in the dedupe window."""
+#: Epoch milliseconds below this are before March 1973: almost surely epoch seconds sent by mistake.
+_SECONDS_LOOKALIKE = 10**11
+
+
+def parse_event(raw: object, program: CompiledProgram, now_ms: int, window_ms: int | None = None) -> Event:
+    """Validate one event object; ``at`` defaults to ``now_ms`` and must lie in the dedupe window.
+
+    ``window_ms``: how far back ``at`` may lie now (``ActiveProgram.window_ms``), when a recent
+    raise of the retention keeps it shorter than the programme's own retention.
+    """
     if not isinstance(raw, dict):
         raise InvalidEvent(f"an event must be a JSON object, not {ids.kind_of(raw)}")
     unknown = raw.keys() - _TOP_KEYS
@@ -57,11 +65,22 @@ def parse_event(raw: object, program: CompiledProgram, now_ms: int) -> Event:
 
     given_at = raw.get("at")
     at_ms = now_ms if given_at is None else parse_time(given_at, "at")
-    if at_ms < now_ms - program.retention_ms:
-        days = program.retention_ms // 86_400_000
-        raise EventTooOld(f"is older than the {days}-day dedupe retention window", field="at")
+    window = program.retention_ms if window_ms is None else window_ms
+    if at_ms < now_ms - window:
+        if isinstance(given_at, int) and at_ms < _SECONDS_LOOKALIKE:
+            raise EventOutOfWindow(
+                f"takes epoch milliseconds; {given_at} looks like epoch seconds (send {given_at * 1000})", field="at"
+            )
+        days, full_days = window / 86_400_000, program.retention_ms // 86_400_000
+        if window < program.retention_ms:
+            raise EventOutOfWindow(
+                f"is older than the {days:g}-day window events are accepted in now: the retention was raised "
+                f"to {full_days} days recently, and older events are accepted once the new window has passed",
+                field="at",
+            )
+        raise EventOutOfWindow(f"is older than the {full_days}-day dedupe retention window", field="at")
     if at_ms > now_ms + program.skew_ms:
-        raise EventTooOld(
+        raise EventOutOfWindow(
             f"lies in the future beyond the allowed clock skew ({program.skew_ms // 1000} s)",
             field="at",
         )

@@ -16,10 +16,10 @@ import orjson
 from redis.asyncio import Redis
 
 from engine import ids
-from engine.awards import Periods, quest_field, quest_period
+from engine.awards import Periods, quest_done_field, quest_field, quest_period
 from engine.clock import DAY_MS
 from engine.config import CompiledProgram, QuestKind
-from engine.errors import InvalidInput, NotFound
+from engine.errors import InvalidInput
 from engine.events import parse_time
 from engine.keys import Keys
 
@@ -93,12 +93,13 @@ class MemberStore:
         quest_fields = [(q, *quest_period(q, periods)) for q in program.quests]
         pipe = self._redis.pipeline(transaction=True)
         pipe.hgetall(mk.profile)
-        pipe.hmget(mk.state, [quest_field(q.id, period) for q, period, _ in quest_fields] or ["-"])
+        fields = [quest_field(q.id, period) for q, period, _ in quest_fields]
+        pipe.hmget(mk.state, [*fields, *map(quest_done_field, fields)] or ["-"])
         pipe.lrange(mk.rewards, 0, -1)
         pipe.xrevrange(mk.feed, count=1)
-        profile, progress, rewards, last_feed = await pipe.execute()
-        if not profile and not last_feed:
-            raise NotFound("no such member (it has no events and no profile)", field="member")
+        # A member with no history is a member all the same: tier one, nothing earned yet.
+        profile, state, rewards, last_feed = await pipe.execute()
+        progress, done = state[: len(fields)], state[len(fields) :]
         p = {k.decode(): v.decode() for k, v in profile.items()}
         xp = int(p.get("xp", 0))
         tiers = program.tiers
@@ -121,8 +122,8 @@ class MemberStore:
             },
             "points": {"balance": int(p.get("pts", 0)), "expiring": []},
             "quests": [
-                _quest_view(q, int(raw or 0), period_end_ms, now_ms)
-                for (q, _, period_end_ms), raw in zip(quest_fields, progress)
+                _quest_view(q, int(raw or 0), marker is not None, period_end_ms, now_ms)
+                for (q, _, period_end_ms), raw, marker in zip(quest_fields, progress, done)
             ],
             "rewards": [_reward_view(raw, program) for raw in rewards],
             "profile": {
@@ -145,10 +146,10 @@ def _last_feed_id(last: list[Any]) -> str:
     return f"{entry_id.decode()}-{count - 1}"
 
 
-def _quest_view(q: Any, progress: int, period_end_ms: int, now_ms: int) -> dict[str, Any]:
+def _quest_view(q: Any, progress: int, completed: bool, period_end_ms: int, now_ms: int) -> dict[str, Any]:
     if q.starts_ms is not None and now_ms < q.starts_ms:
         state = "upcoming"
-    elif progress >= q.target:
+    elif completed:
         state = "completed"
     elif q.ends_ms is not None and now_ms >= q.ends_ms:
         state = "ended"
@@ -159,7 +160,7 @@ def _quest_view(q: Any, progress: int, period_end_ms: int, now_ms: int) -> dict[
         "id": q.id,
         "title": q.title,
         "kind": q.kind.value,
-        "progress": min(progress, q.target),
+        "progress": q.target if completed else min(progress, q.target),
         "target": q.target,
         "state": state,
         "starts_at_ms": q.starts_ms,

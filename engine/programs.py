@@ -5,6 +5,11 @@ atomically (``activate.lua``); activating the source that is already active chan
 several workers starting from the same file agree on one version. Each process keeps the
 compiled active programme in memory (``current``), follows changes by pub/sub, and re-reads the
 pointer now and then in case a message was missed while its connection was down.
+
+Each version records its dedupe retention, because an event id must never award twice whatever
+retention changes a programme makes: dedupe entries written under a shorter retention expire
+sooner, so after a raise the window an event's ``at`` may lie in stays at the shorter one until
+every entry written under it has had the new window to age (``ActiveProgram.window_ms``).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from engine.clock import Clock
+from engine.clock import DAY_MS, Clock
 from engine.config import CompiledProgram, compile_program, parse_program
 from engine.errors import ConfigError, NotFound
 from engine.keys import Keys
@@ -26,12 +31,34 @@ from engine.scripts import Scripts
 log = logging.getLogger("rekindle.programs")
 
 
+#: What a version activated before retentions were recorded is taken to have had: the least
+#: a programme may set, so the guess can only refuse an event, never let one through twice.
+UNRECORDED_RETENTION_MS = 7 * DAY_MS
+
+
 @dataclass(frozen=True, slots=True)
 class ActiveProgram:
     program_version: int
     program: CompiledProgram
     origin: str
     activated_at_ms: int
+    #: (active until ms, retention ms) of earlier versions whose dedupe entries may still matter
+    earlier: tuple[tuple[int, int], ...] = ()
+
+    def window_ms(self, now_ms: int) -> int:
+        """How far before ``now_ms`` an event's ``at`` may lie: the programme's retention, or the
+        shortest retention in force at any time during the last retention (plus a day of slack).
+
+        Safe because an entry written at ``t`` under retention ``r`` lives at least until
+        ``at + r``; an event accepted now is at most ``window`` old, and its first sighting was
+        under a retention that was in force inside the horizon, so ``window <= r`` there.
+        """
+        window = self.program.retention_ms
+        horizon = now_ms - window - DAY_MS
+        for until_ms, retention_ms in self.earlier:
+            if until_ms > horizon and retention_ms < window:
+                window = retention_ms
+        return window
 
 
 class ProgramRegistry:
@@ -52,13 +79,13 @@ class ProgramRegistry:
 
     async def activate(self, source: bytes, origin: str, file: str = "<posted>") -> ActiveProgram:
         """Validate ``source`` and make it the active version; raise ``ConfigError`` if invalid."""
-        compile_program(parse_program(source, file), source)
+        program = compile_program(parse_program(source, file), source)
         k = self._keys.config
         version, created = await self._script.run(
             self._redis,
             [k("seq"), k("active"), k("versions"), k("meta"), k("file_hash")],
             [source, hashlib.sha256(source).hexdigest(), origin, self._clock.now_ms(), k("changed"),
-             "1" if origin.startswith("file:") else "0"],
+             "1" if origin.startswith("file:") else "0", program.retention_ms],
         )
         if created:
             log.info("programme version %s activated from %s", version, origin)
@@ -77,8 +104,9 @@ class ProgramRegistry:
             return False
         pipe = self._redis.pipeline(transaction=True)
         pipe.hget(k("versions"), version)
-        pipe.hmget(k("meta"), f"{version}:origin", f"{version}:at_ms")
-        source, (origin, at_ms) = await pipe.execute()
+        pipe.hgetall(k("meta"))
+        source, meta = await pipe.execute()
+        origin, at_ms = meta.get(f"{version}:origin".encode()), meta.get(f"{version}:at_ms".encode())
         if source is None:
             return False
         try:
@@ -88,7 +116,7 @@ class ProgramRegistry:
             return False
         if self._current is not None and version < self._current.program_version:
             return False  # a concurrent refresh already took a newer one (numbers only grow)
-        self._current = ActiveProgram(version, program, (origin or b"").decode(), int(at_ms or 0))
+        self._current = ActiveProgram(version, program, (origin or b"").decode(), int(at_ms or 0), _earlier(meta, version))
         if self._on_change is not None:
             self._on_change(version)
         log.info("programme version %s active (%s)", version, program.program_hash)
@@ -143,3 +171,22 @@ class ProgramRegistry:
                 await asyncio.sleep(interval_s)
             finally:
                 await pubsub.aclose()
+
+
+#: The longest retention a programme may set (``ProgramInfo.dedupe_retention_days``) plus slack:
+#: versions that stopped being active before this are past mattering.
+_HORIZON_MS = 91 * DAY_MS
+
+
+def _earlier(meta: dict[bytes, bytes], version: int) -> tuple[tuple[int, int], ...]:
+    """(active until, retention) of the versions before ``version`` that may still matter."""
+    at = {n: int(meta.get(f"{n}:at_ms".encode(), 0)) for n in range(1, version + 1)}
+    cutoff = at[version] - _HORIZON_MS
+    out = []
+    for n in range(version - 1, 0, -1):
+        until = at[n + 1]
+        if until < cutoff:
+            break
+        raw = meta.get(f"{n}:retention_ms".encode())
+        out.append((until, int(raw) if raw is not None else UNRECORDED_RETENTION_MS))
+    return tuple(out)

@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+import msgpack
+
 from engine.awards import AwardPlan
 from engine.config import CompiledProgram
 from engine.errors import StoreError
-from engine.feed import Award, decode_award
 from engine.keys import Keys
 from engine.pipelining import AutoPipeline
 from engine.scripts import Scripts
@@ -31,6 +32,9 @@ class AwardStatus(str, Enum):
 class AwardResult:
     status: AwardStatus
     effects: list[dict[str, Any]] = field(default_factory=list)
+    #: A duplicate's original award: its feed entry id ("" when it had no effect). Its
+    #: effects are replayed while the member's feed still keeps the entry.
+    original: str = ""
 
 
 class AwardStore:
@@ -56,15 +60,19 @@ class AwardStore:
 
 
 def decode_reply(raw: bytes) -> AwardResult:
-    reply = decode_award(raw)
-    if isinstance(reply, Award):
-        entry = reply.entry_id
-        return AwardResult(
-            AwardStatus.APPLIED,
-            [{"id": f"{entry}-{i}", "type": kind, "data": data} for i, (kind, data) in enumerate(reply.effects)],
-        )
-    if reply == 0:
-        return AwardResult(AwardStatus.DUPLICATE)
-    if reply == 2:
+    """award.lua's reply (see its header): applied ``[entry, event, effects]``, duplicate
+    ``[0, entry?, effects?]``, conflict ``[2]``."""
+    reply = msgpack.unpackb(raw, raw=False, strict_map_key=False, use_list=False)
+    head = reply[0]
+    if isinstance(head, str):
+        return AwardResult(AwardStatus.APPLIED, _effects(head, reply[2]))
+    if head == 0:
+        original = reply[1] if len(reply) > 1 else ""
+        return AwardResult(AwardStatus.DUPLICATE, _effects(original, reply[2]) if len(reply) > 2 else [], original)
+    if head == 2:
         return AwardResult(AwardStatus.CONFLICT)
-    raise StoreError(f"award.lua returned unknown code {reply!r}")
+    raise StoreError(f"award.lua returned unknown code {head!r}")
+
+
+def _effects(entry: str, effects: Any) -> list[dict[str, Any]]:
+    return [{"id": f"{entry}-{i}", "type": kind, "data": data} for i, (kind, data) in enumerate(effects)]

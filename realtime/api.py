@@ -17,6 +17,7 @@ from starlette.responses import Response
 
 from engine import ids
 from engine.awards import AwardPlan, plan_award
+from engine.config import CompiledProgram
 from engine.errors import InvalidInput, RekindleError, StoreError
 from engine.events import Event, parse_event
 from engine.members import parse_profile
@@ -75,25 +76,26 @@ async def post_events(request: Request) -> Response:
     svc = service(request)
     svc.auth.shop(request.headers.get("authorization"))
     body = await read_json(request, svc.settings.max_body_bytes)
-    program = svc.programs.current.program
+    active = svc.programs.current
     now_ms = svc.clock.now_ms()
+    window_ms = active.window_ms(now_ms)
 
     if isinstance(body, dict) and "events" in body:
-        response = await _post_batch(svc, body, program, now_ms)
+        response = await _post_batch(svc, body, active.program, now_ms, window_ms)
         endpoint = "batch"
     else:
-        response = await _post_one(svc, body, program, now_ms)
+        response = await _post_one(svc, body, active.program, now_ms, window_ms)
         endpoint = "single"
     metrics.observe_award(endpoint, perf_counter() - started)
     return response
 
 
-async def _post_one(svc: Service, body: Any, program: Any, now_ms: int) -> Response:
+async def _post_one(svc: Service, body: Any, program: CompiledProgram, now_ms: int, window_ms: int) -> Response:
     if not isinstance(body, dict):
         metrics.count_event("-", "rejected")
         raise InvalidInput(f'must be an event object or {{"events": [...]}}, not {ids.kind_of(body)}', field="body")
     try:
-        event = parse_event(body, program, now_ms)
+        event = parse_event(body, program, now_ms, window_ms)
         plan = plan_award(program, event, now_ms)
     except InvalidInput:
         metrics.count_event("-", "rejected")
@@ -111,7 +113,9 @@ async def _post_one(svc: Service, body: Any, program: Any, now_ms: int) -> Respo
     return json_response({"results": [view]})
 
 
-async def _post_batch(svc: Service, body: dict[str, Any], program: Any, now_ms: int) -> Response:
+async def _post_batch(
+    svc: Service, body: dict[str, Any], program: CompiledProgram, now_ms: int, window_ms: int
+) -> Response:
     extra = body.keys() - {"events"}
     if extra:
         raise InvalidInput("unknown key (a batch holds only `events`)", field=sorted(map(str, extra))[0])
@@ -126,7 +130,7 @@ async def _post_batch(svc: Service, body: dict[str, Any], program: Any, now_ms: 
     plans: list[AwardPlan] = []
     for i, raw in enumerate(raw_events):
         try:
-            event = parse_event(raw, program, now_ms)
+            event = parse_event(raw, program, now_ms, window_ms)
             plans.append(plan_award(program, event, now_ms))
             events.append((i, event))
         except InvalidInput as exc:
@@ -174,7 +178,11 @@ def _result_view(event: Event, result: AwardResult, id_field: str) -> dict[str, 
                 "field": id_field,
             },
         }
-    return {"id": event.id, "member": event.member, "status": result.status.value, "effects": result.effects}
+    view = {"id": event.id, "member": event.member, "status": result.status.value, "effects": result.effects}
+    if result.status is AwardStatus.DUPLICATE:
+        # What the first call applied: its feed entry, and its effects while the feed keeps them.
+        view["original"] = result.original or None
+    return view
 
 
 # --- members --------------------------------------------------------------------------------------

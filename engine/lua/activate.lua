@@ -10,6 +10,7 @@
 -- ARGV[4] now, epoch ms
 -- ARGV[5] change channel
 -- ARGV[6] "1" when the source is the start-up file, "0" when posted
+-- ARGV[7] the programme's dedupe retention, ms (kept per version: see ProgramRegistry.refresh)
 -- returns {version number, 1 if newly activated else 0}
 local active = redis.call('GET', KEYS[2])
 if active and ARGV[6] == '1' and redis.call('GET', KEYS[5]) == ARGV[2] then
@@ -23,7 +24,8 @@ if active and redis.call('HGET', KEYS[4], active .. ':hash') == ARGV[2] then
 end
 local n = redis.call('INCR', KEYS[1])
 redis.call('HSET', KEYS[3], n, ARGV[1])
-redis.call('HSET', KEYS[4], n .. ':hash', ARGV[2], n .. ':origin', ARGV[3], n .. ':at_ms', ARGV[4])
+redis.call('HSET', KEYS[4], n .. ':hash', ARGV[2], n .. ':origin', ARGV[3], n .. ':at_ms', ARGV[4],
+  n .. ':retention_ms', ARGV[7])
 redis.call('SET', KEYS[2], n)
 redis.call('PUBLISH', ARGV[5], n)
 return {n, 1}

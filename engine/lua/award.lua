@@ -1,10 +1,12 @@
 -- award.lua: apply one award plan atomically for one member (every key shares its hash tag).
 -- KEYS[1] profile hash    (xp, pts = points balance, tier = tier id)
--- KEYS[2] state hash      (q:<quest>:<period> progress, c:<rule>:<day> cap used; field expiry)
+-- KEYS[2] state hash      (q:<quest>:<period> progress, dq:<quest>:<period> completed marker,
+--                          c:<rule>:<day> cap used; each field expires with its period)
 -- KEYS[3] ledger stream   (d = points delta, b = balance after, r = reason, e = event id)
 -- KEYS[4] feed stream     (one entry an award: d = msgpack {{type, data}...}, e = event id), capped
 -- KEYS[5] rewards list    (msgpack [item, granted at ms, reason, event id])
--- KEYS[6] dedupe hash of the event's own time bucket (field: 12-byte id digest, value: fingerprint)
+-- KEYS[6] dedupe hash of the event's own time bucket (field: 12-byte id digest, value: 8-byte
+--         fingerprint, then the award's feed entry id packed as struct '>I6I2' when it had one)
 -- KEYS[7..] the other dedupe buckets an earlier sighting of the id could be in
 -- ARGV[1] msgpack plan: [event id, fingerprint, now ms, dedupe field, dedupe bucket expiry ms,
 --           feed length, grants, quests]
@@ -13,8 +15,9 @@
 -- ARGV[2] msgpack tiers: {[id, xp threshold, points multiplier in thousandths, xp, points, {coupons}]}
 -- ARGV[3] pub/sub channel of the member
 -- returns, when applied, the message it published: msgpack [feed entry id, event id,
---   [[type, data]...]] (entry id "" when the award had no effect); [0] duplicate; [2] same id,
---   other body
+--   [[type, data]...]] (entry id "" when the award had no effect); [2] same id, other body;
+--   a duplicate: [0, feed entry id, effects] when the original award's feed entry is still
+--   kept, [0, feed entry id] when it was trimmed, [0] when the award had no effect
 
 local plan = cmsgpack.unpack(ARGV[1])
 local event_id, fingerprint, now_ms, dd_field, dd_expire_ms, feed_length, grants, quests =
@@ -23,14 +26,35 @@ local event_id, fingerprint, now_ms, dd_field, dd_expire_ms, feed_length, grants
 for i = 6, #KEYS do
   local seen = redis.call('HGET', KEYS[i], dd_field)
   if seen then
-    if seen == fingerprint then return cmsgpack.pack({0}) end
-    return cmsgpack.pack({2})
+    if string.sub(seen, 1, 8) ~= fingerprint then return cmsgpack.pack({2}) end
+    if #seen < 16 then return cmsgpack.pack({0}) end
+    -- Replay the original award, as a payment API replays its first response: a backend that
+    -- lost the first reply learns what was awarded (while the feed still keeps the entry).
+    local ms, seq = struct.unpack('>I6I2', seen, 9)
+    local original = string.format('%d-%d', ms, seq)
+    local entry = redis.call('XRANGE', KEYS[4], original, original)
+    if #entry == 0 then return cmsgpack.pack({0, original}) end
+    local fields = entry[1][2]
+    for j = 1, #fields, 2 do
+      if fields[j] == 'd' then return '\147' .. cmsgpack.pack(0) .. cmsgpack.pack(original) .. fields[j + 1] end
+    end
+    return cmsgpack.pack({0, original})
   end
 end
-redis.call('HSET', KEYS[6], dd_field, fingerprint)
--- A bucket's expiry only ever moves later (a programme may raise its retention), and is
--- written only then: a read is cheaper than a write the AOF would carry for every event.
-if redis.call('PEXPIRETIME', KEYS[6]) < dd_expire_ms then redis.call('PEXPIREAT', KEYS[6], dd_expire_ms) end
+
+-- The dedupe entry is written last, with the feed entry id of what it applied.
+local function remember(entry_id)
+  local value = fingerprint
+  if entry_id then
+    local dash = string.find(entry_id, '-', 1, true)
+    local seq = tonumber(string.sub(entry_id, dash + 1))
+    if seq < 65536 then value = value .. struct.pack('>I6I2', tonumber(string.sub(entry_id, 1, dash - 1)), seq) end
+  end
+  redis.call('HSET', KEYS[6], dd_field, value)
+  -- A bucket's expiry only ever moves later (a programme may raise its retention), and is
+  -- written only then: a read is cheaper than a write the AOF would carry for every event.
+  if redis.call('PEXPIRETIME', KEYS[6]) < dd_expire_ms then redis.call('PEXPIREAT', KEYS[6], dd_expire_ms) end
+end
 
 -- Integers leave Lua through string.format: tostring() of a double switches to exponent
 -- notation past 1e14, which Redis would then refuse as an integer.
@@ -42,7 +66,10 @@ local function award_message(entry_id, packed_effects)
   return '\147' .. cmsgpack.pack(entry_id) .. cmsgpack.pack(event_id) .. packed_effects
 end
 
-if #grants == 0 and #quests == 0 then return award_message('', cmsgpack.pack({})) end
+if #grants == 0 and #quests == 0 then
+  remember(nil)
+  return award_message('', cmsgpack.pack({}))
+end
 
 local tiers = cmsgpack.unpack(ARGV[2])
 local stored = redis.call('HMGET', KEYS[1], 'xp', 'pts', 'tier')
@@ -107,14 +134,20 @@ for _, g in ipairs(grants) do
   end
 end
 
--- Quests: a quest completes once, when its counter first reaches the target.
+-- Quests: a quest completes at most once per period, whatever the programme later does to its
+-- target: completion is a marker field ('d' .. progress field, expiring with it), not inferred
+-- from progress. A target lowered below a member's progress completes on the next event.
 for _, q in ipairs(quests) do
   local quest_id, field, increment, target, expire_ms = q[1], q[2], q[3], q[4], q[5]
-  local before = tonumber(redis.call('HGET', KEYS[2], field)) or 0
-  if before < target then
+  local done_field = 'd' .. field
+  local stored_q = redis.call('HMGET', KEYS[2], field, done_field)
+  if not stored_q[2] then
+    local before = tonumber(stored_q[1]) or 0
     local after = redis.call('HINCRBY', KEYS[2], field, increment)
     if expire_ms > 0 and before == 0 then redis.call('HPEXPIREAT', KEYS[2], expire_ms, 'FIELDS', 1, field) end
     if after >= target then
+      redis.call('HSET', KEYS[2], done_field, int(now_ms))
+      if expire_ms > 0 then redis.call('HPEXPIREAT', KEYS[2], expire_ms, 'FIELDS', 1, done_field) end
       effect('quest_completed', {quest = quest_id, progress = target, target = target})
       grant_bundle(q[6], q[7], q[8], 'quest:' .. quest_id)
     else
@@ -131,7 +164,10 @@ while tier < #tiers and xp >= tiers[tier + 1][2] do
   grant_bundle(tiers[tier][4], tiers[tier][5], tiers[tier][6], 'tier:' .. tiers[tier][1])
 end
 
-if #effects == 0 then return award_message('', cmsgpack.pack({})) end
+if #effects == 0 then
+  remember(nil)
+  return award_message('', cmsgpack.pack({}))
+end
 
 if tier ~= start_tier or not stored[3] then
   redis.call('HSET', KEYS[1], 'xp', int(xp), 'pts', int(points), 'tier', tiers[tier][1])
@@ -144,5 +180,6 @@ end
 local packed = cmsgpack.pack(effects)
 local entry_id = redis.call('XADD', KEYS[4], 'MAXLEN', '~', feed_length, '*', 'd', packed, 'e', event_id)
 local message = award_message(entry_id, packed)
+remember(entry_id)
 redis.call('PUBLISH', ARGV[3], message)
 return message

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.config import CompiledProgram
-from engine.errors import EventTooOld, InvalidEvent
+from engine.errors import EventOutOfWindow, InvalidEvent
 from engine.events import parse_event, parse_time
 
 NOW_MS = 1_794_362_403_000  # 2026-11-11T10:00:03+08:00
@@ -35,9 +35,9 @@ def with_data(type_: str = "purchase", **data: Any) -> dict[str, Any]:
     return purchase(type=type_, data={**base, **data})
 
 
-def refused(program: CompiledProgram, raw: object, now_ms: int = NOW_MS) -> InvalidEvent:
+def refused(program: CompiledProgram, raw: object, now_ms: int = NOW_MS, window_ms: int | None = None) -> InvalidEvent:
     with pytest.raises(InvalidEvent) as info:
-        parse_event(raw, program, now_ms)
+        parse_event(raw, program, now_ms, window_ms)
     assert info.value.message
     return info.value
 
@@ -161,7 +161,7 @@ def test_bad_data_is_refused_at_its_field(
 ) -> None:
     """Each data field is checked against its declared type, bounds and choices."""
     error = refused(program, raw)
-    assert not isinstance(error, EventTooOld)
+    assert not isinstance(error, EventOutOfWindow)
     assert error.field == field
     assert message_part in error.message
 
@@ -199,7 +199,7 @@ def test_at_garbage_is_refused(program: CompiledProgram, at: object) -> None:
     """`at` is ISO 8601 with an offset or integer epoch ms; anything else is refused at `at`."""
     error = refused(program, purchase(at=at))
     assert error.field == "at"
-    assert not isinstance(error, EventTooOld)
+    assert not isinstance(error, EventOutOfWindow)
 
 
 def test_at_within_the_window_is_accepted_at_its_bounds(program: CompiledProgram) -> None:
@@ -209,19 +209,36 @@ def test_at_within_the_window_is_accepted_at_its_bounds(program: CompiledProgram
 
 
 def test_at_older_than_retention_is_too_old(program: CompiledProgram) -> None:
-    """One millisecond older than the dedupe retention: EventTooOld (a 422), so dedupe can never have expired."""
+    """One millisecond older than the dedupe retention: EventOutOfWindow (a 422), so dedupe can never have expired."""
     error = refused(program, purchase(at=NOW_MS - RETENTION_MS - 1))
-    assert isinstance(error, EventTooOld)
+    assert isinstance(error, EventOutOfWindow)
     assert error.field == "at"
     assert "14-day" in error.message
     error = refused(program, purchase(at="2026-10-28T10:00:02+08:00"))  # 14 days and 1 s before NOW
-    assert isinstance(error, EventTooOld)
+    assert isinstance(error, EventOutOfWindow)
+
+
+def test_epoch_seconds_are_named_as_such(program: CompiledProgram) -> None:
+    """`at` in epoch seconds is refused with a message that says milliseconds are expected."""
+    seconds = NOW_MS // 1000
+    error = refused(program, purchase(at=seconds))
+    assert isinstance(error, EventOutOfWindow) and error.field == "at"
+    assert "epoch milliseconds" in error.message and str(seconds * 1000) in error.message
+
+
+def test_a_shorter_window_refuses_what_the_retention_would_accept(program: CompiledProgram) -> None:
+    """While a raised retention has not yet fully taken effect, the shorter window in force decides."""
+    at = NOW_MS - 10 * 86_400_000
+    assert parse_event(purchase(at=at), program, NOW_MS).at_ms == at
+    error = refused(program, purchase(at=at), window_ms=7 * 86_400_000)
+    assert isinstance(error, EventOutOfWindow) and error.field == "at"
+    assert "7-day window" in error.message
 
 
 def test_at_beyond_skew_is_refused(program: CompiledProgram) -> None:
-    """One millisecond further ahead than the clock skew: EventTooOld at `at`."""
+    """One millisecond further ahead than the clock skew: EventOutOfWindow at `at`."""
     error = refused(program, purchase(at=NOW_MS + SKEW_MS + 1))
-    assert isinstance(error, EventTooOld)
+    assert isinstance(error, EventOutOfWindow)
     assert error.field == "at"
     assert "300 s" in error.message
 

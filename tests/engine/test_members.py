@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from engine.errors import InvalidInput, NotFound
+from engine.errors import InvalidInput
 from engine.members import MemberStore, parse_profile
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -222,14 +222,17 @@ def test_profile_only_member_has_a_snapshot(engine, program) -> None:
     asyncio.run(run())
 
 
-def test_unknown_member_is_not_found(engine, program) -> None:
-    """A member with no events and no profile is NotFound, naming `member`."""
+def test_a_member_with_no_history_has_an_empty_snapshot(engine, program) -> None:
+    """A valid id with no events and no profile: the first tier, nothing earned, every quest at 0."""
 
     async def run() -> None:
         async with engine() as e:
-            with pytest.raises(NotFound) as info:
-                await MemberStore(e.redis, e.keys).snapshot("m-nobody", program, e.now_ms)
-            assert info.value.field == "member"
+            snap = await MemberStore(e.redis, e.keys).snapshot("m-nobody", program, e.now_ms)
+            assert (snap["member"], snap["xp"], snap["tier"]["id"]) == ("m-nobody", 0, program.tiers[0].id)
+            assert snap["points"] == {"balance": 0, "expiring": []}
+            assert [q["progress"] for q in snap["quests"]] == [0] * len(program.quests)
+            assert snap["rewards"] == [] and snap["feed_id"] == "0-0"
+            assert await e.redis.keys(f"{e.keys.prefix}:*") == []  # reading writes nothing
 
     asyncio.run(run())
 

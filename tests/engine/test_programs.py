@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from engine.clock import ManualClock
-from engine.errors import ConfigError, NotFound
+from engine.clock import DAY_MS, ManualClock
+from engine.errors import ConfigError, EventOutOfWindow, NotFound
+from engine.events import parse_event
 from engine.keys import Keys
 from engine.programs import ProgramRegistry
 
@@ -125,6 +126,43 @@ def test_a_restart_keeps_a_posted_version_until_the_file_changes(redis_url: str,
             assert (restarted.program_version, restarted.origin) == (2, "api")  # the posted version stays
             after_edit = await ProgramRegistry(redis, keys, ManualClock(AT_MS)).activate(edited, "file:a.toml")
             assert (after_edit.program_version, after_edit.program.skew_ms) == (3, 60_000)  # a changed file wins
+        finally:
+            await redis.aclose()
+
+    asyncio.run(run())
+
+
+def test_a_raised_retention_keeps_the_shorter_window_until_it_has_passed(redis_url: str, prefix: str, example_config_path: Path) -> None:
+    """7 days, then 30: for the next 31 days events older than 7 days are refused (their dedupe
+    entries may already be gone), so a retry 20 days after its event can never apply twice;
+    a lowered retention takes effect at once."""
+    source = example_config_path.read_bytes()
+    week = source.replace(b"dedupe_retention_days = 14", b"dedupe_retention_days = 7")
+    month = source.replace(b"dedupe_retention_days = 14", b"dedupe_retention_days = 30")
+    assert week != source != month
+
+    async def run() -> None:
+        redis = Redis.from_url(redis_url)
+        try:
+            keys, clock = Keys(prefix), ManualClock(AT_MS)
+            registry = ProgramRegistry(redis, keys, clock)
+            await registry.activate(week, "api")
+            clock.advance(DAY_MS)
+            raised = await registry.activate(month, "api")
+            assert raised.program.retention_ms == 30 * DAY_MS
+            assert raised.window_ms(clock.now_ms()) == 7 * DAY_MS
+            retry = {"id": "o-1", "member": "m-1", "type": "purchase", "at": AT_MS, "data": {"amount": 100}}
+            now = AT_MS + 20 * DAY_MS
+            with pytest.raises(EventOutOfWindow):
+                parse_event(retry, raised.program, now, raised.window_ms(now))
+            assert raised.window_ms(AT_MS + DAY_MS + 31 * DAY_MS - 1) == 7 * DAY_MS
+            assert raised.window_ms(AT_MS + DAY_MS + 31 * DAY_MS + 1) == 30 * DAY_MS
+            # another process sees the same window
+            other = ProgramRegistry(redis, keys, clock)
+            assert await other.refresh() and other.current.window_ms(now) == 7 * DAY_MS
+            clock.advance(DAY_MS)
+            lowered = await registry.activate(week.replace(b"max_clock_skew_s = 300", b"max_clock_skew_s = 301"), "api")
+            assert lowered.window_ms(clock.now_ms()) == 7 * DAY_MS
         finally:
             await redis.aclose()
 

@@ -78,7 +78,9 @@ def test_applied_then_duplicate(engine) -> None:
             assert feed_len == 1  # one feed entry per award, holding its seven effects
 
             again = await e.apply("order-9912-paid", "m-42", "purchase", {"amount": 19900, "sku": "tea-01"})
-            assert again == AwardResult(DUPLICATE, [])
+            # the original award is replayed: its feed entry and effects, ids and all
+            entry = first.effects[0]["id"].rsplit("-", 1)[0]
+            assert again == AwardResult(DUPLICATE, first.effects, original=entry)
             # retried a day later, with `at` left out (so arriving in another dedupe bucket window)
             later = await e.apply("order-9912-paid", "m-42", "purchase", {"amount": 19900, "sku": "tea-01"},
                                   now_ms=e.now_ms + 8 * DAY_MS)
@@ -524,5 +526,131 @@ def test_award_keys_are_the_members_keys(engine) -> None:
             assert keys[:6] == [mk.profile, mk.state, mk.ledger, mk.feed, mk.rewards, mk.dedupe(plan.dedupe_bucket)]
             assert sorted(keys[5:]) == sorted(mk.dedupe(b) for b in plan.lookup_buckets)
             assert args[2] == mk.channel
+
+    asyncio.run(run())
+
+
+QUESTED = """
+[program]
+name = "quested"
+timezone = "Asia/Shanghai"
+
+[events.pay]
+fields.cents = {{ type = "int", min = 1 }}
+
+[[tiers]]
+id = "base"
+name = "Base"
+xp = 0
+
+[quests.five_orders]
+title = "Five orders"
+kind = "{kind}"
+event = "pay"
+target = {target}
+rewards = {{ points = 50 }}
+"""
+
+
+def quested(compile_toml, target: int, kind: str = "once") -> Any:
+    return compile_toml(QUESTED.format(target=target, kind=kind))
+
+
+def quest_effects(result: AwardResult) -> list[str]:
+    return [t for t, _ in effects(result) if t.startswith("quest")]
+
+
+def test_a_lowered_target_completes_a_quest_on_the_next_event(engine, compile_toml) -> None:
+    """A member at 3/5 whose quest is lowered to 2 completes it (once) on the next matching event."""
+
+    async def run() -> None:
+        async with engine() as e:
+            five, two = quested(compile_toml, 5), quested(compile_toml, 2)
+            for i in range(3):
+                await e.apply(f"p-{i}", "m-1", "pay", {"cents": 1}, program=five)
+            done = await e.apply("p-3", "m-1", "pay", {"cents": 1}, program=two)
+            assert quest_effects(done) == ["quest_completed"]
+            assert await e.balance("m-1") == 50
+            later = await e.apply("p-4", "m-1", "pay", {"cents": 1}, program=two)
+            assert quest_effects(later) == []
+            assert await e.balance("m-1") == 50
+
+    asyncio.run(run())
+
+
+def test_a_raised_target_never_rewards_a_completed_quest_twice(engine, compile_toml) -> None:
+    """Completed at 2, then the target is raised to 3: no second reward in the same period."""
+
+    async def run() -> None:
+        async with engine() as e:
+            two, three = quested(compile_toml, 2), quested(compile_toml, 3)
+            results = [await e.apply(f"p-{i}", "m-1", "pay", {"cents": 1}, program=two) for i in range(2)]
+            assert quest_effects(results[-1]) == ["quest_completed"]
+            for i in range(2, 5):
+                assert quest_effects(await e.apply(f"p-{i}", "m-1", "pay", {"cents": 1}, program=three)) == []
+            assert await e.balance("m-1") == 50
+            assert await e.ledger("m-1") == [(50, 50)]
+
+    asyncio.run(run())
+
+
+def test_a_duplicate_of_a_trimmed_award_names_it_without_effects(engine) -> None:
+    """Once the feed no longer keeps the original entry, a duplicate still names it (no effects)."""
+
+    async def run() -> None:
+        async with engine() as e:
+            first = await e.apply("o-1", "m-1", "purchase", {"amount": 19900})
+            entry = first.effects[0]["id"].rsplit("-", 1)[0]
+            await e.redis.xtrim(e.keys.member("m-1").feed, maxlen=0)
+            assert await e.apply("o-1", "m-1", "purchase", {"amount": 19900}) == AwardResult(DUPLICATE, [], original=entry)
+
+    asyncio.run(run())
+
+
+def day_end_ms(ms: int) -> int:
+    local = datetime.fromtimestamp(ms / 1000, SHANGHAI)
+    return int(local.replace(hour=0, minute=0, second=0, microsecond=0).timestamp() * 1000) + DAY_MS
+
+
+def test_dedupe_bucket_outlives_its_events_and_never_expires_earlier(engine, compile_toml) -> None:
+    """A bucket expires no sooner than the event's `at` plus the retention, and a later write under
+    a shorter retention never brings its expiry forward."""
+    from engine.keys import DEDUPE_BUCKET_MS
+
+    async def run() -> None:
+        async with engine() as e:
+            plan = e.plan("o-1", "m-1", "purchase", {"amount": 100}, at=e.now_ms)
+            await e.store.apply(plan, e.program)
+            bucket = e.keys.member("m-1").dedupe(plan.dedupe_bucket)
+            expiry = await e.redis.pexpiretime(bucket)
+            assert expiry >= e.now_ms + RETENTION_MS
+            assert expiry >= (plan.dedupe_bucket + 1) * DEDUPE_BUCKET_MS + RETENTION_MS
+            short = compile_toml(CAPPED.replace('timezone = "Asia/Shanghai"', 'timezone = "Asia/Shanghai"\ndedupe_retention_days = 7'))
+            await e.apply("p-1", "m-1", "pay", {"cents": 1}, at=e.now_ms, program=short)
+            assert await e.redis.pexpiretime(bucket) == expiry
+            long = compile_toml(CAPPED.replace('timezone = "Asia/Shanghai"', 'timezone = "Asia/Shanghai"\ndedupe_retention_days = 30'))
+            await e.apply("p-2", "m-1", "pay", {"cents": 1}, at=e.now_ms, program=long)
+            assert await e.redis.pexpiretime(bucket) >= e.now_ms + 30 * DAY_MS
+
+    asyncio.run(run())
+
+
+def test_quest_fields_expire_with_their_period_and_once_quests_never(engine, compile_toml) -> None:
+    """A daily quest's progress and completion marker expire a retention after the local day ends;
+    a once quest's never expire."""
+
+    async def run() -> None:
+        async with engine() as e:
+            daily, once = quested(compile_toml, 1, "daily"), quested(compile_toml, 1, "once")
+            await e.apply("p-1", "m-1", "pay", {"cents": 1}, program=daily)
+            state = e.keys.member("m-1").state
+            day = local_day(e.now_ms)
+            fields = [f"q:five_orders:{day}", f"dq:five_orders:{day}"]
+            expected = day_end_ms(e.now_ms) + RETENTION_MS
+            assert await e.redis.execute_command("HPEXPIRETIME", state, "FIELDS", 2, *fields) == [expected, expected]
+            await e.apply("p-2", "m-2", "pay", {"cents": 1}, program=once)
+            state2 = e.keys.member("m-2").state
+            once_fields = ["q:five_orders:all", "dq:five_orders:all"]
+            assert await e.redis.execute_command("HPEXPIRETIME", state2, "FIELDS", 2, *once_fields) == [-1, -1]
 
     asyncio.run(run())

@@ -1,7 +1,8 @@
 """Bad input of every kind: a 4xx that names the field, never a 500, and nothing written.
 
-Each case posts to a member no other test uses, then checks that the member has no keys at all
-in the store (and, where its id is valid, that the API answers 404 for it).
+Each case first gives a member of its own some history, then sends the bad input naming that
+member, and checks that every key of the member is byte for byte what it was (DUMP before and
+after), and that a member named by a bad id has no keys at all.
 """
 
 from __future__ import annotations
@@ -128,8 +129,11 @@ def test_bad_event_is_refused_by_field_and_writes_nothing(
     field: str,
     stored_as: Callable[[str], str] | None,
 ) -> None:
-    """A malformed or invalid event answers its 4xx naming the field, and stores nothing."""
+    """A malformed or invalid event answers its 4xx naming the field, and changes nothing stored."""
     m = unique("m")
+    assert shop.post("/v1/events", json=purchase(m)).status_code == 200
+    before = member_dump(sync_redis, service.prefix, m)
+    assert before
     raw = body(m)
     content = raw if isinstance(raw, bytes) else orjson.dumps(raw)
     response = shop.post("/v1/events", content=content, headers={"content-type": "application/json"})
@@ -137,9 +141,14 @@ def test_bad_event_is_refused_by_field_and_writes_nothing(
     error = error_of(response)
     assert error.get("field") == field, error
     assert error["message"]
-    target = stored_as(m) if stored_as else m
-    assert member_keys(sync_redis, service.prefix, target) == []
-    assert shop.get(f"/v1/members/{m}").status_code == 404
+    assert member_dump(sync_redis, service.prefix, m) == before
+    if stored_as:
+        assert member_keys(sync_redis, service.prefix, stored_as(m)) == []
+
+
+def member_dump(sync_redis: redis.Redis, prefix: str, member: str) -> dict[bytes, tuple[bytes | None, int]]:
+    """Every key of the member with its serialized value and expiry: equal dumps, unchanged state."""
+    return {key: (sync_redis.dump(key), sync_redis.pexpiretime(key)) for key in member_keys(sync_redis, prefix, member)}
 
 
 def test_body_over_the_limit_is_413(shop: httpx.Client, sync_redis: redis.Redis, service: Service) -> None:

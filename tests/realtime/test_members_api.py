@@ -91,7 +91,7 @@ def test_invalid_profile_is_422_naming_the_field(
     response = shop.put(f"/v1/members/{member}", json=body)
     assert response.status_code == 422, response.text
     assert error_of(response)["field"] == field
-    assert shop.get(f"/v1/members/{member}").status_code == 404
+    assert shop.get(f"/v1/members/{member}").json()["xp"] == 0
     assert member_keys(sync_redis, service.prefix, member) == []
 
 
@@ -117,13 +117,18 @@ def test_profile_body_over_64_kib_is_413(shop: httpx.Client, member: str) -> Non
     assert error_of(response)["field"] == "body"
 
 
-def test_unknown_member_is_404(shop: httpx.Client) -> None:
-    """GET of a member with no events and no profile answers 404 naming member."""
-    response = shop.get(f"/v1/members/{unique('m')}")
-    assert response.status_code == 404
-    error = error_of(response)
-    assert error["code"] == "not_found"
-    assert error["field"] == "member"
+def test_a_member_with_no_history_answers_an_empty_snapshot(shop: httpx.Client, service: Service) -> None:
+    """GET of a valid member id with no events and no profile answers 200 with an empty snapshot,
+    as does GET /v1/me for a valid token of such a member."""
+    member = unique("m")
+    response = shop.get(f"/v1/members/{member}")
+    assert response.status_code == 200, response.text
+    snap = response.json()
+    assert (snap["member"], snap["xp"], snap["points"]["balance"], snap["feed_id"]) == (member, 0, 0, "0-0")
+    assert all(q["progress"] == 0 for q in snap["quests"]) and snap["quests"]
+    token = shop.post("/v1/tokens", json={"member": member}).json()["token"]
+    me = httpx.get(f"{service.base_url}/v1/me", headers={"authorization": f"Bearer {token}"})
+    assert me.status_code == 200 and me.json() == snap
 
 
 def test_feed_id_is_the_last_effect_of_the_last_post(shop: httpx.Client, member: str) -> None:
