@@ -5,8 +5,10 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+PORT ?= 8000
+HOST ?= 127.0.0.1
 
-.PHONY: install run test test-slow bench bench-live schema check clean
+.PHONY: install run test test-slow bench bench-live schema docs check clean
 
 install: $(STAMP)
 
@@ -18,7 +20,7 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 run: install
-	$(BIN)/rekindle serve --config config/member_day.toml
+	$(BIN)/rekindle serve --config config/member_day.toml --host $(HOST) --port $(PORT)
 
 test: install
 	$(BIN)/python -m pytest -q
@@ -37,6 +39,10 @@ check: install
 
 schema: install
 	$(BIN)/rekindle schema > config/program.schema.json
+
+# The programme reference is generated from the models; a test holds the committed copy to it.
+docs: install
+	$(BIN)/python -m engine.reference > docs/programme.md
 
 # Not .data: it holds the embedded server's AOF (every member's state) and the dev keys.
 clean:

@@ -4,20 +4,28 @@
 ``ConfigError`` listing *every* problem with its file, key path and reason: pydantic finds the
 shape mistakes (unknown keys included, so a typo never passes silently) and ``_cross_check``
 finds the ones that need the whole file (a rule naming an event type that is not declared, a
-coupon missing from the catalogue, tiers out of order).
+coupon missing from the catalogue, tiers out of order, a `where` test that can never hold).
+
+Problems are worded for the designer, not in pydantic's terms (``_reason``), and the ``MAX_*``
+limits below keep a valid programme from crippling the service; docs/programme.md lists them,
+generated from these models by ``engine.reference``.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
+import re
 import tomllib
+import types
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import msgpack
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator
@@ -26,11 +34,53 @@ from engine.calendar import Calendar
 from engine.clock import DAY_MS
 from engine.errors import ConfigError, ConfigProblem
 
+# --- limits: a valid programme must not be able to cripple the service ------------------------
+# Inclusive; each is named in the error a designer sees and listed in docs/programme.md. The tier
+# table is read on every award, so it stays small; the others bound the work of one event.
+MAX_TIERS = 20
+MAX_EVENT_TYPES = 100
+MAX_FIELDS = 32
+MAX_RULES = 200
+MAX_QUESTS = 200
+MAX_RULES_PER_EVENT = 16  # one award runs every rule and quest of its event type: this bounds
+MAX_QUESTS_PER_EVENT = 16  # the work of one award, whatever the programme's size
+MAX_CATALOG_ITEMS = 1_000
+MAX_COUPONS_PER_REWARD = 10
+MAX_CONDITIONS = 16
+MAX_VALUES = 100
+MAX_NAME_LENGTH = 48
+MAX_DESCRIPTION_LENGTH = 500
+MAX_NESTING = 16  # tables and arrays inside one another; a valid programme needs 5
+MAX_PROBLEMS = 100  # problems listed per file; the rest are counted in one more line
+
+LIMITS: dict[str, str] = {
+    "MAX_TIERS": "tiers in `[[tiers]]`",
+    "MAX_EVENT_TYPES": "event types under `[events]`",
+    "MAX_FIELDS": "fields of one event type",
+    "MAX_RULES": "rules under `[rules]`",
+    "MAX_QUESTS": "quests under `[quests]`",
+    "MAX_RULES_PER_EVENT": "rules that name one event type (one award runs them all)",
+    "MAX_QUESTS_PER_EVENT": "quests that count one event type (one award moves them all)",
+    "MAX_CATALOG_ITEMS": "items under `[catalog]`",
+    "MAX_COUPONS_PER_REWARD": "coupons in one `rewards` bundle",
+    "MAX_CONDITIONS": "fields tested in one `where` (rule or quest)",
+    "MAX_VALUES": "values in one `in`, `not_in` or `one_of`",
+    "MAX_NAME_LENGTH": "characters in a name (event type, field, rule, quest, tier id, catalog item)",
+    "MAX_DESCRIPTION_LENGTH": "characters in a `description`",
+    "MAX_NESTING": "tables and arrays inside one another anywhere in the file",
+    "MAX_PROBLEMS": "problems reported for one file (the rest are counted)",
+}
+"""What each ``MAX_*`` limits, in the designer's words (for the reference)."""
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
+NAME_RULE = f"names use letters, digits, _ and - (at most {MAX_NAME_LENGTH}), starting with a letter or digit"
+
 # Scalars are strict: `daily_cap = "5000"` or `fixed = true` is a mistake to name, not to coerce.
 Int = Annotated[int, Strict()]
 Bool = Annotated[bool, Strict()]
 Str = Annotated[str, Strict()]
-Name = Annotated[str, Strict(), Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$", max_length=48)]
+Text = Annotated[str, Strict(), Field(max_length=MAX_DESCRIPTION_LENGTH)]
+Name = Annotated[str, Strict(), Field(pattern=NAME_PATTERN, max_length=MAX_NAME_LENGTH)]
 Count = Annotated[int, Strict(), Field(ge=0, le=1_000_000_000)]
 
 
@@ -45,8 +95,13 @@ class _Model(BaseModel):
 class ProgramInfo(_Model):
     """The programme's identity and the engine limits it chooses."""
 
-    name: Str = Field(min_length=1, max_length=120)
-    timezone: Str = Field("UTC", description="IANA zone whose midnight starts a day and a week")
+    name: Str = Field(min_length=1, max_length=120, description="shown to operators and in `rekindle check`")
+    timezone: Str = Field(
+        "UTC",
+        description='IANA region zone whose midnight starts a day and a week: "UTC" or a name such as '
+        '"Asia/Shanghai"; host-dependent names (localtime, posixrules, Factory) and bare aliases (GMT, PRC) '
+        "are refused",
+    )
     dedupe_retention_days: Int = Field(
         14, ge=7, le=90, description="how long an event id is remembered; older events are refused"
     )
@@ -60,14 +115,31 @@ class ProgramInfo(_Model):
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
+        # Day and week boundaries must not depend on the host: "localtime" is whatever the
+        # machine says, so only real region zones (and UTC) are accepted.
+        advice = 'use "UTC" or a region name such as "Europe/Berlin" or "Asia/Shanghai"'
+        if value not in _region_zones():
+            if value in available_timezones():
+                why = "its meaning depends on the host or it is a legacy alias"
+                raise ValueError(f"{value!r} is not a region zone ({why}): {advice}")
+            raise ValueError(f"unknown time zone {value!r}: {advice}")
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r}") from None
+            raise ValueError(f"unknown time zone {value!r}: {advice}") from None
         return value
 
 
+@functools.cache
+def _region_zones() -> frozenset[str]:
+    """UTC and the host's IANA ``Area/Location`` zones: not localtime, posixrules, Factory, GMT, posix/*."""
+    zones = {z for z in available_timezones() if "/" in z and z.split("/", 1)[0] not in {"posix", "right"}}
+    return frozenset(zones | {"UTC"})
+
+
 class FieldType(str, Enum):
+    """The type of one field of an event's ``data``."""
+
     INT = "int"
     STR = "str"
     BOOL = "bool"
@@ -76,46 +148,60 @@ class FieldType(str, Enum):
 class FieldSpec(_Model):
     """One key of an event's ``data``. Money is ``int`` cents: there is no float type."""
 
-    type: FieldType
-    required: Bool = True
-    description: Str = ""
+    type: FieldType = Field(description="int, str or bool; money is int cents")
+    required: Bool = Field(True, description="whether every event must carry this field")
+    description: Text = Field("", description="for people reading the programme")
     min: Int | None = Field(None, ge=-(10**12), le=10**12, description="int: smallest value allowed")
     max: Int | None = Field(None, ge=-(10**12), le=10**12, description="int: largest value allowed")
     max_length: Int = Field(256, ge=1, le=4096, description="str: longest value allowed")
-    one_of: tuple[Str, ...] | None = Field(None, min_length=1, description="str: the only values allowed")
+    one_of: tuple[Str, ...] | None = Field(
+        None, min_length=1, max_length=MAX_VALUES, description="str: the only values allowed"
+    )
 
 
 class EventType(_Model):
     """A kind of member event the shop posts, and the fields its ``data`` carries."""
 
-    description: Str = ""
-    fields: dict[Name, FieldSpec] = Field(default_factory=dict)
+    description: Text = Field("", description="for people reading the programme")
+    fields: dict[Name, FieldSpec] = Field(
+        default_factory=dict, max_length=MAX_FIELDS, description="the keys of the event's `data`, by name"
+    )
 
 
 class Condition(_Model):
-    """A test on one field of an event's data; all given tests must hold."""
+    """A test on one field of an event's data; all given tests must hold.
+
+    A test the field can never pass or never fail (a value outside its ``one_of`` or its
+    ``min``..``max``) is refused: the rule or quest would silently never fire, or always.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    eq: Int | Bool | Str | None = None
-    ne: Int | Bool | Str | None = None
-    gt: Int | None = None
-    gte: Int | None = None
-    lt: Int | None = None
-    lte: Int | None = None
-    in_: tuple[Int | Str, ...] | None = Field(None, alias="in")
-    not_in: tuple[Int | Str, ...] | None = None
+    eq: Int | Bool | Str | None = Field(None, description="the field equals this value")
+    ne: Int | Bool | Str | None = Field(None, description="the field differs from this value")
+    gt: Int | None = Field(None, description="int field: greater than")
+    gte: Int | None = Field(None, description="int field: greater than or equal to")
+    lt: Int | None = Field(None, description="int field: less than")
+    lte: Int | None = Field(None, description="int field: less than or equal to")
+    in_: tuple[Int | Str, ...] | None = Field(
+        None, alias="in", max_length=MAX_VALUES, description="the field equals one of these values"
+    )
+    not_in: tuple[Int | Str, ...] | None = Field(
+        None, max_length=MAX_VALUES, description="the field equals none of these values"
+    )
 
 
 class PerUnit(_Model):
     """``amount`` for every whole ``every`` of ``field``: 1 XP per 100 cents is every=100, amount=1."""
 
-    field: Name
-    every: Int = Field(ge=1)
-    amount: Int = Field(ge=1, le=1_000_000)
+    field: Name = Field(description="the int field of the event to measure")
+    every: Int = Field(ge=1, description="size of one whole unit of the field")
+    amount: Int = Field(ge=1, le=1_000_000, description="granted per whole unit")
 
 
 class Currency(str, Enum):
+    """What a rule grants."""
+
     XP = "xp"
     POINTS = "points"
 
@@ -123,40 +209,44 @@ class Currency(str, Enum):
 class Rule(_Model):
     """What one event type earns in one currency; ``fixed`` or ``per``, never both."""
 
-    event: Name
-    grant: Currency
-    fixed: Int | None = Field(None, ge=1, le=1_000_000)
-    per: PerUnit | None = None
+    event: Name = Field(description="the event type (under `[events]`) this rule applies to")
+    grant: Currency = Field(description="the currency granted")
+    fixed: Int | None = Field(None, ge=1, le=1_000_000, description="granted once per matching event")
+    per: PerUnit | None = Field(None, description="granted in proportion to an int field")
     daily_cap: Int | None = Field(None, ge=1, le=10**12, description="most this rule grants a member per day")
-    where: dict[Name, Condition] = Field(default_factory=dict)
+    where: dict[Name, Condition] = Field(
+        default_factory=dict, max_length=MAX_CONDITIONS, description="tests on the event's fields, by field name"
+    )
 
 
 class Rewards(_Model):
     """A bundle granted at once: quest completion, tier-up."""
 
-    xp: Count = 0
-    points: Count = 0
-    coupons: tuple[Name, ...] = ()
+    xp: Count = Field(0, description="XP granted")
+    points: Count = Field(0, description="points granted (tier multipliers do not apply)")
+    coupons: tuple[Name, ...] = Field((), max_length=MAX_COUPONS_PER_REWARD, description="catalog items granted")
 
 
 class CatalogItem(_Model):
     """A reward that is not a number: a coupon and its terms."""
 
-    kind: Literal["coupon"] = "coupon"
-    title: Str = Field(min_length=1, max_length=120)
-    value_cents: Int = Field(ge=0)
-    min_spend_cents: Int = Field(0, ge=0)
-    valid_days: Int = Field(30, ge=1, le=3650)
+    kind: Literal["coupon"] = Field("coupon", description="the only kind today")
+    title: Str = Field(min_length=1, max_length=120, description="shown to the member")
+    value_cents: Int = Field(ge=0, description="discount in cents")
+    min_spend_cents: Int = Field(0, ge=0, description="smallest order it applies to, in cents")
+    valid_days: Int = Field(30, ge=1, le=3650, description="days from grant until it expires")
 
 
 class Tier(_Model):
     """A rung of the ladder, reached by lifetime XP."""
 
-    id: Name
-    name: Str = Field(min_length=1, max_length=60)
-    xp: Count
-    points_multiplier: float = Field(1.0, ge=0.0, le=100.0)
-    rewards: Rewards = Rewards()
+    id: Name = Field(description="stable id used in the API and in key paths (`tiers[gold]`)")
+    name: Str = Field(min_length=1, max_length=60, description="shown to the member")
+    xp: Count = Field(description="lifetime XP that reaches this tier; 0 for the first, rising after")
+    points_multiplier: float = Field(
+        1.0, ge=0.0, le=100.0, description="multiplies points from rules while in this tier; at most three decimals"
+    )
+    rewards: Rewards = Field(Rewards(), description="granted once on reaching this tier")
 
     @field_validator("points_multiplier", mode="before")
     @classmethod
@@ -174,6 +264,8 @@ class Tier(_Model):
 
 
 class QuestKind(str, Enum):
+    """How a quest repeats: never, each day, each week (Monday), or only inside its window."""
+
     ONCE = "once"
     DAILY = "daily"
     WEEKLY = "weekly"
@@ -183,26 +275,48 @@ class QuestKind(str, Enum):
 class Quest(_Model):
     """A goal: count events (or sum a field of them) until ``target``; then the rewards."""
 
-    title: Str = Field(min_length=1, max_length=120)
-    kind: QuestKind
-    event: Name
-    target: Int = Field(ge=1, le=1_000_000_000)
+    title: Str = Field(min_length=1, max_length=120, description="shown to the member")
+    kind: QuestKind = Field(description="once, daily, weekly (from Monday) or window (between starts and ends)")
+    event: Name = Field(description="the event type (under `[events]`) that advances it")
+    target: Int = Field(ge=1, le=1_000_000_000, description="count (or sum) at which the quest completes")
     sum: Name | None = Field(None, description="int field to add up; without it, events are counted")
-    where: dict[Name, Condition] = Field(default_factory=dict)
-    starts: datetime | None = None
-    ends: datetime | None = None
-    rewards: Rewards = Rewards()
+    where: dict[Name, Condition] = Field(
+        default_factory=dict, max_length=MAX_CONDITIONS, description="tests on the event's fields, by field name"
+    )
+    # Kept on every kind (issue 10 asked: document or refuse): bounds are useful for a seasonal
+    # daily or weekly quest, and the award path already honours them.
+    starts: datetime | None = Field(
+        None,
+        description="first instant the quest counts events, with its UTC offset (2026-12-12T00:00:00+08:00). "
+        "Required for window quests; optional for once, daily and weekly quests, which then run only from "
+        "this instant (a daily or weekly quest still resets every day or week in between)",
+    )
+    ends: datetime | None = Field(
+        None,
+        description="instant the quest stops counting (exclusive), with its UTC offset. Required for window "
+        "quests; optional for once, daily and weekly quests, which then run only until this instant "
+        "(a daily or weekly quest still resets every day or week before it)",
+    )
+    rewards: Rewards = Field(
+        Rewards(), description="granted once per completion (once per day or week when it repeats)"
+    )
 
 
 class Program(_Model):
     """A whole programme file."""
 
-    program: ProgramInfo
-    events: dict[Name, EventType]
-    rules: dict[Name, Rule] = Field(default_factory=dict)
-    tiers: tuple[Tier, ...] = Field(min_length=1)
-    quests: dict[Name, Quest] = Field(default_factory=dict)
-    catalog: dict[Name, CatalogItem] = Field(default_factory=dict)
+    program: ProgramInfo = Field(description="name, time zone and engine settings")
+    events: dict[Name, EventType] = Field(max_length=MAX_EVENT_TYPES, description="event types the shop posts, by name")
+    rules: dict[Name, Rule] = Field(
+        default_factory=dict, max_length=MAX_RULES, description="what events earn, by rule name"
+    )
+    tiers: tuple[Tier, ...] = Field(
+        min_length=1, max_length=MAX_TIERS, description="ascending by xp; the first has xp 0"
+    )
+    quests: dict[Name, Quest] = Field(default_factory=dict, max_length=MAX_QUESTS, description="goals, by quest name")
+    catalog: dict[Name, CatalogItem] = Field(
+        default_factory=dict, max_length=MAX_CATALOG_ITEMS, description="coupons that rewards name, by item name"
+    )
 
 
 # --- loading and checking -------------------------------------------------------------------
@@ -214,24 +328,62 @@ def parse_program(source: str | bytes, file: str) -> Program:
         text = source.decode("utf-8") if isinstance(source, bytes) else source
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{file}: not UTF-8", [ConfigProblem(file, "", f"not UTF-8 text: {exc}")]) from None
+    too_deep = f"nested too deeply: at most {MAX_NESTING} levels of tables and arrays"
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{file}: not valid TOML", [ConfigProblem(file, "", str(exc))]) from None
+        raise ConfigError(f"{file}: not valid TOML", [ConfigProblem(file, "", _toml_reason(exc))]) from None
+    except RecursionError:  # tomllib recurses per nested array or inline table
+        raise ConfigError(f"{file}: nested too deeply", [ConfigProblem(file, "", too_deep)]) from None
+    deep_at = _too_deep(raw)
+    if deep_at is not None:  # before pydantic and deepcopy, which recurse too
+        raise ConfigError(f"{file}: nested too deeply", [ConfigProblem(file, deep_at, too_deep)])
     try:
         program = Program.model_validate(raw)
     except ValidationError as exc:
-        problems = [ConfigProblem(file, _key_path(err["loc"]), _reason(err)) for err in exc.errors()]
+        problems = [ConfigProblem(file, path, reason) for path, reason in _shape_problems(exc.errors(), raw)]
         # Drop what the shape mistakes touch and cross-check the rest: one run names every mistake.
         pruned = _prune(raw, exc.errors())
         if pruned is not None:
             partial, dropped = pruned
             problems += [ConfigProblem(file, path, reason) for path, reason in _cross_check(partial, dropped)]
-        raise ConfigError(f"{file}: {len(problems)} problem(s)", problems) from None
+        raise ConfigError(f"{file}: {len(problems)} problem(s)", _capped(problems, file)) from None
     problems = [ConfigProblem(file, path, reason) for path, reason in _cross_check(program)]
     if problems:
-        raise ConfigError(f"{file}: {len(problems)} problem(s)", problems)
+        raise ConfigError(f"{file}: {len(problems)} problem(s)", _capped(problems, file))
     return program
+
+
+def _toml_reason(exc: tomllib.TOMLDecodeError) -> str:
+    """The parser's message with its position first: "not valid TOML at line 12, column 5: ..."."""
+    message = str(exc)
+    found = re.search(r" \((at line \d+, column \d+|at end of document)\)$", message)
+    if found is None:
+        return f"not valid TOML: {message}"
+    return f"not valid TOML {found.group(1)}: {message[: found.start()]}"
+
+
+def _too_deep(raw: dict[str, Any]) -> str | None:
+    """Key path of the first value nested past ``MAX_NESTING``, or None (iterative: no recursion)."""
+    stack: list[tuple[Any, int, str]] = [(raw, 0, "")]
+    while stack:
+        node, depth, path = stack.pop()
+        if depth > MAX_NESTING:
+            return path
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1, f"{path}.{k}" if path else str(k)) for k, v in node.items())
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1, path) for v in node)
+    return None
+
+
+def _capped(problems: list[ConfigProblem], file: str) -> list[ConfigProblem]:
+    """At most ``MAX_PROBLEMS``, then one line counting the rest: a 500-problem reply helps nobody."""
+    if len(problems) <= MAX_PROBLEMS:
+        return problems
+    rest = len(problems) - MAX_PROBLEMS
+    summary = ConfigProblem(file, "", f"and {rest} more problems (the first {MAX_PROBLEMS} are listed)")
+    return [*problems[:MAX_PROBLEMS], summary]
 
 
 _SECTIONS = ("events", "rules", "quests", "catalog")
@@ -284,27 +436,172 @@ def json_schema() -> dict[str, Any]:
     return schema
 
 
-_UNION_BRANCHES = frozenset({"int", "bool", "str", "float", "constrained-str", "constrained-int", "list", "tuple"})
+# --- shape mistakes in the designer's words -----------------------------------------------------
 
 
-def _key_path(loc: tuple[int | str, ...]) -> str:
-    parts: list[str] = []
-    for item in loc:
-        if isinstance(item, int):
-            parts.append(f"[{item}]")
-        elif item in _UNION_BRANCHES or "[" in item:
-            continue  # pydantic names the union branch it tried; designers do not need that
+def _shape_problems(errors: Sequence[Any], raw: dict[str, Any]) -> list[tuple[str, str]]:
+    """pydantic's errors as (key path, reason); a union's per-branch errors become one problem."""
+    out: list[tuple[str, str]] = []
+    branches: dict[str, list[str]] = {}  # key path -> union branches that all failed
+    for err in errors:
+        path, branch = _key_path(err["loc"], raw)
+        if branch is None:
+            out.append((path, _reason(err, path)))
+        elif path not in branches:
+            branches[path] = [branch]
+            out.append((path, ""))  # placeholder keeps the problem in pydantic's order
         else:
-            parts.append(("." if parts else "") + ("in" if item == "in_" else item))
-    return "".join(parts)
+            branches[path].append(branch)
+    return [(path, reason or _one_of_types(branches[path])) for path, reason in out]
 
 
-def _reason(err: Any) -> str:
-    if err["type"] == "extra_forbidden":
-        return "unknown key (check its spelling; see config/program.schema.json)"
-    if err["type"] == "missing":
-        return "required key is missing"
+def _key_path(loc: tuple[int | str, ...], raw: Any) -> tuple[str, str | None]:
+    """The designer's key path for a pydantic ``loc``, and the union branch it names (if any).
+
+    pydantic puts segments in ``loc`` that are not keys: the union branch it tried (``int``,
+    ``str``) and ``[key]`` for a bad table key. Which segments those are follows from the model,
+    not from their spelling, since a designer may name a field ``int`` or ``list``.
+    """
+    parts: list[str] = []
+    branch: str | None = None
+    annotation: Any = Program
+    node: Any = raw
+    i = 0
+    while i < len(loc):
+        item = loc[i]
+        annotation, arms = _unwrap(annotation)
+        if arms > 1:  # pydantic names the union branch it tried here
+            branch, annotation = str(item), None
+        elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            field = next((f for n, f in annotation.model_fields.items() if (f.alias or n) == item), None)
+            parts.append(f".{item}")
+            annotation = field.annotation if field else None
+            node = node.get(item) if isinstance(node, dict) else None
+        elif get_origin(annotation) is dict and isinstance(item, str):
+            parts.append(f".{item}")
+            annotation = get_args(annotation)[1]
+            node = node.get(item) if isinstance(node, dict) else None
+            if i + 1 < len(loc) and loc[i + 1] == "[key]":
+                i += 1  # the mistake is in the key itself: its path is the key's
+        elif get_origin(annotation) is tuple and isinstance(item, int):
+            element = get_args(annotation)[0]
+            label = _tier_label([_id_of(t) for t in node], item) if element is Tier and isinstance(node, list) else item
+            parts.append(f"[{label}]")
+            annotation = element
+            node = node[item] if isinstance(node, list) and item < len(node) else None
+        else:
+            parts.append(f"[{item}]" if isinstance(item, int) else f".{item}")
+            annotation = node = None
+        i += 1
+    return "".join(parts).removeprefix("."), branch
+
+
+def _unwrap(annotation: Any) -> tuple[Any, int]:
+    """``annotation`` without ``Annotated`` and ``| None``, and how many arms its union has."""
+    while True:
+        if get_origin(annotation) is Annotated:
+            annotation = get_args(annotation)[0]
+        elif get_origin(annotation) in (Union, types.UnionType):
+            arms = [a for a in get_args(annotation) if a is not type(None)]
+            if len(arms) > 1:
+                return annotation, len(arms)
+            annotation = arms[0]
+        else:
+            return annotation, 1
+
+
+def _id_of(tier: object) -> object:
+    return tier.get("id") if isinstance(tier, dict) else None
+
+
+def _tier_label(ids: Sequence[object], index: int) -> str:
+    """A tier's id for key paths (``tiers[gold]``); its index when the id is missing, invalid or shared."""
+    tier_id = ids[index] if index < len(ids) else None
+    if (
+        isinstance(tier_id, str)
+        and len(tier_id) <= MAX_NAME_LENGTH
+        and re.match(NAME_PATTERN, tier_id)
+        and ids.count(tier_id) == 1
+    ):
+        return tier_id
+    return str(index)
+
+
+_TYPE_WORDS = {"int": "a whole number", "bool": "true or false", "str": "text in quotes"}
+_TABLE = "must be a table, such as [section] or { key = value }"
+_TABLE_OF = {
+    "Condition": "must be a table of tests such as { gte = 100 }",
+    "FieldSpec": 'must be a table such as { type = "int" }',
+    "PerUnit": 'must be a table such as { field = "amount", every = 100, amount = 1 }',
+    "Rewards": "must be a table such as { points = 100 }",
+}
+_NOUNS = {
+    "tiers": "tiers", "events": "event types", "fields": "fields", "rules": "rules", "quests": "quests",
+    "catalog": "catalog items", "coupons": "coupons", "where": "conditions",
+}
+_WHEN = "must be a date and time with its UTC offset, such as 2026-12-12T00:00:00+08:00 (no quotes)"
+_REASONS = {
+    "extra_forbidden": "unknown key (check its spelling; see config/program.schema.json)",
+    "missing": "required key is missing",
+    "int_type": "must be a whole number such as 100 (no quotes)",
+    "int_parsing": "must be a whole number such as 100 (no quotes)",
+    "int_from_float": "must be a whole number such as 100 (no quotes)",
+    "bool_type": "must be true or false (no quotes)",
+    "bool_parsing": "must be true or false (no quotes)",
+    "string_type": 'must be text in quotes, such as "gold"',
+    "float_type": "must be a number such as 1.25 (no quotes)",
+    "float_parsing": "must be a number such as 1.25 (no quotes)",
+    "dict_type": _TABLE,
+    "tuple_type": 'must be an array such as ["a", "b"]',
+    "list_type": 'must be an array such as ["a", "b"]',
+    "string_pattern_mismatch": NAME_RULE,  # the only pattern is the one names follow
+    "datetime_type": _WHEN,
+    "datetime_parsing": _WHEN,
+    "datetime_from_date_parsing": _WHEN,
+}
+
+
+def _reason(err: Any, path: str) -> str:
+    """One pydantic error as a sentence a programme designer reads without knowing pydantic."""
+    kind, ctx = err["type"], err.get("ctx") or {}
+    noun = _NOUNS.get(re.split(r"[.\[]", path)[-1], "values")
+    if kind in _REASONS:
+        return _REASONS[kind]
+    if kind in ("model_type", "model_attributes_type"):
+        return _TABLE_OF.get(ctx.get("class_name", ""), _TABLE)
+    if kind == "too_long":
+        actual = ctx.get("actual_length") or len(err.get("input") or ())  # pydantic leaves it None for tables
+        return f"at most {ctx['max_length']:,} {noun} are allowed (this has {actual:,})"
+    if kind == "too_short":
+        count = ctx["min_length"]
+        return f"needs at least {count:,} {noun[:-1] if count == 1 else noun}"
+    if kind == "string_too_long":
+        return f"must be at most {ctx['max_length']:,} characters long"
+    if kind == "string_too_short":
+        shortest = ctx["min_length"]
+        return "must not be empty" if shortest == 1 else f"must be at least {shortest:,} characters long"
+    bounds = {"greater_than_equal": ("ge", "at least"), "less_than_equal": ("le", "at most"),
+              "greater_than": ("gt", "more than"), "less_than": ("lt", "less than")}
+    if kind in bounds:
+        key, words = bounds[kind]
+        return f"must be {words} {_number(ctx[key])}"
+    if kind in ("enum", "literal_error"):
+        return "must be one of " + ", ".join(f'"{v}"' for v in re.findall(r"'([^']*)'", ctx.get("expected", "")))
     return str(err["msg"]).removeprefix("Value error, ")
+
+
+def _one_of_types(branches: list[str]) -> str:
+    """'must be a whole number, true or false, or text in quotes' for a value no union arm took."""
+    words = [_TYPE_WORDS.get(b, b) for b in branches]
+    if len(words) == 1:
+        return f"must be {words[0]}"
+    return "must be " + ", ".join(words[:-1]) + ("," if len(words) > 2 else "") + f" or {words[-1]}"
+
+
+def _number(value: object) -> str:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return f"{value:,}" if isinstance(value, int) else str(value)
 
 
 def _cross_check(p: Program, dropped: dict[str, set[str]] | None = None) -> list[tuple[str, str]]:
@@ -330,14 +627,14 @@ def _cross_check(p: Program, dropped: dict[str, set[str]] | None = None) -> list
             ordered = (cond.gt, cond.gte, cond.lt, cond.lte)
             if spec.type is not FieldType.INT and any(v is not None for v in ordered):
                 out.append((f"{path}.where.{name}", f"gt/gte/lt/lte need an int field; {name!r} is {spec.type.value}"))
-            for op in ("eq", "ne"):
-                value = getattr(cond, op)
-                if value is not None and not _fits(spec.type, value):
-                    out.append((f"{path}.where.{name}.{op}", f"{value!r} is not a {spec.type.value}"))
-            for op, values in (("in", cond.in_), ("not_in", cond.not_in)):
-                for value in values or ():
-                    if not _fits(spec.type, value):
-                        out.append((f"{path}.where.{name}.{op}", f"{value!r} is not a {spec.type.value}"))
+                continue
+            mistyped = [
+                (f"{path}.where.{name}.{op}", f"{value!r} is not a {spec.type.value}")
+                for op, values in _operands(cond)
+                for value in values
+                if not _fits(spec.type, value)
+            ]
+            out.extend(mistyped or _dead_tests(f"{path}.where.{name}", name, spec, cond))
 
     def check_rewards(path: str, rewards: Rewards) -> None:
         for i, coupon in enumerate(rewards.coupons):
@@ -361,6 +658,20 @@ def _cross_check(p: Program, dropped: dict[str, set[str]] | None = None) -> list
             if spec.type is not FieldType.STR and spec.one_of is not None:
                 out.append((f"{path}.one_of", "applies to str fields only"))
 
+    for section, items, limit, verb in (
+        ("rules", p.rules, MAX_RULES_PER_EVENT, "name"),
+        ("quests", p.quests, MAX_QUESTS_PER_EVENT, "count"),
+    ):
+        per_event: dict[str, list[str]] = {}
+        for name, item in items.items():
+            per_event.setdefault(item.event, []).append(name)
+        for event, names in per_event.items():
+            if len(names) > limit:
+                out.append((
+                    f"{section}.{names[limit]}.event",
+                    f"at most {limit} {section} may {verb} one event type; {len(names)} {verb} {event!r}",
+                ))
+
     for name, rule in p.rules.items():
         path = f"rules.{name}"
         if rule.event not in p.events:
@@ -374,8 +685,9 @@ def _cross_check(p: Program, dropped: dict[str, set[str]] | None = None) -> list
         check_where(path, rule.event, rule.where)
 
     seen: set[str] = set()
+    tier_ids = [tier.id for tier in p.tiers]
     for i, tier in enumerate(() if gone("tiers", "*") else p.tiers):
-        path = f"tiers[{i}]"
+        path = f"tiers[{_tier_label(tier_ids, i)}]"
         if tier.id in seen:
             out.append((f"{path}.id", f"tier {tier.id!r} is declared twice"))
         seen.add(tier.id)
@@ -406,6 +718,45 @@ def _cross_check(p: Program, dropped: dict[str, set[str]] | None = None) -> list
             and quest.starts >= quest.ends
         ):
             out.append((f"{path}.ends", "must be after starts"))
+    return out
+
+
+def _operands(cond: Condition) -> list[tuple[str, tuple[Any, ...]]]:
+    """The equality tests of ``cond`` as (key, values): eq and ne hold one value, in and not_in many."""
+    pairs = (("eq", (cond.eq,)), ("ne", (cond.ne,)), ("in", cond.in_ or ()), ("not_in", cond.not_in or ()))
+    return [(op, tuple(v for v in values if v is not None)) for op, values in pairs]
+
+
+def _dead_tests(path: str, name: str, spec: FieldSpec, cond: Condition) -> list[tuple[str, str]]:
+    """Tests that can never hold (or never fail) given the field's one_of or min..max.
+
+    Such a rule or quest would silently never fire (eq, in, gt...) or the test would be a no-op
+    (ne, not_in): both are mistakes a designer wants named.
+    """
+    out: list[tuple[str, str]] = []
+    outcome = {"eq": "never hold", "in": "never hold", "ne": "always hold", "not_in": "always hold"}
+    lo, hi = spec.min, spec.max
+    span = f"{'' if lo is None else lo}..{'' if hi is None else hi}"
+    for op, values in _operands(cond):
+        for value in values:
+            if spec.type is FieldType.STR and spec.one_of is not None and value not in spec.one_of:
+                allowed = ", ".join(spec.one_of)
+                why = f"{value!r} is not one of the values {name!r} takes ({allowed})"
+                out.append((f"{path}.{op}", f"{why}: this test would {outcome[op]}"))
+            elif spec.type is FieldType.INT and ((lo is not None and value < lo) or (hi is not None and value > hi)):
+                why = f"{value} is outside {span}, the range of {name!r}"
+                out.append((f"{path}.{op}", f"{why}: this test would {outcome[op]}"))
+    bounds = (("gt", cond.gt, hi is not None and cond.gt is not None and cond.gt >= hi),
+              ("gte", cond.gte, hi is not None and cond.gte is not None and cond.gte > hi),
+              ("lt", cond.lt, lo is not None and cond.lt is not None and cond.lt <= lo),
+              ("lte", cond.lte, lo is not None and cond.lte is not None and cond.lte < lo))
+    for op, value, dead in bounds:
+        if dead:
+            out.append((f"{path}.{op}", f"{op} {value} can never hold: {name!r} lies in {span}"))
+    lowest = max((v for v in (cond.gte, None if cond.gt is None else cond.gt + 1) if v is not None), default=None)
+    highest = min((v for v in (cond.lte, None if cond.lt is None else cond.lt - 1) if v is not None), default=None)
+    if not out and lowest is not None and highest is not None and lowest > highest:
+        out.append((path, "can never hold: no whole number passes both the lower and the upper bound"))
     return out
 
 

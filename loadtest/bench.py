@@ -9,7 +9,9 @@ taken minutes apart on the same loopback, the same embedded Valkey and the same 
 2. batch ingest: ``POST /v1/events`` with 1,000 events a request, against baseline (b), the real
    award script with real plans, pre-encoded and pipelined straight into the server
    (``loadtest/redisload.py``);
-3. memory: Redis bytes per member and per retained dedupe entry, against one SET-NX key per event.
+3. memory: Redis bytes per member and per retained dedupe entry, against one SET-NX key per event;
+4. server cost: Valkey CPU per award, per duplicate, and per award under a programme at every
+   size limit the validator allows (``loadtest/servercost.py``).
 
 It is a report: it exits 0 when a target is missed, and non-zero only when something failed to
 run (2) or was interrupted (130).
@@ -47,7 +49,7 @@ from engine.keys import Keys
 from engine.pipelining import AutoPipeline
 from engine.scripts import Scripts
 from engine.store import AwardStatus, AwardStore
-from loadtest import redisload
+from loadtest import redisload, servercost
 from loadtest.httpload import LoadResult, LoadSpec
 from realtime.embedded import EmbeddedValkey
 
@@ -57,7 +59,7 @@ APPLIED = '"status":"applied"'
 
 # Databases of the bench's own server: the load runs share db 0 (by key prefix); each memory
 # measurement starts from an empty database, so its keyspace growth is its own.
-DB_MEMBERS, DB_DEDUPE, DB_SETNX = 1, 2, 3
+DB_MEMBERS, DB_DEDUPE, DB_SETNX, DB_COST = 1, 2, 3, 4
 
 
 class BenchError(RuntimeError):
@@ -388,7 +390,8 @@ def run_memory(opts: Options, url: str, program: CompiledProgram, run_id: str) -
             pipe = client.pipeline(transaction=False)
             for p in plans[i : i + 1000]:
                 key = keys.member(p.event.member).dedupe(p.dedupe_bucket)
-                pipe.hset(key, p.dedupe_field, p.event.fingerprint)
+                # fingerprint and the award's feed entry id, packed as award.lua packs them
+                pipe.hset(key, p.dedupe_field, p.event.fingerprint + now_ms.to_bytes(6, "big") + bytes(2))
                 pipe.pexpireat(key, p.dedupe_expire_ms)
             pipe.execute()
         dedupe_delta = (used_memory(client, settle_s) - before) / count
@@ -414,6 +417,16 @@ def run_memory(opts: Options, url: str, program: CompiledProgram, run_id: str) -
           f"{len(dedupe_keys):,} bucket hashes, {dedupe_delta:.1f} B by used_memory growth")
     print(f"  per SET-NX-PX key (baseline): {setnx:.1f} B by used_memory growth", flush=True)
     return result
+
+
+def run_server_cost(opts: Options, url: str, program: CompiledProgram, run_id: str) -> servercost.ServerCost:
+    members = 1000 if opts.quick else 5000
+    print(f"\n[5] server cost: Valkey CPU per EVALSHA (INFO commandstats), {members:,} calls per path", flush=True)
+    cost = servercost.measure(url, DB_COST, program, run_id, int(time.time() * 1000), members)
+    print(f"  purchase, example programme  {cost.award_us:6.1f} us/award")
+    print(f"  the same events again        {cost.duplicate_us:6.1f} us/duplicate (replays the original award)")
+    print(f"  purchase, programme at its limits ({cost.limits})  {cost.at_limits_us:6.1f} us/award", flush=True)
+    return cost
 
 
 def _key_breakdown(client: redis_sync.Redis, keys: Keys, members: Sequence[str]) -> dict[str, float]:
@@ -448,7 +461,13 @@ class Row:
     verdict: str  # MET, MISSED, or "report" where there is no target
 
 
-def summary_rows(pairs: list[HttpPair], batch: LoadResult, pipeline: redisload.PipelineResult, memory: Memory) -> list[Row]:
+def summary_rows(
+    pairs: list[HttpPair],
+    batch: LoadResult,
+    pipeline: redisload.PipelineResult,
+    memory: Memory,
+    cost: servercost.ServerCost,
+) -> list[Row]:
     def med(values: Iterable[float]) -> float:
         return statistics.median(values)
 
@@ -483,6 +502,11 @@ def summary_rows(pairs: list[HttpPair], batch: LoadResult, pipeline: redisload.P
         Row("Redis bytes per dedupe entry (used_memory)", f"{memory.dedupe_delta_per_entry_b:.1f}",
             f"{memory.setnx_per_key_b:.1f}", f"{memory.dedupe_delta_per_entry_b / memory.setnx_per_key_b:.2f}x",
             "<= 50 B", verdict(memory.dedupe_delta_per_entry_b <= 50)),
+        Row("Valkey us per award (purchase)", f"{cost.award_us:.1f}", "-", "-", "<= 60 us", verdict(cost.award_us <= 60)),
+        Row("Valkey us per duplicate (replays the award)", f"{cost.duplicate_us:.1f}", f"{cost.award_us:.1f}",
+            f"{cost.duplicate_us / cost.award_us:.2f}x", "-", "report"),
+        Row("Valkey us per award, programme at its limits", f"{cost.at_limits_us:.1f}", f"{cost.award_us:.1f}",
+            f"{cost.at_limits_us / cost.award_us:.2f}x", "-", "report"),
         Row("HTTP errors (non-2xx) and events not applied", f"{errors + not_applied}", "-", "-", "0",
             verdict(errors + not_applied == 0)),
     ]
@@ -568,7 +592,8 @@ def run(opts: Options, workdir: Path) -> list[Row]:
         procs.stop_all()  # what follows needs neither server; their connections leave the memory figures
 
         memory = run_memory(opts, url, program, run_id)
-        rows = summary_rows(pairs, batch, pipeline, memory)
+        cost = run_server_cost(opts, url, program, run_id)
+        rows = summary_rows(pairs, batch, pipeline, memory, cost)
         print_summary(rows, pairs)
         return rows
     finally:

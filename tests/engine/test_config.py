@@ -9,7 +9,8 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from engine.config import compile_program, json_schema, load_program, parse_program
+from engine import config
+from engine.config import Quest, compile_program, json_schema, load_program, parse_program
 from engine.errors import ConfigError, ConfigProblem
 
 FILE = "config/member_day.toml"
@@ -87,8 +88,8 @@ def test_version_is_the_source_hash(example_config_path: Path) -> None:
          "rules.purchase_xp.per.unit"),
         (("where.has_photo.eq = true\ndaily_cap = 90", "where.has_photo.equals = true\ndaily_cap = 90"),
          "rules.photo_review_bonus.where.has_photo.equals"),
-        (("points_multiplier = 1.1\n", "points_multiplier = 1.1\nbonus = 3\n"), "tiers[1].bonus"),
-        (("rewards = { points = 200,", "rewards = { point = 200,"), "tiers[1].rewards.point"),
+        (("points_multiplier = 1.1\n", "points_multiplier = 1.1\nbonus = 3\n"), "tiers[silver].bonus"),
+        (("rewards = { points = 200,", "rewards = { point = 200,"), "tiers[silver].rewards.point"),
         (("title = \"Place your first order\"\n", "title = \"Place your first order\"\nrepeat = true\n"),
          "quests.first_order.repeat"),
         (("min_spend_cents = 9_900", "min_spend_cent = 9_900"), "catalog.silver-welcome.min_spend_cent"),
@@ -106,7 +107,7 @@ def test_unknown_key_is_named_with_its_path(example_text: str, edit: tuple[str, 
 @pytest.mark.parametrize(
     ("edit", "path"),
     [
-        (("xp = 1_000\n", "xp = \"lots\"\n"), "tiers[1].xp"),
+        (("xp = 1_000\n", "xp = \"lots\"\n"), "tiers[silver].xp"),
         (("daily_cap = 5_000", "daily_cap = \"lots\""), "rules.purchase_points.daily_cap"),
         (("feed_length = 500", "feed_length = [500]"), "program.feed_length"),
         (("dedupe_retention_days = 14", "dedupe_retention_days = 3"), "program.dedupe_retention_days"),
@@ -156,10 +157,10 @@ def test_wrong_type_or_range_is_named_with_its_path(example_text: str, edit: tup
         (("coupons = [\"free-shipping\"] }", "coupons = [\"free-shiping\"] }"), "quests.first_order.rewards.coupons[0]",
          "no catalog item 'free-shiping'"),
         (("coupons = [\"gold-welcome\", \"free-shipping\"]", "coupons = [\"gold-welcome\", \"free-shipment\"]"),
-         "tiers[2].rewards.coupons[1]", "no catalog item"),
-        (("xp = 5_000", "xp = 500"), "tiers[2].xp", "greater than the tier before it (1000)"),
-        (("xp = 20_000", "xp = 5_000"), "tiers[3].xp", "greater than the tier before it (5000)"),
-        (("xp = 0\n", "xp = 10\n"), "tiers[0].xp", "must be 0"),
+         "tiers[gold].rewards.coupons[1]", "no catalog item"),
+        (("xp = 5_000", "xp = 500"), "tiers[gold].xp", "greater than the tier before it (1000)"),
+        (("xp = 20_000", "xp = 5_000"), "tiers[platinum].xp", "greater than the tier before it (5000)"),
+        (("xp = 0\n", "xp = 10\n"), "tiers[bronze].xp", "must be 0"),
         (("id = \"gold\"", "id = \"silver\""), "tiers[2].id", "declared twice"),
         (("starts = 2026-12-12T00:00:00+08:00\n", ""), "quests.double_twelve_big_orders", "needs both"),
         (("ends = 2026-12-13T00:00:00+08:00", "ends = 2026-12-11T00:00:00+08:00"),
@@ -169,7 +170,7 @@ def test_wrong_type_or_range_is_named_with_its_path(example_text: str, edit: tup
         (("starts = 2026-12-12T00:00:00+08:00", "starts = 2026-12-12T00:00:00"),
          "quests.double_twelve_big_orders.starts", "UTC offset"),
         (("timezone = \"Asia/Shanghai\"", "timezone = \"Asia/Shangai\""), "program.timezone", "unknown time zone"),
-        (("points_multiplier = 1.25", "points_multiplier = 1.2505"), "tiers[2].points_multiplier", "three decimals"),
+        (("points_multiplier = 1.25", "points_multiplier = 1.2505"), "tiers[gold].points_multiplier", "three decimals"),
         (("per = { field = \"amount\", every = 100, amount = 1 }      # 1 XP",
           "fixed = 3\nper = { field = \"amount\", every = 100, amount = 1 }      # 1 XP"), "rules.purchase_xp", "exactly one"),
         (("fixed = 1\ndaily_cap = 1", "daily_cap = 1"), "rules.login_xp", "exactly one"),
@@ -214,6 +215,7 @@ def test_invalid_toml_names_the_file(example_text: str) -> None:
     assert len(problems) == 1
     assert (problems[0].file, problems[0].path) == (FILE, "")
     assert "line 11" in problems[0].reason
+    assert problems[0].reason.startswith("not valid TOML at line 11, column ")
     assert str(problems[0]).startswith(f"{FILE}: <top>: ")
 
 
@@ -228,7 +230,7 @@ def test_every_shape_mistake_is_reported(example_text: str) -> None:
     )
     assert paths_of(text) == {
         "rules.purchase_points.daly_cap",
-        "tiers[1].xp",
+        "tiers[silver].xp",
         "program.timezone",
         "catalog.platinum-welcome.value_cents",
     }
@@ -246,7 +248,7 @@ def test_every_whole_file_mistake_is_reported(example_text: str) -> None:
     )
     assert paths_of(text) == {
         "rules.share_xp.event",
-        "tiers[2].xp",
+        "tiers[gold].xp",
         "quests.first_order.rewards.coupons[0]",
         "quests.weekly_spend.sum",
         "quests.double_twelve_big_orders.ends",
@@ -295,3 +297,287 @@ def test_committed_schema_matches_the_models() -> None:
     """config/program.schema.json equals a freshly generated schema (run `make schema` after a model change)."""
     committed = json.loads((ROOT / "config" / "program.schema.json").read_text())
     assert committed == json.loads(json.dumps(json_schema()))
+
+
+# --- limits, nesting, zones, dead conditions, plain words, key paths (issue 10) -----------------
+
+MINIMAL = """\
+[program]
+name = "p"
+
+[events.buy]
+fields.amount = { type = "int", min = 1, max = 1000 }
+fields.channel = { type = "str", one_of = ["till", "app", "collect"] }
+
+[[tiers]]
+id = "t0"
+name = "T0"
+xp = 0
+"""
+
+
+def _many(template: str, count: int) -> str:
+    return "\n".join(template.format(i=i) for i in range(count))
+
+
+def _values(count: int, quoted: bool = False) -> str:
+    return ", ".join(f'"v{i}"' if quoted else str(i + 1) for i in range(count))
+
+
+@pytest.mark.parametrize(
+    ("extra", "path", "limit", "noun"),
+    [
+        (_many('[[tiers]]\nid = "t{i}x"\nname = "T"\nxp = 1{i}', config.MAX_TIERS), "tiers", config.MAX_TIERS, "tiers"),
+        (_many("[events.e{i}]", config.MAX_EVENT_TYPES), "events", config.MAX_EVENT_TYPES, "event types"),
+        ("[events.wide]\n" + _many('fields.f{i} = {{ type = "int" }}', config.MAX_FIELDS + 1),
+         "events.wide.fields", config.MAX_FIELDS, "fields"),
+        (_many('[rules.r{i}]\nevent = "buy"\ngrant = "xp"\nfixed = 1', config.MAX_RULES + 1),
+         "rules", config.MAX_RULES, "rules"),
+        (_many('[quests.q{i}]\ntitle = "q"\nkind = "once"\nevent = "buy"\ntarget = 1', config.MAX_QUESTS + 1),
+         "quests", config.MAX_QUESTS, "quests"),
+        (_many('[catalog.c{i}]\ntitle = "c"\nvalue_cents = 1', config.MAX_CATALOG_ITEMS + 1),
+         "catalog", config.MAX_CATALOG_ITEMS, "catalog items"),
+        ('[quests.q]\ntitle = "q"\nkind = "once"\nevent = "buy"\ntarget = 1\n'
+         f"rewards = {{ coupons = [{_values(config.MAX_COUPONS_PER_REWARD + 1, quoted=True)}] }}",
+         "quests.q.rewards.coupons", config.MAX_COUPONS_PER_REWARD, "coupons"),
+        ('[rules.r]\nevent = "buy"\ngrant = "xp"\nfixed = 1\n' + _many("where.f{i}.eq = 1", config.MAX_CONDITIONS + 1),
+         "rules.r.where", config.MAX_CONDITIONS, "conditions"),
+        (f'[rules.r]\nevent = "buy"\ngrant = "xp"\nfixed = 1\nwhere.amount.in = [{_values(config.MAX_VALUES + 1)}]',
+         "rules.r.where.amount.in", config.MAX_VALUES, "values"),
+        (f'[events.e]\nfields.c = {{ type = "str", one_of = [{_values(config.MAX_VALUES + 1, quoted=True)}] }}',
+         "events.e.fields.c.one_of", config.MAX_VALUES, "values"),
+    ],
+    ids=["tiers", "event_types", "fields", "rules", "quests", "catalog", "coupons", "where", "in", "one_of"],
+)
+def test_limits_are_refused_and_named(extra: str, path: str, limit: int, noun: str) -> None:
+    """A programme past a documented limit is refused at the section's path, naming the limit."""
+    problems = problems_of(MINIMAL + "\n" + extra + "\n")
+    assert [p.path for p in problems] == [path]
+    assert f"at most {limit:,} {noun}" in problems[0].reason
+
+
+def test_limits_hold_at_the_limit() -> None:
+    """Exactly at each limit a programme still validates (the limits are inclusive)."""
+    text = MINIMAL + "\n".join(
+        [
+            _many('[[tiers]]\nid = "t{i}x"\nname = "T"\nxp = 1{i}', config.MAX_TIERS - 1),
+            _many("[events.e{i}]", config.MAX_RULES // config.MAX_RULES_PER_EVENT + 1),
+            "\n".join(  # as many rules as allowed, each event type named by as many as allowed
+                f'[rules.r{i}]\nevent = "e{i // config.MAX_RULES_PER_EVENT}"\ngrant = "xp"\nfixed = 1'
+                for i in range(config.MAX_RULES - 1)
+            ),
+            f'[rules.wide]\nevent = "buy"\ngrant = "xp"\nfixed = 1\nwhere.amount.in = [{_values(config.MAX_VALUES)}]',
+        ]
+    )
+    program = parse_program(text, FILE)
+    assert len(program.tiers) == config.MAX_TIERS
+
+
+@pytest.mark.parametrize(
+    ("template", "section", "limit", "verb"),
+    [
+        ('[rules.r{i}]\nevent = "buy"\ngrant = "xp"\nfixed = 1', "rules", config.MAX_RULES_PER_EVENT, "name"),
+        ('[quests.q{i}]\ntitle = "q"\nkind = "daily"\nevent = "buy"\ntarget = 9', "quests", config.MAX_QUESTS_PER_EVENT, "count"),
+    ],
+    ids=["rules", "quests"],
+)
+def test_one_event_type_moves_a_bounded_number_of_rules_and_quests(template: str, section: str, limit: int, verb: str) -> None:
+    """One award runs every rule and quest of its event type: past the per-event limit, the first
+    one over is named; exactly at it, the programme validates."""
+    assert parse_program(MINIMAL + _many(template, limit), FILE)
+    problems = problems_of(MINIMAL + _many(template, limit + 1))
+    assert [p.path for p in problems] == [f"{section}.{section[0]}{limit}.event"]
+    assert f"at most {limit} {section} may {verb} one event type" in problems[0].reason
+
+
+def test_a_huge_tier_table_is_one_problem() -> None:
+    """18,000 tiers (the 858 KB programme of the issue) is one problem naming the tier limit."""
+    tiers = _many('[[tiers]]\nid = "t{i}x"\nname = "T"\nxp = 1{i}', 18_000)
+    problems = problems_of(MINIMAL + tiers)
+    assert [(p.path, p.reason) for p in problems] == [
+        ("tiers", f"at most {config.MAX_TIERS} tiers are allowed (this has 18,001)")
+    ]
+
+
+@pytest.mark.parametrize("depth", [20_000, 300, config.MAX_NESTING + 1])
+def test_deep_nesting_is_a_problem_not_a_crash(depth: int) -> None:
+    """A deeply nested array is a ConfigProblem saying so, never a RecursionError."""
+    problems = problems_of(MINIMAL + "x = " + "[" * depth + "]" * depth + "\n")
+    assert len(problems) == 1
+    assert "nested too deeply" in problems[0].reason
+
+
+def test_deep_nesting_inside_a_known_key_is_named_there(example_text: str) -> None:
+    """Nesting past the limit under a real key names that key's path."""
+    deep = "[" * 40 + "1" + "]" * 40
+    problems = problems_of(mutate(example_text, ("where.amount.gte = 10_000", f"where.amount.in = {deep}")))
+    assert [p.path for p in problems] == ["quests.double_twelve_big_orders.where.amount.in"]
+    assert "nested too deeply" in problems[0].reason
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Asia/Shanghai", "Europe/Berlin", "America/Argentina/Buenos_Aires", "Etc/GMT+8"])
+def test_region_zones_are_accepted(example_text: str, zone: str) -> None:
+    """UTC and IANA region zones are accepted."""
+    program = parse_program(mutate(example_text, ('timezone = "Asia/Shanghai"', f'timezone = "{zone}"')), FILE)
+    assert program.program.timezone == zone
+
+
+@pytest.mark.parametrize(
+    "zone", ["localtime", "posixrules", "Factory", "../etc/x", "/etc/localtime", "GMT", "PRC", "posix/Asia/Shanghai", ""]
+)
+def test_host_dependent_or_alias_zones_are_refused(example_text: str, zone: str) -> None:
+    """Zones whose meaning depends on the host (localtime, posixrules, Factory) or are not region names are refused."""
+    problems = problems_of(mutate(example_text, ('timezone = "Asia/Shanghai"', f'timezone = "{zone}"')))
+    assert [p.path for p in problems] == ["program.timezone"]
+    assert "UTC" in problems[0].reason and "Europe/Berlin" in problems[0].reason
+
+
+PURCHASE_XP = ("every = 100, amount = 1 }      # 1 XP per ¥1\n",)
+REVIEW_POINTS = "fixed = 20\n"
+
+
+@pytest.mark.parametrize(
+    ("anchor", "where", "path", "reason_part"),
+    [
+        (PURCHASE_XP[0], 'where.channel.eq = "shop"', "rules.purchase_xp.where.channel.eq", "'shop' is not one of"),
+        (PURCHASE_XP[0], 'where.channel.ne = "shop"', "rules.purchase_xp.where.channel.ne", "'shop' is not one of"),
+        (PURCHASE_XP[0], 'where.channel.in = ["app", "shop"]', "rules.purchase_xp.where.channel.in", "'shop' is not one of"),
+        (PURCHASE_XP[0], 'where.channel.not_in = ["shop"]', "rules.purchase_xp.where.channel.not_in", "'shop'"),
+        (REVIEW_POINTS, "where.stars.eq = 6", "rules.review_points.where.stars.eq", "outside 1..5"),
+        (REVIEW_POINTS, "where.stars.in = [0, 3]", "rules.review_points.where.stars.in", "0 is outside 1..5"),
+        (REVIEW_POINTS, "where.stars.ne = 9", "rules.review_points.where.stars.ne", "outside 1..5"),
+        (REVIEW_POINTS, "where.stars.gt = 5", "rules.review_points.where.stars.gt", "can never hold"),
+        (REVIEW_POINTS, "where.stars.gte = 6", "rules.review_points.where.stars.gte", "can never hold"),
+        (REVIEW_POINTS, "where.stars.lt = 1", "rules.review_points.where.stars.lt", "can never hold"),
+        (REVIEW_POINTS, "where.stars.lte = 0", "rules.review_points.where.stars.lte", "can never hold"),
+        (REVIEW_POINTS, "where.stars = { gte = 4, lt = 3 }", "rules.review_points.where.stars", "can never hold"),
+    ],
+)
+def test_a_condition_that_cannot_matter_is_refused(
+    example_text: str, anchor: str, where: str, path: str, reason_part: str
+) -> None:
+    """A where test on a value the field can never take is refused: the rule would never (or always) fire."""
+    problems = problems_of(mutate(example_text, (anchor, f"{anchor}{where}\n")))
+    assert [p.path for p in problems] == [path]
+    assert reason_part in problems[0].reason
+
+
+@pytest.mark.parametrize(
+    ("anchor", "where"),
+    [
+        (PURCHASE_XP[0], 'where.channel.in = ["app", "store"]'),
+        (PURCHASE_XP[0], 'where.channel.ne = "web"'),
+        (REVIEW_POINTS, "where.stars.gte = 5"),
+        (REVIEW_POINTS, "where.stars.gt = 4"),
+        (REVIEW_POINTS, "where.stars.lte = 1"),
+        (REVIEW_POINTS, "where.stars = { gte = 2, lte = 2 }"),
+        (REVIEW_POINTS, "where.stars.in = [1, 5]"),
+    ],
+)
+def test_a_condition_that_can_hold_is_accepted(example_text: str, anchor: str, where: str) -> None:
+    """Tests inside the field's values or range still validate."""
+    parse_program(mutate(example_text, (anchor, f"{anchor}{where}\n")), FILE)
+
+
+def test_starts_and_ends_on_a_weekly_quest_are_kept_and_documented(example_text: str) -> None:
+    """starts/ends on a daily or weekly quest bound when it runs; the field description says so."""
+    text = mutate(example_text, ('kind = "weekly"\nevent = "review"',
+                                 'kind = "weekly"\nevent = "review"\nstarts = 2026-01-05T00:00:00+08:00'))
+    source = text.encode()
+    program = compile_program(parse_program(source, FILE), source)
+    quest = next(q for q in program.quests if q.id == "weekly_reviews")
+    assert quest.starts_ms == 1_767_542_400_000 and quest.ends_ms is None
+    for key in ("starts", "ends"):
+        description = Quest.model_fields[key].description or ""
+        assert "daily" in description and "weekly" in description
+
+
+PYDANTIC_WORDS = ("Input should", "String should", "instance of", "should have", "valid dictionary", "^[")
+
+
+@pytest.mark.parametrize(
+    ("edit", "path", "reason"),
+    [
+        (("where.amount.gte = 10_000", "where.amount = 5"), "quests.double_twelve_big_orders.where.amount",
+         "must be a table of tests such as { gte = 100 }"),
+        (("[rules.share_xp]", "[rules.\"share xp\"]"), "rules.share xp",
+         "names use letters, digits, _ and - (at most 48), starting with a letter or digit"),
+        (("event = \"share\"\ngrant", "event = \"sh are\"\ngrant"), "rules.share_xp.event",
+         "names use letters, digits, _ and - (at most 48), starting with a letter or digit"),
+        (("daily_cap = 5_000", "daily_cap = \"lots\""), "rules.purchase_points.daily_cap",
+         "must be a whole number such as 100 (no quotes)"),
+        (("target = 30_000", "target = 30.5"), "quests.weekly_spend.target", "must be a whole number such as 100 (no quotes)"),
+        (("fields.sku = { type = \"str\", max_length = 64, required = false }",
+          "fields.sku = { type = \"str\", max_length = 64, required = \"no\" }"), "events.purchase.fields.sku.required",
+         "must be true or false (no quotes)"),
+        (("name = \"Gold\"", "name = 5"), "tiers[gold].name", "must be text in quotes, such as \"gold\""),
+        (("[events.login]\n", "[events.login]\nfields = 3\n"), "events.login.fields",
+         "must be a table, such as [section] or { key = value }"),
+        (("[events.login]\n", "[events.login]\nfields.x = 3\n"), "events.login.fields.x",
+         "must be a table such as { type = \"int\" }"),
+        (("coupons = [\"weekly-10\"]", "coupons = \"weekly-10\""), "quests.weekly_spend.rewards.coupons",
+         "must be an array such as [\"a\", \"b\"]"),
+        (("title = \"Check in today\"", "title = \"" + "x" * 121 + "\""), "quests.daily_checkin.title",
+         "must be at most 120 characters long"),
+        (("name = \"Tea House member programme\"", "name = \"\""), "program.name", "must not be empty"),
+        (("dedupe_retention_days = 14", "dedupe_retention_days = 3"), "program.dedupe_retention_days", "must be at least 7"),
+        (("points_multiplier = 1.25", "points_multiplier = 1000.0"), "tiers[gold].points_multiplier", "must be at most 100"),
+        (("target = 30_000", "target = 0"), "quests.weekly_spend.target", "must be at least 1"),
+        (("kind = \"weekly\"\nevent = \"review\"", "kind = \"monthly\"\nevent = \"review\""), "quests.weekly_reviews.kind",
+         "must be one of \"once\", \"daily\", \"weekly\", \"window\""),
+        (("grant = \"xp\"\nfixed = 2", "grant = \"gems\"\nfixed = 2"), "rules.share_xp.grant", "must be one of \"xp\", \"points\""),
+        (("[catalog.free-shipping]\n", "[catalog.free-shipping]\nkind = \"voucher\"\n"), "catalog.free-shipping.kind",
+         "must be one of \"coupon\""),
+        (("starts = 2026-12-12T00:00:00+08:00", "starts = \"soon\""), "quests.double_twelve_big_orders.starts",
+         "must be a date and time with its UTC offset, such as 2026-12-12T00:00:00+08:00 (no quotes)"),
+        (("starts = 2026-12-12T00:00:00+08:00", "starts = 12:00:00"), "quests.double_twelve_big_orders.starts",
+         "must be a date and time with its UTC offset, such as 2026-12-12T00:00:00+08:00 (no quotes)"),
+        (("where.has_photo.eq = true\ndaily_cap = 90", "where.has_photo.eq = [1]\ndaily_cap = 90"),
+         "rules.photo_review_bonus.where.has_photo.eq", "must be a whole number, true or false, or text in quotes"),
+        (("where.amount.gte = 10_000", "where.amount.in = [[10_000]]"), "quests.double_twelve_big_orders.where.amount.in[0]",
+         "must be a whole number or text in quotes"),
+        (("one_of = [\"app\", \"web\", \"store\"]", "one_of = []"), "events.purchase.fields.channel.one_of",
+         "needs at least 1 value"),
+        (("[program]\n", "program = 3\n[programme]\n"), "program", "must be a table, such as [section] or { key = value }"),
+    ],
+)
+def test_errors_are_in_the_designers_words(example_text: str, edit: tuple[str, str], path: str, reason: str) -> None:
+    """Each shape mistake is one problem in plain words, never pydantic's phrasing."""
+    problems = [p for p in problems_of(mutate(example_text, edit)) if not p.path.startswith("programme")]
+    assert [(p.path, p.reason) for p in problems] == [(path, reason)]
+    assert not any(word in problems[0].reason for word in PYDANTIC_WORDS)
+
+
+@pytest.mark.parametrize(
+    ("edit", "path"),
+    [
+        (("id = \"gold\"", "id = \"silver\""), "tiers[2].id"),  # two tiers share the id: the index is unambiguous
+        (("id = \"gold\"", "id = \"go ld\""), "tiers[2].id"),  # an invalid id
+        (("id = \"gold\"\n", ""), "tiers[2].id"),  # a missing id
+        (("id = \"gold\"", "id = 7"), "tiers[2].id"),  # an id that is not text
+    ],
+)
+def test_tiers_fall_back_to_the_index_without_a_usable_id(example_text: str, edit: tuple[str, str], path: str) -> None:
+    """A tier whose id is missing, invalid or shared is named by its index instead."""
+    assert paths_of(mutate(example_text, edit)) == {path}
+
+
+@pytest.mark.parametrize("name", ["int", "str", "list", "tuple", "bool", "float", "constrained-str", "in_"])
+def test_designer_names_that_look_like_types_stay_in_the_path(example_text: str, name: str) -> None:
+    """An event field named like a Python type (list, int, ...) keeps its segment in key paths."""
+    text = mutate(example_text, ("[events.login]\n", f"[events.login]\nfields.{name} = {{ type = \"float\" }}\n"))
+    assert paths_of(text) == {f"events.login.fields.{name}.type"}
+    text = mutate(
+        example_text,
+        ("[events.login]\n", f"[events.login]\nfields.{name} = {{ type = \"int\" }}\n"),
+        ("fixed = 1\ndaily_cap = 1", f"fixed = 1\ndaily_cap = 1\nwhere.{name}.eq = [1]"),
+    )
+    assert paths_of(text) == {f"rules.login_xp.where.{name}.eq"}
+
+
+def test_a_flood_of_problems_is_cut_short() -> None:
+    """Hundreds of mistakes are reported up to a cap, then one line says how many more there are."""
+    text = MINIMAL + _many('[rules.r{i}]\nevent = "buy"\ngrant = "xp"\nfixed = 1\nx = 1\ny = 2', 150)
+    problems = problems_of(text)
+    assert len(problems) == config.MAX_PROBLEMS + 1
+    assert problems[-1].reason == f"and 200 more problems (the first {config.MAX_PROBLEMS} are listed)"

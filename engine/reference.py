@@ -1,0 +1,196 @@
+"""The programme reference (docs/programme.md), generated from the models so it cannot drift.
+
+Every key, type, default, bound and description comes from ``engine.config``: change a model,
+then run ``python -m engine.reference > docs/programme.md``; tests/engine/test_reference.py
+fails while the committed file differs from this output.
+"""
+
+from __future__ import annotations
+
+import inspect
+import types
+from collections.abc import Iterator
+from datetime import datetime
+from enum import Enum
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+from annotated_types import Ge, Gt, Le, Lt, MaxLen, MinLen
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+
+from engine import config
+
+# The name a designer gives the entries of each table of named things, for key path patterns.
+_ENTRY = {
+    "events": "<event>", "fields": "<field>", "rules": "<rule>",
+    "where": "<field>", "quests": "<quest>", "catalog": "<item>",
+}
+_SCALARS = {int: "integer", bool: "boolean", str: "string", float: "number", datetime: "date-time with UTC offset"}
+
+_INTRO = f"""\
+# Programme reference
+
+<!-- Generated from engine/config.py by `python -m engine.reference`; do not edit by hand. -->
+
+A programme is one TOML file (see `config/member_day.toml`). `rekindle check FILE` validates it
+and names every mistake as `file: key path: reason`; `POST /v1/config` answers the same list.
+Key paths below use the same notation: `rules.<rule>.where.<field>` is the `where` table of any
+rule, and tiers are named by id, `tiers[gold].xp` (by position, `tiers[2]`, when the id is
+missing, invalid or shared).
+
+- Names (event types, fields, rules, quests, tier ids, catalog items): {config.NAME_RULE}.
+- Values are typed: `5` is an integer, `"5"` a string; neither is converted to the other.
+  Money is always integer cents; there are no float fields except `points_multiplier`.
+- Unknown keys are refused, so a misspelt key never passes silently.
+- Times carry a UTC offset: `2026-12-12T00:00:00+08:00`. Days and weeks (from Monday) start at
+  midnight in `program.timezone`.
+"""
+
+
+def programme_reference() -> str:
+    """The whole reference as Markdown: the limits, then one section per model."""
+    out = [_INTRO, "## Limits", "", "A programme past any of these is refused, with the limit named in the error.", ""]
+    out += ["| limit | value | what it bounds |", "| --- | --- | --- |"]
+    out += [f"| `{name}` | {getattr(config, name):,} | {what} |" for name, what in config.LIMITS.items()]
+    for model, places in _sections():
+        out += ["", f"## {model.__name__}", "", inspect.cleandoc(model.__doc__ or ""), ""]
+        out += ["Found at: " + ", ".join(f"`{p}`" for p in places), ""]
+        out += ["| key | type | default | bounds | description |", "| --- | --- | --- | --- | --- |"]
+        out += [_row(name, field) for name, field in model.model_fields.items()]
+    return "\n".join(out) + "\n"
+
+
+def _sections() -> list[tuple[type[BaseModel], list[str]]]:
+    """Every model reachable from ``Program``, in first-reached order, with the key paths where it sits."""
+    found: dict[type[BaseModel], list[str]] = {config.Program: ["(top level)"]}
+    queue: list[tuple[type[BaseModel], str]] = [(config.Program, "")]
+    while queue:
+        model, prefix = queue.pop(0)
+        for name, field in model.model_fields.items():
+            key = f"{prefix}.{field.alias or name}".removeprefix(".")
+            for child, place in _models_in(field.annotation, key):
+                if place not in found.setdefault(child, []):
+                    found[child].append(place)
+                    queue.append((child, place))
+    return list(found.items())
+
+
+def _models_in(annotation: Any, place: str) -> Iterator[tuple[type[BaseModel], str]]:
+    """The models inside ``annotation`` and the key path pattern of each."""
+    annotation = _bare(annotation)
+    origin = get_origin(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        yield annotation, place
+    elif origin is dict:
+        entry = _ENTRY.get(place.rsplit(".", 1)[-1], "<name>")
+        yield from _models_in(get_args(annotation)[1], f"{place}.{entry}")
+    elif origin is tuple:
+        entry = "[<id>]" if place == "tiers" else "[<n>]"
+        yield from _models_in(get_args(annotation)[0], place + entry)
+    elif origin in (Union, types.UnionType):
+        for arm in get_args(annotation):
+            yield from _models_in(arm, place)
+
+
+def _bare(annotation: Any) -> Any:
+    """``annotation`` without ``Annotated`` and without ``| None``."""
+    while True:
+        if get_origin(annotation) is Annotated:
+            annotation = get_args(annotation)[0]
+        elif get_origin(annotation) in (Union, types.UnionType) and type(None) in get_args(annotation):
+            arms = tuple(a for a in get_args(annotation) if a is not type(None))
+            annotation = arms[0] if len(arms) == 1 else Union[arms]  # noqa: UP007 (a runtime union)
+        else:
+            return annotation
+
+
+def _row(name: str, field: FieldInfo) -> str:
+    cells = (
+        f"`{field.alias or name}`",
+        _type(field.annotation, field.metadata),
+        _default(field),
+        _bounds(field.metadata, _bare(field.annotation)),
+        (field.description or "").replace("\n", " "),
+    )
+    return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+
+def _type(annotation: Any, metadata: list[Any] | tuple[Any, ...] = ()) -> str:
+    """A designer's name for a type: "integer", "name", "array of string", "table of Condition by field"."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        inner, *extra = get_args(annotation)
+        return _type(inner, [*metadata, *extra])
+    if origin in (Union, types.UnionType) and type(None) in get_args(annotation):
+        arms = tuple(a for a in get_args(annotation) if a is not type(None))
+        return _type(arms[0] if len(arms) == 1 else Union[arms], metadata)  # noqa: UP007 (a runtime union)
+    if annotation is str and any(getattr(m, "pattern", None) == config.NAME_PATTERN for m in _flat(metadata)):
+        return "name"
+    if annotation in _SCALARS:
+        return _SCALARS[annotation]
+    if isinstance(annotation, type) and issubclass(annotation, Enum):
+        return "one of " + ", ".join(f'`"{m.value}"`' for m in annotation)
+    if origin is Literal:
+        return "one of " + ", ".join(f'`"{v}"`' for v in get_args(annotation))
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return f"table: [{annotation.__name__}](#{annotation.__name__.lower()})"
+    if origin is tuple:
+        return f"array of {_type(get_args(annotation)[0]).removeprefix('table: ')}"
+    if origin is dict:
+        key, value = get_args(annotation)
+        return f"table: {_type(key)} → {_type(value).removeprefix('table: ')}"
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type(arm) for arm in get_args(annotation))
+    return str(annotation)
+
+
+def _flat(metadata: Any) -> Iterator[Any]:
+    """Constraint objects, including those pydantic groups inside one ``FieldInfo``."""
+    for item in metadata:
+        if isinstance(item, FieldInfo):
+            yield from item.metadata
+        else:
+            yield item
+
+
+def _default(field: FieldInfo) -> str:
+    if field.is_required():
+        return "required"
+    value = field.default_factory() if field.default_factory is not None else field.default  # type: ignore[call-arg]
+    if value is None:
+        return "not set"
+    if isinstance(value, BaseModel | dict | tuple) and not value:
+        return "empty"
+    if isinstance(value, BaseModel) and not value.model_dump(exclude_defaults=True):
+        return "empty"
+    if isinstance(value, Enum):
+        value = value.value
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    return f'`"{value}"`' if isinstance(value, str) else f"`{value}`"
+
+
+def _bounds(metadata: list[Any], annotation: Any) -> str:
+    """Numeric bounds and lengths, in the words of the errors that enforce them."""
+    sized = "characters" if annotation is str else "entries"
+    words = {Ge: "at least {}", Gt: "more than {}", Le: "at most {}", Lt: "less than {}"}
+    out: list[str] = []
+    for item in _flat(metadata):
+        for kind, template in words.items():
+            if isinstance(item, kind):
+                out.append(template.format(_number(getattr(item, kind.__name__.lower()))))
+        if isinstance(item, MinLen):
+            out.append("not empty" if item.min_length == 1 else f"at least {item.min_length:,} {sized}")
+        if isinstance(item, MaxLen):
+            out.append(f"at most {item.max_length:,} {sized}")
+    return "; ".join(out)
+
+
+def _number(value: object) -> str:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+if __name__ == "__main__":
+    print(programme_reference(), end="")
