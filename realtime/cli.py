@@ -1,6 +1,8 @@
 """``rekindle``: the command line, for people and scripts alike.
 
 Exit codes: 0 success, 1 a check or verification found problems, 2 bad usage or set-up.
+``serve`` stopped by SIGTERM or SIGINT (Ctrl-C) exits 0 once it has drained and stopped its
+embedded server.
 """
 
 from __future__ import annotations
@@ -8,13 +10,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shlex
 import shutil
+import signal
 import sys
+import threading
+import time
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
-import redis as redis_sync
 
 from engine import ids
 from engine.clock import SystemClock
@@ -22,8 +28,11 @@ from engine.config import json_schema, load_program
 from engine.errors import ConfigError, InvalidInput
 from engine.keys import Keys
 from realtime.auth import check_secret
-from realtime.embedded import EmbeddedValkey, running_url
+from realtime.embedded import DataDirInUse, EmbeddedError, EmbeddedValkey, answers, running_url
 from realtime.settings import Settings
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,7 +121,7 @@ def _verify(args: argparse.Namespace) -> int:
     settings = Settings.from_env(data_dir=args.data_dir, redis_url=args.redis_url, key_prefix=args.prefix)
     embedded: EmbeddedValkey | None = None
     url = settings.redis_url or running_url(settings.data_dir / "valkey")
-    if url is None or not _responds(url):
+    if url is None or not answers(url):
         if settings.redis_url:
             print(f"rekindle verify: cannot reach {settings!r}", file=sys.stderr)
             return 2
@@ -139,15 +148,24 @@ def _verify(args: argparse.Namespace) -> int:
             embedded.stop()
 
 
-def _responds(url: str) -> bool:
-    try:
-        with redis_sync.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2) as client:
-            return bool(client.ping())
-    except (redis_sync.RedisError, OSError):
-        return False
-
-
 def _serve(args: argparse.Namespace) -> int:
+    """Run the service; SIGTERM stops it as SIGINT does, embedded server included.
+
+    In a single process uvicorn drains on SIGTERM, puts back the handler it found and raises the
+    signal again: with the default handler that kills this process before the ``finally`` that
+    stops the embedded server, which is left running under pid 1. Found raising KeyboardInterrupt
+    (SIGINT's handler), it ends ``uvicorn.run`` as Ctrl-C does. (With ``--workers N`` uvicorn's
+    supervisor handles both signals itself and returns.) Worker processes are spawned, so they
+    start with default handlers again.
+    """
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        return _run_service(args)
+    except KeyboardInterrupt:  # a signal before uvicorn took over the handlers, or after
+        return 0
+
+
+def _run_service(args: argparse.Namespace) -> int:
     import uvicorn
 
     from realtime.logs import LOG_CONFIG
@@ -172,29 +190,31 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
 
     embedded: EmbeddedValkey | None = None
-    if not settings.redis_url:
-        valkey_dir = settings.data_dir / "valkey"
-        already = running_url(valkey_dir)
-        if already and _responds(already):
-            print(f"rekindle serve: an embedded server from {valkey_dir} is still running at {already};"
-                  " stop the other `rekindle serve` first", file=sys.stderr)
-            return 2
-        embedded = EmbeddedValkey(valkey_dir)
-        embedded.start()
-        settings = replace(settings, redis_url=embedded.url)
-
-    env = settings.worker_env()
-    if settings.workers > 1:
-        metrics_dir = settings.data_dir / "metrics"
-        shutil.rmtree(metrics_dir, ignore_errors=True)
-        metrics_dir.mkdir(parents=True)
-        env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir.resolve())
-    os.environ.update(env)
-
-    _banner(settings, program.name, embedded)
     try:
+        if not settings.redis_url:
+            embedded = EmbeddedValkey(settings.data_dir / "valkey")
+            try:
+                embedded.start()  # also stops a server a SIGKILLed `rekindle serve` left running
+            except DataDirInUse as exc:
+                print(f"rekindle serve: {exc} (another `rekindle serve`?); stop it first,"
+                      " or give this one another --data-dir", file=sys.stderr)
+                return 2
+            except EmbeddedError as exc:
+                print(f"rekindle serve: {exc}", file=sys.stderr)
+                return 2
+            settings = replace(settings, redis_url=embedded.url)
+
+        env = settings.worker_env()
+        if settings.workers > 1:
+            metrics_dir = settings.data_dir / "metrics"
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+            metrics_dir.mkdir(parents=True)
+            env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir.resolve())
+        os.environ.update(env)
+
+        _banner(settings, program.name, embedded)
         uvicorn.run(
-            "realtime.app:app_from_env",
+            "realtime.app:app_from_env" if settings.workers == 1 else "realtime.cli:worker_app",
             factory=True,
             host=settings.host,
             port=settings.port,
@@ -214,9 +234,32 @@ def _serve(args: argparse.Namespace) -> int:
             timeout_graceful_shutdown=10,
         )
     finally:
-        if embedded is not None:
+        if embedded is not None and embedded.pid is not None:
+            # A second SIGTERM or Ctrl-C must not cut the server's shutdown short (it is bounded).
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
             embedded.stop()
     return 0
+
+
+def worker_app() -> Starlette:
+    """The app of one of ``--workers N``, a worker that stops when its `rekindle serve` is gone.
+
+    uvicorn's workers outlive a SIGKILLed parent and go on holding the port, serving from an
+    embedded server that the next `rekindle serve` shuts down as an orphan. Once its parent is
+    gone (it is re-parented), a worker sends itself SIGTERM: uvicorn's graceful stop.
+    """
+    from realtime.app import app_from_env
+
+    parent = os.getppid()
+
+    def watch_parent() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch_parent, name="watch-parent", daemon=True).start()
+    return app_from_env()
 
 
 def _banner(settings: Settings, program_name: str, embedded: EmbeddedValkey | None) -> None:
@@ -232,8 +275,17 @@ def _banner(settings: Settings, program_name: str, embedded: EmbeddedValkey | No
     if settings.dev_generated:
         lines.append(f"  (generated for development, kept in {settings.data_dir}/dev-secrets.json;"
                      " set REKINDLE_API_KEYS, REKINDLE_ADMIN_KEYS, REKINDLE_TOKEN_SECRET in production)")
-    lines.append("  member token:          .venv/bin/rekindle token m-42")
+    lines.append(f"  member token:          {_token_command(settings)}")
     print("\n".join(lines), flush=True)
+
+
+def _token_command(settings: Settings) -> str:
+    """The `rekindle token` command, as it can be pasted: it must find this data folder's dev secret."""
+    argv0 = sys.argv[0] if Path(sys.argv[0]).name == "rekindle" else "rekindle"  # not `python -m`
+    words = [argv0, "token", "m-42"]
+    if settings.data_dir != Path(".data"):
+        words += ["--data-dir", str(settings.data_dir)]
+    return shlex.join(words)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shlex
+import subprocess
 from pathlib import Path
 
 import httpx
@@ -55,7 +57,7 @@ def test_check_of_two_files_reports_each(tmp_path: Path) -> None:
     done = run_cli("check", "config/member_day.toml", str(broken))
     assert done.returncode == 1
     assert done.stdout.startswith("ok: config/member_day.toml:")
-    assert f"{broken}: tiers[1].xp: must be greater than the tier before it (0)" in done.stderr.splitlines()
+    assert f"{broken}: tiers[silver].xp: must be greater than the tier before it (0)" in done.stderr.splitlines()
 
 
 def test_check_of_missing_file_exits_1(tmp_path: Path) -> None:
@@ -120,6 +122,29 @@ def test_development_secrets_from_serve_work_with_the_token_command(tmp_path: Pa
     finally:
         service.stop()
     assert key not in service.stderr_text()
+
+
+def test_the_banners_token_command_works_as_printed(tmp_path: Path, redis_url: str) -> None:
+    """Serve on a --data-dir of its own prints a token command that, run as printed, mints a token it accepts."""
+    data_dir = tmp_path / "data"
+    no_secrets = {"REKINDLE_API_KEYS": "", "REKINDLE_ADMIN_KEYS": "", "REKINDLE_TOKEN_SECRET": ""}
+    service = start_service(redis_url, unique("p"), data_dir, env=no_secrets)
+    try:
+        banner = service.stdout_text().splitlines()
+        [key] = [line.split()[-1] for line in banner if "development API key" in line]
+        [command] = [line.split(":", 1)[1].strip() for line in banner if line.strip().startswith("member token:")]
+        # A shell whose own default data folder is elsewhere: the command must name this one.
+        shell_env = service_env("rk", **no_secrets, REKINDLE_DATA_DIR=str(tmp_path / "elsewhere"))
+        done = subprocess.run(shlex.split(command), cwd=ROOT, env=shell_env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        member = jwt.decode(done.stdout.strip(), options={"verify_signature": False})["sub"]
+        with httpx.Client(base_url=service.base_url, headers={"authorization": f"Bearer {key}"}) as shop:
+            assert shop.post("/v1/events", json=purchase(member)).status_code == 200
+            me = shop.get("/v1/me", headers={"authorization": f"Bearer {done.stdout.strip()}"})
+            assert me.status_code == 200, me.text
+            assert me.json()["member"] == member
+    finally:
+        service.stop()
 
 
 def test_verify_passes_then_catches_a_tampered_balance(

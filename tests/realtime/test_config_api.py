@@ -15,9 +15,11 @@ from pathlib import Path
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from websockets.sync.client import connect
 
 from tests.realtime.conftest import (
     ADMIN_KEY,
+    API_KEY,
     EXAMPLE_CONFIG,
     Service,
     error_of,
@@ -33,6 +35,7 @@ assert ORIGINAL.decode().count(XP_RULE) == 1
 DOUBLE_XP = ORIGINAL.decode().replace(XP_RULE, 'per = { field = "amount", every = 100, amount = 2 }').encode()
 
 RELOAD_TIMEOUT_S = 15.0  # the watcher follows pub/sub, and re-reads every 5 s in case one is lost
+PUBSUB_BOUND_S = 3.0  # under that 5 s re-read: only a change that arrived by pub/sub is in time
 
 
 def short_hash(source: bytes) -> str:
@@ -170,16 +173,16 @@ def _break(source: bytes, *edits: tuple[str, str]) -> bytes:
 
 
 UNKNOWN_KEY = ("daily_cap = 5_000\n", "daly_cap = 5_000\n")  # rules.purchase_points
-WRONG_TYPE = ('xp = 1_000\n', 'xp = "a thousand"\n')  # tiers[1].xp
+WRONG_TYPE = ('xp = 1_000\n', 'xp = "a thousand"\n')  # tiers[silver].xp
 BAD_EVENT_REFERENCE = ('kind = "once"\nevent = "purchase"', 'kind = "once"\nevent = "purchse"')  # quests.first_order
-BAD_COUPON = ('coupons = ["silver-welcome"]', 'coupons = ["silver-welcom"]')  # tiers[1].rewards
+BAD_COUPON = ('coupons = ["silver-welcome"]', 'coupons = ["silver-welcom"]')  # tiers[silver].rewards
 
 
 @pytest.mark.parametrize(
     ("edits", "paths"),
     [
-        ((UNKNOWN_KEY, WRONG_TYPE), {"rules.purchase_points.daly_cap", "tiers[1].xp"}),
-        ((BAD_EVENT_REFERENCE, BAD_COUPON), {"quests.first_order.event", "tiers[1].rewards.coupons[0]"}),
+        ((UNKNOWN_KEY, WRONG_TYPE), {"rules.purchase_points.daly_cap", "tiers[silver].xp"}),
+        ((BAD_EVENT_REFERENCE, BAD_COUPON), {"quests.first_order.event", "tiers[silver].rewards.coupons[0]"}),
         ((UNKNOWN_KEY, BAD_EVENT_REFERENCE), {"rules.purchase_points.daly_cap", "quests.first_order.event"}),
     ],
     ids=["two_shape_mistakes", "two_reference_mistakes", "shape_and_reference_mistake"],
@@ -228,3 +231,44 @@ def test_config_over_1_mib_is_413(a: httpx.Client) -> None:
 def test_served_file_is_not_rewritten(pair: tuple[Service, Service]) -> None:
     """Posting programmes never edits the file the service was started from."""
     assert Path(EXAMPLE_CONFIG).read_bytes() == ORIGINAL
+
+
+def healthz_fresh(service: Service) -> dict[str, object]:
+    """GET /healthz on a connection of its own, so the kernel may hand it to either worker."""
+    response = httpx.get(f"{service.base_url}/healthz", headers={"connection": "close"}, timeout=10)
+    assert response.status_code == 200, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+def test_both_workers_serve_a_posted_version_within_3_s(redis_url: str, tmp_path: Path) -> None:
+    """With --workers 2, each of two programmes posted back to back is served by both workers within 3 s.
+
+    The watcher re-reads every 5 s in case a message is lost, so one change could arrive in time
+    by that re-read even if pub/sub were broken; a second change posted as soon as the first has
+    arrived cannot. A live socket held on one worker tells the workers apart: its /healthz counts
+    one live socket, the other's none.
+    """
+    service = start_service(redis_url, new_prefix(), tmp_path / "workers", workers=2)
+    try:
+        with service.client(API_KEY) as shop:
+            token = shop.post("/v1/tokens", json={"member": unique("m")}).json()["token"]
+        with connect(f"{service.base_url.replace('http', 'ws', 1)}/v1/live?token={token}"):
+            deadline = time.monotonic() + RELOAD_TIMEOUT_S
+            while healthz_fresh(service)["live_sockets"] != 1:
+                assert time.monotonic() < deadline, "the live socket was never counted"
+                time.sleep(0.05)
+            for source in (DOUBLE_XP, ORIGINAL):
+                posted = httpx.post(
+                    f"{service.base_url}/v1/config", content=source, timeout=30,
+                    headers={"authorization": f"Bearer {ADMIN_KEY}", "connection": "close"},
+                )
+                assert posted.status_code == 200, posted.text
+                version = posted.json()["program_version"]
+                deadline = time.monotonic() + PUBSUB_BOUND_S
+                run: list[object] = []  # live_sockets of consecutive answers at the new version
+                while len(run) < 20 or set(run) != {0, 1}:
+                    body = healthz_fresh(service)
+                    run = [*run, body["live_sockets"]] if body["program_version"] == version else []
+                    assert time.monotonic() < deadline, f"both workers not on version {version} within {PUBSUB_BOUND_S} s"
+    finally:
+        service.stop()
