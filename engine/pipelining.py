@@ -12,6 +12,10 @@ Error replies come back per call (a duplicate here does not fail a neighbour the
 reply makes the caller load the script and send its call again: every script of ours is
 idempotent by its dedupe step, so a resend can never apply twice. A connection that stops
 answering for ``timeout_s`` is aborted, failing its calls, which the HTTP layer reports as 503.
+A READONLY reply (a failover made the server a replica) retires the connection at once (see
+``engine.resp``): ``_send`` finds it closed and the next call opens a fresh one, whose address
+lookup finds the new primary. Busy or recovering replies (LOADING, BUSY, OOM...) are per call,
+like any error reply; the HTTP layer makes them 503 with Retry-After.
 """
 
 from __future__ import annotations

@@ -5,11 +5,18 @@ tag: the connection keeps a queue of futures and resolves the oldest with each r
 parses. That is all the award path needs from a client, and it costs a fraction of a general
 one per call: no pool checkout, no coroutine per reply, no per-read timeout context. A
 subscriber passes ``on_push`` to receive pub/sub messages instead.
+
+An error reply keeps its first word as ``status_code`` (``LOADING``, ``BUSY``, ``OOM``...), which
+is what ``realtime.errors`` classifies; only error replies pay for that. A READONLY reply means
+the server behind the connection is now a replica (a failover), where no write will ever
+succeed: the connection retires itself, and its owner's next call opens a fresh one, whose
+address lookup finds the new primary.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl as ssl_module
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -17,7 +24,7 @@ from typing import Any
 
 import hiredis
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError, OutOfMemoryError, ReadOnlyError, ResponseError, TryAgainError
 
 OnPush = Callable[[list[Any]], None]
 OnLost = Callable[[Exception | None], None]
@@ -32,9 +39,26 @@ def command(*parts: bytes | str | int) -> bytes:
     return b"".join(out)
 
 
+# redis-py's classes where it has one, so callers can catch the same thing from either client.
+_ERROR_CLASSES: dict[str, type[ResponseError]] = {
+    "NOSCRIPT": NoScriptError,
+    "READONLY": ReadOnlyError,
+    "OOM": OutOfMemoryError,
+    "TRYAGAIN": TryAgainError,
+}
+
+# TCP keepalive: a peer that vanished without a FIN (NAT or firewall idle drop, a dead host)
+# is noticed after about idle + interval * count seconds, and the probes keep NAT entries alive.
+KEEPALIVE_IDLE_S = 30
+KEEPALIVE_INTERVAL_S = 10
+KEEPALIVE_COUNT = 3
+
+
 def reply_error(error: hiredis.ReplyError) -> ResponseError:
+    """The exception for one error reply: message whole, its first word as ``status_code``."""
     message = str(error)
-    return NoScriptError(message) if message.startswith("NOSCRIPT") else ResponseError(message)
+    code = message.split(" ", 1)[0]
+    return _ERROR_CLASSES.get(code, ResponseError)(message, status_code=code)
 
 
 class RespConnection(asyncio.Protocol):
@@ -52,20 +76,25 @@ class RespConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
         self.connected = True
+        self.last_progress = asyncio.get_running_loop().time()
 
     def data_received(self, data: bytes) -> None:
         self._reader.feed(data)
         pending = self._pending
         while (reply := self._reader.gets()) is not False:
-            if self._on_push is not None and isinstance(reply, list) and reply and reply[0] in _PUSH_KINDS:
-                self._on_push(reply)
+            if self._on_push is not None and (
+                not pending or isinstance(reply, list) and reply and reply[0] in _PUSH_KINDS
+            ):
+                self._on_push(reply)  # a message, or the answer to a command sent without a future
                 continue
             future = pending.popleft()
-            if future.done():  # the caller gave up; the reply is dropped
-                continue
             if isinstance(reply, hiredis.ReplyError):
-                future.set_exception(reply_error(reply))
-            else:
+                error = reply_error(reply)
+                if isinstance(error, ReadOnlyError):
+                    self.retire()
+                if not future.done():  # else the caller gave up; the reply is dropped
+                    future.set_exception(error)
+            elif not future.done():
                 future.set_result(reply)
         self.last_progress = asyncio.get_running_loop().time()
 
@@ -107,12 +136,18 @@ class RespConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
+    def retire(self) -> None:
+        """Take no more requests and close. Replies still in flight are lost: their callers
+        fail as on a lost connection, which is safe to retry (every script is idempotent)."""
+        self.connected = False
+        self.close()
+
     def abort(self) -> None:
         if self.transport is not None:
             self.transport.abort()
 
 
-_PUSH_KINDS = frozenset({b"message", b"subscribe", b"unsubscribe"})
+_PUSH_KINDS = frozenset({b"message", b"subscribe", b"unsubscribe", b"pong"})
 
 
 async def open_connection(
@@ -133,7 +168,10 @@ async def open_connection(
             _, conn = await loop.create_unix_connection(factory, options["path"])
         else:
             tls = _tls_context(options) if "SSL" in pool.connection_class.__name__ else None
-            _, conn = await loop.create_connection(factory, options.get("host", "localhost"), options.get("port", 6379), ssl=tls)
+            transport, conn = await loop.create_connection(
+                factory, options.get("host", "localhost"), options.get("port", 6379), ssl=tls
+            )
+            _keep_alive(transport.get_extra_info("socket"))
         try:
             if options.get("password"):
                 user = options.get("username")
@@ -157,3 +195,17 @@ def _tls_context(options: dict[str, Any]) -> ssl_module.SSLContext:
         context.check_hostname = False
         context.verify_mode = ssl_module.CERT_NONE
     return context
+
+
+def _keep_alive(sock: socket.socket | None) -> None:
+    """Enable TCP keepalive with probes far sooner than the kernel's two-hour default."""
+    if sock is None:
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in (
+        ("TCP_KEEPIDLE", KEEPALIVE_IDLE_S),
+        ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL_S),
+        ("TCP_KEEPCNT", KEEPALIVE_COUNT),
+    ):
+        if hasattr(socket, name):  # Linux; macOS has TCP_KEEPALIVE for the idle time
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)

@@ -158,13 +158,16 @@ async def _post_batch(
 
 
 def _store_failure(exc: BaseException) -> RekindleError:
-    """A connection that failed or timed out: retry as is (503). An error reply from the script
-    is a defect, not a blip (500, logged): a retry would answer `duplicate` for what it left."""
+    """A store that failed, timed out, or is busy or recovering (LOADING, BUSY, OOM, READONLY...)
+    wrote nothing: 503 with Retry-After, retry as is (``Unavailable.of`` decides, for every
+    endpoint). Any other error reply from the script is a defect, not a blip (500, logged): a
+    retry would answer `duplicate` for what it left."""
     metrics.REDIS_ERRORS.inc()
-    if isinstance(exc, ResponseError):
-        log.error("award.lua failed: %s", exc)
-        return StoreError("the award script failed")
-    return Unavailable("the store is unavailable; retry with the same event ids")
+    unavailable = Unavailable.of(exc)
+    if unavailable is not None:
+        return unavailable
+    log.error("award.lua failed: %s", exc if isinstance(exc, ResponseError) else type(exc).__name__)
+    return StoreError("the award script failed")
 
 
 def _result_view(event: Event, result: AwardResult, id_field: str) -> dict[str, Any]:
@@ -265,9 +268,9 @@ async def healthz(request: Request) -> Response:
     try:
         await svc.redis.ping()
     except (RedisError, OSError):
-        return json_response({"status": "unavailable", "redis": "down"}, 503)
+        return json_response({"status": "unavailable", "redis": "down"}, 503, {"Retry-After": "2"})
     if not svc.hub.healthy:
-        return json_response({"status": "unavailable", "live_feed": "reconnecting"}, 503)
+        return json_response({"status": "unavailable", "live_feed": "reconnecting"}, 503, {"Retry-After": "2"})
     return json_response({"status": "ok", "program_version": svc.programs.current.program_version, "live_sockets": svc.hub.sockets})
 
 

@@ -2,6 +2,7 @@
 
 Every error body has the same shape: ``{"error": {"code", "message", "field"?}}``. A 5xx says
 nothing internal; the exception goes to the log, where the request's credentials never do.
+Every 503 carries ``Retry-After``: the store wrote nothing and the same request may be sent again.
 """
 
 from __future__ import annotations
@@ -43,10 +44,82 @@ class PayloadTooLarge(RekindleError):
     code = "payload_too_large"
 
 
+#: Error replies after which the server has written nothing and will take the same command once
+#: it recovers, with the seconds to suggest in ``Retry-After``: short for states that pass in
+#: moments, longer for those that take a restart's load or an operator.
+RETRY_AFTER_S: dict[str, int] = {
+    "BUSY": 1,  # a script or function runs past busy-reply-threshold
+    "TRYAGAIN": 1,  # cluster: the keys' slot is being migrated
+    "READONLY": 2,  # a failover made the server a replica; the next call reconnects
+    "MASTERDOWN": 2,  # a replica lost its primary (replica-serve-stale-data no)
+    "CLUSTERDOWN": 2,  # a slot is not served until the cluster heals
+    "NOREPLICAS": 2,  # fewer replicas than min-replicas-to-write
+    "LOADING": 5,  # the dataset is loading after a restart: seconds to minutes
+    "OOM": 5,  # maxmemory reached with noeviction: memory must be freed
+    "MISCONF": 5,  # persistence is failing, so the server refuses writes
+}
+UNREACHABLE_RETRY_AFTER_S = 2  # connection refused, lost or timed out
+
+
+# redis-py prefixes a pipelined command's error: "Command # 1 (HGETALL k) of pipeline caused error: ..."
+_PIPELINED = "of pipeline caused error: "
+
+
+def reply_code(exc: BaseException) -> str | None:
+    """The first word of a store error reply (redis-py strips it from the message of the errors
+    it has classes for and keeps it as ``status_code``; our RESP core sets both)."""
+    if not isinstance(exc, RedisError):
+        return None
+    code = getattr(exc, "status_code", None)
+    if code:
+        return str(code)
+    message = str(exc)
+    if _PIPELINED in message:
+        message = message.rpartition(_PIPELINED)[2].lstrip("('\"")
+    return message.split(" ", 1)[0]
+
+
+def retry_after_s(exc: BaseException) -> int | None:
+    """Seconds after which a request that met ``exc`` may be sent again as is, or None when the
+    store answered with an error a retry would meet again (a defect: 500, logged).
+
+    The one place that decides: every endpoint's 503 and the award path's come through here.
+    """
+    code = reply_code(exc)
+    if code in RETRY_AFTER_S:
+        return RETRY_AFTER_S[code]
+    if isinstance(exc, ResponseError):
+        return None
+    if isinstance(exc, (RedisError, OSError)):  # OSError: ConnectionError, TimeoutError
+        return UNREACHABLE_RETRY_AFTER_S
+    return None
+
+
+def retryable(exc: BaseException) -> bool:
+    """Nothing was written and the same request may be retried as is (503)."""
+    return retry_after_s(exc) is not None
+
+
 class Unavailable(RekindleError):
-    """Redis could not be reached or timed out; the request may be retried as is."""
+    """The store is unreachable, timed out, busy or recovering (LOADING, BUSY, OOM, READONLY...):
+    nothing was written, and the request may be retried as is after ``retry_after_s``."""
 
     code = "unavailable"
+
+    def __init__(self, message: str, *, retry_after_s: int = UNREACHABLE_RETRY_AFTER_S, reason: str = "") -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+        self.reason = reason  # the reply's code or the exception's class: for the log, never the body
+
+    @classmethod
+    def of(cls, exc: BaseException) -> "Unavailable | None":
+        """The 503 for a store error, or None if the error is a defect (see ``retry_after_s``)."""
+        seconds = retry_after_s(exc)
+        if seconds is None:
+            return None
+        code = reply_code(exc)
+        reason = code if code in RETRY_AFTER_S else type(exc).__name__
+        return cls("the store is unavailable; retry the same request", retry_after_s=seconds, reason=reason)
 
 
 STORE_ERRORS = (RedisError, ConnectionError, TimeoutError)
@@ -79,6 +152,11 @@ def status_of(exc: RekindleError) -> int:
 async def rekindle_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RekindleError)
     status = status_of(exc)
+    if isinstance(exc, Unavailable):
+        # An outage or a busy server, not a defect: one line, no traceback, the reply's code only.
+        log.warning("%s %s: store unavailable (%s); retry after %d s", request.method, request.url.path, exc.reason, exc.retry_after_s)
+        body = {"error": {"code": exc.code, "message": "the store is unavailable; retry the same request after Retry-After seconds"}}
+        return json_response(body, status, {"Retry-After": str(exc.retry_after_s)})
     if status >= 500:
         log.error("%s %s failed: %s", request.method, request.url.path, exc.code)
         return json_response({"error": {"code": exc.code, "message": "the service could not complete the request"}}, status)
@@ -96,12 +174,13 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 
 async def store_unreachable(request: Request, exc: Exception) -> Response:
-    """Redis unreachable or timing out, wherever it happened: 503, retry as is. An error reply
-    is a defect rather than an outage: 500, logged."""
-    if isinstance(exc, ResponseError):
+    """A store error wherever it happened: unreachable, timed out, busy or recovering is a 503
+    with Retry-After (``retry_after_s`` decides); any other error reply is a defect: 500, logged
+    with its traceback."""
+    unavailable = Unavailable.of(exc)
+    if unavailable is None:
         return await unexpected_error(request, exc)
-    log.warning("%s %s: store unavailable (%s)", request.method, request.url.path, type(exc).__name__)
-    return json_response({"error": {"code": "unavailable", "message": "the store is unavailable; retry"}}, 503)
+    return await rekindle_error(request, unavailable)
 
 
 async def unexpected_error(request: Request, exc: Exception) -> Response:

@@ -5,11 +5,19 @@ to dispatch each message synchronously as it is parsed, to know when a SUBSCRIBE
 hold (so a resuming socket replays only after it can no longer miss a live message), and to
 hear at once when the connection is lost (so every socket is told to resume). This module is
 those three things over ``engine.resp``, and nothing else.
+
+A connection can also die without a word: a NAT or firewall that drops an idle flow leaves it
+half-open, and every socket of the node would go silent while ``/healthz`` stays green. So the
+subscriber PINGs every ``ping_interval_s`` (subscribed, RESP2 answers with a ``pong`` push;
+otherwise ``+PONG``) and aborts a connection that has sent nothing for ``ping_deadline_s``,
+which reports the loss like any other: the hub tells its sockets to resume and reconnects.
+A silent server is noticed within ``ping_deadline_s + ping_interval_s``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -20,12 +28,29 @@ from engine.resp import RespConnection, command, open_connection
 OnMessage = Callable[[bytes, bytes], None]
 OnLost = Callable[[Exception | None], None]
 
+PING_INTERVAL_S = 5.0
+PING_DEADLINE_S = 10.0  # two missed pongs: one late reply on a busy server is not an outage
+_PING = command("PING")
+
+log = logging.getLogger("rekindle.subscriber")
+
 
 class Subscriber:
     """Subscribe and unsubscribe channels; ``on_message(channel, data)`` for every message."""
 
-    def __init__(self, redis: Redis, on_message: OnMessage, on_lost: OnLost) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        on_message: OnMessage,
+        on_lost: OnLost,
+        *,
+        ping_interval_s: float = PING_INTERVAL_S,
+        ping_deadline_s: float = PING_DEADLINE_S,
+    ) -> None:
         self._redis = redis
+        self._ping_interval_s = ping_interval_s
+        self._ping_deadline_s = ping_deadline_s
+        self._heartbeat: asyncio.Task[None] | None = None
         self._on_message = on_message
         self._on_lost_cb = on_lost
         self._conn: RespConnection | None = None
@@ -41,8 +66,11 @@ class Subscriber:
     async def connect(self) -> None:
         # Pub/sub channels are server-wide: no SELECT, and none may follow SUBSCRIBE anyway.
         self._conn = await open_connection(self._redis, on_push=self._on_push, on_lost=self._on_lost, select_db=False)
+        self._heartbeat = asyncio.get_running_loop().create_task(self._beat(self._conn))
 
     def close(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
         if self._conn is not None:
             self._conn.close()
 
@@ -72,7 +100,24 @@ class Subscriber:
             raise ConnectionError("the pub/sub connection is closed")
         self._conn.transport.write(data)
 
-    def _on_push(self, reply: list[Any]) -> None:
+    async def _beat(self, conn: RespConnection) -> None:
+        """PING on an interval; abort the connection once it has been silent past the deadline.
+        Any reply counts as life (``last_progress``): a pong, a message, even an error reply."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self._ping_interval_s)
+            if not conn.connected:
+                return
+            silent_s = loop.time() - conn.last_progress
+            if silent_s > self._ping_deadline_s:
+                log.warning("live feed subscription silent for %.1f s; reconnecting", silent_s)
+                conn.abort()  # connection_lost follows: the loss is reported as any other
+                return
+            conn.transport.write(_PING)
+
+    def _on_push(self, reply: Any) -> None:
+        if not isinstance(reply, list):
+            return  # a heartbeat's answer outside subscribed mode: +PONG, or an error (LOADING)
         kind, channel = reply[0], reply[1]
         if kind == b"message":
             self._on_message(channel, reply[2])
