@@ -9,6 +9,10 @@ Resuming from an id needs to know whether anything after it is gone. ``XADD ... 
 trimming does not move ``max-deleted-entry-id`` (only XDEL does), so a resume is also a gap
 when entries were ever trimmed and the id lies before the first one kept: that errs towards
 telling a client to refetch, never towards a silent loss.
+
+A socket can also start from a moment rather than an id: ``just_before(ms)`` sorts before every
+entry XADD makes at or after ``ms`` by the store's clock (``TIME``), since ``*`` ids are that
+clock's milliseconds and never go backwards.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from engine.scripts import Scripts
 
 FeedId = tuple[int, int, int]  # (ms, seq, effect index)
 WHOLE = 1 << 30  # the index of a bare entry id: every effect of the entry
+MAX_SEQ = (1 << 64) - 1  # a stream id's largest sequence number
 _ID = re.compile(r"([0-9]{1,15})-([0-9]{1,10})(?:-([0-9]{1,6}))?")
 PAGE = 500
 
@@ -37,6 +42,11 @@ def parse_feed_id(value: object, field: str = "since") -> FeedId:
         raise InvalidInput("must be a feed id such as 1795695206746-0-2", field=field)
     index = int(match[3]) if match[3] is not None else WHOLE
     return int(match[1]), int(match[2]), index
+
+
+def just_before(at_ms: int) -> FeedId:
+    """The feed id just before every entry the stream makes at or after ``at_ms`` (store clock)."""
+    return at_ms - 1, MAX_SEQ, WHOLE
 
 
 def _entry_id(value: bytes | str) -> tuple[int, int]:
@@ -76,8 +86,16 @@ class FeedStore:
         self._keys = keys
         self._scripts = scripts
 
-    async def replay(self, member: MemberId, since: FeedId | None) -> Replay:
-        """Every award after ``since`` (nothing when None), and whether some are gone."""
+    async def end(self, member: MemberId) -> FeedId:
+        """The newest award's id, as a whole: where a socket that names no ``since`` starts."""
+        return (await self.replay(member, None)).last
+
+    async def replay(self, member: MemberId, since: FeedId | None, *, moment: bool = False) -> Replay:
+        """Every award after ``since`` (nothing when None), and whether some are gone.
+
+        ``moment``: ``since`` is ``just_before(ms)`` of a moment, not an id a client saw, so a
+        stream that ends before it is not another history: it just has nothing newer yet.
+        """
         key = self._keys.member(member).feed
         if since is None:
             start = ""
@@ -94,7 +112,7 @@ class FeedStore:
         seen = since[:2]
         trimmed = int(added) > int(length)
         if (
-            seen > last[:2]
+            (seen > last[:2] and not moment)
             or seen < _entry_id(deleted_raw)
             or (trimmed and seen < _entry_id(first_raw))
         ):

@@ -7,6 +7,7 @@ not depend on how much of a presented key matches a real one.
 from __future__ import annotations
 
 import hashlib
+from typing import NamedTuple
 
 import jwt
 
@@ -19,6 +20,13 @@ ALGORITHM = "HS256"
 
 def _digest(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
+
+
+class MemberToken(NamedTuple):
+    """A verified member token: whose it is and until when (a live socket closes then)."""
+
+    member: ids.MemberId
+    expires_at_ms: int
 
 
 class Auth:
@@ -40,6 +48,9 @@ class Auth:
         return self.member_from_token(_bearer(authorization))
 
     def member_from_token(self, token: str) -> ids.MemberId:
+        return self.verify_member_token(token).member
+
+    def verify_member_token(self, token: str) -> MemberToken:
         try:
             claims = jwt.decode(token, self._secret, algorithms=[ALGORITHM], options={"require": ["sub", "exp"]})
         except jwt.ExpiredSignatureError:
@@ -47,9 +58,10 @@ class Auth:
         except jwt.InvalidTokenError:
             raise Unauthorized("member token is invalid") from None
         try:
-            return ids.member_id(claims["sub"], "token.sub")
+            member = ids.member_id(claims["sub"], "token.sub")
         except InvalidInput:
             raise Unauthorized("member token names no valid member") from None
+        return MemberToken(member, int(claims["exp"]) * 1000)  # as PyJWT reads exp when it checks it
 
     def mint(self, member: ids.MemberId, now_ms: int, ttl_s: int) -> tuple[str, int]:
         """A member token and its expiry (epoch ms)."""

@@ -5,7 +5,13 @@ yielded and resumes from it after any close that reconnecting can cure (a networ
 consumer eviction, a node draining for restart); it stops on closes that it cannot (a refused
 token, a malformed request) by raising ``LiveRefused``.
 
-    async with LiveClient("ws://127.0.0.1:8000", token) as client:
+The token is a string, or a provider (a function, sync or async, returning a fresh token) that
+is called before every connection. The server closes a socket ``4401`` when its token expires;
+with a provider, a ``4401`` after the server had accepted the socket (it sent a frame: the
+client's opening ping is answered) is that expiry, and the client reconnects with a fresh token
+and ``?since=``. A ``4401`` at the opening means the token itself is refused: ``LiveRefused``.
+
+    async with LiveClient("ws://127.0.0.1:8000", fetch_token) as client:
         async for frame in client:
             ...  # {"id", "type", "data"} in order, each once; or {"type": "reset"}
 """
@@ -13,8 +19,9 @@ token, a malformed request) by raising ``LiveRefused``.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -23,7 +30,10 @@ import orjson
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from realtime.frames import FATAL_CLOSE_CODES, Encoding
+from realtime.frames import FATAL_CLOSE_CODES, CloseCode, Encoding
+
+#: Returns a fresh member token; called before every connection.
+TokenProvider = Callable[[], str | Awaitable[str]]
 
 
 class LiveRefused(Exception):
@@ -38,7 +48,7 @@ class LiveClient:
     def __init__(
         self,
         base_url: str,
-        token: str,
+        token: str | TokenProvider,
         since: str | None = None,
         encoding: Encoding = Encoding.JSON,
         backoff_min_s: float = 0.05,
@@ -62,6 +72,22 @@ class LiveClient:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+    async def _fresh_token(self) -> str:
+        """The plain token, or what the provider gives now (it may refresh it)."""
+        if isinstance(self._token, str):
+            return self._token
+        token = self._token()
+        if inspect.isawaitable(token):
+            token = await token
+        return token
+
+    def _refused(self, code: int, accepted: bool) -> bool:
+        """Whether this close ends the iteration: a fatal code, unless it is a token that
+        expired while open (the server had answered) and a provider can give a fresh one."""
+        if code == CloseCode.UNAUTHORIZED and accepted and not isinstance(self._token, str):
+            return False
+        return code in FATAL_CLOSE_CODES
 
     def resume_from(self, feed_id: str | None) -> None:
         """After a ``reset``: resume from the snapshot's ``feed_id`` on the next connection."""
@@ -91,30 +117,36 @@ class LiveClient:
     async def _frames(self) -> AsyncIterator[dict[str, Any]]:
         attempt = 0
         while not self._closed:
+            accepted = False  # the server answered on this connection: the token was good then
             try:
+                url = self._url(await self._fresh_token())
                 async with websockets.connect(
-                    self._url(), subprotocols=[self.encoding.value], open_timeout=10, max_queue=None  # type: ignore[list-item]
+                    url, subprotocols=[self.encoding.value], open_timeout=10, max_queue=None  # type: ignore[list-item]
                 ) as ws:
                     self._ws = ws
                     self.connects += 1
                     self.connected.set()
                     attempt = 0
-                    if self.last_id is None:  # say "from now" at once rather than let the server wait
-                        await self.send({"op": "resume", "since": None})
+                    await self.send({"op": "ping"})  # its pong says the server took the token
+                    own_pong = True
                     async for raw in ws:
+                        accepted = True
                         frame = orjson.loads(raw) if isinstance(raw, str) else msgpack.unpackb(raw, raw=False)
                         if "id" in frame:
                             self.last_id = frame["id"]
                         elif frame.get("type") == "reset":
                             self.last_id = None  # the caller refetches its snapshot (see resume_from)
+                        elif own_pong and frame.get("type") == "pong":
+                            own_pong = False
+                            continue
                         yield frame
                     self.close_codes.append(ws.close_code or 1005)
-                    if ws.close_code in FATAL_CLOSE_CODES:
+                    if ws.close_code is not None and self._refused(ws.close_code, accepted):
                         raise LiveRefused(ws.close_code, ws.close_reason or "")
             except ConnectionClosed as exc:
                 code = exc.rcvd.code if exc.rcvd is not None else 1006
                 self.close_codes.append(code)
-                if code in FATAL_CLOSE_CODES:
+                if self._refused(code, accepted):
                     raise LiveRefused(code, exc.rcvd.reason if exc.rcvd else "") from None
             except InvalidStatus as exc:
                 if exc.response.status_code in (401, 403):
@@ -132,8 +164,8 @@ class LiveClient:
             low, high = self._backoff
             await asyncio.sleep(random.uniform(0, min(high, low * 2**attempt)))  # full jitter
 
-    def _url(self) -> str:
-        params = {"token": self._token}
+    def _url(self, token: str) -> str:
+        params = {"token": token}
         if self.last_id is not None:
             params["since"] = self.last_id
         return f"{self._base}/v1/live?{urlencode(params)}"

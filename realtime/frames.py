@@ -98,17 +98,25 @@ class Resume:
 
     Subscribe, then create a ``Resume``, then read the replay: a live message can arrive before
     the replay is read (it is held back) or be part of the replay too (it is dropped as seen).
+    ``rewind`` goes back to holding, to replay from an older id, while no feed frame has been
+    sent: after one, older frames could only follow newer ones, out of order.
     """
 
-    __slots__ = ("last", "_held")
+    __slots__ = ("last", "_start", "_held")
 
     def __init__(self) -> None:
         self.last: FeedId = (0, 0, 0)
+        self._start: FeedId = self.last  # where the last replay started; last > _start: sent some
         self._held: list[Frame] | None = []  # None once live
 
     @property
     def live(self) -> bool:
         return self._held is None
+
+    @property
+    def sent_any(self) -> bool:
+        """Whether a feed frame went out since the replay started (read at a resume, not per frame)."""
+        return self.last > self._start
 
     def on_live(self, frames: list[Frame]) -> list[Frame]:
         if self._held is not None:
@@ -117,10 +125,20 @@ class Resume:
         return self._newer(frames)
 
     def on_replay(self, start: FeedId, frames: list[Frame]) -> list[Frame]:
-        """``start``: the id the client has seen up to (or the stream's end when starting fresh)."""
+        """``start``: the id the client has seen up to (or where the socket starts without one)."""
         held, self._held = self._held or [], None
-        self.last = max(self.last, start)
+        self.last = self._start = max(self.last, start)
         return self._newer(frames) + self._newer(sorted(held, key=lambda f: f.sid))
+
+    def rewind(self) -> bool:
+        """Hold live frames again so the next ``on_replay`` may start earlier; False (and no
+        change) once a feed frame was sent."""
+        if self.sent_any:
+            return False
+        if self._held is None:
+            self._held = []
+        self.last = self._start = (0, 0, 0)
+        return True
 
     def _newer(self, frames: list[Frame]) -> list[Frame]:
         out = []

@@ -1,16 +1,28 @@
 """``GET /v1/live``: a member's progress, pushed over a WebSocket, resumable by feed id.
 
-Order of a session: accept (subprotocol ``rekindle.json`` or ``rekindle.msgpack``); authenticate
-(``?token=`` or a first frame ``{"op": "auth", "token"}``); learn where to start (``?since=``, the
-auth frame's ``since``, or a first ``{"op": "resume", "since"}`` frame; without one, from now);
-subscribe; replay the stream after ``since``; then live. Subscribing before replaying is what
-makes "no gap" hold; ids make "no duplicate" hold.
+Order of a session: authenticate and learn where to start; accept; subscribe; replay the stream
+after the start; then live at once. Subscribing before replaying is what makes "no gap" hold;
+ids make "no duplicate" hold. Where a socket starts, whatever the client sends first:
+
+- ``since`` in the query or the auth frame: after that id (the recommended way).
+- ``?token=`` without ``since``: after the feed's end, read *before* ``accept``, so every award
+  made after the socket was accepted is owed to it (and none is lost to a wait).
+- An auth frame without ``since``: the member is known only once the frame is read, so the start
+  is a moment by the store's clock (``TIME``, the clock of stream ids), read just before ``accept``.
+- A ``{"op": "resume", "since"}`` frame (any time): honoured while no feed frame has been sent
+  on this socket (live frames are held again, the stream replayed from ``since``, the two
+  merged); answered ``resume_too_late`` after one, since older frames would then follow newer
+  ones: the client reconnects with ``?since=``. ``"since": null`` changes nothing.
+
+A socket is closed ``4401`` when its token expires: a member's access ends with its token.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import msgpack
@@ -18,8 +30,10 @@ import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from engine.errors import InvalidInput
-from engine.feed import FeedId, parse_feed_id
+from engine.feed import FeedId, just_before, parse_feed_id
+from engine.ids import MemberId
 from realtime import metrics
+from realtime.auth import MemberToken
 from realtime.errors import STORE_ERRORS, Unauthorized
 from realtime.frames import CloseCode, Encoding, control, frames_of
 from realtime.hub import LiveConnection, TooManySockets
@@ -30,7 +44,6 @@ if TYPE_CHECKING:
     from realtime.service import Service
 
 AUTH_WAIT_S = 10.0  # for the first frame when the token is not in the URL
-RESUME_WAIT_S = 5.0  # for a first resume frame when no `since` came with the connection
 MAX_REPLAY_FRAMES = 5000  # a resume further behind than this is told to refetch (reset)
 MAX_QUEUE = 1024  # frames a socket may fall behind before it is told to resume
 MAX_CLIENT_FRAME = 4096
@@ -41,21 +54,29 @@ class _Refused(Exception):
         self.code, self.reason = code, reason
 
 
+@dataclass(frozen=True, slots=True)
+class _Opening:
+    """Who the socket is for, until when, and where its feed starts."""
+
+    member: MemberId
+    expires_at_ms: int
+    start: FeedId  # frames after this id are owed to the socket
+    moment: bool  # ``start`` is ``just_before`` a moment, not an id of the stream
+
+
 async def live(websocket: WebSocket) -> None:
     svc: Service = websocket.app.state.service
-    offered = list(websocket.scope.get("subprotocols") or [])
-    chosen = Encoding.negotiate(offered)
-    await websocket.accept(subprotocol=chosen.value if chosen else None)
-    encoding = chosen or Encoding.JSON
+    chosen = Encoding.negotiate(list(websocket.scope.get("subprotocols") or []))
     try:
-        member, since, since_given = await _handshake(websocket, svc)
+        opening = await _open(websocket, svc, chosen)
     except _Refused as refused:
         await websocket.close(refused.code, refused.reason)
         return
     except WebSocketDisconnect:
         return
 
-    conn = LiveConnection(member, svc.keys.member(member).channel.encode(), encoding, MAX_QUEUE, _AsgiSender(websocket))
+    encoding = chosen or Encoding.JSON
+    conn = LiveConnection(opening.member, svc.keys.member(opening.member).channel.encode(), encoding, MAX_QUEUE, _AsgiSender(websocket))
     try:
         await svc.hub.join(conn)
     except ConnectionError:
@@ -65,24 +86,28 @@ async def live(websocket: WebSocket) -> None:
         await websocket.close(CloseCode.TOO_MANY, str(exc))
         return
     metrics.LIVE_SOCKETS.inc()
+    expiry = asyncio.get_running_loop().call_later(
+        max(0.0, opening.expires_at_ms / 1000 - time.time()),
+        conn.evict,
+        CloseCode.UNAUTHORIZED,
+        "member token has expired; reconnect with a fresh token and ?since=<last id>",
+    )
     try:
-        if not since_given:
-            first = await _receive_op(websocket, RESUME_WAIT_S)
-            if first is not None and first.get("op") == "resume":
-                since = _since(first.get("since"))
-            elif first is not None:
-                _answer(conn, first)
-        await _replay(svc, conn, since)
+        await _replay(svc, conn, opening.start, moment=opening.moment)
         while conn.close_code is None:
             op = await _receive_op(websocket, None)
             if op is None:
                 break
-            _answer(conn, op)
+            if op.get("op") == "resume":
+                await _resume(svc, conn, op)
+            else:
+                _answer(conn, op)
     except _Refused as refused:
         conn.evict(refused.code, refused.reason)
     except (WebSocketDisconnect, RuntimeError):
         pass  # the client went away (RuntimeError: Starlette's "not connected" after a close)
     finally:
+        expiry.cancel()
         svc.hub.leave(conn)
         metrics.LIVE_SOCKETS.dec()
         await conn.finish()  # let an eviction's close frame go out
@@ -107,23 +132,50 @@ class _AsgiSender:
         await self._websocket.close(code, reason)
 
 
-async def _handshake(websocket: WebSocket, svc: Service) -> tuple[str, FeedId | None, bool]:
+async def _open(websocket: WebSocket, svc: Service, chosen: Encoding | None) -> _Opening:
+    """Authenticate and find the start, reading the store *before* the accept so that everything
+    after the accept is owed to the socket; the socket is accepted whatever the outcome (a
+    refusal is a close code with a reason, not an HTTP 403)."""
     params = websocket.query_params
     token = params.get("token")
-    since_raw: object = params.get("since")
-    if token is None:
+    accepted = False
+
+    async def accept() -> None:
+        nonlocal accepted
+        if not accepted:
+            accepted = True
+            await websocket.accept(subprotocol=chosen.value if chosen else None)
+
+    try:
+        if token is not None:  # the member is known before the accept: start after the feed's end
+            verified = _verify(svc, token)
+            since = _since(params.get("since"))
+            start = since if since is not None else await svc.feed.end(verified.member)
+            await accept()
+            return _Opening(verified.member, verified.expires_at_ms, start, moment=False)
+        seconds, micros = await svc.redis.time()  # by the clock that makes stream ids
+        await accept()
         first = await _receive_op(websocket, AUTH_WAIT_S)
         if first is None or first.get("op") != "auth" or not isinstance(first.get("token"), str):
             raise _Refused(CloseCode.UNAUTHORIZED, 'send ?token= or a first frame {"op": "auth", "token": ...}')
-        token = first["token"]
-        since_raw = first.get("since", since_raw)
+        verified = _verify(svc, first["token"])
+        since = _since(first.get("since", params.get("since")))
+        if since is not None:
+            return _Opening(verified.member, verified.expires_at_ms, since, moment=False)
+        return _Opening(verified.member, verified.expires_at_ms, just_before(seconds * 1000 + micros // 1000), moment=True)
+    except STORE_ERRORS:
+        await accept()
+        raise _Refused(CloseCode.RESUME, "the store is unavailable; reconnect and resume") from None
+    except _Refused:
+        await accept()
+        raise
+
+
+def _verify(svc: Service, token: str) -> MemberToken:
     try:
-        member = svc.auth.member_from_token(token)
+        return svc.auth.verify_member_token(token)
     except Unauthorized as exc:
         raise _Refused(CloseCode.UNAUTHORIZED, exc.message) from None
-    if since_raw is None:
-        return member, None, False
-    return member, _since(since_raw), True
 
 
 def _since(value: object) -> FeedId | None:
@@ -135,18 +187,35 @@ def _since(value: object) -> FeedId | None:
         raise _Refused(CloseCode.BAD_REQUEST, f"since: {exc.message}") from None
 
 
-async def _replay(svc: Service, conn: LiveConnection, since: FeedId | None) -> None:
+async def _replay(svc: Service, conn: LiveConnection, start: FeedId, *, moment: bool = False) -> None:
     try:
-        replay = await svc.feed.replay(conn.member, since)
+        replay = await svc.feed.replay(conn.member, start, moment=moment)
     except STORE_ERRORS:
         raise _Refused(CloseCode.RESUME, "the store is unavailable; reconnect and resume") from None
     if replay.gap or sum(len(a.effects) for a in replay.awards) > MAX_REPLAY_FRAMES:
         conn.enqueue(control("reset", conn.encoding, reason="your last id is older than the feed keeps; refetch the snapshot"))
         conn.send_frames(conn.resume.on_replay(replay.last, []))
         return
-    start = since if since is not None else replay.last
     frames = [frame for award in replay.awards for frame in frames_of(award)]
     conn.send_frames(conn.resume.on_replay(start, frames), replayed=True)
+
+
+async def _resume(svc: Service, conn: LiveConnection, op: dict[str, Any]) -> None:
+    """A resume frame: replay from its ``since`` unless a feed frame already went out."""
+    since = _since(op.get("since"))
+    if since is None:
+        return  # "from now": this socket already starts no later than its accept
+    if not conn.resume.rewind():
+        conn.enqueue(
+            control(
+                "error",
+                conn.encoding,
+                code="resume_too_late",
+                message="feed frames were already sent on this socket; reconnect with ?since=<last id>",
+            )
+        )
+        return
+    await _replay(svc, conn, since)
 
 
 async def _receive_op(websocket: WebSocket, timeout: float | None) -> dict[str, Any] | None:
@@ -173,9 +242,5 @@ def _answer(conn: LiveConnection, op: dict[str, Any]) -> None:
     kind = op.get("op")
     if kind == "ping":
         conn.enqueue(control("pong", conn.encoding))
-    elif kind == "resume":
-        conn.enqueue(
-            control("error", conn.encoding, code="resume_too_late", message="resume only as the first frame, or reconnect with ?since=")
-        )
     else:
         conn.enqueue(control("error", conn.encoding, code="unknown_op", message="ops are ping and resume"))

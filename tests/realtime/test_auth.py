@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 import warnings
 
@@ -9,13 +10,20 @@ import httpx
 import jwt
 import jwt.warnings
 import pytest
+import redis
+from starlette.routing import Route
 
+from realtime.app import create_app
+from realtime.settings import Settings
 from tests.realtime.conftest import (
     ADMIN_KEY,
     API_KEY,
+    EXAMPLE_CONFIG,
     OTHER_API_KEY,
     TOKEN_SECRET,
+    Service,
     error_of,
+    member_keys,
     purchase,
     run_cli,
     unique,
@@ -133,12 +141,13 @@ def test_me_with_token_from_the_command_line(anonymous: httpx.Client, known_memb
     assert me.json()["member"] == known_member
 
 
-def test_token_of_member_without_data_is_404(shop: httpx.Client, anonymous: httpx.Client) -> None:
-    """A valid token of a member with no events and no profile answers 404 at /v1/me."""
-    token = mint(shop, unique("m"))
-    response = anonymous.get("/v1/me", headers=bearer(token))
-    assert response.status_code == 404
-    assert error_of(response)["code"] == "not_found"
+def test_token_of_member_without_data_reads_an_empty_snapshot(shop: httpx.Client, anonymous: httpx.Client) -> None:
+    """A valid token of a member with no events and no profile reads an empty snapshot at /v1/me, not 404."""
+    member = unique("m")
+    response = anonymous.get("/v1/me", headers=bearer(mint(shop, member)))
+    assert response.status_code == 200, response.text
+    assert response.json()["member"] == member
+    assert response.json()["points"]["balance"] == 0
 
 
 def _token(sub: object, *, exp_delta_s: int = 600, secret: str = TOKEN_SECRET, **claims: object) -> str:
@@ -223,3 +232,74 @@ def test_token_default_ttl_is_a_day(shop: httpx.Client) -> None:
     """Without ttl_s a token lives one day."""
     claims = jwt.decode(mint(shop, "m-1"), TOKEN_SECRET, algorithms=["HS256"])
     assert claims["exp"] - claims["iat"] == 24 * 3600
+
+
+# --- a member token against every shop and admin endpoint ------------------------------------------------
+
+MEMBER_OR_PUBLIC = ("/v1/me", "/v1/games", "/v1/live", "/healthz", "/metrics")  # and what lies under them
+
+
+def _for_members_or_public(path: str) -> bool:
+    return any(path == p or path.startswith(p + "/") for p in MEMBER_OR_PUBLIC)
+
+
+def shop_and_admin_routes() -> list[tuple[str, str]]:
+    """Every (method, path template) of the app that a member token must not open, read from the
+    app itself so that a route added later is covered without a word here."""
+    found = []
+    for route in create_app(Settings()).routes:
+        if not isinstance(route, Route) or _for_members_or_public(route.path):
+            continue
+        found += [(method, route.path) for method in sorted(route.methods or ()) if method != "HEAD"]
+    return found
+
+
+def _body(method: str, path: str, victim: str) -> bytes | dict[str, object] | None:
+    """A body that would write for the shop or the admin, so that "nothing written" means something."""
+    if path == "/v1/config":
+        return EXAMPLE_CONFIG.read_bytes().replace(b"[program]", b"# a new version\n[program]", 1) if method == "POST" else None
+    if path == "/v1/events":
+        return purchase(victim)
+    if path == "/v1/tokens":
+        return {"member": victim}
+    if path == "/v1/members/{member}":
+        return {"birthday": "03-21", "tags": ["vip"]} if method == "PUT" else None
+    return {"id": unique("op"), "member": victim, "amount": 1, "reason": "test", "item": "tea-01", "order": "o-1"}
+
+
+def _state(sync_redis: redis.Redis, prefix: str, *members: str) -> dict[bytes, bytes | None]:
+    return {key: sync_redis.dump(key) for m in members for key in member_keys(sync_redis, prefix, m)}
+
+
+def test_shop_and_admin_routes_are_found() -> None:
+    """The route list really covers the shop and admin endpoints, including tokens and profiles."""
+    routes = shop_and_admin_routes()
+    assert {("POST", "/v1/tokens"), ("PUT", "/v1/members/{member}"), ("POST", "/v1/events"), ("POST", "/v1/config")} <= set(routes)
+
+
+@pytest.mark.parametrize("whose", ["another member's", "the named member's own"])
+@pytest.mark.parametrize(("method", "path"), shop_and_admin_routes())
+def test_member_token_on_shop_and_admin_endpoints_is_401_and_writes_nothing(
+    service: Service,
+    shop: httpx.Client,
+    admin: httpx.Client,
+    anonymous: httpx.Client,
+    sync_redis: redis.Redis,
+    known_member: str,
+    method: str,
+    path: str,
+    whose: str,
+) -> None:
+    """A valid member token as Bearer on any shop or admin endpoint naming a member answers 401; no key of either member and no programme changes."""
+    attacker = unique("m") if whose == "another member's" else known_member
+    assert shop.post("/v1/events", json=purchase(attacker)).status_code == 200  # the attacker has data too
+    token = mint(shop, attacker)
+    url = re.sub(r"\{member\}", known_member, path)
+    url = re.sub(r"\{[^}]+\}", "x-1", url)  # any other path parameter
+    body = _body(method, path, known_member)
+    before = _state(sync_redis, service.prefix, known_member, attacker)
+    config_before = admin.get("/v1/config").json()
+    kwargs: dict[str, object] = {"content": body} if isinstance(body, bytes) else {"json": body} if body is not None else {}
+    assert_401(anonymous.request(method, url, headers=bearer(token), **kwargs))  # type: ignore[arg-type]
+    assert _state(sync_redis, service.prefix, known_member, attacker) == before
+    assert admin.get("/v1/config").json() == config_before

@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from engine.errors import InvalidInput
-from engine.feed import WHOLE, Award, FeedId, parse_feed_id
+from engine.feed import WHOLE, Award, FeedId, just_before, parse_feed_id
 from realtime.frames import (
     FATAL_CLOSE_CODES,
     CloseCode,
@@ -45,11 +45,11 @@ def sids(frames: list[Frame]) -> list[StreamId]:
     return [f.sid for f in frames]
 
 
-# Feed ids as award.lua makes them: increasing (ms, seq, effect) triples above 0-0-0. Small
+# Feed ids as award.lua makes them: increasing (ms, seq, effect) triples of entries above 0-0. Small
 # ranges make equal milliseconds (seq > 0) and digit-count changes (9 -> 10, 99 -> 100) common,
 # which is where comparing ids as strings instead of integers would go wrong.
 stream_ids = st.lists(
-    st.tuples(st.integers(0, 1200), st.integers(0, 120), st.integers(0, 12)).filter(lambda sid: sid != (0, 0, 0)),
+    st.tuples(st.integers(0, 1200), st.integers(0, 120), st.integers(0, 12)).filter(lambda sid: sid[:2] != (0, 0)),
     min_size=1,
     max_size=60,
     unique=True,
@@ -100,6 +100,95 @@ def test_resume_any_interleaving_sends_each_id_once_in_order(race: tuple[Any, ..
     assert resume.last == (ids[-1] if ids[since + 1 :] else start)
 
 
+OPENINGS = ["since", "end", "moment"]  # since in query or auth frame; ?token= alone (or ping first); auth frame, since null
+
+
+@st.composite
+def openings(draw: st.DrawFn) -> tuple[list[StreamId], str, FeedId, list[StreamId], list[Any]]:
+    """A socket's whole life under one opening: its start, what it is owed, and every event.
+
+    The stream ``ids`` grows; entries after index ``accepted`` were made after the accept. The
+    start is the client's ``since`` (anywhere); the feed's end read before the accept (``end``);
+    or ``just_before`` a moment by the stream's clock (``moment``: the auth frame's opening).
+    The socket subscribes after the accept; entries after ``subscribed`` arrive live, grouped
+    in messages. Then: messages held during the replay, the replay (read at or after the
+    subscription and after what was held), more live messages, and maybe a resume frame from
+    any id with its own held messages and replay, then the rest live.
+    """
+    ids = draw(stream_ids)
+    n = len(ids)
+    kind = draw(st.sampled_from(OPENINGS))
+    if kind == "moment":
+        at_ms = draw(st.integers(1, 1201))
+        accepted = sum(1 for i in ids if i[0] < at_ms) - 1
+        start = just_before(at_ms)
+        owed = ids[accepted + 1 :]
+    elif kind == "end":
+        accepted = draw(st.integers(-1, n - 1))
+        end = draw(st.integers(-1, accepted))  # read before the accept
+        start = ids[end] if end >= 0 else (0, 0, WHOLE)
+        owed = ids[end + 1 :]  # everything after the accept, and what came between the read and it
+    else:
+        accepted = draw(st.integers(-1, n - 1))
+        since = draw(st.integers(-1, n - 1))
+        start = ids[since] if since >= 0 else (0, 0, 0)
+        owed = ids[since + 1 :]
+    subscribed = draw(st.integers(accepted, n - 1))
+    live = ids[subscribed + 1 :]
+    cuts = sorted(draw(st.sets(st.integers(1, max(len(live) - 1, 1)), max_size=len(live))))
+    cuts = [c for c in cuts if 0 < c < len(live)]
+    messages = [live[a:b] for a, b in zip([0, *cuts], [*cuts, len(live)])] if live else []
+    steps: list[Any] = []
+    held = draw(st.integers(0, len(messages)))
+    steps += [("live", m) for m in messages[:held]]
+    seen = ids.index(messages[held - 1][-1]) if held else subscribed
+    read = draw(st.integers(max(seen, subscribed), n - 1))
+    steps.append(("replay", start, [i for i in ids[: read + 1] if i > start]))
+    more = draw(st.integers(held, len(messages)))
+    steps += [("live", m) for m in messages[held:more]]
+    if draw(st.booleans()):
+        index = draw(st.integers(-1, n - 1))
+        resume_since = ids[index] if index >= 0 else (0, 0, 0)
+        steps.append(("resume", resume_since))
+        held2 = draw(st.integers(more, len(messages)))
+        steps += [("live", m) for m in messages[more:held2]]
+        last = ids.index(messages[held2 - 1][-1]) if held2 else read
+        read2 = draw(st.integers(max(last, read), n - 1))
+        steps.append(("replay", resume_since, [i for i in ids[: read2 + 1] if i > resume_since]))
+        more = held2
+    steps += [("live", m) for m in messages[more:]]
+    return ids, kind, start, owed, steps
+
+
+@given(openings())
+def test_resume_every_opening_sends_what_is_owed_once_in_order(life: tuple[Any, ...]) -> None:
+    """Under every opening (since, the end read before the accept, the accept's moment), and a resume frame at any point,
+    the socket gets every id after its start once, increasing; a resume is honoured unless a feed frame already went out."""
+    ids, kind, start, owed, steps = life
+    resume = Resume()
+    sent: list[Frame] = []
+    rewound: FeedId | None = None
+    refused = False
+    for step in steps:
+        if step[0] == "live":
+            sent += resume.on_live([frame(s) for s in step[1]])
+        elif step[0] == "replay":
+            if refused:
+                continue  # a refused resume replays nothing
+            sent += resume.on_replay(step[1], [frame(s) for s in step[2]])
+        else:
+            had_sent = bool(sent)
+            ok = resume.rewind()
+            assert ok is not had_sent
+            rewound, refused = (step[1], False) if ok else (None, True)
+    if rewound is not None:
+        assert sids(sent) == [i for i in ids if i > rewound]
+    else:
+        assert sids(sent) == owed
+    if kind == "moment":
+        assert all(i > start for i in owed) and all(i <= start for i in ids[: len(ids) - len(owed)])
+
+
 @given(stream_ids, st.data())
 def test_resume_live_drops_ids_already_sent(ids: list[StreamId], data: st.DataObject) -> None:
     """Once live, a frame at or below the last id sent (a duplicate or a late copy) is dropped."""
@@ -135,6 +224,34 @@ def test_resume_start_never_moves_backwards() -> None:
     resume = Resume()
     assert sids(resume.on_replay((2, 0, 0), [frame((3, 0, 0))])) == [(3, 0, 0)]
     assert resume.on_replay((1, 0, 0), [frame((2, 5, 0)), frame((3, 0, 0))]) == []
+
+
+def test_rewind_before_any_feed_frame_replays_from_an_older_id() -> None:
+    """A resume before any feed frame went out holds live frames again and replays from its older id, merged."""
+    resume = Resume()
+    assert resume.on_replay((5, 0, WHOLE), []) == []  # live from the end: nothing owed yet
+    assert resume.on_live([frame((5, 0, 1))]) == []  # a late copy of an entry at or before the end
+    assert resume.rewind() and not resume.live
+    assert resume.on_live([frame((6, 0, 0))]) == []  # held
+    out = resume.on_replay((4, 0, 0), [frame((4, 0, 1)), frame((5, 0, 0)), frame((5, 0, 1)), frame((6, 0, 0))])
+    assert sids(out) == [(4, 0, 1), (5, 0, 0), (5, 0, 1), (6, 0, 0)]
+
+
+def test_rewind_after_a_feed_frame_is_refused_and_changes_nothing() -> None:
+    """Once a feed frame went out, rewind answers False and live frames keep flowing in order."""
+    resume = Resume()
+    resume.on_replay((5, 0, WHOLE), [])
+    assert sids(resume.on_live([frame((6, 0, 0))])) == [(6, 0, 0)]
+    assert not resume.rewind()
+    assert resume.live and resume.sent_any
+    assert sids(resume.on_live([frame((6, 0, 0)), frame((7, 0, 0))])) == [(7, 0, 0)]
+
+
+def test_a_moment_start_sends_every_entry_of_that_millisecond_and_later() -> None:
+    """just_before(ms) sorts after every id of earlier milliseconds and before ms-0-0."""
+    resume = Resume()
+    resume.on_live([frame((99, 7, 3)), frame((100, 0, 0))])
+    assert sids(resume.on_replay(just_before(100), [frame((99, 120, 12))])) == [(100, 0, 0)]
 
 
 # --- frames and encodings -------------------------------------------------------------------------

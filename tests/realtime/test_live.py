@@ -28,6 +28,7 @@ from websockets.exceptions import ConnectionClosed
 
 from engine.feed import FeedId, parse_feed_id
 from engine.keys import Keys
+from realtime.auth import Auth
 from realtime.client import LiveClient, LiveRefused
 from realtime.frames import Encoding
 from tests.realtime.conftest import TOKEN_SECRET, Service, purchase, unique
@@ -388,19 +389,133 @@ def test_unusable_client_frame_is_closed_4400(service: Service, raw: str) -> Non
     asyncio.run(main())
 
 
-def test_unknown_op_and_late_resume_answer_an_error_frame(service: Service) -> None:
-    """An unknown op, or a resume after the start, answers an error frame; the socket stays open."""
+def test_unknown_op_answers_an_error_frame(service: Service) -> None:
+    """An unknown op answers an error frame; the socket stays open."""
 
     async def main() -> None:
         async with websockets.connect(live_url(service, token=member_token(unique("m")), since="0-0")) as ws:
             await send_op(ws, {"op": "dance"})
             assert (await recv(ws))["code"] == "unknown_op"
-            await send_op(ws, {"op": "resume", "since": "0-0"})
-            late = await recv(ws)
-            assert (late["type"], late["code"]) == ("error", "resume_too_late")
             assert await until_pong(ws) == []
 
     asyncio.run(main())
+
+
+def test_resume_before_any_feed_frame_is_honoured(service: Service) -> None:
+    """A resume frame after a ping, but before any feed frame went out, replays from its since, then carries on live."""
+    member = unique("m")
+
+    async def main() -> None:
+        async with service.async_client() as http:
+            history = frames_of(await post(http, purchase(member, 19900)))
+            async with websockets.connect(live_url(service, token=member_token(member))) as ws:
+                assert await until_pong(ws) == []  # live, from the end: nothing owed yet
+                await send_op(ws, {"op": "resume", "since": history[0]["id"]})
+                assert await until_pong(ws) == history[1:]
+                await send_op(ws, {"op": "resume", "since": None})  # "from now": changes nothing
+                await expect_frames(ws, frames_of(await post(http, purchase(member, 300))))
+
+    asyncio.run(main())
+
+
+def test_resume_after_a_feed_frame_answers_resume_too_late(service: Service) -> None:
+    """Once a feed frame went out, a resume answers error resume_too_late (older frames would break order); live goes on."""
+    member = unique("m")
+
+    async def main() -> None:
+        async with service.async_client() as http, websockets.connect(live_url(service, token=member_token(member))) as ws:
+            assert await until_pong(ws) == []
+            first = frames_of(await post(http, purchase(member, 19900)))
+            assert await recv_n(ws, len(first)) == first
+            await send_op(ws, {"op": "resume", "since": "0-0"})
+            late = await recv(ws)
+            assert (late["type"], late["code"]) == ("error", "resume_too_late")
+            assert "since" in late["message"]
+            await expect_frames(ws, frames_of(await post(http, purchase(member, 300))))
+
+    asyncio.run(main())
+
+
+# --- a token that expires while its socket is open ------------------------------------------------------------
+
+SHORT_TTL_S = 2  # exp is in whole seconds: such a token expires 1 to 2 s after it is minted
+
+
+def short_token(member: str, ttl_s: int = SHORT_TTL_S) -> str:
+    """A member token minted as the service mints them (realtime.auth), with a short life."""
+    return Auth(frozenset(), frozenset(), TOKEN_SECRET).mint(member, int(time.time() * 1000), ttl_s)[0]
+
+
+@pytest.mark.parametrize("where", ["query", "auth frame"])
+def test_socket_is_closed_4401_when_its_token_expires(service: Service, where: str) -> None:
+    """A socket whose token expires while it is open is closed 4401 with a reason, after getting what came before."""
+    member = unique("m")
+
+    async def main() -> None:
+        token = short_token(member)
+        url = live_url(service, token=token, since="0-0") if where == "query" else live_url(service)
+        async with service.async_client() as http, websockets.connect(url) as ws:
+            if where == "auth frame":
+                await send_op(ws, {"op": "auth", "token": token, "since": "0-0"})
+            assert await until_pong(ws) == []  # accepted: the token was good
+            expected = frames_of(await post(http, purchase(member, 19900)))
+            code, reason, frames = await closed_with(ws)  # each read bounded by WAIT_S: the deadline
+            assert frames == expected
+            assert code == 4401 and "expired" in reason
+
+    asyncio.run(main())
+
+
+def test_live_client_with_a_plain_token_stops_when_it_expires(service: Service) -> None:
+    """LiveClient given a plain token string raises LiveRefused(4401) when it expires: the same token cannot help."""
+
+    async def main() -> None:
+        client = LiveClient(ws_base(service), short_token(unique("m")), since="0-0")
+        async with reading(client) as feed:
+            with pytest.raises(LiveRefused) as info:
+                await feed.next()
+            assert info.value.code == 4401
+            assert client.connects == 1
+
+    asyncio.run(main())
+
+
+def test_live_client_with_a_token_provider_reconnects_with_a_fresh_token(service: Service, sync_redis: redis.Redis) -> None:
+    """LiveClient given a provider (async here) gets a fresh token after a 4401 expiry and resumes without loss."""
+    member = unique("m")
+
+    async def main() -> tuple[list[dict[str, Any]], list[dict[str, Any]], LiveClient]:
+        async with service.async_client() as http:
+            expected: list[dict[str, Any]] = []
+            reconnected = asyncio.Event()
+            calls = 0
+
+            async def provider() -> str:
+                nonlocal calls
+                calls += 1
+                if calls == 2:  # the first socket was closed at expiry: post while none is open
+                    expected.extend(frames_of(await post(http, purchase(member, 300))))
+                    reconnected.set()
+                return short_token(member) if calls == 1 else member_token(member)
+
+            client = LiveClient(ws_base(service), provider, since="0-0", backoff_min_s=0.01)
+            async with reading(client) as feed:
+                expected += frames_of(await post(http, purchase(member, 19900)))
+                got = await feed.until(expected[-1]["id"])
+                pending = asyncio.create_task(feed.next())  # drives the client through the expiry
+                async with asyncio.timeout(WAIT_S):
+                    await reconnected.wait()
+                got.append(await pending)
+                got += await feed.until(expected[-1]["id"]) if got[-1]["id"] != expected[-1]["id"] else []
+                expected += frames_of(await post(http, purchase(member, 400)))  # live on the new socket
+                got += await feed.until(expected[-1]["id"])
+                return expected, got, client
+
+    expected, got, client = asyncio.run(main())
+    assert got == expected
+    assert ids(got) == feed_ids(sync_redis, service.prefix, member)
+    assert client.close_codes == [4401]
+    assert client.connects == 2
 
 
 # --- resume ---------------------------------------------------------------------------------------------------
@@ -616,3 +731,76 @@ def test_lost_pubsub_connection_closes_4409_and_live_client_resumes(service: Ser
     assert ids(got) == feed_ids(sync_redis, service.prefix, member)
     assert client.close_codes[0] == 4409
     assert set(client.close_codes) <= {4409, 1013}  # 1013: the hub was still reconnecting
+
+
+# --- openings: whatever the client sends first, nothing published after the accept is lost -------------------
+
+PROMPT_S = 4.0  # a hold before going live (the old 5 s wait for a resume frame) would miss this deadline
+
+OPENINGS = {  # how the socket opens: the URL's query, and the client's first frame (None: it sends nothing)
+    "token in query, nothing sent": ({"token"}, None),
+    "token and since in query": ({"token", "since"}, None),
+    "ping first": ({"token"}, {"op": "ping"}),
+    "resume frame first": ({"token"}, {"op": "resume", "since": "SINCE"}),
+    "auth frame, since null": (set(), {"op": "auth", "token": "TOKEN", "since": None}),
+    "auth frame with a since": (set(), {"op": "auth", "token": "TOKEN", "since": "SINCE"}),
+}
+AWARD_TIMES = ["before the first frame", "after the first frame", "0.5 s after connecting"]
+
+
+TOO_LATE = {"type": "error", "code": "resume_too_late"}
+
+
+async def feed_frames(ws: Any, owed: int, new: int, deadline_s: float = WAIT_S) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Feed frames (those with an id) and the control frames among them, until ``owed + new``
+    feed frames came, or only ``new`` and a ``resume_too_late`` error (a refused resume)."""
+    got: list[dict[str, Any]] = []
+    controls: list[dict[str, Any]] = []
+    async with asyncio.timeout(deadline_s):
+        while len(got) < owed + new and not (len(got) >= new and too_late(controls)):
+            frame = decode(await ws.recv())
+            (got if "id" in frame else controls).append(frame)
+    return got, controls
+
+
+def too_late(controls: list[dict[str, Any]]) -> bool:
+    return any({k: c.get(k) for k in TOO_LATE} == TOO_LATE for c in controls)
+
+
+@pytest.mark.parametrize("award", AWARD_TIMES)
+@pytest.mark.parametrize("opening", OPENINGS)
+def test_every_opening_gets_an_award_made_right_after_connecting(service: Service, opening: str, award: str) -> None:
+    """Whatever the client sends first, every effect of an award made after the socket was accepted arrives once, in order, promptly."""
+    member = unique("m")
+    token = member_token(member)
+    query, first = OPENINGS[opening]
+
+    async def main() -> None:
+        async with service.async_client() as http:
+            history = frames_of(await post(http, purchase(member, 19900), purchase(member, 300)))
+            since = history[2]["id"]  # an id the client saw: what follows it is owed too
+            params = {k: v for k, v in {"token": token, "since": since}.items() if k in query}
+            named = "since" in query or (first is not None and first.get("since") == "SINCE")
+            owed = [f for f in history if sid(f) > parse_feed_id(since)] if named else []
+            async with websockets.connect(live_url(service, **params)) as ws:
+                new: list[dict[str, Any]] = []
+                if award == "before the first frame":
+                    new += frames_of(await post(http, purchase(member, 500)))
+                if first is not None:
+                    fill = {"TOKEN": token, "SINCE": since}
+                    await send_op(ws, {k: fill.get(v, v) if isinstance(v, str) else v for k, v in first.items()})
+                if award == "0.5 s after connecting":
+                    await asyncio.sleep(0.5)  # part of the scenario (an award a moment later), not a wait for something
+                new += frames_of(await post(http, purchase(member, 19900)))
+                new += frames_of(await post(http, purchase(member, 700)))
+                got, controls = await feed_frames(ws, len(owed), len(new), PROMPT_S if first is None else WAIT_S)
+                if too_late(controls):  # an award's frame went out before the resume was read: nothing older is sent
+                    assert opening == "resume frame first" and award != "0.5 s after connecting", controls
+                    owed = []
+                assert got == owed + new
+                rest = await until_pong(ws)  # nothing more: no duplicate, no late arrival
+                assert [f for f in rest if "id" in f] == []
+                expected_controls = [{"type": "pong"}] if first == {"op": "ping"} else []
+                assert [c for c in controls + rest if not too_late([c])] == expected_controls
+
+    asyncio.run(main())
