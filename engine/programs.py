@@ -47,14 +47,15 @@ class ActiveProgram:
 
     def window_ms(self, now_ms: int) -> int:
         """How far before ``now_ms`` an event's ``at`` may lie: the programme's retention, or the
-        shortest retention in force at any time during the last retention (plus a day of slack).
+        shortest retention in force at any time during the last retention (plus the allowed clock
+        skew and a day of slack: an event's first sighting may precede its ``at`` by the skew).
 
         Safe because an entry written at ``t`` under retention ``r`` lives at least until
         ``at + r``; an event accepted now is at most ``window`` old, and its first sighting was
         under a retention that was in force inside the horizon, so ``window <= r`` there.
         """
         window = self.program.retention_ms
-        horizon = now_ms - window - DAY_MS
+        horizon = now_ms - window - self.program.skew_ms - DAY_MS
         for until_ms, retention_ms in self.earlier:
             if until_ms > horizon and retention_ms < window:
                 window = retention_ms

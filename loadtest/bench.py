@@ -391,7 +391,7 @@ def run_memory(opts: Options, url: str, program: CompiledProgram, run_id: str) -
             for p in plans[i : i + 1000]:
                 key = keys.member(p.event.member).dedupe(p.dedupe_bucket)
                 # fingerprint and the award's feed entry id, packed as award.lua packs them
-                pipe.hset(key, p.dedupe_field, p.event.fingerprint + now_ms.to_bytes(6, "big") + bytes(2))
+                pipe.hset(key, p.dedupe_field, p.event.fingerprint + bytes(5))
                 pipe.pexpireat(key, p.dedupe_expire_ms)
             pipe.execute()
         dedupe_delta = (used_memory(client, settle_s) - before) / count

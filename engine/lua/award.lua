@@ -5,8 +5,9 @@
 -- KEYS[3] ledger stream   (d = points delta, b = balance after, r = reason, e = event id)
 -- KEYS[4] feed stream     (one entry an award: d = msgpack {{type, data}...}, e = event id), capped
 -- KEYS[5] rewards list    (msgpack [item, granted at ms, reason, event id])
--- KEYS[6] dedupe hash of the event's own time bucket (field: 12-byte id digest, value: 8-byte
---         fingerprint, then the award's feed entry id packed as struct '>I6I2' when it had one)
+-- KEYS[6] dedupe hash of the event's own time bucket, "<tag>:d:<bucket>" (field: 10-byte id
+--         digest; value: 6-byte fingerprint, then, when the award had a feed entry, its id in
+--         5 bytes: see entry_ref)
 -- KEYS[7..] the other dedupe buckets an earlier sighting of the id could be in
 -- ARGV[1] msgpack plan: [event id, fingerprint, now ms, dedupe field, dedupe bucket expiry ms,
 --           feed length, grants, quests]
@@ -23,14 +24,26 @@ local plan = cmsgpack.unpack(ARGV[1])
 local event_id, fingerprint, now_ms, dd_field, dd_expire_ms, feed_length, grants, quests =
   plan[1], plan[2], plan[3], plan[4], plan[5], plan[6], plan[7], plan[8]
 
+-- A dedupe entry names the award's feed entry <ms>-<seq> in 5 bytes (every byte of an entry is
+-- multiplied by the events retained): ms as an offset from the start of the bucket holding the
+-- entry (7 days of event time; the award was applied between a skew before and a retention
+-- after), biased to stay positive, times REF_SEQS, plus seq. Past its bounds: no reference.
+local BUCKET_MS = 7 * 86400000  -- keys.DEDUPE_BUCKET_MS
+local REF_SEQS = 64
+local REF_BIAS_MS = 2147483648  -- 2^31 ms, about 24 days before the bucket's start
+local REF_MAX = 1099511627776  -- 2^40
+local function bucket_start_ms(key) return tonumber(string.match(key, ':d:(%-?%d+)$')) * BUCKET_MS end
+
 for i = 6, #KEYS do
   local seen = redis.call('HGET', KEYS[i], dd_field)
   if seen then
-    if string.sub(seen, 1, 8) ~= fingerprint then return cmsgpack.pack({2}) end
-    if #seen < 16 then return cmsgpack.pack({0}) end
+    if string.sub(seen, 1, 6) ~= fingerprint then return cmsgpack.pack({2}) end
+    if #seen < 11 then return cmsgpack.pack({0}) end
     -- Replay the original award, as a payment API replays its first response: a backend that
     -- lost the first reply learns what was awarded (while the feed still keeps the entry).
-    local ms, seq = struct.unpack('>I6I2', seen, 9)
+    local packed_ref = struct.unpack('>I5', seen, 7)
+    local seq = packed_ref % REF_SEQS
+    local ms = bucket_start_ms(KEYS[i]) + (packed_ref - seq) / REF_SEQS - REF_BIAS_MS
     local original = string.format('%d-%d', ms, seq)
     local entry = redis.call('XRANGE', KEYS[4], original, original)
     if #entry == 0 then return cmsgpack.pack({0, original}) end
@@ -48,7 +61,9 @@ local function remember(entry_id)
   if entry_id then
     local dash = string.find(entry_id, '-', 1, true)
     local seq = tonumber(string.sub(entry_id, dash + 1))
-    if seq < 65536 then value = value .. struct.pack('>I6I2', tonumber(string.sub(entry_id, 1, dash - 1)), seq) end
+    local offset = tonumber(string.sub(entry_id, 1, dash - 1)) - bucket_start_ms(KEYS[6]) + REF_BIAS_MS
+    local ref = offset * REF_SEQS + seq
+    if seq < REF_SEQS and offset >= 0 and ref < REF_MAX then value = value .. struct.pack('>I5', ref) end
   end
   redis.call('HSET', KEYS[6], dd_field, value)
   -- A bucket's expiry only ever moves later (a programme may raise its retention), and is

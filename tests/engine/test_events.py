@@ -47,7 +47,7 @@ def test_a_valid_event_parses(program: CompiledProgram) -> None:
     event = parse_event(purchase(), program, NOW_MS)
     assert (event.id, event.member, event.type, event.at_ms) == ("order-9912-paid", "m-42", "purchase", NOW_MS)
     assert event.data == {"amount": 19900, "sku": "tea-01"}
-    assert len(event.fingerprint) == 8
+    assert len(event.fingerprint) == 6
 
 
 def test_data_may_be_omitted_when_no_field_is_required(program: CompiledProgram) -> None:

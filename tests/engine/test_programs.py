@@ -133,7 +133,7 @@ def test_a_restart_keeps_a_posted_version_until_the_file_changes(redis_url: str,
 
 
 def test_a_raised_retention_keeps_the_shorter_window_until_it_has_passed(redis_url: str, prefix: str, example_config_path: Path) -> None:
-    """7 days, then 30: for the next 31 days events older than 7 days are refused (their dedupe
+    """7 days, then 30: for the next 31 days (and the skew) events older than 7 days are refused (their dedupe
     entries may already be gone), so a retry 20 days after its event can never apply twice;
     a lowered retention takes effect at once."""
     source = example_config_path.read_bytes()
@@ -155,8 +155,9 @@ def test_a_raised_retention_keeps_the_shorter_window_until_it_has_passed(redis_u
             now = AT_MS + 20 * DAY_MS
             with pytest.raises(EventOutOfWindow):
                 parse_event(retry, raised.program, now, raised.window_ms(now))
-            assert raised.window_ms(AT_MS + DAY_MS + 31 * DAY_MS - 1) == 7 * DAY_MS
-            assert raised.window_ms(AT_MS + DAY_MS + 31 * DAY_MS + 1) == 30 * DAY_MS
+            passed = AT_MS + DAY_MS + 31 * DAY_MS + raised.program.skew_ms  # raise + window + skew + a day
+            assert raised.window_ms(passed - 1) == 7 * DAY_MS
+            assert raised.window_ms(passed + 1) == 30 * DAY_MS
             # another process sees the same window
             other = ProgramRegistry(redis, keys, clock)
             assert await other.refresh() and other.current.window_ms(now) == 7 * DAY_MS

@@ -654,3 +654,21 @@ def test_quest_fields_expire_with_their_period_and_once_quests_never(engine, com
             assert await e.redis.execute_command("HPEXPIRETIME", state2, "FIELDS", 2, *once_fields) == [-1, -1]
 
     asyncio.run(run())
+
+
+def test_every_duplicate_replays_its_own_award(engine) -> None:
+    """A batch of one member's events (several in one millisecond, so entry seqs above 0) and a
+    back-dated one: each retry replays exactly its own original effects."""
+
+    async def run() -> None:
+        async with engine() as e:
+            plans = [e.plan(f"o-{i}", "m-1", "purchase", {"amount": 100}) for i in range(20)]
+            plans.append(e.plan("old-1", "m-1", "purchase", {"amount": 500}, at=e.now_ms - 10 * DAY_MS))
+            first = await e.store.apply_many(plans, e.program)
+            assert all(r.status is APPLIED for r in first)
+            assert any(not r.effects[0]["id"].split("-")[1] == "0" for r in first)  # seq > 0 happened
+            again = await e.store.apply_many(plans, e.program)
+            for original, retry in zip(first, again):
+                assert retry == AwardResult(DUPLICATE, original.effects, original=original.effects[0]["id"].rsplit("-", 1)[0])
+
+    asyncio.run(run())
