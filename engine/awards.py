@@ -2,68 +2,25 @@
 
 ``plan_award`` decides everything that does not depend on stored state: which rules and quests
 the event matches, the base XP and points, which counter field each quest moves for the
-event's period, when each field may be forgotten. ``award.lua`` decides the rest atomically
+event's period, when each field may be forgotten. ``member.lua`` decides the rest atomically
 from stored state (daily caps left, the tier multiplier, whether a quest was already done).
 """
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass
 from typing import Any
 
-import msgpack
-
-from engine.clock import DAY_MS
 from engine.config import CompiledProgram, CompiledQuest, Currency, Predicate, QuestKind
 from engine.errors import InvalidEvent
 from engine.events import Event
-from engine.keys import DEDUPE_BUCKET_MS
+from engine.operations import Grant, MemberPlan, Operation, QuestStep, member_plan
 
-#: A plan's grant: [currency "x"|"p", amount, reason, cap field or "", cap (0: none), cap expiry ms]
-Grant = list[Any]
-#: A plan's quest step: [quest id, field, increment, target, field expiry ms (0: never),
-#:                      reward xp, reward points, [coupon ids]]
-QuestStep = list[Any]
-
-
-DEDUPE_DIGEST_BYTES = 10
-
-#: Most XP or points one rule grants for one event: keeps every total the award script keeps far
-#: inside the integers a Lua double holds exactly, so the script cannot fail halfway.
+#: Most XP or points one rule grants for one event: keeps every total the member script keeps
+#: far inside the integers a Lua double holds exactly, so the script cannot fail halfway.
 AWARD_MAX = 10**9
 
 
-@dataclass(frozen=True, slots=True)
-class AwardPlan:
-    event: Event
-    now_ms: int
-    dedupe_field: bytes  # 10-byte digest of the event id: fixed size keeps the bucket compact
-    dedupe_bucket: int  # bucket of the event's `at`, where a first sighting is recorded
-    lookup_buckets: tuple[int, ...]  # every bucket an earlier sighting could be in
-    dedupe_expire_ms: int
-    grants: tuple[Grant, ...]
-    quests: tuple[QuestStep, ...]
-    feed_length: int
-
-    def pack(self) -> bytes:
-        """The ARGV[1] that award.lua unpacks; its header documents the layout."""
-        return msgpack.packb(
-            [
-                self.event.id,
-                self.event.fingerprint,
-                self.now_ms,
-                self.dedupe_field,
-                self.dedupe_expire_ms,
-                self.feed_length,
-                self.grants,
-                self.quests,
-            ],
-            use_bin_type=False,  # the server's cmsgpack predates the bin types
-        )
-
-
-def plan_award(program: CompiledProgram, event: Event, now_ms: int) -> AwardPlan:
+def plan_award(program: CompiledProgram, event: Event, now_ms: int) -> MemberPlan:
     """What this event earns under this programme; the store decides what state allows."""
     data = event.data
     periods = Periods(program, event.at_ms)
@@ -86,10 +43,10 @@ def plan_award(program: CompiledProgram, event: Event, now_ms: int) -> AwardPlan
         if rule.daily_cap:
             day, day_end_ms = periods.day()
             grants.append(
-                [currency, amount, rule.id, cap_field(rule.id, day), rule.daily_cap, day_end_ms + program.retention_ms]
+                [currency, amount, rule.id, cap_field(rule.id, day), rule.daily_cap, day_end_ms + program.retention_ms, 1]
             )
         else:
-            grants.append([currency, amount, rule.id, "", 0, 0])
+            grants.append([currency, amount, rule.id, "", 0, 0, 1])
 
     quests: list[QuestStep] = []
     for quest in program.quests_by_event[event.type]:
@@ -97,27 +54,8 @@ def plan_award(program: CompiledProgram, event: Event, now_ms: int) -> AwardPlan
         if step is not None:
             quests.append(step)
 
-    retention = program.retention_ms
-    # A day of margin each side: another host whose clock is off by up to a day still looks
-    # in every bucket this event's first sighting could be in (an empty bucket costs little).
-    first = (now_ms - retention - DAY_MS) // DEDUPE_BUCKET_MS
-    last = (now_ms + program.skew_ms + DAY_MS) // DEDUPE_BUCKET_MS
-    bucket = event.at_ms // DEDUPE_BUCKET_MS
-    return AwardPlan(
-        event=event,
-        now_ms=now_ms,
-        # 80 bits: two ids of one member colliding in one bucket, even among a million, is
-        # about 1 in 10^12; every byte saved here is saved once per retained event.
-        dedupe_field=hashlib.blake2b(event.id.encode(), digest_size=DEDUPE_DIGEST_BYTES).digest(),
-        dedupe_bucket=bucket,
-        lookup_buckets=tuple(range(first, last + 1)),
-        # Every entry outlives its event's `at` by the retention, plus slack for a server
-        # clock that runs ahead of ours: an event old enough to be forgotten is refused (422).
-        dedupe_expire_ms=(bucket + 1) * DEDUPE_BUCKET_MS + retention + DAY_MS,
-        grants=tuple(grants),
-        quests=tuple(quests),
-        feed_length=program.feed_length,
-    )
+    op = Operation(event.id, event.member, event.at_ms, event.fingerprint)
+    return member_plan(program, op, now_ms, grants=tuple(grants), quests=tuple(quests))
 
 
 def matches(where: tuple[Predicate, ...], data: dict[str, Any]) -> bool:
@@ -162,7 +100,7 @@ def quest_field(quest_id: str, period: str) -> str:
 
 
 def quest_done_field(progress_field: str) -> str:
-    """The completion marker beside a quest's progress field (award.lua derives it the same way)."""
+    """The completion marker beside a quest's progress field (member.lua derives it the same way)."""
     return "d" + progress_field
 
 
@@ -190,7 +128,7 @@ def _quest_step(quest: CompiledQuest, event: Event, periods: "Periods", retentio
         period_end_ms + retention_ms if period_end_ms else 0,
         r.xp,
         r.points,
-        list(r.coupons),
+        [list(c) for c in quest.coupons],
     ]
 
 

@@ -43,6 +43,18 @@ class Calendar:
         return label, end
 
 
+    def days_after(self, at_ms: int, days: int) -> int:
+        """The local midnight ``days`` days after the end of the day holding ``at_ms``."""
+        local = datetime.fromtimestamp(at_ms / 1000, self.tz)
+        return _ms(datetime(local.year, local.month, local.day, tzinfo=self.tz) + timedelta(days=days + 1))
+
+    def year_end(self, at_ms: int, years_after: int = 0) -> int:
+        """The local midnight that ends the calendar year ``years_after`` years after the one
+        holding ``at_ms`` (1: the end of next year)."""
+        local = datetime.fromtimestamp(at_ms / 1000, self.tz)
+        return _ms(datetime(local.year + years_after + 1, 1, 1, tzinfo=self.tz))
+
+
 def _ms(moment: datetime) -> int:
     # Wall-clock arithmetic above (same tzinfo), then timestamp(): correct across DST changes.
     return int(moment.timestamp() * 1000)

@@ -237,6 +237,24 @@ class CatalogItem(_Model):
     valid_days: Int = Field(30, ge=1, le=3650, description="days from grant until it expires")
 
 
+class PointsExpiry(str, Enum):
+    NEVER = "never"
+    DAYS = "days"
+    END_OF_NEXT_YEAR = "end_of_next_year"
+
+
+class Points(_Model):
+    """How long points live. Each grant is a lot with the expiry of the day it was granted;
+    spending takes the soonest-expiring lots first."""
+
+    expiry: PointsExpiry = Field(
+        PointsExpiry.NEVER,
+        description='"never"; "days": at the end of the local day of the grant plus `expiry_days`; '
+        '"end_of_next_year": at the end of the calendar year after the grant\'s (the common 积分 rule)',
+    )
+    expiry_days: Int = Field(365, ge=1, le=3650, description='with expiry = "days": how many days after the grant\'s day')
+
+
 class Tier(_Model):
     """A rung of the ladder, reached by lifetime XP."""
 
@@ -317,6 +335,7 @@ class Program(_Model):
     catalog: dict[Name, CatalogItem] = Field(
         default_factory=dict, max_length=MAX_CATALOG_ITEMS, description="coupons that rewards name, by item name"
     )
+    points: Points = Field(Points(), description="how long points live")
 
 
 # --- loading and checking -------------------------------------------------------------------
@@ -798,6 +817,7 @@ class CompiledQuest:
     starts_ms: int | None
     ends_ms: int | None
     rewards: Rewards
+    coupons: tuple[tuple[str, int], ...]  # (catalog item, valid ms): what the member script grants
 
 
 @dataclass(frozen=True, slots=True)
@@ -816,12 +836,21 @@ class CompiledProgram:
     quests_by_event: dict[str, tuple[CompiledQuest, ...]]
     quests: tuple[CompiledQuest, ...]
     tiers: tuple[Tier, ...]
-    tiers_packed: bytes  # msgpack table handed to award.lua with every call
+    tiers_packed: bytes  # msgpack table handed to member.lua with every call
     calendar: Calendar  # days and weeks in the programme's zone (remembers the last found)
 
     @property
     def name(self) -> str:
         return self.model.program.name
+
+    def lot_expiry_ms(self, at_ms: int) -> int:
+        """When points granted at ``at_ms`` expire (0: never), by the programme's ``[points]``."""
+        policy = self.model.points
+        if policy.expiry is PointsExpiry.DAYS:
+            return self.calendar.days_after(at_ms, policy.expiry_days)
+        if policy.expiry is PointsExpiry.END_OF_NEXT_YEAR:
+            return self.calendar.year_end(at_ms, 1)
+        return 0
 
 
 def compile_program(program: Program, source: bytes) -> CompiledProgram:
@@ -853,12 +882,13 @@ def compile_program(program: Program, source: bytes) -> CompiledProgram:
             starts_ms=_epoch_ms(q.starts),
             ends_ms=_epoch_ms(q.ends),
             rewards=q.rewards,
+            coupons=_coupons(program, q.rewards),
         )
         quests[q.event].append(cq)
         all_quests.append(cq)
     tiers_packed = msgpack.packb(
         [
-            [t.id, t.xp, round(t.points_multiplier * 1000), t.rewards.xp, t.rewards.points, list(t.rewards.coupons)]
+            [t.id, t.xp, round(t.points_multiplier * 1000), t.rewards.xp, t.rewards.points, _coupons(program, t.rewards)]
             for t in program.tiers
         ]
     )
@@ -879,6 +909,10 @@ def compile_program(program: Program, source: bytes) -> CompiledProgram:
         tiers_packed=tiers_packed,
         calendar=Calendar(ZoneInfo(info.timezone)),
     )
+
+
+def _coupons(program: Program, rewards: Rewards) -> tuple[tuple[str, int], ...]:
+    return tuple((item, program.catalog[item].valid_days * DAY_MS) for item in rewards.coupons)
 
 
 def _predicates(where: dict[str, Condition]) -> tuple[Predicate, ...]:

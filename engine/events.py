@@ -6,20 +6,16 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import orjson
 
 from engine import ids
 from engine.config import CompiledProgram, FieldType
 from engine.errors import EventOutOfWindow, InvalidEvent, InvalidInput
+from engine.operations import fingerprint
 
-#: 48 bits tell a retry from another event under a reused id (a client's bug, answered
-#: `idempotency_conflict`) but for 1 in 10^14; every byte is stored once per retained event.
-FINGERPRINT_BYTES = 6
 _TOP_KEYS = frozenset({"id", "member", "type", "at", "data"})
 _INT_MAX = 2**53 - 1  # Lua numbers are doubles: beyond this integers stop being exact
 #: An int field of an event's data lies within +-DATA_INT_MAX whatever its programme says:
@@ -89,11 +85,10 @@ def parse_event(raw: object, program: CompiledProgram, now_ms: int, window_ms: i
         )
 
     data = _check_data(raw.get("data", {}), program, etype)
-    fingerprint = hashlib.blake2b(
-        orjson.dumps([etype, None if given_at is None else at_ms, data], option=orjson.OPT_SORT_KEYS),
-        digest_size=FINGERPRINT_BYTES,
-    ).digest()
-    return Event(event_id, member, etype, at_ms, data, fingerprint)
+    # A retry is the same event when its type, data and explicit `at` are (an omitted `at` is
+    # "when it arrived", which a retry cannot repeat).
+    digest = fingerprint(etype, None if given_at is None else at_ms, data)
+    return Event(event_id, member, etype, at_ms, data, digest)
 
 
 def parse_time(value: object, field: str) -> int:

@@ -1,4 +1,4 @@
-"""A member's progress feed: what award.lua appends, and reading it back to resume.
+"""A member's progress feed: what member.lua appends, and reading it back to resume.
 
 The stream holds one entry per award, ``d`` = msgpack ``[[type, data], ...]``. Clients see one
 frame per effect, with feed id ``<ms>-<seq>-<i>`` (effect ``i`` of entry ``<ms>-<seq>``); the
@@ -57,7 +57,7 @@ def _entry_id(value: bytes | str) -> tuple[int, int]:
 
 @dataclass(frozen=True, slots=True)
 class Award:
-    """One feed entry: an applied award's effects, as award.lua published or stored them."""
+    """One feed entry: an applied award's effects, as member.lua published or stored them."""
 
     entry_id: str  # "" when the award had no effect (nothing was appended)
     event_id: str
@@ -65,7 +65,7 @@ class Award:
 
 
 def decode_award(raw: bytes) -> Award | int:
-    """award.lua's reply or pub/sub message, [entry id, event id, effects]: an ``Award``; or
+    """member.lua's reply or pub/sub message, [entry id, event id, effects]: an ``Award``; or
     its status code [0] duplicate, [2] conflict."""
     reply = msgpack.unpackb(raw, raw=False, strict_map_key=False, use_list=False)
     if len(reply) == 1:

@@ -22,12 +22,13 @@ DEDUPE_BUCKET_MS = 7 * DAY_MS
 @dataclass(frozen=True, slots=True)
 class MemberKeys:
     tag: str
-    profile: str  # hash: xp, pts (balance), tier, and the profile facts the shop sent
-    state: str  # hash: quest progress and daily-cap counters, field expiry per period
-    ledger: str  # stream: one entry per points grant or spend (d delta, b balance after)
+    profile: str  # hash: xp, pts (balance), tier, debt, nx (next lot expiry), profile facts
+    state: str  # hash: quest progress and markers, cap and limited counters, field expiry per period
+    ledger: str  # stream: one entry per points movement (k kind, d delta, b balance after)
     feed: str  # stream: the member's progress, capped, resumable by id
-    rewards: str  # list: coupons granted, msgpack [item, at_ms, reason, event id]
-    channel: str  # pub/sub: one message per applied award, for the live feed
+    coupons: str  # hash: coupon id -> msgpack [item, at_ms, reason, op id, state, valid until, used at, order]
+    lots: str  # hash: expiry ms ("0" never) -> points left that expire then
+    channel: str  # pub/sub: one message per applied operation, for the live feed
 
     def dedupe(self, bucket: int) -> str:
         return f"{self.tag}:d:{bucket}"
@@ -42,11 +43,11 @@ class Keys:
         (the award path builds its keys from the tag directly, in the same shapes)."""
         return f"{self.prefix}:{{m:{member}}}"
 
-    def award_keys(self, member: MemberId, bucket: int, lookup: tuple[int, ...]) -> tuple[list[str], str]:
-        """award.lua's KEYS (see its header) and the member's channel, built from the tag
+    def member_script_keys(self, member: MemberId, bucket: int, lookup: tuple[int, ...]) -> tuple[list[str], str]:
+        """member.lua's KEYS (see its header) and the member's channel, built from the tag
         directly: the hot path's copy of ``member()``, which tests hold to the same names."""
         tag = self.member_tag(member)
-        keys = [f"{tag}:p", f"{tag}:s", f"{tag}:l", f"{tag}:f", f"{tag}:r", f"{tag}:d:{bucket}"]
+        keys = [f"{tag}:p", f"{tag}:s", f"{tag}:l", f"{tag}:f", f"{tag}:cp", f"{tag}:lt", f"{tag}:d:{bucket}"]
         keys += [f"{tag}:d:{b}" for b in lookup if b != bucket]
         return keys, f"{tag}:ch"
 
@@ -58,7 +59,8 @@ class Keys:
             state=f"{tag}:s",
             ledger=f"{tag}:l",
             feed=f"{tag}:f",
-            rewards=f"{tag}:r",
+            coupons=f"{tag}:cp",
+            lots=f"{tag}:lt",
             channel=f"{tag}:ch",
         )
 

@@ -1,9 +1,11 @@
-"""The points ledger: every grant and spend is an entry; the balance is their sum.
+"""The points ledger: every grant, spend, expiry, refund and debt settlement is an entry; the
+balance is their sum, and the sum of the member's lots.
 
 ``verify`` walks every member (SCAN: an offline tool, never a hot path) and checks, per member,
-that the stored balance equals the sum of the ledger's deltas, that each entry's running
-balance follows from the one before, and that no event granted points twice for the same
-reason (a doubled award is consistent arithmetic, so only the entries' event ids reveal it).
+that the stored balance equals the sum of the lots and the sum of the ledger's deltas, that each
+entry's running balance follows from the one before, and that no operation granted points twice
+for the same reason (a doubled award is consistent arithmetic, so only the entries' operation
+ids reveal it).
 It reads the ledger in pages, so a long ledger costs memory for one page only (and a set of
 the event ids seen, per member).
 """
@@ -48,9 +50,11 @@ async def verify(redis: Redis, keys: Keys) -> VerifyReport:
         mk = keys.member(member)
         pipe = redis.pipeline(transaction=True)  # the balance and the ledger's end, at one instant
         pipe.hget(mk.profile, "pts")
+        pipe.hvals(mk.lots)
         pipe.xrevrange(mk.ledger, count=1)
-        balance_raw, last = await pipe.execute()
+        balance_raw, lot_amounts, last = await pipe.execute()
         balance = int(balance_raw or 0)
+        in_lots = sum(int(a) for a in lot_amounts)
         end = last[0][0].decode() if last else None
         total = 0
         detail = ""
@@ -63,13 +67,17 @@ async def verify(redis: Redis, keys: Keys) -> VerifyReport:
                 entries += 1
                 if not detail and int(fields[b"b"]) != total:
                     detail = f"entry {entry_id.decode()} records balance {int(fields[b'b'])}; entries sum to {total}"
+                if fields.get(b"k", b"g") != b"g":
+                    continue
                 grant = (fields[b"e"], fields[b"r"])
                 if not detail and grant in granted:
-                    detail = f"event {grant[0].decode()} granted points twice for {grant[1].decode()}"
+                    detail = f"operation {grant[0].decode()} granted points twice for {grant[1].decode()}"
                 granted.add(grant)
             if len(page) < PAGE:
                 break
             start = "(" + page[-1][0].decode()  # exclusive: resume after the last entry read
+        if not detail and in_lots != balance:
+            detail = f"balance {balance} differs from the sum of its lots ({in_lots})"
         if total != balance or detail:
             mismatches.append(Mismatch(member, balance, total, detail or "balance differs from ledger sum"))
     return VerifyReport(members, entries, mismatches)

@@ -17,7 +17,6 @@ from redis.asyncio import Redis
 
 from engine import ids
 from engine.awards import Periods, quest_done_field, quest_field, quest_period
-from engine.clock import DAY_MS
 from engine.config import CompiledProgram, QuestKind
 from engine.errors import InvalidInput
 from engine.events import parse_time
@@ -95,15 +94,16 @@ class MemberStore:
         pipe.hgetall(mk.profile)
         fields = [quest_field(q.id, period) for q, period, _ in quest_fields]
         pipe.hmget(mk.state, [*fields, *map(quest_done_field, fields)] or ["-"])
-        pipe.lrange(mk.rewards, 0, -1)
+        pipe.hgetall(mk.coupons)
+        pipe.hgetall(mk.lots)
         pipe.xrevrange(mk.feed, count=1)
         # A member with no history is a member all the same: tier one, nothing earned yet.
-        profile, state, rewards, last_feed = await pipe.execute()
+        profile, state, coupons, lots, last_feed = await pipe.execute()
         progress, done = state[: len(fields)], state[len(fields) :]
         p = {k.decode(): v.decode() for k, v in profile.items()}
         xp = int(p.get("xp", 0))
         tiers = program.tiers
-        # As award.lua does: the stored tier if the programme still has it, else where XP reaches.
+        # As member.lua does: the stored tier if the programme still has it, else where XP reaches.
         tier_index = next((i for i, t in enumerate(tiers) if t.id == p.get("tier")), None)
         if tier_index is None:
             tier_index = max(i for i, t in enumerate(tiers) if xp >= t.xp)
@@ -120,12 +120,15 @@ class MemberStore:
                 if nxt is None
                 else {"id": nxt.id, "name": nxt.name, "xp": nxt.xp, "xp_to_go": max(0, nxt.xp - xp)},
             },
-            "points": {"balance": int(p.get("pts", 0)), "expiring": []},
+            "points": _points_view(int(p.get("pts", 0)), int(p.get("debt", 0)), lots, now_ms),
             "quests": [
                 _quest_view(q, int(raw or 0), marker is not None, period_end_ms, now_ms)
                 for (q, _, period_end_ms), raw, marker in zip(quest_fields, progress, done)
             ],
-            "rewards": [_reward_view(raw, program) for raw in rewards],
+            "rewards": sorted(
+                (_coupon_view(cid.decode(), raw, program, now_ms) for cid, raw in coupons.items()),
+                key=lambda c: (c["granted_at_ms"], c["coupon"]),
+            ),
             "profile": {
                 "joined_at_ms": int(p["joined_at_ms"]) if "joined_at_ms" in p else None,
                 "birthday": p.get("birthday"),
@@ -170,17 +173,41 @@ def _quest_view(q: Any, progress: int, completed: bool, period_end_ms: int, now_
     }
 
 
-def _reward_view(raw: bytes, program: CompiledProgram) -> dict[str, Any]:
-    item, at_ms, reason, event_id = msgpack.unpackb(raw, raw=False)
-    entry: dict[str, Any] = {"item": item, "granted_at_ms": at_ms, "reason": reason, "event": event_id}
+def _points_view(balance: int, debt: int, lots: dict[bytes, bytes], now_ms: int) -> dict[str, Any]:
+    """The balance as of ``now_ms`` (lots already past their expiry do not count, even before
+    the member script has written their expiry) and what expires when, soonest first."""
+    expiring = []
+    for raw_expiry, raw_amount in lots.items():
+        expiry, amount = int(raw_expiry), int(raw_amount)
+        if expiry and amount > 0:
+            if expiry <= now_ms:
+                balance -= amount
+            else:
+                expiring.append({"amount": amount, "expires_at_ms": expiry})
+    expiring.sort(key=lambda lot: lot["expires_at_ms"])
+    return {"balance": balance, "expiring": expiring, "debt": debt}
+
+
+_COUPON_STATES = {0: "granted", 1: "used", 2: "revoked"}
+
+
+def _coupon_view(coupon: str, raw: bytes, program: CompiledProgram, now_ms: int) -> dict[str, Any]:
+    item, at_ms, reason, op_id, state, until_ms, used_at_ms, order = msgpack.unpackb(raw, raw=False)
+    label = _COUPON_STATES.get(state, "granted")
+    if label == "granted" and until_ms and until_ms <= now_ms:
+        label = "expired"
+    entry: dict[str, Any] = {
+        "coupon": coupon,
+        "item": item,
+        "state": label,
+        "granted_at_ms": at_ms,
+        "expires_at_ms": until_ms or None,
+        "reason": reason,
+        "event": op_id,
+    }
+    if state == 1:
+        entry.update(used_at_ms=used_at_ms, order=order)
     catalog = program.model.catalog.get(item)
     if catalog is not None:
-        entry.update(
-            kind=catalog.kind,
-            title=catalog.title,
-            value_cents=catalog.value_cents,
-            min_spend_cents=catalog.min_spend_cents,
-            expires_at_ms=at_ms + catalog.valid_days * DAY_MS,
-        )
+        entry.update(kind=catalog.kind, title=catalog.title, value_cents=catalog.value_cents, min_spend_cents=catalog.min_spend_cents)
     return entry
-

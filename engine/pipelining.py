@@ -30,9 +30,9 @@ from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
 from engine.resp import RespConnection, open_connection
+from engine.runner import Call
 from engine.scripts import LuaScript
 
-Call = tuple[LuaScript, Sequence[str], Sequence[Any]]
 
 
 class AutoPipeline:

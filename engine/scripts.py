@@ -25,8 +25,13 @@ class LuaScript:
     sha: str
 
     @classmethod
-    def from_package(cls, name: str) -> "LuaScript":
-        source = resources.files("engine").joinpath("lua", name).read_bytes()
+    def from_package(cls, name: str, *, with_lib: bool = False) -> "LuaScript":
+        """The script in ``engine/lua/``; ``with_lib``: ``lib.lua``'s shared helpers go first, so
+        they are written once and the SHA covers exactly what runs."""
+        folder = resources.files("engine").joinpath("lua")
+        source = folder.joinpath(name).read_bytes()
+        if with_lib:
+            source = folder.joinpath("lib.lua").read_bytes() + b"\n" + source
         return cls(name, source, hashlib.sha1(source).hexdigest())
 
     async def load(self, redis: Redis) -> None:
@@ -44,15 +49,15 @@ class LuaScript:
 
 
 class Scripts:
-    """Every script the engine runs; new games add theirs beside ``award``."""
+    """Every script the engine runs; objects (catalog stock, games) add theirs beside ``member``."""
 
     def __init__(self) -> None:
-        self.award = LuaScript.from_package("award.lua")
+        self.member = LuaScript.from_package("member.lua", with_lib=True)
         self.replay = LuaScript.from_package("replay.lua")
         self.activate = LuaScript.from_package("activate.lua")
 
     def all(self) -> list[LuaScript]:
-        return [self.award, self.replay, self.activate]
+        return [self.member, self.replay, self.activate]
 
     async def load(self, redis: Redis) -> None:
         for script in self.all():

@@ -1,8 +1,9 @@
-"""Applying award plans: one EVALSHA of ``award.lua`` per event, pipelined when batched.
+"""Applying member plans: one ``member.lua`` call per operation, through a ``Runner``.
 
-A thin typed wrapper, in the manner of ``limits``: it builds KEYS and ARGV, calls the script,
-and turns its return codes into ``AwardResult``s. All decisions that depend on stored state
-are made inside the script, so nothing here reads before it writes.
+A thin typed wrapper, in the manner of ``limits``: ``member_call`` builds KEYS and ARGV, the
+runner calls the script, ``decode_reply`` turns its return codes into ``OpResult``s. Every
+decision that depends on stored state is made inside the script, so nothing here reads before
+it writes.
 """
 
 from __future__ import annotations
@@ -14,64 +15,72 @@ from typing import Any
 
 import msgpack
 
-from engine.awards import AwardPlan
 from engine.config import CompiledProgram
 from engine.errors import StoreError
 from engine.keys import Keys
-from engine.pipelining import AutoPipeline
+from engine.operations import MemberPlan
+from engine.runner import Runner
 from engine.scripts import Scripts
 
 
-class AwardStatus(str, Enum):
+class OpStatus(str, Enum):
     APPLIED = "applied"
     DUPLICATE = "duplicate"
     CONFLICT = "conflict"  # the id was seen with another body: reported as rejected
+    REFUSED = "refused"  # a check failed (balance, coupon state, a limit): nothing was written
 
 
 @dataclass(frozen=True, slots=True)
-class AwardResult:
-    status: AwardStatus
+class OpResult:
+    status: OpStatus
     effects: list[dict[str, Any]] = field(default_factory=list)
-    #: A duplicate's original award: its feed entry id ("" when it had no effect). Its
+    #: A duplicate's original operation: its feed entry id ("" when it had no effect). Its
     #: effects are replayed while the member's feed still keeps the entry.
     original: str = ""
+    #: Why a refused operation was refused (insufficient_points, already_used, ...), and which
+    #: debit, coupon use or counter of the plan failed.
+    refusal: str = ""
+    refused_index: int = 0
 
 
-class AwardStore:
-    def __init__(self, pipeline: AutoPipeline, keys: Keys, scripts: Scripts) -> None:
-        self._pipeline = pipeline
+def member_call(keys: Keys, plan: MemberPlan, program: CompiledProgram, publish: bool = True) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of member.lua for one plan (see the script's header)."""
+    script_keys, channel = keys.member_script_keys(plan.op.member, plan.dedupe_bucket, plan.lookup_buckets)
+    return script_keys, [plan.pack(), program.tiers_packed, channel if publish else ""]
+
+
+class OperationStore:
+    def __init__(self, runner: Runner, keys: Keys, scripts: Scripts) -> None:
+        self._runner = runner
         self._keys = keys
         self._scripts = scripts
 
-    def call_for(self, plan: AwardPlan, program: CompiledProgram) -> tuple[list[str], list[Any]]:
-        """KEYS and ARGV of award.lua for one plan (see the script's header)."""
-        keys, channel = self._keys.award_keys(plan.event.member, plan.dedupe_bucket, plan.lookup_buckets)
-        return keys, [plan.pack(), program.tiers_packed, channel]
+    async def apply(self, plan: MemberPlan, program: CompiledProgram) -> OpResult:
+        keys, args = member_call(self._keys, plan, program)
+        return decode_reply(await self._runner.call(self._scripts.member, keys, args))
 
-    async def apply(self, plan: AwardPlan, program: CompiledProgram) -> AwardResult:
-        keys, args = self.call_for(plan, program)
-        return decode_reply(await self._pipeline.call(self._scripts.award, keys, args))
-
-    async def apply_many(self, plans: Sequence[AwardPlan], program: CompiledProgram) -> list[AwardResult | Exception]:
+    async def apply_many(self, plans: Sequence[MemberPlan], program: CompiledProgram) -> list[OpResult | Exception]:
         """Apply plans in order in one pipeline; a failed call is returned, not raised."""
-        award = self._scripts.award
-        replies = await self._pipeline.run_many([(award, *self.call_for(p, program)) for p in plans])
+        member = self._scripts.member
+        replies = await self._runner.run_many([(member, *member_call(self._keys, p, program)) for p in plans])
         return [r if isinstance(r, Exception) else decode_reply(r) for r in replies]
 
 
-def decode_reply(raw: bytes) -> AwardResult:
-    """award.lua's reply (see its header): applied ``[entry, event, effects]``, duplicate
-    ``[0, entry?, effects?]``, conflict ``[2]``."""
+def decode_reply(raw: bytes) -> OpResult:
+    """member.lua's reply (see its header): applied ``[entry, op, effects]``, duplicate
+    ``[0, entry?, effects?]``, conflict ``[2]``, refused ``[3, reason, index]``."""
     reply = msgpack.unpackb(raw, raw=False, strict_map_key=False, use_list=False)
     head = reply[0]
     if isinstance(head, str):
-        return AwardResult(AwardStatus.APPLIED, _effects(head, reply[2]))
+        return OpResult(OpStatus.APPLIED, _effects(head, reply[2]))
     if head == 0:
         original = reply[1] if len(reply) > 1 else ""
-        return AwardResult(AwardStatus.DUPLICATE, _effects(original, reply[2]) if len(reply) > 2 else [], original)
+        return OpResult(OpStatus.DUPLICATE, _effects(original, reply[2]) if len(reply) > 2 else [], original)
     if head == 2:
-        return AwardResult(AwardStatus.CONFLICT)
-    raise StoreError(f"award.lua returned unknown code {head!r}")
+        return OpResult(OpStatus.CONFLICT)
+    if head == 3:
+        return OpResult(OpStatus.REFUSED, refusal=reply[1], refused_index=int(reply[2]))
+    raise StoreError(f"member.lua returned unknown code {head!r}")
 
 
 def _effects(entry: str, effects: Any) -> list[dict[str, Any]]:

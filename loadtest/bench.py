@@ -42,13 +42,14 @@ from typing import Any
 import orjson
 import redis as redis_sync
 
-from engine.awards import AwardPlan, plan_award
+from engine.awards import plan_award
+from engine.operations import MemberPlan
 from engine.config import CompiledProgram, load_program
 from engine.events import parse_event
 from engine.keys import Keys
 from engine.pipelining import AutoPipeline
 from engine.scripts import Scripts
-from engine.store import AwardStatus, AwardStore
+from engine.store import OpStatus, OperationStore
 from loadtest import redisload, servercost
 from loadtest.httpload import LoadResult, LoadSpec
 from realtime.embedded import EmbeddedValkey
@@ -274,19 +275,19 @@ def run_batch(opts: Options, service_port: int, api_key: str, run_id: str) -> Lo
 
 
 def run_pipeline_baseline(opts: Options, url: str, program: CompiledProgram, run_id: str) -> redisload.PipelineResult:
-    print(f"\n[2] baseline (b): award.lua with real plans, {opts.pipeline_events:,} events pre-encoded, "
+    print(f"\n[2] baseline (b): member.lua with real plans, {opts.pipeline_events:,} events pre-encoded, "
           f"pipelines of {opts.pipeline_depth:,} (two in flight) on one raw socket", flush=True)
     started = time.perf_counter()
     events = redisload.purchase_events(f"{run_id}p", opts.pipeline_events, opts.members)
     commands = redisload.award_commands(program, f"bench{run_id}p", events, int(time.time() * 1000))
     print(f"  built {len(commands):,} commands ({sum(map(len, commands)) / len(commands):.0f} bytes each) "
           f"in {time.perf_counter() - started:.1f} s, untimed", flush=True)
-    award = Scripts().award
+    award = Scripts().member
     with redis_sync.Redis.from_url(url) as client:
         if client.script_load(award.source) != award.sha:
-            raise BenchError("the server's SHA of award.lua differs from ours")
+            raise BenchError("the server's SHA of member.lua differs from ours")
     result = redisload.run_pipelined(url, commands, depth=opts.pipeline_depth)
-    print(f"  pipelined award.lua    {result.per_s:>10,.0f} events/s  ({result.replies:,} replies in "
+    print(f"  pipelined member.lua    {result.per_s:>10,.0f} events/s  ({result.replies:,} replies in "
           f"{result.seconds:.2f} s; sampled {result.sampled}: {result.applied} applied)  errors {result.errors}",
           flush=True)
     if result.errors or result.applied != result.sampled or result.replies != len(commands):
@@ -334,17 +335,17 @@ def memory_events(run_id: str, members: int, per_member: int) -> list[dict[str, 
     return out
 
 
-async def _load_members(url: str, program: CompiledProgram, prefix: str, plans: list[AwardPlan]) -> None:
+async def _load_members(url: str, program: CompiledProgram, prefix: str, plans: list[MemberPlan]) -> None:
     from redis.asyncio import Redis
 
     client = Redis.from_url(url, db=DB_MEMBERS, max_connections=16)
     try:
         scripts = Scripts()
         await scripts.load(client)
-        store = AwardStore(AutoPipeline(client), Keys(prefix), scripts)
+        store = OperationStore(AutoPipeline(client), Keys(prefix), scripts)
         for i in range(0, len(plans), 1000):
             results = await store.apply_many(plans[i : i + 1000], program)
-            bad = [r for r in results if isinstance(r, Exception) or r.status is not AwardStatus.APPLIED]
+            bad = [r for r in results if isinstance(r, Exception) or r.status is not OpStatus.APPLIED]
             if bad:
                 raise BenchError(f"memory load: {len(bad)} events not applied, e.g. {bad[0]!r}")
     finally:
@@ -354,7 +355,7 @@ async def _load_members(url: str, program: CompiledProgram, prefix: str, plans: 
 def run_memory(opts: Options, url: str, program: CompiledProgram, run_id: str) -> Memory:
     m, e = opts.memory_members, opts.memory_events
     count = m * e
-    print(f"\n[4] memory: {m:,} members x {e} events through AwardStore (fresh database each)", flush=True)
+    print(f"\n[4] memory: {m:,} members x {e} events through OperationStore (fresh database each)", flush=True)
     settle_s = 1.0 if opts.quick else 3.0
     now_ms = int(time.time() * 1000)
     prefix = f"bench{run_id}m"
@@ -372,27 +373,27 @@ def run_memory(opts: Options, url: str, program: CompiledProgram, run_id: str) -
         before = used_memory(client, settle_s)
         asyncio.run(_load_members(url, program, prefix, plans))
         after = used_memory(client, settle_s)
-        dedupe_keys = sorted({keys.member(p.event.member).dedupe(p.dedupe_bucket) for p in plans})
+        dedupe_keys = sorted({keys.member(p.op.member).dedupe(p.dedupe_bucket) for p in plans})
         pipe = client.pipeline(transaction=False)
         for key in dedupe_keys:
             pipe.memory_usage(key, samples=0)
         usage = sum(int(u or 0) for u in pipe.execute())
         entries = sum(int(n) for n in _pipelined(client, "hlen", dedupe_keys))
-        breakdown = _key_breakdown(client, keys, sorted({p.event.member for p in plans})[:200])
+        breakdown = _key_breakdown(client, keys, sorted({p.op.member for p in plans})[:200])
     if entries != count:
         raise BenchError(f"expected {count} dedupe entries, found {entries}")
     per_member = (after - before) / m
 
-    # The dedupe entries alone, written as award.lua writes them: their share of used_memory.
+    # The dedupe entries alone, written as member.lua writes them: their share of used_memory.
     with fresh(DB_DEDUPE) as client:
         before = used_memory(client, settle_s)
         for i in range(0, len(plans), 1000):
             pipe = client.pipeline(transaction=False)
             for p in plans[i : i + 1000]:
-                key = keys.member(p.event.member).dedupe(p.dedupe_bucket)
-                # fingerprint and the award's feed entry id, packed as award.lua packs them
-                pipe.hset(key, p.dedupe_field, p.event.fingerprint + bytes(5))
-                pipe.pexpireat(key, p.dedupe_expire_ms)
+                key = keys.member(p.op.member).dedupe(p.dedupe_bucket)
+                # fingerprint and the award's feed entry id, packed as member.lua packs them
+                pipe.hset(key, p.args.dedupe_field, p.op.fingerprint + bytes(5))
+                pipe.pexpireat(key, p.args.dedupe_expire_ms)
             pipe.execute()
         dedupe_delta = (used_memory(client, settle_s) - before) / count
 
@@ -431,7 +432,7 @@ def run_server_cost(opts: Options, url: str, program: CompiledProgram, run_id: s
 
 def _key_breakdown(client: redis_sync.Redis, keys: Keys, members: Sequence[str]) -> dict[str, float]:
     """Average MEMORY USAGE of each kind of member key (absent keys count 0)."""
-    kinds = ("profile", "state", "ledger", "feed", "rewards")
+    kinds = ("profile", "state", "ledger", "feed", "coupons", "lots")
     pipe = client.pipeline(transaction=False)
     for member in members:
         mk = keys.member(member)  # type: ignore[arg-type]
@@ -493,7 +494,7 @@ def summary_rows(
             f"{svc_p50 / base_p50:.2f}x", "-", "report"),
         Row(f"HTTP 1 event/request, p99 ms, median of {n}", f"{svc_p99:.2f}", f"{base_p99:.2f}",
             f"{svc_p99 / base_p99:.2f}x", "-", "report"),
-        Row("batch ingest, events/s vs pipelined award.lua", f"{batch.events_per_s:,.0f}", f"{pipeline.per_s:,.0f}",
+        Row("batch ingest, events/s vs pipelined member.lua", f"{batch.events_per_s:,.0f}", f"{pipeline.per_s:,.0f}",
             f"{batch_ratio:.2f}x", ">= 0.50x", verdict(batch_ratio >= 0.5)),
         Row(f"Redis bytes per member ({memory.events} events)", f"{memory.per_member_b:,.0f}", "-", "-", "-", "report"),
         Row("Redis bytes per dedupe entry (MEMORY USAGE)", f"{memory.dedupe_usage_per_entry_b:.1f}",

@@ -9,8 +9,8 @@ One go, on loopback, every process started here and stopped here:
    measuring side costs as little CPU as possible on a 2-core machine) opens N sockets, one
    member each, and records, for every frame, receive time minus the send time the sender put
    into the event id (``b-<ns>-<seq>-<member>``);
-4. a poster process applies awards at a fixed rate with the real ``award.lua`` (``parse_event``,
-   ``plan_award``, ``AwardStore.call_for``), pipelined on a raw socket straight into Valkey. The
+4. a poster process applies awards at a fixed rate with the real ``member.lua`` (``parse_event``,
+   ``plan_award``, ``store.member_call``), pipelined on a raw socket straight into Valkey. The
    feed node is measured alone, as in production, where ingest nodes and feed nodes are separate
    processes and the fan-out between them is Redis pub/sub;
 5. the baseline, ``loadtest/live_baseline.py``: the ``websockets`` library's asyncio server
@@ -472,13 +472,12 @@ def _poster(args: argparse.Namespace) -> int:
     from engine.events import parse_event
     from engine.keys import Keys
     from engine.scripts import Scripts
-    from engine.store import AwardStatus, AwardStore, decode_reply
+    from engine.store import OpStatus, decode_reply, member_call
 
     program = load_program(args.config)
     scripts = Scripts()
-    # call_for needs only the keys; nothing here goes through the store's pipeline.
-    store = AwardStore(None, Keys(args.prefix), scripts)  # type: ignore[arg-type]
-    sha = scripts.award.sha
+    keys_of = Keys(args.prefix)
+    sha = scripts.member.sha
     members = orjson.loads(Path(args.members_file).read_bytes())
     rng = random.Random(args.seed)
 
@@ -510,8 +509,8 @@ def _poster(args: argparse.Namespace) -> int:
 
     if url.password:
         call("AUTH", *([url.username] if url.username else []), url.password)
-    if call("SCRIPT", "LOAD", scripts.award.source).decode() != sha:
-        raise BenchError("the server hashes award.lua differently")
+    if call("SCRIPT", "LOAD", scripts.member.source).decode() != sha:
+        raise BenchError("the server hashes member.lua differently")
 
     tick_ns = int(args.tick_ms * 1e6)
     tick_s = tick_ns / 1e9
@@ -540,7 +539,7 @@ def _poster(args: argparse.Namespace) -> int:
             elif isinstance(reply, Exception):
                 errors += 1
                 first_error = first_error or str(reply)
-            elif decode_reply(reply).status is AwardStatus.APPLIED:
+            elif decode_reply(reply).status is OpStatus.APPLIED:
                 applied += 1
             else:
                 not_applied += 1
@@ -563,7 +562,7 @@ def _poster(args: argparse.Namespace) -> int:
             seq += 1
             idx = rng.choice(members)
             event = parse_event({"id": event_id(stamp, seq, idx), "member": f"m-{idx}", "type": "tap"}, program, now_ms)
-            keys, argv = store.call_for(plan_award(program, event, now_ms), program)
+            keys, argv = member_call(keys_of, plan_award(program, event, now_ms), program)
             parts.append(hiredis.pack_command(("EVALSHA", sha, len(keys), *keys, *argv)))
         payload = b"".join(parts)
         wait = (stamp - time.time_ns()) / 1e9
@@ -1158,8 +1157,8 @@ def main(argv: list[str] | None = None) -> int:
         + (", permessage-deflate offered" if opts.deflate else ", no compression")
     )
     print(
-        "topology: awards are applied by a separate poster process straight into Valkey with the real award.lua\n"
-        "  (parse_event, plan_award, AwardStore.call_for; pipelined EVALSHA). Ingest CPU stays off the feed node\n"
+        "topology: awards are applied by a separate poster process straight into Valkey with the real member.lua\n"
+        "  (parse_event, plan_award, member_call; pipelined EVALSHA). Ingest CPU stays off the feed node\n"
         "  being measured, as in production, where ingest and feed nodes are separate processes and fan-out\n"
         "  between them is Redis pub/sub. Latency = frame received - award sent to Valkey (stamped in the event id)."
     )

@@ -1,7 +1,7 @@
 """Baseline (b): the real award script with real plans, pipelined straight into the server.
 
 The fastest the server can apply awards: every event is validated, planned and turned into the
-KEYS/ARGV the service would send (``AwardStore.call_for``), then encoded as RESP *before* the
+KEYS/ARGV the service would send (``store.member_call``), then encoded as RESP *before* the
 clock starts. Timed: writing the commands over one raw socket in pipelines of ``depth`` (two in
 flight, so the server never waits for the client) and reading the replies with
 ``hiredis.Reader``. This is what ``redis-benchmark -P 1000`` measures, for our own script.
@@ -18,15 +18,13 @@ from typing import Any
 from urllib.parse import urlparse
 
 import hiredis
-from redis.asyncio import Redis
 
 from engine.awards import plan_award
 from engine.config import CompiledProgram
 from engine.events import parse_event
 from engine.keys import Keys
-from engine.pipelining import AutoPipeline
 from engine.scripts import Scripts
-from engine.store import AwardStatus, AwardStore, decode_reply
+from engine.store import OpStatus, decode_reply, member_call
 
 
 def encode_command(parts: Sequence[bytes | str | int]) -> bytes:
@@ -55,19 +53,14 @@ def purchase_events(run_id: str, count: int, members: int, seed: int = 7) -> lis
     ]
 
 
-def award_store(prefix: str) -> AwardStore:
-    """A store for ``call_for`` alone: its client is never connected."""
-    return AwardStore(AutoPipeline(Redis()), Keys(prefix), Scripts())
-
-
 def award_commands(program: CompiledProgram, prefix: str, raw_events: Sequence[dict[str, Any]], now_ms: int) -> list[bytes]:
-    """The EVALSHA of award.lua the service would send for each event, RESP-encoded."""
-    store = award_store(prefix)
-    sha = Scripts().award.sha
+    """The EVALSHA of member.lua the service would send for each event, RESP-encoded."""
+    keys_of = Keys(prefix)
+    sha = Scripts().member.sha
     commands = []
     for raw in raw_events:
         plan = plan_award(program, parse_event(raw, program, now_ms), now_ms)
-        keys, args = store.call_for(plan, program)
+        keys, args = member_call(keys_of, plan, program)
         commands.append(encode_command(["EVALSHA", sha, len(keys), *keys, *args]))
     return commands
 
@@ -96,7 +89,7 @@ def run_pipelined(
 ) -> PipelineResult:
     """Send ``commands`` in pipelines of ``depth``; time from the first write to the last reply.
 
-    Every ``sample_every``-th reply is decoded as an award.lua reply (0: none are).
+    Every ``sample_every``-th reply is decoded as an member.lua reply (0: none are).
     """
     chunks = [b"".join(commands[i : i + depth]) for i in range(0, len(commands), depth)]
     sizes = [min(depth, len(commands) - i) for i in range(0, len(commands), depth)]
@@ -128,7 +121,7 @@ def run_pipelined(
                         error_samples.append(str(reply))
                 elif sample_every and n % sample_every == 0:
                     sampled += 1
-                    if decode_reply(reply).status is AwardStatus.APPLIED:
+                    if decode_reply(reply).status is OpStatus.APPLIED:
                         applied += 1
             if i + in_flight < len(chunks):
                 sock.sendall(chunks[i + in_flight])

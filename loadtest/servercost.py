@@ -1,7 +1,7 @@
 """Valkey CPU per member-script call, by path: what one primary's ceiling in awards/s comes from.
 
 ``INFO commandstats`` keeps ``usec_per_call`` per command; after ``CONFIG RESETSTAT`` on a
-database of its own, a run of one kind of call through the real ``AwardStore`` makes that
+database of its own, a run of one kind of call through the real ``OperationStore`` makes that
 figure the server time of that path alone (the service's Python is not in it). Paths:
 
 - a typical purchase under the example programme (the figure the design holds at <= 60 us);
@@ -21,13 +21,14 @@ import redis as redis_sync
 from redis.asyncio import Redis
 
 from engine import config
-from engine.awards import AwardPlan, plan_award
+from engine.awards import plan_award
+from engine.operations import MemberPlan
 from engine.config import CompiledProgram, compile_program, parse_program
 from engine.events import parse_event
 from engine.keys import Keys
 from engine.pipelining import AutoPipeline
 from engine.scripts import Scripts
-from engine.store import AwardStatus, AwardStore
+from engine.store import OpStatus, OperationStore
 
 
 @dataclass(frozen=True)
@@ -68,18 +69,18 @@ def limits_program() -> CompiledProgram:
     return compile_program(parse_program(source, "limits.toml"), source)
 
 
-def _plans(program: CompiledProgram, event_type: str, data: dict, members: int, run_id: str, now_ms: int) -> list[AwardPlan]:
+def _plans(program: CompiledProgram, event_type: str, data: dict, members: int, run_id: str, now_ms: int) -> list[MemberPlan]:
     raws = [{"id": f"{run_id}-{m}", "member": f"m{m}", "type": event_type, "data": data} for m in range(members)]
     return [plan_award(program, parse_event(raw, program, now_ms), now_ms) for raw in raws]
 
 
-async def _apply(url: str, db: int, prefix: str, program: CompiledProgram, plans: Sequence[AwardPlan], expect: AwardStatus) -> float:
+async def _apply(url: str, db: int, prefix: str, program: CompiledProgram, plans: Sequence[MemberPlan], expect: OpStatus) -> float:
     """Apply ``plans`` (1,000 a pipeline) after a stats reset; the server's us per EVALSHA."""
     client = Redis.from_url(url, db=db)
     try:
         scripts = Scripts()
         await scripts.load(client)
-        store = AwardStore(AutoPipeline(client), Keys(prefix), scripts)
+        store = OperationStore(AutoPipeline(client), Keys(prefix), scripts)
         await client.config_resetstat()
         for i in range(0, len(plans), 1000):
             results = await store.apply_many(plans[i : i + 1000], program)
@@ -96,11 +97,11 @@ def measure(url: str, db: int, program: CompiledProgram, run_id: str, now_ms: in
     """Each path on ``members`` members of their own, in database ``db`` (emptied first)."""
     redis_sync.Redis.from_url(url, db=db).flushdb()
     purchases = _plans(program, "purchase", {"amount": 12_900}, members, run_id, now_ms)
-    award = asyncio.run(_apply(url, db, f"sc{run_id}", program, purchases, AwardStatus.APPLIED))
-    duplicate = asyncio.run(_apply(url, db, f"sc{run_id}", program, purchases, AwardStatus.DUPLICATE))
+    award = asyncio.run(_apply(url, db, f"sc{run_id}", program, purchases, OpStatus.APPLIED))
+    duplicate = asyncio.run(_apply(url, db, f"sc{run_id}", program, purchases, OpStatus.DUPLICATE))
     limits = limits_program()
     at_limits_plans = _plans(limits, "pay", {"cents": 12_900}, members, run_id, now_ms)
-    at_limits = asyncio.run(_apply(url, db, f"sl{run_id}", limits, at_limits_plans, AwardStatus.APPLIED))
+    at_limits = asyncio.run(_apply(url, db, f"sl{run_id}", limits, at_limits_plans, OpStatus.APPLIED))
     redis_sync.Redis.from_url(url, db=db).flushdb()
     described = (
         f"{config.MAX_TIERS} tiers x {config.MAX_COUPONS_PER_REWARD} coupons, {config.MAX_RULES_PER_EVENT} capped rules "

@@ -16,12 +16,13 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from engine import ids
-from engine.awards import AwardPlan, plan_award
+from engine.awards import plan_award
+from engine.operations import MemberPlan
 from engine.config import CompiledProgram
 from engine.errors import InvalidInput, RekindleError, StoreError
 from engine.events import Event, parse_event
 from engine.members import parse_profile
-from engine.store import AwardResult, AwardStatus
+from engine.store import OpResult, OpStatus
 from realtime import metrics
 from realtime.errors import BadRequest, PayloadTooLarge, Unavailable, json_response
 from realtime.service import Service
@@ -108,7 +109,7 @@ async def _post_one(svc: Service, body: Any, program: CompiledProgram, now_ms: i
         raise _store_failure(exc) from exc
     view = _result_view(event, result, "id")
     metrics.count_event(event.type, view["status"])
-    if result.status is AwardStatus.CONFLICT:
+    if result.status is OpStatus.CONFLICT:
         return json_response({"error": view["error"], "results": [view]}, 409)
     return json_response({"results": [view]})
 
@@ -127,7 +128,7 @@ async def _post_batch(
 
     results: list[dict[str, Any] | None] = [None] * len(raw_events)
     events: list[tuple[int, Event]] = []
-    plans: list[AwardPlan] = []
+    plans: list[MemberPlan] = []
     for i, raw in enumerate(raw_events):
         try:
             event = parse_event(raw, program, now_ms, window_ms)
@@ -166,12 +167,12 @@ def _store_failure(exc: BaseException) -> RekindleError:
     unavailable = Unavailable.of(exc)
     if unavailable is not None:
         return unavailable
-    log.error("award.lua failed: %s", exc if isinstance(exc, ResponseError) else type(exc).__name__)
+    log.error("member.lua failed: %s", exc if isinstance(exc, ResponseError) else type(exc).__name__)
     return StoreError("the award script failed")
 
 
-def _result_view(event: Event, result: AwardResult, id_field: str) -> dict[str, Any]:
-    if result.status is AwardStatus.CONFLICT:
+def _result_view(event: Event, result: OpResult, id_field: str) -> dict[str, Any]:
+    if result.status is OpStatus.CONFLICT:
         return {
             "id": event.id,
             "status": "rejected",
@@ -182,7 +183,7 @@ def _result_view(event: Event, result: AwardResult, id_field: str) -> dict[str, 
             },
         }
     view = {"id": event.id, "member": event.member, "status": result.status.value, "effects": result.effects}
-    if result.status is AwardStatus.DUPLICATE:
+    if result.status is OpStatus.DUPLICATE:
         # What the first call applied: its feed entry, and its effects while the feed keeps them.
         view["original"] = result.original or None
     return view

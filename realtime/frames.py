@@ -88,7 +88,7 @@ def frames_of(award: Award) -> list[Frame]:
 
 
 def frames_from_message(raw: bytes) -> list[Frame]:
-    """Frames of one pub/sub message of award.lua (the same bytes as its reply)."""
+    """Frames of one pub/sub message of member.lua (the same bytes as its reply)."""
     award = decode_award(raw)
     return frames_of(award) if isinstance(award, Award) else []
 

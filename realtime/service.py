@@ -15,7 +15,7 @@ from engine.members import MemberStore
 from engine.pipelining import AutoPipeline
 from engine.programs import ProgramRegistry
 from engine.scripts import Scripts
-from engine.store import AwardStore
+from engine.store import OperationStore
 from realtime import metrics
 from realtime.auth import Auth
 from realtime.hub import Hub
@@ -36,7 +36,7 @@ class Service:
     keys: Keys
     scripts: Scripts
     pipeline: AutoPipeline
-    awards: AwardStore
+    awards: OperationStore
     members: MemberStore
     programs: ProgramRegistry
     auth: Auth
@@ -79,7 +79,7 @@ class Service:
             keys=keys,
             scripts=scripts,
             pipeline=pipeline,
-            awards=AwardStore(pipeline, keys, scripts),
+            awards=OperationStore(pipeline, keys, scripts),
             members=MemberStore(redis, keys),
             programs=programs,
             auth=auth,

@@ -1,7 +1,7 @@
 """Engine fixtures: the example programme, a fixed local noon, and the real award path on Valkey.
 
 ``engine`` opens the same stack the service assembles (Redis client, ``Scripts``,
-``AutoPipeline``, ``AwardStore``) against the session's embedded Valkey, under this test's own
+``AutoPipeline``, ``OperationStore``) against the session's embedded Valkey, under this test's own
 key prefix, and closes every client it opened.
 """
 
@@ -18,13 +18,14 @@ import msgpack
 import pytest
 from redis.asyncio import Redis
 
-from engine.awards import AwardPlan, plan_award
+from engine.awards import plan_award
+from engine.operations import MemberPlan
 from engine.config import CompiledProgram, compile_program, load_program, parse_program
 from engine.events import parse_event
 from engine.keys import Keys
 from engine.pipelining import AutoPipeline
 from engine.scripts import Scripts
-from engine.store import AwardResult, AwardStore
+from engine.store import OpResult, OperationStore
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
@@ -52,7 +53,7 @@ class Engine:
         self.now_ms = now_ms
         self.scripts = Scripts()
         self.pipeline = AutoPipeline(redis)
-        self.store = AwardStore(self.pipeline, keys, self.scripts)
+        self.store = OperationStore(self.pipeline, keys, self.scripts)
 
     def plan(
         self,
@@ -64,7 +65,7 @@ class Engine:
         at: object = None,
         now_ms: int | None = None,
         program: CompiledProgram | None = None,
-    ) -> AwardPlan:
+    ) -> MemberPlan:
         program = program or self.program
         now = self.now_ms if now_ms is None else now_ms
         raw: dict[str, Any] = {"id": event_id, "member": member, "type": type_, "data": data or {}}
@@ -72,7 +73,7 @@ class Engine:
             raw["at"] = at
         return plan_award(program, parse_event(raw, program, now), now)
 
-    async def apply(self, *args: Any, **kwargs: Any) -> AwardResult:
+    async def apply(self, *args: Any, **kwargs: Any) -> OpResult:
         return await self.store.apply(self.plan(*args, **kwargs), kwargs.get("program") or self.program)
 
     async def profile(self, member: str) -> dict[str, str]:
@@ -91,8 +92,9 @@ class Engine:
         return [(int(f[b"d"]), int(f[b"b"])) for _, f in entries]
 
     async def coupons(self, member: str) -> list[str]:
-        raw = await self.redis.lrange(self.keys.member(member).rewards, 0, -1)
-        return [msgpack.unpackb(r, raw=False)[0] for r in raw]
+        raw = await self.redis.hgetall(self.keys.member(member).coupons)
+        records = sorted((msgpack.unpackb(r, raw=False) for r in raw.values()), key=lambda c: c[1])
+        return [c[0] for c in records]
 
 
 EngineFactory = Callable[..., Any]

@@ -46,68 +46,68 @@ def ms(iso: str) -> int:
 def test_purchase_of_19900_cents(program: CompiledProgram) -> None:
     """¥199.00 earns 199 XP and 199 base points (capped per local day), and moves two quests."""
     p = plan(program, "purchase", {"amount": 19900, "sku": "tea-01"})
-    assert p.grants == (
-        ["x", 199, "purchase_xp", "", 0, 0],
-        ["p", 199, "purchase_points", "c:purchase_points:20261111", 5000, DAY_END_MS + RETENTION_MS],
+    assert p.args.grants == (
+        ["x", 199, "purchase_xp", "", 0, 0, 1],
+        ["p", 199, "purchase_points", "c:purchase_points:20261111", 5000, DAY_END_MS + RETENTION_MS, 1],
     )
-    assert p.quests == (
-        ["first_order", "q:first_order:all", 1, 1, 0, 100, 100, ["free-shipping"]],
-        ["weekly_spend", "q:weekly_spend:2026W46", 19900, 30000, WEEK_END_MS + RETENTION_MS, 300, 0, ["weekly-10"]],
+    assert p.args.quests == (
+        ["first_order", "q:first_order:all", 1, 1, 0, 100, 100, [["free-shipping", 30 * DAY_MS]]],
+        ["weekly_spend", "q:weekly_spend:2026W46", 19900, 30000, WEEK_END_MS + RETENTION_MS, 300, 0, [["weekly-10", 7 * DAY_MS]]],
     )
-    assert p.feed_length == 500
+    assert p.args.feed_length == 500
 
 
 def test_per_unit_counts_whole_units_only(program: CompiledProgram) -> None:
     """19999 cents is 199 whole yuan; 99 cents earns nothing, so no grant is planned at all."""
-    assert [g[1] for g in plan(program, "purchase", {"amount": 19999}).grants] == [199, 199]
-    assert [g[1] for g in plan(program, "purchase", {"amount": 100}).grants] == [1, 1]
+    assert [g[1] for g in plan(program, "purchase", {"amount": 19999}).args.grants] == [199, 199]
+    assert [g[1] for g in plan(program, "purchase", {"amount": 100}).args.grants] == [1, 1]
     small = plan(program, "purchase", {"amount": 99})
-    assert small.grants == ()
-    assert [q[0] for q in small.quests] == ["first_order", "weekly_spend"]
-    assert small.quests[1][2] == 99  # the weekly sum still counts every cent
+    assert small.args.grants == ()
+    assert [q[0] for q in small.args.quests] == ["first_order", "weekly_spend"]
+    assert small.args.quests[1][2] == 99  # the weekly sum still counts every cent
 
 
 def test_checkin_plan(program: CompiledProgram) -> None:
     """A check-in: 5 XP capped at 5 a local day, and the daily quest's field for that day."""
     p = plan(program, "checkin")
-    assert p.grants == (["x", 5, "checkin_xp", "c:checkin_xp:20261111", 5, DAY_END_MS + RETENTION_MS],)
-    assert p.quests == (["daily_checkin", "q:daily_checkin:20261111", 1, 1, DAY_END_MS + RETENTION_MS, 0, 10, []],)
+    assert p.args.grants == (["x", 5, "checkin_xp", "c:checkin_xp:20261111", 5, DAY_END_MS + RETENTION_MS, 1],)
+    assert p.args.quests == (["daily_checkin", "q:daily_checkin:20261111", 1, 1, DAY_END_MS + RETENTION_MS, 0, 10, []],)
 
 
 def test_where_filters_select_rules_and_quests(program: CompiledProgram) -> None:
     """A photo review earns the photo bonus and moves the photo quest; a plain one does neither."""
     photo = plan(program, "review", {"stars": 5, "has_photo": True})
-    assert [g[2] for g in photo.grants] == ["review_points", "photo_review_bonus"]
-    assert [g[1] for g in photo.grants] == [20, 30]
-    assert [q[0] for q in photo.quests] == ["weekly_reviews", "photo_reviewer"]
+    assert [g[2] for g in photo.args.grants] == ["review_points", "photo_review_bonus"]
+    assert [g[1] for g in photo.args.grants] == [20, 30]
+    assert [q[0] for q in photo.args.quests] == ["weekly_reviews", "photo_reviewer"]
     for data in ({"stars": 5, "has_photo": False}, {"stars": 5}):
         plain = plan(program, "review", data)
-        assert [g[2] for g in plain.grants] == ["review_points"]
-        assert [q[0] for q in plain.quests] == ["weekly_reviews"]
+        assert [g[2] for g in plain.args.grants] == ["review_points"]
+        assert [q[0] for q in plain.args.quests] == ["weekly_reviews"]
 
 
 def test_caps_carry_the_local_day_not_the_utc_day(program: CompiledProgram) -> None:
     """Days start at Shanghai midnight: 07:59 and 08:00 local share a day though UTC midnight lies between."""
     before_utc_midnight = plan(program, "login", at_ms=ms("2026-11-11T07:59:59.999+08:00"))
     after_utc_midnight = plan(program, "login", at_ms=ms("2026-11-11T08:00:00+08:00"))
-    assert before_utc_midnight.grants[0][3] == after_utc_midnight.grants[0][3] == "c:login_xp:20261111"
+    assert before_utc_midnight.args.grants[0][3] == after_utc_midnight.args.grants[0][3] == "c:login_xp:20261111"
     last_ms = plan(program, "login", at_ms=ms("2026-11-11T23:59:59.999+08:00"))
     next_day = plan(program, "login", at_ms=ms("2026-11-12T00:00:00+08:00"))
-    assert last_ms.grants[0][3] == "c:login_xp:20261111"
-    assert next_day.grants[0][3] == "c:login_xp:20261112"
-    assert next_day.grants[0][5] == DAY_END_MS + DAY_MS + RETENTION_MS
+    assert last_ms.args.grants[0][3] == "c:login_xp:20261111"
+    assert next_day.args.grants[0][3] == "c:login_xp:20261112"
+    assert next_day.args.grants[0][5] == DAY_END_MS + DAY_MS + RETENTION_MS
 
 
 def test_weekly_field_carries_the_iso_week(program: CompiledProgram) -> None:
     """Weeks start on local Monday; the field uses the ISO year (2027-01-01 is in 2026-W53)."""
     def week_field(iso: str) -> str:
-        return plan(program, "review", {"stars": 4}, at_ms=ms(iso), now_ms=ms(iso)).quests[0][1]
+        return plan(program, "review", {"stars": 4}, at_ms=ms(iso), now_ms=ms(iso)).args.quests[0][1]
 
     assert week_field("2026-11-15T23:59:59.999+08:00") == "q:weekly_reviews:2026W46"  # Sunday
     assert week_field("2026-11-16T00:00:00+08:00") == "q:weekly_reviews:2026W47"  # Monday
     assert week_field("2027-01-01T10:00:00+08:00") == "q:weekly_reviews:2026W53"
     assert week_field("2027-01-04T00:00:00+08:00") == "q:weekly_reviews:2027W01"
-    assert plan(program, "review", {"stars": 4}, at_ms=ms("2027-01-01T10:00:00+08:00")).quests[0][4] == (
+    assert plan(program, "review", {"stars": 4}, at_ms=ms("2027-01-01T10:00:00+08:00")).args.quests[0][4] == (
         ms("2027-01-04T00:00:00+08:00") + RETENTION_MS
     )
 
@@ -125,10 +125,10 @@ def test_weekly_field_carries_the_iso_week(program: CompiledProgram) -> None:
 def test_window_quest_only_inside_its_window(program: CompiledProgram, iso: str, amount: int, inside: bool) -> None:
     """The member-day quest moves only for big orders from 12 Dec 00:00 to 13 Dec 00:00 local."""
     p = plan(program, "purchase", {"amount": amount}, at_ms=ms(iso))
-    window = [q for q in p.quests if q[0] == "double_twelve_big_orders"]
+    window = [q for q in p.args.quests if q[0] == "double_twelve_big_orders"]
     if inside:
         assert window == [["double_twelve_big_orders", "q:double_twelve_big_orders:all", 1, 3, 0, 0, 1000,
-                           ["member-day-30"]]]
+                           [["member-day-30", 14 * DAY_MS]]]]
     else:
         assert window == []
 
@@ -136,7 +136,7 @@ def test_window_quest_only_inside_its_window(program: CompiledProgram, iso: str,
 def test_event_time_not_arrival_time_picks_the_period(program: CompiledProgram) -> None:
     """An event posted after local midnight with `at` before it counts for the day it happened."""
     late = plan(program, "checkin", at_ms=ms("2026-11-11T23:59:00+08:00"), now_ms=ms("2026-11-12T00:01:00+08:00"))
-    assert late.quests[0][1] == "q:daily_checkin:20261111"
+    assert late.args.quests[0][1] == "q:daily_checkin:20261111"
     assert late.now_ms == ms("2026-11-12T00:01:00+08:00")
 
 
@@ -146,8 +146,8 @@ def test_dedupe_buckets_of_a_plan(program: CompiledProgram) -> None:
     assert DEDUPE_BUCKET_MS == 604_800_000
     assert p.dedupe_bucket == 2966
     assert p.lookup_buckets == (2964, 2965, 2966, 2967)
-    assert p.dedupe_expire_ms == 1_795_737_600_000  # end of bucket 2966 + 14 days + 1 day of slack
-    assert p.dedupe_field == hashlib.blake2b(b"order-9912-paid", digest_size=10).digest()
+    assert p.args.dedupe_expire_ms == 1_795_737_600_000  # end of bucket 2966 + 14 days + 1 day of slack
+    assert p.args.dedupe_field == hashlib.blake2b(b"order-9912-paid", digest_size=10).digest()
 
 
 def test_pack_is_the_layout_award_lua_reads(program: CompiledProgram) -> None:
@@ -155,9 +155,9 @@ def test_pack_is_the_layout_award_lua_reads(program: CompiledProgram) -> None:
     p = plan(program, "checkin")
     unpacked = msgpack.unpackb(p.pack(), raw=True)
     assert unpacked[0] == b"e-1"
-    assert unpacked[1] == p.event.fingerprint
-    assert unpacked[2:6] == [NOW_MS, p.dedupe_field, p.dedupe_expire_ms, 500]
-    assert unpacked[6] == [[b"x", 5, b"checkin_xp", b"c:checkin_xp:20261111", 5, DAY_END_MS + RETENTION_MS]]
+    assert unpacked[1] == p.op.fingerprint
+    assert unpacked[2:6] == [NOW_MS, p.args.dedupe_field, p.args.dedupe_expire_ms, 500]
+    assert unpacked[6] == [[b"x", 5, b"checkin_xp", b"c:checkin_xp:20261111", 5, DAY_END_MS + RETENTION_MS, 1]]
     assert unpacked[7] == [[b"daily_checkin", b"q:daily_checkin:20261111", 1, 1, DAY_END_MS + RETENTION_MS, 0, 10, []]]
 
 
@@ -199,8 +199,8 @@ def test_per_unit_arithmetic(compile_toml, every: int, amount: int, cents: int) 
             plan(program, "pay", {"cents": cents})
         assert info.value.field == "data.cents"
         return
-    grants = plan(program, "pay", {"cents": cents}).grants
-    assert grants == ((["p", expected, "pay_points", "", 0, 0],) if expected else ())
+    grants = plan(program, "pay", {"cents": cents}).args.grants
+    assert grants == ((["p", expected, "pay_points", "", 0, 0, 1],) if expected else ())
 
 
 ORDERED = {"gt": operator.gt, "gte": operator.ge, "lt": operator.lt, "lte": operator.le,
@@ -235,7 +235,7 @@ xp = 0
 def test_int_where_predicates(compile_toml, op: str, operand: int, value: int) -> None:
     """A rule with where.<field>.<op> = N fires exactly when `value op N` holds."""
     program = compile_toml(WHERE.format(op=op, operand=operand))
-    fired = plan(program, "pay", {"cents": value}).grants != ()
+    fired = plan(program, "pay", {"cents": value}).args.grants != ()
     assert fired == ORDERED[op](value, operand)
 
 
@@ -332,4 +332,4 @@ def test_dedupe_buckets_cover_the_whole_window(program: CompiledProgram, now_ms:
     )
     assert p.dedupe_bucket == at_ms // DEDUPE_BUCKET_MS
     assert p.dedupe_bucket in p.lookup_buckets
-    assert p.dedupe_expire_ms > at_ms + RETENTION_MS  # the last `now` that still accepts this event
+    assert p.args.dedupe_expire_ms > at_ms + RETENTION_MS  # the last `now` that still accepts this event

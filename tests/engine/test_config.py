@@ -289,7 +289,7 @@ def test_json_schema_is_a_dict_describing_the_programme() -> None:
     assert isinstance(schema, dict)
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     assert schema["title"] == "rekindle programme"
-    assert set(schema["properties"]) == {"program", "events", "rules", "tiers", "quests", "catalog"}
+    assert set(schema["properties"]) == {"program", "events", "rules", "tiers", "quests", "catalog", "points"}
     assert schema["additionalProperties"] is False
 
 

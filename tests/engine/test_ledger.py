@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.ledger import PAGE, Mismatch, verify
-from engine.store import AwardStatus
+from engine.store import OpStatus
 
 DAY_MS = 86_400_000
 
@@ -48,7 +48,7 @@ def test_tampered_balance_is_reported_for_that_member_only(engine) -> None:
             await e.redis.hincrby(e.keys.member("m-2").profile, "pts", 50)
             report = await verify(e.redis, e.keys)
             assert report.ok is False
-            assert report.mismatches == [Mismatch("m-2", 349, 299, "balance differs from ledger sum")]
+            assert report.mismatches == [Mismatch("m-2", 349, 299, "balance 349 differs from the sum of its lots (299)")]
             assert (report.members, report.entries) == (3, 6)
 
     asyncio.run(run())
@@ -82,7 +82,7 @@ def test_doubled_award_is_reported(engine) -> None:
             await e.redis.hset(mk.profile, "pts", 498)
             report = await verify(e.redis, e.keys)
             assert report.mismatches == [
-                Mismatch("m-1", 498, 498, "event o-1 granted points twice for purchase_points")
+                Mismatch("m-1", 498, 498, "operation o-1 granted points twice for purchase_points")
             ]
 
     asyncio.run(run())
@@ -144,7 +144,7 @@ def test_balance_is_the_sum_of_ledger_deltas(open_engine, events) -> None:
                 now = e.now_ms + day * DAY_MS
                 for _ in range(2 if retry else 1):
                     result = await e.apply(f"e-{i}", "m-1", type_, data, now_ms=now)
-                    if result.status is AwardStatus.APPLIED:  # a duplicate replays, never grants
+                    if result.status is OpStatus.APPLIED:  # a duplicate replays, never grants
                         granted += sum(x["data"]["amount"] for x in result.effects if x["type"] == "points")
             ledger = await e.ledger("m-1")
             balance = await e.balance("m-1")

@@ -110,7 +110,7 @@ def test_snapshot_after_a_first_order(engine, program) -> None:
                 "points_multiplier": 1.0,
                 "next": {"id": "silver", "name": "Silver", "xp": 1000, "xp_to_go": 701},
             }
-            assert snap["points"] == {"balance": 299, "expiring": []}
+            assert snap["points"] == {"balance": 299, "expiring": [], "debt": 0}
             quests = {q["id"]: q for q in snap["quests"]}
             assert list(quests) == [q.id for q in program.quests]
             view = {k: (q["progress"], q["target"], q["state"], q["deadline_ms"], q["repeats"]) for k, q in quests.items()}
@@ -125,6 +125,8 @@ def test_snapshot_after_a_first_order(engine, program) -> None:
             assert window["deadline_ms"] == 1_797_004_800_000 + DAY_MS
             assert snap["rewards"] == [
                 {
+                    "coupon": "o-1:c1",
+                    "state": "granted",
                     "item": "free-shipping",
                     "granted_at_ms": e.now_ms,
                     "reason": "quest:first_order",
@@ -184,13 +186,13 @@ def test_top_tier_has_no_next(engine, program) -> None:
 
 
 def test_retired_tier_id_shows_the_tier_the_xp_reaches(engine, program) -> None:
-    """A stored tier id the programme no longer has: the snapshot shows the tier award.lua uses (by XP)."""
+    """A stored tier id the programme no longer has: the snapshot shows the tier member.lua uses (by XP)."""
 
     async def run() -> None:
         async with engine() as e:
             await e.redis.hset(e.keys.member("m-1").profile, mapping={"xp": 6400, "pts": 0, "tier": "legacy-gold"})
             review = await e.apply("rv-1", "m-1", "review", {"stars": 5})
-            # award.lua falls back to the highest tier 6400 XP reaches: gold, x1.25
+            # member.lua falls back to the highest tier 6400 XP reaches: gold, x1.25
             assert [x["data"]["amount"] for x in review.effects if x["type"] == "points"] == [25]
             snap = await MemberStore(e.redis, e.keys).snapshot("m-1", program, e.now_ms)
             assert snap["tier"]["id"] == "gold"
@@ -229,7 +231,7 @@ def test_a_member_with_no_history_has_an_empty_snapshot(engine, program) -> None
         async with engine() as e:
             snap = await MemberStore(e.redis, e.keys).snapshot("m-nobody", program, e.now_ms)
             assert (snap["member"], snap["xp"], snap["tier"]["id"]) == ("m-nobody", 0, program.tiers[0].id)
-            assert snap["points"] == {"balance": 0, "expiring": []}
+            assert snap["points"] == {"balance": 0, "expiring": [], "debt": 0}
             assert [q["progress"] for q in snap["quests"]] == [0] * len(program.quests)
             assert snap["rewards"] == [] and snap["feed_id"] == "0-0"
             assert await e.redis.keys(f"{e.keys.prefix}:*") == []  # reading writes nothing

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import asyncio
 from datetime import datetime
 from pathlib import Path
@@ -13,13 +14,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 
-from engine.store import AwardResult, AwardStatus
+from engine.store import OpResult, OpStatus, member_call
 
 DAY_MS = 86_400_000
 RETENTION_MS = 14 * DAY_MS
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
-APPLIED, DUPLICATE, CONFLICT = AwardStatus.APPLIED, AwardStatus.DUPLICATE, AwardStatus.CONFLICT
+APPLIED, DUPLICATE, CONFLICT = OpStatus.APPLIED, OpStatus.DUPLICATE, OpStatus.CONFLICT
 
 #: The first ¥199.00 order of a new member under the example programme, worked by hand:
 #: 199 XP and 199 points (bronze: x1.0), first_order completes (100 XP, 100 points, a coupon),
@@ -55,8 +56,16 @@ xp = 0
 """
 
 
-def effects(result: AwardResult) -> list[tuple[str, dict[str, Any]]]:
-    return [(e["type"], e["data"]) for e in result.effects]
+def effects(result: OpResult) -> list[tuple[str, dict[str, Any]]]:
+    return [(e["type"], _without_coupon_id(e["data"]) if e["type"] == "reward" else e["data"]) for e in result.effects]
+
+
+def _without_coupon_id(data: dict[str, Any]) -> dict[str, Any]:
+    """A reward's coupon id (``<operation id>:c<n>``) and expiry, checked, then left out, so
+    fixtures read the same for every event id."""
+    assert re.fullmatch(r".+:c[0-9]+", data["coupon"]), data
+    assert data["expires_at_ms"] > 0, data
+    return {k: v for k, v in data.items() if k not in ("coupon", "expires_at_ms")}
 
 
 def local_day(ms: int) -> str:
@@ -80,7 +89,7 @@ def test_applied_then_duplicate(engine) -> None:
             again = await e.apply("order-9912-paid", "m-42", "purchase", {"amount": 19900, "sku": "tea-01"})
             # the original award is replayed: its feed entry and effects, ids and all
             entry = first.effects[0]["id"].rsplit("-", 1)[0]
-            assert again == AwardResult(DUPLICATE, first.effects, original=entry)
+            assert again == OpResult(DUPLICATE, first.effects, original=entry)
             # retried a day later, with `at` left out (so arriving in another dedupe bucket window)
             later = await e.apply("order-9912-paid", "m-42", "purchase", {"amount": 19900, "sku": "tea-01"},
                                   now_ms=e.now_ms + 8 * DAY_MS)
@@ -226,7 +235,7 @@ def test_a_grant_with_no_effect_still_dedupes(engine, compile_toml) -> None:
             await e.apply("p-1", "m-1", "pay", {"cents": 500})
             feed = e.keys.member("m-1").feed
             assert await e.redis.xlen(feed) == 1
-            assert await e.apply("p-2", "m-1", "pay", {"cents": 5}) == AwardResult(APPLIED, [])
+            assert await e.apply("p-2", "m-1", "pay", {"cents": 5}) == OpResult(APPLIED, [])
             assert await e.redis.xlen(feed) == 1
             assert (await e.apply("p-2", "m-1", "pay", {"cents": 5})).status is DUPLICATE
             assert (await e.apply("p-2", "m-1", "pay", {"cents": 6})).status is CONFLICT
@@ -386,11 +395,11 @@ def test_tier_reward_xp_can_lift_further(engine, compile_toml) -> None:
 
 
 def test_calls_survive_script_flush(engine) -> None:
-    """After SCRIPT FLUSH, apply and apply_many reload award.lua (NOSCRIPT) and still apply exactly once."""
+    """After SCRIPT FLUSH, apply and apply_many reload member.lua (NOSCRIPT) and still apply exactly once."""
 
     async def run() -> None:
         async with engine() as e:
-            sha = e.scripts.award.sha
+            sha = e.scripts.member.sha
             await e.redis.script_flush()
             assert await e.redis.script_exists(sha) == [False]
             single = await e.apply("o-1", "m-1", "purchase", {"amount": 19900})
@@ -473,7 +482,8 @@ def test_publish_reaches_a_subscriber(engine, redis_url) -> None:
                 entry_id, event_id, sent_effects = msgpack.unpackb(message["data"], raw=False)
                 assert event_id == "o-1"
                 assert [f"{entry_id}-{n}" for n in range(len(sent_effects))] == [x["id"] for x in result.effects]
-                assert [tuple(x) for x in sent_effects] == FIRST_ORDER_EFFECTS
+                sent = [(kind, _without_coupon_id(data) if kind == "reward" else data) for kind, data in sent_effects]
+                assert sent == FIRST_ORDER_EFFECTS
             finally:
                 await pubsub.aclose()
                 await listener.aclose()
@@ -488,7 +498,7 @@ def test_duplicate_survives_a_server_crash(open_engine, tmp_path: Path) -> None:
     prefix = "crash"
     servers = []
 
-    async def apply_once(url: str) -> tuple[AwardResult, int]:
+    async def apply_once(url: str) -> tuple[OpResult, int]:
         async with open_engine(prefix, url=url) as e:
             result = await e.apply("o-1", "m-1", "purchase", {"amount": 19900})
             return result, await e.balance("m-1")
@@ -513,7 +523,7 @@ def test_duplicate_survives_a_server_crash(open_engine, tmp_path: Path) -> None:
 
 
 def test_award_keys_are_the_members_keys(engine) -> None:
-    """call_for names exactly the member's keys from keys.py (profile, state, ledger, feed, rewards, dedupe, channel)."""
+    """member_call names exactly the member's keys from keys.py (profile, state, ledger, feed, coupons, lots, dedupe, channel)."""
     from engine.awards import plan_award
     from engine.events import parse_event
 
@@ -521,10 +531,10 @@ def test_award_keys_are_the_members_keys(engine) -> None:
         async with engine() as e:
             event = parse_event({"id": "o-1", "member": "m-7", "type": "checkin"}, e.program, e.now_ms)
             plan = plan_award(e.program, event, e.now_ms)
-            keys, args = e.store.call_for(plan, e.program)
+            keys, args = member_call(e.keys, plan, e.program)
             mk = e.keys.member("m-7")
-            assert keys[:6] == [mk.profile, mk.state, mk.ledger, mk.feed, mk.rewards, mk.dedupe(plan.dedupe_bucket)]
-            assert sorted(keys[5:]) == sorted(mk.dedupe(b) for b in plan.lookup_buckets)
+            assert keys[:7] == [mk.profile, mk.state, mk.ledger, mk.feed, mk.coupons, mk.lots, mk.dedupe(plan.dedupe_bucket)]
+            assert sorted(keys[6:]) == sorted(mk.dedupe(b) for b in plan.lookup_buckets)
             assert args[2] == mk.channel
 
     asyncio.run(run())
@@ -556,7 +566,7 @@ def quested(compile_toml, target: int, kind: str = "once") -> Any:
     return compile_toml(QUESTED.format(target=target, kind=kind))
 
 
-def quest_effects(result: AwardResult) -> list[str]:
+def quest_effects(result: OpResult) -> list[str]:
     return [t for t, _ in effects(result) if t.startswith("quest")]
 
 
@@ -602,7 +612,7 @@ def test_a_duplicate_of_a_trimmed_award_names_it_without_effects(engine) -> None
             first = await e.apply("o-1", "m-1", "purchase", {"amount": 19900})
             entry = first.effects[0]["id"].rsplit("-", 1)[0]
             await e.redis.xtrim(e.keys.member("m-1").feed, maxlen=0)
-            assert await e.apply("o-1", "m-1", "purchase", {"amount": 19900}) == AwardResult(DUPLICATE, [], original=entry)
+            assert await e.apply("o-1", "m-1", "purchase", {"amount": 19900}) == OpResult(DUPLICATE, [], original=entry)
 
     asyncio.run(run())
 
@@ -669,6 +679,6 @@ def test_every_duplicate_replays_its_own_award(engine) -> None:
             assert any(not r.effects[0]["id"].split("-")[1] == "0" for r in first)  # seq > 0 happened
             again = await e.store.apply_many(plans, e.program)
             for original, retry in zip(first, again):
-                assert retry == AwardResult(DUPLICATE, original.effects, original=original.effects[0]["id"].rsplit("-", 1)[0])
+                assert retry == OpResult(DUPLICATE, original.effects, original=original.effects[0]["id"].rsplit("-", 1)[0])
 
     asyncio.run(run())

@@ -17,7 +17,7 @@ ROWS = [
     "HTTP 1 event/request, req/s, best pair",
     "HTTP 1 event/request, p50 ms, median of 2",
     "HTTP 1 event/request, p99 ms, median of 2",
-    "batch ingest, events/s vs pipelined award.lua",
+    "batch ingest, events/s vs pipelined member.lua",
     "Redis bytes per member (5 events)",
     "Redis bytes per dedupe entry (MEMORY USAGE)",
     "Redis bytes per dedupe entry (used_memory)",

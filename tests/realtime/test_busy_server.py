@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import hiredis
-import httpx
 import pytest
 import redis
 from redis._parsers.base import BaseParser

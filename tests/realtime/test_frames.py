@@ -45,7 +45,7 @@ def sids(frames: list[Frame]) -> list[StreamId]:
     return [f.sid for f in frames]
 
 
-# Feed ids as award.lua makes them: increasing (ms, seq, effect) triples of entries above 0-0. Small
+# Feed ids as member.lua makes them: increasing (ms, seq, effect) triples of entries above 0-0. Small
 # ranges make equal milliseconds (seq > 0) and digit-count changes (9 -> 10, 99 -> 100) common,
 # which is where comparing ids as strings instead of integers would go wrong.
 stream_ids = st.lists(

@@ -1,0 +1,341 @@
+-- member.lua: apply one operation's plan to one member, atomically. Every change to a member goes
+-- through here (events, spends, coupon uses, game steps, scheduled care moments); every key
+-- shares the member's hash tag, so one call touches one slot.
+-- KEYS[1] profile hash   (xp, pts = balance, tier = tier id, debt = points owed, nx = soonest
+--                         lot expiry ms, and the profile facts the shop sent)
+-- KEYS[2] state hash     (q:<quest>:<period> progress, dq:... completion marker, c:<rule>:<day>
+--                         cap use, n:<counter> limited counters; each field expires with its period)
+-- KEYS[3] ledger stream  (k kind: g grant | s spend | x expire | r refund | d debt settled;
+--                         d points delta, b balance after, r reason, e operation id)
+-- KEYS[4] feed stream    (one entry an operation: d = msgpack {{type, data}...}, e = operation id), capped
+-- KEYS[5] coupons hash   (coupon id -> msgpack [item, granted at ms, reason, operation id,
+--                         state 0 granted | 1 used | 2 revoked, valid until ms, used at ms, order])
+-- KEYS[6] lots hash      (expiry ms, "0" for never -> points left of every grant expiring then)
+-- KEYS[7] dedupe hash of the operation's own time bucket, "<tag>:d:<bucket>" (field: 10-byte id
+--         digest; value: 6-byte fingerprint, then, when the operation had a feed entry, its id in
+--         5 bytes: see REF_SEQS)
+-- KEYS[8..] the other dedupe buckets an earlier sighting of the id could be in
+-- ARGV[1] msgpack plan (engine/operations.py, MemberArgs):
+--   [1 operation id, 2 fingerprint, 3 now ms, 4 dedupe field, 5 dedupe bucket expiry ms,
+--    6 feed length, 7 grants, 8 quests, 9 lot expiry ms (0 never), 10 debits, 11 coupon uses,
+--    12 limited counters, 13 effects]
+--   grant:   [currency "x"|"p", amount, reason, cap field, cap (0 none), cap field expiry ms,
+--             1 when the tier's points multiplier applies]
+--   quest:   [id, field, increment, target, field expiry ms (0 never), xp, points, {{item, valid ms}}]
+--   debit:   [amount of points, reason]  (refused whole when the live balance cannot cover it)
+--   coupon use: [coupon id, order]
+--   counter: [field, increment, limit, field expiry ms (0 never)]
+--   effect:  [type, data]  (a game's effects, passed to the feed as they are)
+-- ARGV[2] msgpack tiers: {[id, xp threshold, points multiplier in thousandths, xp, points, {{item, valid ms}}]}
+-- ARGV[3] pub/sub channel of the member ("" publishes nothing: a dry run on copied keys)
+-- returns, when applied, the message it published: msgpack [feed entry id, operation id,
+--   [[type, data]...]] (entry id "" when the operation had no effect); [2] same id, other body;
+--   [3, reason, index] refused, nothing written (reason: insufficient_points | not_found |
+--   already_used | revoked | expired | limit_reached; index: which debit, use or counter);
+--   a duplicate: [0, feed entry id, effects] while the feed keeps the original entry,
+--   [0, feed entry id] once trimmed, [0] when the original had no effect
+
+local plan = cmsgpack.unpack(ARGV[1])
+local op_id, fingerprint, now_ms, dd_field, dd_expire_ms, feed_length = plan[1], plan[2], plan[3], plan[4], plan[5], plan[6]
+local grants, quests, lot_expiry, debits, uses, counters, passed = plan[7], plan[8], plan[9], plan[10], plan[11], plan[12], plan[13]
+local DEDUPE = 7
+
+-- A dedupe entry names the operation's feed entry <ms>-<seq> in 5 bytes (every byte of an entry
+-- is multiplied by the operations retained): ms as an offset from the start of the bucket holding
+-- the entry (7 days of operation time; it was applied between a skew before and a retention
+-- after), biased to stay positive, times REF_SEQS, plus seq. Past its bounds: no reference.
+local BUCKET_MS = 7 * 86400000  -- keys.DEDUPE_BUCKET_MS
+local REF_SEQS = 64
+local REF_BIAS_MS = 2147483648  -- 2^31 ms, about 24 days before the bucket's start
+local REF_MAX = 1099511627776  -- 2^40
+local function bucket_start_ms(key) return tonumber(string.match(key, ':d:(%-?%d+)$')) * BUCKET_MS end
+
+for i = DEDUPE, #KEYS do
+  local seen = redis.call('HGET', KEYS[i], dd_field)
+  if seen then
+    if string.sub(seen, 1, 6) ~= fingerprint then return cmsgpack.pack({2}) end
+    if #seen < 11 then return cmsgpack.pack({0}) end
+    -- Replay the original, as a payment API replays its first response: a caller that lost the
+    -- first reply learns what was applied (while the feed still keeps the entry).
+    local packed_ref = struct.unpack('>I5', seen, 7)
+    local seq = packed_ref % REF_SEQS
+    local ms = bucket_start_ms(KEYS[i]) + (packed_ref - seq) / REF_SEQS - REF_BIAS_MS
+    local original = string.format('%d-%d', ms, seq)
+    local entry = redis.call('XRANGE', KEYS[4], original, original)
+    if #entry == 0 then return cmsgpack.pack({0, original}) end
+    local packed = pairs_of(entry[1][2])['d']
+    if not packed then return cmsgpack.pack({0, original}) end
+    return '\147' .. cmsgpack.pack(0) .. cmsgpack.pack(original) .. packed
+  end
+end
+
+-- The dedupe entry is written last, with the feed entry id of what was applied.
+local function remember(entry_id)
+  local value = fingerprint
+  if entry_id then
+    local dash = string.find(entry_id, '-', 1, true)
+    local seq = tonumber(string.sub(entry_id, dash + 1))
+    local offset = tonumber(string.sub(entry_id, 1, dash - 1)) - bucket_start_ms(KEYS[DEDUPE]) + REF_BIAS_MS
+    local ref = offset * REF_SEQS + seq
+    if seq < REF_SEQS and offset >= 0 and ref < REF_MAX then value = value .. struct.pack('>I5', ref) end
+  end
+  redis.call('HSET', KEYS[DEDUPE], dd_field, value)
+  expire_no_sooner(KEYS[DEDUPE], dd_expire_ms)
+end
+
+-- [entry id, operation id, effects] built from parts, so the effects are packed once for the
+-- stream entry, the message and the reply alike (0x93: a msgpack array of three).
+local function message_of(entry_id, packed_effects)
+  return '\147' .. cmsgpack.pack(entry_id) .. cmsgpack.pack(op_id) .. packed_effects
+end
+
+local stored = redis.call('HMGET', KEYS[1], 'xp', 'pts', 'tier', 'debt', 'nx')
+local xp = tonumber(stored[1]) or 0
+local points = tonumber(stored[2]) or 0
+local debt = tonumber(stored[4]) or 0
+local next_expiry = tonumber(stored[5]) or 0
+local expiring = next_expiry > 0 and next_expiry <= now_ms
+
+if #grants == 0 and #quests == 0 and #debits == 0 and #uses == 0 and #counters == 0 and #passed == 0
+  and not expiring then
+  remember(nil)
+  return message_of('', cmsgpack.pack({}))
+end
+
+-- Lots, read only when something needs all of them (an expiry is due, or a debit).
+local lots = nil -- {{expiry, amount}, ...} soonest first, never-expiring last
+local function load_lots()
+  if lots then return lots end
+  lots = {}
+  local flat = redis.call('HGETALL', KEYS[6])
+  for i = 1, #flat, 2 do lots[#lots + 1] = {tonumber(flat[i]), tonumber(flat[i + 1])} end
+  table.sort(lots, function(a, b)
+    if a[1] == 0 then return false end
+    if b[1] == 0 then return true end
+    return a[1] < b[1]
+  end)
+  return lots
+end
+
+-- --- checks: a refusal writes nothing, so every check comes before the first write ------------
+
+local due = 0 -- points whose lots have expired by now
+if expiring then
+  for _, lot in ipairs(load_lots()) do
+    if lot[1] > 0 and lot[1] <= now_ms then due = due + lot[2] end
+  end
+end
+local debit_total = 0
+for i, d in ipairs(debits) do
+  debit_total = debit_total + d[1]
+  if debit_total > points - due then return cmsgpack.pack({3, 'insufficient_points', i - 1}) end
+end
+local coupon_records = {}
+for i, u in ipairs(uses) do
+  local raw = redis.call('HGET', KEYS[5], u[1])
+  if not raw then return cmsgpack.pack({3, 'not_found', i - 1}) end
+  local c = cmsgpack.unpack(raw)
+  if c[5] == 1 then return cmsgpack.pack({3, 'already_used', i - 1}) end
+  if c[5] == 2 then return cmsgpack.pack({3, 'revoked', i - 1}) end
+  if c[6] > 0 and c[6] <= now_ms then return cmsgpack.pack({3, 'expired', i - 1}) end
+  coupon_records[i] = c
+end
+local counter_values = {}
+for i, n in ipairs(counters) do
+  local used = tonumber(redis.call('HGET', KEYS[2], n[1])) or 0
+  if used + n[2] > n[3] then return cmsgpack.pack({3, 'limit_reached', i - 1}) end
+  counter_values[i] = used
+end
+
+-- --- writes -----------------------------------------------------------------------------------
+
+local effects = {}
+local function effect(kind, data) effects[#effects + 1] = {kind, data} end
+
+local function ledger(kind, delta, reason, extra)
+  if extra then
+    redis.call('XADD', KEYS[3], '*', 'k', kind, 'd', int(delta), 'b', int(points), 'r', reason, 'e', op_id, unpack(extra))
+  else
+    redis.call('XADD', KEYS[3], '*', 'k', kind, 'd', int(delta), 'b', int(points), 'r', reason, 'e', op_id)
+  end
+end
+
+-- The soonest expiry among the lots left, after the lots table changed.
+local function recompute_next_expiry()
+  next_expiry = 0
+  for _, lot in ipairs(lots) do
+    if lot[1] > 0 and lot[2] > 0 then next_expiry = lot[1]; return end
+  end
+end
+
+if due > 0 or expiring then
+  for _, lot in ipairs(load_lots()) do
+    if lot[1] > 0 and lot[1] <= now_ms and lot[2] > 0 then
+      points = points - lot[2]
+      redis.call('HDEL', KEYS[6], int(lot[1]))
+      ledger('x', -lot[2], 'expired')
+      effect('points_expired', {amount = lot[2], balance = points, expired_at_ms = lot[1]})
+      lot[2] = 0
+    end
+  end
+  recompute_next_expiry()
+end
+
+local tiers = cmsgpack.unpack(ARGV[2])
+local tier = 1
+if stored[3] then
+  -- Tiers are stored by id, so a programme that reorders them keeps members where they are.
+  -- A tier id the programme no longer has: the highest tier the XP reaches, with no rewards.
+  local found = false
+  for i, t in ipairs(tiers) do
+    if t[1] == stored[3] then tier = i; found = true end
+  end
+  if not found then
+    for i, t in ipairs(tiers) do
+      if xp >= t[2] then tier = i end
+    end
+  end
+end
+local start_tier = tier
+
+local function grant_xp(n, reason)
+  xp = xp + n
+  effect('xp', {amount = n, total = xp, reason = reason})
+end
+
+-- Points land in the lot of this operation's expiry; a debt is settled first.
+local function grant_points(n, reason)
+  points = points + n
+  ledger('g', n, reason)
+  effect('points', {amount = n, balance = points, reason = reason})
+  local settled = math.min(n, debt)
+  if settled > 0 then
+    debt = debt - settled
+    points = points - settled
+    ledger('d', -settled, 'debt')
+    effect('debt_settled', {amount = settled, balance = points, debt = debt})
+  end
+  if n > settled then
+    redis.call('HINCRBY', KEYS[6], int(lot_expiry), n - settled)
+    if lot_expiry > 0 and (next_expiry == 0 or lot_expiry < next_expiry) then next_expiry = lot_expiry end
+    if lots then lots = nil end -- stale: a later debit reads them afresh
+  end
+end
+
+local coupon_seq = 0
+local function grant_coupon(item, valid_ms, reason)
+  coupon_seq = coupon_seq + 1
+  local id = op_id .. ':c' .. coupon_seq
+  local until_ms = valid_ms > 0 and now_ms + valid_ms or 0
+  redis.call('HSET', KEYS[5], id, cmsgpack.pack({item, now_ms, reason, op_id, 0, until_ms, 0, ''}))
+  effect('reward', {kind = 'coupon', item = item, coupon = id, reason = reason, expires_at_ms = until_ms})
+end
+
+local function grant_bundle(bonus_xp, bonus_points, coupons, reason)
+  if bonus_xp > 0 then grant_xp(bonus_xp, reason) end
+  if bonus_points > 0 then grant_points(bonus_points, reason) end
+  for _, c in ipairs(coupons) do grant_coupon(c[1], c[2], reason) end
+end
+
+-- Debits: the soonest-expiring lots first; never-expiring lots last.
+for _, d in ipairs(debits) do
+  local left = d[1]
+  for _, lot in ipairs(load_lots()) do
+    if left == 0 then break end
+    local take = math.min(left, lot[2])
+    if take > 0 then
+      lot[2] = lot[2] - take
+      left = left - take
+      if lot[2] == 0 then redis.call('HDEL', KEYS[6], int(lot[1]))
+      else redis.call('HINCRBY', KEYS[6], int(lot[1]), -take) end
+    end
+  end
+  points = points - d[1]
+  ledger('s', -d[1], d[2])
+  effect('points', {amount = -d[1], balance = points, reason = d[2]})
+  recompute_next_expiry()
+end
+
+for i, u in ipairs(uses) do
+  local c = coupon_records[i]
+  c[5], c[7], c[8] = 1, now_ms, u[2]
+  redis.call('HSET', KEYS[5], u[1], cmsgpack.pack(c))
+  effect('coupon_used', {coupon = u[1], item = c[1], order = u[2]})
+end
+
+for i, n in ipairs(counters) do
+  redis.call('HINCRBY', KEYS[2], n[1], n[2])
+  if n[4] > 0 and counter_values[i] == 0 then redis.call('HPEXPIREAT', KEYS[2], n[4], 'FIELDS', 1, n[1]) end
+end
+
+-- Rules: points are multiplied by the tier the member holds before this operation.
+local multiplier = tiers[tier][3]
+for _, g in ipairs(grants) do
+  local n = g[2]
+  if g[1] == 'p' and g[7] == 1 then n = math.floor(n * multiplier / 1000) end
+  local cap = g[5]
+  if cap > 0 and n > 0 then
+    local used = tonumber(redis.call('HGET', KEYS[2], g[4])) or 0
+    if used + n > cap then n = cap - used end
+    if n > 0 then
+      redis.call('HINCRBY', KEYS[2], g[4], n)
+      -- A new field gets its expiry once; the day it belongs to never changes.
+      if used == 0 then redis.call('HPEXPIREAT', KEYS[2], g[6], 'FIELDS', 1, g[4]) end
+    end
+  end
+  if n > 0 then
+    if g[1] == 'x' then grant_xp(n, g[3]) else grant_points(n, g[3]) end
+  end
+end
+
+-- Quests: a quest completes at most once per period, whatever the programme later does to its
+-- target: completion is a marker field ('d' .. progress field, expiring with it), not inferred
+-- from progress. A target lowered below a member's progress completes on the next event.
+for _, q in ipairs(quests) do
+  local quest_id, field, increment, target, expire_ms = q[1], q[2], q[3], q[4], q[5]
+  local done_field = 'd' .. field
+  local stored_q = redis.call('HMGET', KEYS[2], field, done_field)
+  if not stored_q[2] then
+    local before = tonumber(stored_q[1]) or 0
+    local after = redis.call('HINCRBY', KEYS[2], field, increment)
+    if expire_ms > 0 and before == 0 then redis.call('HPEXPIREAT', KEYS[2], expire_ms, 'FIELDS', 1, field) end
+    if after >= target then
+      redis.call('HSET', KEYS[2], done_field, int(now_ms))
+      if expire_ms > 0 then redis.call('HPEXPIREAT', KEYS[2], expire_ms, 'FIELDS', 1, done_field) end
+      effect('quest_completed', {quest = quest_id, progress = target, target = target})
+      grant_bundle(q[6], q[7], q[8], 'quest:' .. quest_id)
+    else
+      effect('quest_progress', {quest = quest_id, progress = after, target = target})
+    end
+  end
+end
+
+for _, e in ipairs(passed) do effect(e[1], e[2]) end
+
+-- Tiers: climb while lifetime XP reaches the next threshold; each rung's rewards are granted
+-- on the way (their XP may lift the member further).
+while tier < #tiers and xp >= tiers[tier + 1][2] do
+  tier = tier + 1
+  effect('tier_up', {from = tiers[tier - 1][1], to = tiers[tier][1]})
+  grant_bundle(tiers[tier][4], tiers[tier][5], tiers[tier][6], 'tier:' .. tiers[tier][1])
+end
+
+if #effects == 0 then
+  remember(nil)
+  return message_of('', cmsgpack.pack({}))
+end
+
+local profile = {'xp', int(xp), 'pts', int(points)}
+if tier ~= start_tier or not stored[3] then profile[#profile + 1] = 'tier'; profile[#profile + 1] = tiers[tier][1] end
+if debt > 0 or stored[4] then profile[#profile + 1] = 'debt'; profile[#profile + 1] = int(debt) end
+if next_expiry ~= (tonumber(stored[5]) or 0) then profile[#profile + 1] = 'nx'; profile[#profile + 1] = int(next_expiry) end
+redis.call('HSET', KEYS[1], unpack(profile))
+
+-- One feed entry per operation (an XADD costs more than packing all the effects once); effect i
+-- of entry <ms>-<seq> is feed id <ms>-<seq>-<i> to clients.
+local packed = cmsgpack.pack(effects)
+local entry_id = redis.call('XADD', KEYS[4], 'MAXLEN', '~', feed_length, '*', 'd', packed, 'e', op_id)
+local message = message_of(entry_id, packed)
+remember(entry_id)
+if ARGV[3] ~= '' then redis.call('PUBLISH', ARGV[3], message) end
+return message

@@ -1,0 +1,195 @@
+"""Operations: everything that changes a member, planned in pure Python for ``member.lua``.
+
+An operation has an id (its dedupe key, unique per member), a member, a time and a fingerprint
+(what makes a retry "the same operation"). A shop event is one source of operations; a spend, a
+coupon use, a game step, a redemption's member side or a scheduled care moment are others.
+Operations derived from another get derived ids (``<op>:owner``, ``expire:<member>:<day>``), so
+every retry and every double sweep applies once.
+
+Each ``plan_*`` function is pure: programme, operation and time in, a ``MemberPlan`` out. The
+store applies a plan with one ``member.lua`` call, which decides whatever depends on stored
+state (caps left, the balance a debit needs, whether a coupon is still unused) and refuses a
+whole operation, writing nothing, when a check fails. Games and the lifecycle build plans here;
+none of them writes member keys itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import msgpack
+import orjson
+
+from engine import ids
+from engine.clock import DAY_MS
+from engine.config import CompiledProgram
+from engine.errors import InvalidInput
+from engine.keys import DEDUPE_BUCKET_MS
+
+#: 80 bits: two ids of one member colliding in one bucket, even among a million, is about 1 in
+#: 10^12; every byte saved here is saved once per retained operation.
+DEDUPE_DIGEST_BYTES = 10
+#: 48 bits tell a retry from another operation under a reused id (a client's bug, answered
+#: `idempotency_conflict`) but for 1 in 10^14; every byte is stored once per retained operation.
+FINGERPRINT_BYTES = 6
+#: Most points one spend moves, as for one rule's grant: totals stay exact in a Lua double.
+SPEND_MAX = 10**9
+
+
+class Operation(NamedTuple):
+    id: ids.EventId
+    member: ids.MemberId
+    at_ms: int  # the operation's own time: its dedupe bucket and its periods
+    fingerprint: bytes
+
+
+def fingerprint(*parts: Any) -> bytes:
+    """What makes a retry the same operation: a digest of its parts (sorted JSON)."""
+    return hashlib.blake2b(orjson.dumps(parts, option=orjson.OPT_SORT_KEYS), digest_size=FINGERPRINT_BYTES).digest()
+
+
+# Wire shapes inside MemberArgs (member.lua's header documents each):
+Grant = list[Any]  # [currency "x"|"p", amount, reason, cap field, cap (0 none), cap expiry ms, multiplied 0|1]
+QuestStep = list[Any]  # [id, field, increment, target, field expiry ms (0 never), xp, points, [[item, valid ms]]]
+Debit = list[Any]  # [points, reason]
+CouponUse = list[Any]  # [coupon id, order]
+Counter = list[Any]  # [state field, increment, limit, field expiry ms (0 never)]
+Effect = list[Any]  # [type, data]
+
+
+class MemberArgs(NamedTuple):
+    """member.lua's ARGV[1], field for field (a NamedTuple packs as the array the script reads)."""
+
+    op_id: str
+    fingerprint: bytes
+    now_ms: int
+    dedupe_field: bytes
+    dedupe_expire_ms: int
+    feed_length: int
+    grants: tuple[Grant, ...]
+    quests: tuple[QuestStep, ...]
+    lot_expiry_ms: int
+    debits: tuple[Debit, ...]
+    coupon_uses: tuple[CouponUse, ...]
+    counters: tuple[Counter, ...]
+    effects: tuple[Effect, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class MemberPlan:
+    """One operation's plan: the script's arguments and the keys they need."""
+
+    op: Operation
+    args: MemberArgs
+    dedupe_bucket: int  # bucket of the operation's time, where a first sighting is recorded
+    lookup_buckets: tuple[int, ...]  # every bucket an earlier sighting could be in
+
+    @property
+    def now_ms(self) -> int:
+        return self.args.now_ms
+
+    def pack(self) -> bytes:
+        return msgpack.packb(self.args, use_bin_type=False)  # the server's cmsgpack predates bin types
+
+    def is_empty(self) -> bool:
+        """Nothing for the script to do but remember the id."""
+        a = self.args
+        return not (a.grants or a.quests or a.debits or a.coupon_uses or a.counters or a.effects)
+
+
+def member_plan(
+    program: CompiledProgram,
+    op: Operation,
+    now_ms: int,
+    *,
+    grants: tuple[Grant, ...] = (),
+    quests: tuple[QuestStep, ...] = (),
+    debits: tuple[Debit, ...] = (),
+    coupon_uses: tuple[CouponUse, ...] = (),
+    counters: tuple[Counter, ...] = (),
+    effects: tuple[Effect, ...] = (),
+) -> MemberPlan:
+    """The plan for ``op``, with its dedupe and its points' lot expiry worked out."""
+    retention = program.retention_ms
+    # A day of margin each side: another host whose clock is off by up to a day still looks
+    # in every bucket this operation's first sighting could be in (an empty bucket costs little).
+    first = (now_ms - retention - DAY_MS) // DEDUPE_BUCKET_MS
+    last = (now_ms + program.skew_ms + DAY_MS) // DEDUPE_BUCKET_MS
+    bucket = op.at_ms // DEDUPE_BUCKET_MS
+    args = MemberArgs(
+        op_id=op.id,
+        fingerprint=op.fingerprint,
+        now_ms=now_ms,
+        dedupe_field=hashlib.blake2b(op.id.encode(), digest_size=DEDUPE_DIGEST_BYTES).digest(),
+        # Every entry outlives its operation's time by the retention, plus slack for a server
+        # clock that runs ahead of ours: an operation old enough to be forgotten is refused (422).
+        dedupe_expire_ms=(bucket + 1) * DEDUPE_BUCKET_MS + retention + DAY_MS,
+        feed_length=program.feed_length,
+        grants=grants,
+        quests=quests,
+        lot_expiry_ms=program.lot_expiry_ms(op.at_ms),
+        debits=debits,
+        coupon_uses=coupon_uses,
+        counters=counters,
+        effects=effects,
+    )
+    return MemberPlan(op, args, bucket, tuple(range(first, last + 1)))
+
+
+# --- requests the shop and the member make ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SpendRequest:
+    op: Operation
+    amount: int
+    reason: str
+
+
+def parse_spend(raw: object, member: ids.MemberId, now_ms: int) -> SpendRequest:
+    """``{"id", "amount", "reason"}`` of ``POST /v1/members/{id}/points/spend``."""
+    body = _object(raw, ("id", "amount", "reason"))
+    op_id = ids.event_id(body.get("id"), "id")
+    amount = body.get("amount")
+    if not isinstance(amount, int) or isinstance(amount, bool) or not 1 <= amount <= SPEND_MAX:
+        raise InvalidInput(f"must be an integer from 1 to {SPEND_MAX:,}", field="amount")
+    reason = body.get("reason", "spend")
+    ids.check_id(reason, "reason", ids.NAME_MAX)
+    return SpendRequest(Operation(op_id, member, now_ms, fingerprint("spend", amount, reason)), amount, reason)
+
+
+def plan_spend(program: CompiledProgram, request: SpendRequest, now_ms: int) -> MemberPlan:
+    return member_plan(program, request.op, now_ms, debits=([request.amount, request.reason],))
+
+
+@dataclass(frozen=True, slots=True)
+class CouponUseRequest:
+    op: Operation
+    coupon: str
+    order: str
+
+
+def parse_coupon_use(raw: object, member: ids.MemberId, coupon: object, now_ms: int) -> CouponUseRequest:
+    """``{"id", "order"}`` of ``POST /v1/members/{id}/coupons/{coupon}/use``."""
+    coupon_id = ids.check_id(coupon, "coupon", ids.EVENT_ID_MAX + 8)
+    body = _object(raw, ("id", "order"))
+    op_id = ids.event_id(body.get("id"), "id")
+    order = ids.check_id(body.get("order"), "order", ids.EVENT_ID_MAX)
+    return CouponUseRequest(Operation(op_id, member, now_ms, fingerprint("use", coupon_id, order)), coupon_id, order)
+
+
+def plan_coupon_use(program: CompiledProgram, request: CouponUseRequest, now_ms: int) -> MemberPlan:
+    return member_plan(program, request.op, now_ms, coupon_uses=([request.coupon, request.order],))
+
+
+def _object(raw: object, keys: tuple[str, ...]) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise InvalidInput(f"must be a JSON object, not {ids.kind_of(raw)}", field="body")
+    for key in raw:
+        if key not in keys:
+            raise InvalidInput(f"unknown key (expected {', '.join(keys)})", field=str(key))
+    if "id" not in raw:
+        raise InvalidInput("is required: the operation's idempotency key", field="id")
+    return raw
