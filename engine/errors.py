@@ -87,6 +87,16 @@ class Conflict(RekindleError):
     code = "conflict"
 
 
+class Refused(Conflict):
+    """Stored state refuses the operation (the balance, a coupon's state, stock, a limit);
+    nothing was written. ``code`` says which: insufficient_points, out_of_stock,
+    limit_reached, already_used, revoked, expired."""
+
+    def __init__(self, code: str, message: str, *, field: str | None = None) -> None:
+        super().__init__(message, field=field)
+        self.code = code
+
+
 class StoreError(RekindleError):
     """Redis answered something the engine did not expect; never shown to callers in detail."""
 

@@ -81,14 +81,44 @@ async def post_events(request: Request) -> Response:
     now_ms = svc.clock.now_ms()
     window_ms = active.window_ms(now_ms)
 
+    dry_run = _flag(request, "dry_run")
     if isinstance(body, dict) and "events" in body:
+        if dry_run:
+            raise InvalidInput("a dry run takes one event, not a batch", field="dry_run")
         response = await _post_batch(svc, body, active.program, now_ms, window_ms)
         endpoint = "batch"
+    elif dry_run:
+        return await _dry_run(svc, body, active.program, now_ms, window_ms)
     else:
         response = await _post_one(svc, body, active.program, now_ms, window_ms)
         endpoint = "single"
     metrics.observe_award(endpoint, perf_counter() - started)
     return response
+
+
+def _flag(request: Request, name: str) -> bool:
+    value = request.query_params.get(name)
+    if value is None or value in ("0", "false"):
+        return False
+    if value in ("1", "true"):
+        return True
+    raise InvalidInput("must be 1, true, 0 or false", field=name)
+
+
+async def _dry_run(svc: Service, body: Any, program: CompiledProgram, now_ms: int, window_ms: int) -> Response:
+    """The effects the event would have now, by the real member script on copies; nothing is
+    written, published or counted. Effects carry no ids: no feed entry was made."""
+    if not isinstance(body, dict):
+        raise InvalidInput(f"must be an event object, not {ids.kind_of(body)}", field="body")
+    event = parse_event(body, program, now_ms, window_ms)
+    try:
+        result = await svc.dry_run.apply(plan_award(program, event, now_ms), program)
+    except (RedisError, OSError) as exc:
+        raise store_failure(exc) from exc
+    view = result_view(event.id, event.member, result, "id")
+    view["effects"] = [{"type": e["type"], "data": e["data"]} for e in view.get("effects", [])]
+    view["dry_run"] = True
+    return json_response({"results": [view]})
 
 
 async def _post_one(svc: Service, body: Any, program: CompiledProgram, now_ms: int, window_ms: int) -> Response:
@@ -103,11 +133,11 @@ async def _post_one(svc: Service, body: Any, program: CompiledProgram, now_ms: i
         raise
     try:
         started = perf_counter()
-        result = await svc.awards.apply(plan, program)
+        result = await svc.ops.apply(plan, program)
         metrics.STORE_SECONDS.observe(perf_counter() - started)
     except (RedisError, OSError) as exc:
-        raise _store_failure(exc) from exc
-    view = _result_view(event, result, "id")
+        raise store_failure(exc) from exc
+    view = result_view(event.id, event.member, result, "id")
     metrics.count_event(event.type, view["status"])
     if result.status is OpStatus.CONFLICT:
         return json_response({"error": view["error"], "results": [view]}, 409)
@@ -142,23 +172,23 @@ async def _post_batch(
     if events:
         started = perf_counter()
         try:
-            outcomes = await svc.awards.apply_many(plans, program)
+            outcomes = await svc.ops.apply_many(plans, program)
         except (RedisError, OSError) as exc:
-            raise _store_failure(exc) from exc
+            raise store_failure(exc) from exc
         metrics.STORE_SECONDS.observe(perf_counter() - started)
         failed = [o for o in outcomes if isinstance(o, Exception)]
         if failed:
             # Some events may have been applied: a retry of the whole batch answers those
             # `duplicate` and applies the rest, so the batch is refused whole.
-            raise _store_failure(failed[0]) from failed[0]
+            raise store_failure(failed[0]) from failed[0]
         for (i, event), outcome in zip(events, outcomes):
-            view = _result_view(event, outcome, f"events[{i}].id")  # type: ignore[arg-type]
+            view = result_view(event.id, event.member, outcome, f"events[{i}].id")  # type: ignore[arg-type]
             metrics.count_event(event.type, view["status"])
             results[i] = view
     return json_response({"results": results})
 
 
-def _store_failure(exc: BaseException) -> RekindleError:
+def store_failure(exc: BaseException) -> RekindleError:
     """A store that failed, timed out, or is busy or recovering (LOADING, BUSY, OOM, READONLY...)
     wrote nothing: 503 with Retry-After, retry as is (``Unavailable.of`` decides, for every
     endpoint). Any other error reply from the script is a defect, not a blip (500, logged): a
@@ -171,18 +201,19 @@ def _store_failure(exc: BaseException) -> RekindleError:
     return StoreError("the award script failed")
 
 
-def _result_view(event: Event, result: OpResult, id_field: str) -> dict[str, Any]:
+def result_view(op_id: str, member: str, result: OpResult, id_field: str) -> dict[str, Any]:
+    """One operation's result as the API answers it (events, spends, coupon uses alike)."""
     if result.status is OpStatus.CONFLICT:
         return {
-            "id": event.id,
+            "id": op_id,
             "status": "rejected",
             "error": {
                 "code": "idempotency_conflict",
-                "message": "this event id was already used for a different event",
+                "message": "this id was already used for a different operation",
                 "field": id_field,
             },
         }
-    view = {"id": event.id, "member": event.member, "status": result.status.value, "effects": result.effects}
+    view: dict[str, Any] = {"id": op_id, "member": member, "status": result.status.value, "effects": result.effects}
     if result.status is OpStatus.DUPLICATE:
         # What the first call applied: its feed entry, and its effects while the feed keeps them.
         view["original"] = result.original or None

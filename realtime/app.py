@@ -13,6 +13,7 @@ from starlette.routing import Route, WebSocketRoute
 from engine.clock import Clock
 from engine.errors import RekindleError
 from realtime import api, live
+from realtime.routes import points
 from realtime.errors import STORE_ERRORS, http_error, rekindle_error, store_unreachable, unexpected_error
 from realtime.gcpacer import GcPacer
 from realtime.service import Service
@@ -36,6 +37,8 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
         Route("/v1/events", api.post_events, methods=["POST"]),
         Route("/v1/members/{member}", api.put_member, methods=["PUT"]),
         Route("/v1/members/{member}", api.get_member, methods=["GET"]),
+        Route("/v1/members/{member}/points/spend", points.post_spend, methods=["POST"]),
+        Route("/v1/members/{member}/coupons/{coupon}/use", points.post_coupon_use, methods=["POST"]),
         Route("/v1/me", api.get_me, methods=["GET"]),
         Route("/v1/tokens", api.post_token, methods=["POST"]),
         Route("/v1/config", api.get_config, methods=["GET"]),

@@ -15,6 +15,7 @@ from engine.members import MemberStore
 from engine.pipelining import AutoPipeline
 from engine.programs import ProgramRegistry
 from engine.scripts import Scripts
+from engine.dryrun import DryRun
 from engine.store import OperationStore
 from realtime import metrics
 from realtime.auth import Auth
@@ -36,7 +37,8 @@ class Service:
     keys: Keys
     scripts: Scripts
     pipeline: AutoPipeline
-    awards: OperationStore
+    ops: OperationStore
+    dry_run: DryRun
     members: MemberStore
     programs: ProgramRegistry
     auth: Auth
@@ -79,7 +81,8 @@ class Service:
             keys=keys,
             scripts=scripts,
             pipeline=pipeline,
-            awards=OperationStore(pipeline, keys, scripts),
+            ops=OperationStore(pipeline, keys, scripts),
+            dry_run=DryRun(redis, keys, scripts),
             members=MemberStore(redis, keys),
             programs=programs,
             auth=auth,

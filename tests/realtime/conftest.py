@@ -171,6 +171,11 @@ def member_keys(sync_redis: redis.Redis, prefix: str, member: str) -> list[bytes
     return list(sync_redis.scan_iter(match=pattern, count=1000))
 
 
+def member_dump(sync_redis: redis.Redis, prefix: str, member: str) -> dict[bytes, tuple[bytes | None, int]]:
+    """Every key of the member with its serialized value and expiry: equal dumps, unchanged state."""
+    return {key: (sync_redis.dump(key), sync_redis.pexpiretime(key)) for key in member_keys(sync_redis, prefix, member)}
+
+
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [REKINDLE, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout

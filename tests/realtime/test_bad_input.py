@@ -16,7 +16,7 @@ import orjson
 import pytest
 import redis
 
-from tests.realtime.conftest import Service, error_of, member_keys, purchase, unique
+from tests.realtime.conftest import Service, error_of, member_dump, member_keys, purchase, unique
 
 DAY_S = 86_400
 
@@ -145,10 +145,6 @@ def test_bad_event_is_refused_by_field_and_writes_nothing(
     if stored_as:
         assert member_keys(sync_redis, service.prefix, stored_as(m)) == []
 
-
-def member_dump(sync_redis: redis.Redis, prefix: str, member: str) -> dict[bytes, tuple[bytes | None, int]]:
-    """Every key of the member with its serialized value and expiry: equal dumps, unchanged state."""
-    return {key: (sync_redis.dump(key), sync_redis.pexpiretime(key)) for key in member_keys(sync_redis, prefix, member)}
 
 
 def test_body_over_the_limit_is_413(shop: httpx.Client, sync_redis: redis.Redis, service: Service) -> None:

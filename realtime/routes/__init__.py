@@ -1,0 +1,1 @@
+"""HTTP handlers by resource; ``realtime/app.py`` assembles their routes in one place."""
