@@ -57,6 +57,7 @@ Debit = list[Any]  # [points, reason]
 CouponUse = list[Any]  # [coupon id, order]
 Counter = list[Any]  # [state field, increment, limit, field expiry ms (0 never)]
 Effect = list[Any]  # [type, data]
+CouponGrant = list[Any]  # [catalog item, valid ms (0: no end), reason]
 
 
 class MemberArgs(NamedTuple):
@@ -75,6 +76,7 @@ class MemberArgs(NamedTuple):
     coupon_uses: tuple[CouponUse, ...]
     counters: tuple[Counter, ...]
     effects: tuple[Effect, ...]
+    coupons: tuple[CouponGrant, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +98,7 @@ class MemberPlan:
     def is_empty(self) -> bool:
         """Nothing for the script to do but remember the id."""
         a = self.args
-        return not (a.grants or a.quests or a.debits or a.coupon_uses or a.counters or a.effects)
+        return not (a.grants or a.quests or a.debits or a.coupon_uses or a.counters or a.effects or a.coupons)
 
 
 def member_plan(
@@ -110,6 +112,7 @@ def member_plan(
     coupon_uses: tuple[CouponUse, ...] = (),
     counters: tuple[Counter, ...] = (),
     effects: tuple[Effect, ...] = (),
+    coupons: tuple[CouponGrant, ...] = (),
 ) -> MemberPlan:
     """The plan for ``op``, with its dedupe and its points' lot expiry worked out."""
     retention = program.retention_ms
@@ -134,6 +137,7 @@ def member_plan(
         coupon_uses=coupon_uses,
         counters=counters,
         effects=effects,
+        coupons=coupons,
     )
     return MemberPlan(op, args, bucket, tuple(range(first, last + 1)))
 

@@ -18,7 +18,7 @@
 -- ARGV[1] msgpack plan (engine/operations.py, MemberArgs):
 --   [1 operation id, 2 fingerprint, 3 now ms, 4 dedupe field, 5 dedupe bucket expiry ms,
 --    6 feed length, 7 grants, 8 quests, 9 lot expiry ms (0 never), 10 debits, 11 coupon uses,
---    12 limited counters, 13 effects]
+--    12 limited counters, 13 effects, 14 coupons to grant]
 --   grant:   [currency "x"|"p", amount, reason, cap field, cap (0 none), cap field expiry ms,
 --             1 when the tier's points multiplier applies]
 --   quest:   [id, field, increment, target, field expiry ms (0 never), xp, points, {{item, valid ms}}]
@@ -26,6 +26,7 @@
 --   coupon use: [coupon id, order]
 --   counter: [field, increment, limit, field expiry ms (0 never)]
 --   effect:  [type, data]  (a game's effects, passed to the feed as they are)
+--   coupon:  [item, valid ms (0: no end), reason]
 -- ARGV[2] msgpack tiers: {[id, xp threshold, points multiplier in thousandths, xp, points, {{item, valid ms}}]}
 -- ARGV[3] pub/sub channel of the member ("" publishes nothing: a dry run on copied keys)
 -- returns, when applied, the message it published: msgpack [feed entry id, operation id,
@@ -38,6 +39,7 @@
 local plan = cmsgpack.unpack(ARGV[1])
 local op_id, fingerprint, now_ms, dd_field, dd_expire_ms, feed_length = plan[1], plan[2], plan[3], plan[4], plan[5], plan[6]
 local grants, quests, lot_expiry, debits, uses, counters, passed = plan[7], plan[8], plan[9], plan[10], plan[11], plan[12], plan[13]
+local coupon_grants = plan[14]
 local DEDUPE = 7
 
 -- A dedupe entry names the operation's feed entry <ms>-<seq> in 5 bytes (every byte of an entry
@@ -97,7 +99,7 @@ local next_expiry = tonumber(stored[5]) or 0
 local expiring = next_expiry > 0 and next_expiry <= now_ms
 
 if #grants == 0 and #quests == 0 and #debits == 0 and #uses == 0 and #counters == 0 and #passed == 0
-  and not expiring then
+  and #coupon_grants == 0 and not expiring then
   remember(nil)
   return message_of('', cmsgpack.pack({}))
 end
@@ -310,6 +312,7 @@ for _, q in ipairs(quests) do
   end
 end
 
+for _, c in ipairs(coupon_grants) do grant_coupon(c[1], c[2], c[3]) end
 for _, e in ipairs(passed) do effect(e[1], e[2]) end
 
 -- Tiers: climb while lifetime XP reaches the next threshold; each rung's rewards are granted

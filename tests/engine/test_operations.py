@@ -342,3 +342,20 @@ def test_coupon_records_hold_their_validity(engine) -> None:
             assert until_ms == e.now_ms + 30 * DAY_MS
 
     asyncio.run(run())
+
+
+def test_a_plan_grants_coupons_directly(engine) -> None:
+    """A plan's own coupons (a redemption, a care moment) are granted with ids and validity."""
+
+    async def run() -> None:
+        async with engine() as e:
+            op = Operation("r-1", "m-1", e.now_ms, fingerprint("redeem", "free-shipping"))
+            plan = member_plan(e.program, op, e.now_ms, coupons=(["free-shipping", 30 * DAY_MS, "redeem"],))
+            result = await e.store.apply(plan, e.program)
+            assert [(x["type"], x["data"]) for x in result.effects] == [
+                ("reward", {"kind": "coupon", "item": "free-shipping", "coupon": "r-1:c1", "reason": "redeem",
+                            "expires_at_ms": e.now_ms + 30 * DAY_MS})
+            ]
+            assert await e.coupons("m-1") == ["free-shipping"]
+
+    asyncio.run(run())
