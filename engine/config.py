@@ -111,6 +111,12 @@ class ProgramInfo(_Model):
     feed_length: Int = Field(
         500, ge=10, le=100_000, description="awards kept in each member's progress stream (for resuming the live feed)"
     )
+    refund_window_days: Int = Field(
+        90,
+        ge=1,
+        le=730,
+        description="how long after an event a refund (an event type that `reverses` it) can take back what it granted",
+    )
 
     @field_validator("timezone")
     @classmethod
@@ -165,6 +171,11 @@ class EventType(_Model):
     description: Text = Field("", description="for people reading the programme")
     fields: dict[Name, FieldSpec] = Field(
         default_factory=dict, max_length=MAX_FIELDS, description="the keys of the event's `data`, by name"
+    )
+    reverses: Name | None = Field(
+        None,
+        description="this type is a refund of that event type: `data.of` (a str field it must declare) names "
+        "the original event; an optional int `data.amount` takes back that share of the original's `amount`",
     )
 
 
@@ -235,6 +246,11 @@ class CatalogItem(_Model):
     value_cents: Int = Field(ge=0, description="discount in cents")
     min_spend_cents: Int = Field(0, ge=0, description="smallest order it applies to, in cents")
     valid_days: Int = Field(30, ge=1, le=3650, description="days from grant until it expires")
+    points_cost: Int | None = Field(
+        None, ge=1, le=10**9, description="members may redeem it for this many points (not redeemable without it)"
+    )
+    stock: Int | None = Field(None, ge=0, le=10**9, description="how many can be redeemed in all (no limit without it)")
+    per_member_limit: Int | None = Field(None, ge=1, le=10**6, description="how many one member may redeem")
 
 
 class PointsExpiry(str, Enum):
@@ -253,6 +269,9 @@ class Points(_Model):
         '"end_of_next_year": at the end of the calendar year after the grant\'s (the common 积分 rule)',
     )
     expiry_days: Int = Field(365, ge=1, le=3650, description='with expiry = "days": how many days after the grant\'s day')
+    ledger_keep_days: Int = Field(
+        400, ge=30, le=3650, description="how long ledger entries are kept for audit; older ones are trimmed"
+    )
 
 
 class Tier(_Model):
@@ -676,6 +695,26 @@ def _cross_check(p: Program, dropped: dict[str, set[str]] | None = None) -> list
                 out.append((path, "min/max apply to int fields only"))
             if spec.type is not FieldType.STR and spec.one_of is not None:
                 out.append((f"{path}.one_of", "applies to str fields only"))
+
+    for name, et in p.events.items():
+        if et.reverses is None:
+            continue
+        path = f"events.{name}.reverses"
+        original = p.events.get(et.reverses)
+        if original is None:
+            if not gone("events", et.reverses):
+                out.append((path, f"no event type {et.reverses!r} is declared under [events]"))
+            continue
+        if original.reverses is not None:
+            out.append((path, f"{et.reverses!r} is itself a refund; a refund reverses an ordinary event type"))
+        of = et.fields.get("of")
+        if of is None or of.type is not FieldType.STR or not of.required:
+            out.append((f"events.{name}.fields.of", "a refund needs a required str field `of`: the original event's id"))
+        amount = et.fields.get("amount")
+        if amount is not None and amount.type is not FieldType.INT:
+            out.append((f"events.{name}.fields.amount", "a refund's `amount` is an int (the share of the original's)"))
+        if amount is not None and (original.fields.get("amount") is None or original.fields["amount"].type is not FieldType.INT):
+            out.append((f"events.{name}.fields.amount", f"a partial refund needs an int `amount` on {et.reverses!r} to take a share of"))
 
     for section, items, limit, verb in (
         ("rules", p.rules, MAX_RULES_PER_EVENT, "name"),

@@ -77,8 +77,9 @@ class Engine:
         return await self.store.apply(self.plan(*args, **kwargs), kwargs.get("program") or self.program)
 
     async def profile(self, member: str) -> dict[str, str]:
+        """The profile hash but ``nx`` (the soonest lot expiry: test_operations checks it)."""
         raw = await self.redis.hgetall(self.keys.member(member).profile)
-        return {k.decode(): v.decode() for k, v in raw.items()}
+        return {k.decode(): v.decode() for k, v in raw.items() if k != b"nx"}
 
     async def balance(self, member: str) -> int:
         return int(await self.redis.hget(self.keys.member(member).profile, "pts") or 0)

@@ -110,7 +110,9 @@ def test_snapshot_after_a_first_order(engine, program) -> None:
                 "points_multiplier": 1.0,
                 "next": {"id": "silver", "name": "Silver", "xp": 1000, "xp_to_go": 701},
             }
-            assert snap["points"] == {"balance": 299, "expiring": [], "debt": 0}
+            year = datetime.fromtimestamp(e.now_ms / 1000, SHANGHAI).year  # end_of_next_year
+            next_year_end = int(datetime(year + 2, 1, 1, tzinfo=SHANGHAI).timestamp() * 1000)
+            assert snap["points"] == {"balance": 299, "expiring": [{"amount": 299, "expires_at_ms": next_year_end}], "debt": 0}
             quests = {q["id"]: q for q in snap["quests"]}
             assert list(quests) == [q.id for q in program.quests]
             view = {k: (q["progress"], q["target"], q["state"], q["deadline_ms"], q["repeats"]) for k, q in quests.items()}
