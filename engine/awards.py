@@ -55,7 +55,32 @@ def plan_award(program: CompiledProgram, event: Event, now_ms: int) -> MemberPla
             quests.append(step)
 
     op = Operation(event.id, event.member, event.at_ms, event.fingerprint)
-    return member_plan(program, op, now_ms, grants=tuple(grants), quests=tuple(quests))
+    record = None
+    if event.type in program.refundable:
+        amount = data.get("amount", 0)
+        record = (record_name(event.type, event.id), amount if isinstance(amount, int) and amount > 0 else 0)
+    reverse = _reversal(program, event)
+    return member_plan(program, op, now_ms, grants=tuple(grants), quests=tuple(quests), record=record, reverse=reverse)
+
+
+def record_name(event_type: str, event_id: str) -> str:
+    """A grant record names its event's type too: a refund type finds only what it reverses."""
+    return f"{event_type}:{event_id}"
+
+
+def _reversal(program: CompiledProgram, event: Event) -> tuple[str, int] | None:
+    """A refund's original and amount (0: all that remains); the store checks both against the
+    original's grant record."""
+    reverses = program.events[event.type].reverses
+    if reverses is None:
+        return None
+    of = event.data["of"]  # required by the programme's cross-check
+    if of == event.id:
+        raise InvalidEvent("a refund cannot reverse itself", field="data.of")
+    amount = event.data.get("amount", 0)
+    if "amount" in event.data and amount < 1:
+        raise InvalidEvent("must be at least 1: the share of the original's amount to refund", field="data.amount")
+    return record_name(reverses, of), amount
 
 
 def matches(where: tuple[Predicate, ...], data: dict[str, Any]) -> bool:

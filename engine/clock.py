@@ -1,19 +1,29 @@
 """Time, passed in rather than read deep in the code.
 
 Every rule takes ``now_ms``; the service asks one ``Clock`` for it. Tests and the designers'
-simulator swap in a ``ManualClock`` and move days in microseconds.
+simulator swap in a ``ManualClock`` and move days in microseconds; ``rekindle serve --dev-clock``
+runs on an ``OffsetClock`` that a rehearsal moves forward through ``POST /v1/admin/clock``.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 DAY_MS = 86_400_000
 
 
 class Clock(Protocol):
     def now_ms(self) -> int: ...
+
+
+@runtime_checkable
+class SettableClock(Protocol):
+    """A clock that can be moved (the dev clock, a test's): the admin clock route needs one."""
+
+    def now_ms(self) -> int: ...
+
+    def set(self, now_ms: int) -> None: ...
 
 
 class SystemClock:
@@ -37,3 +47,26 @@ class ManualClock:
 
     def advance(self, ms: int) -> None:
         self._now_ms += ms
+
+
+class OffsetClock:
+    """System time plus an offset: the dev clock, which keeps running once moved.
+
+    It only moves forward. Everything stored was written at the times this clock gave (dedupe
+    buckets, quest periods, lots, jobs already run); taking it back would make operations look
+    older than what they come after. The offset lives in this process only (which is why
+    ``--dev-clock`` takes one worker), so a restart is back at real time: a rehearsal that starts
+    over starts on a fresh data folder (or key prefix) too.
+    """
+
+    def __init__(self) -> None:
+        self._offset_ms = 0
+
+    def now_ms(self) -> int:
+        return time.time_ns() // 1_000_000 + self._offset_ms
+
+    def set(self, now_ms: int) -> None:
+        """Move to ``now_ms``; ValueError if that is earlier than now."""
+        if now_ms < self.now_ms():
+            raise ValueError("the dev clock only moves forward")
+        self._offset_ms = now_ms - time.time_ns() // 1_000_000

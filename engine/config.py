@@ -877,6 +877,10 @@ class CompiledProgram:
     tiers: tuple[Tier, ...]
     tiers_packed: bytes  # msgpack table handed to member.lua with every call
     calendar: Calendar  # days and weeks in the programme's zone (remembers the last found)
+    refund_window_ms: int = 90 * DAY_MS
+    ledger_keep_ms: int = 400 * DAY_MS
+    #: Event types some refund type ``reverses``: their operations keep a grant record.
+    refundable: frozenset[str] = frozenset()
 
     @property
     def name(self) -> str:
@@ -947,6 +951,9 @@ def compile_program(program: Program, source: bytes) -> CompiledProgram:
         tiers=program.tiers,
         tiers_packed=tiers_packed,
         calendar=Calendar(ZoneInfo(info.timezone)),
+        refund_window_ms=info.refund_window_days * DAY_MS,
+        ledger_keep_ms=program.points.ledger_keep_days * DAY_MS,
+        refundable=frozenset(et.reverses for et in program.events.values() if et.reverses is not None),
     )
 
 

@@ -30,7 +30,7 @@ class DryRun:
 
     async def apply(self, plan: MemberPlan, program: CompiledProgram) -> OpResult:
         """The result applying ``plan`` would have now; the member's own keys are only read."""
-        real, _ = self._keys.member_script_keys(plan.op.member, plan.dedupe_bucket, plan.lookup_buckets)
+        real, _ = self._keys.member_script_keys(plan.op.member, plan.dedupe_bucket, plan.lookup_buckets, plan.record_buckets)
         tag = self._keys.member_tag(plan.op.member)
         scratch_tag = f"{tag}:x{secrets.token_hex(6)}"
         # Same suffixes (":p", ":d:<bucket>"...) under the scratch tag: member.lua reads the dedupe

@@ -33,6 +33,10 @@ class MemberKeys:
     def dedupe(self, bucket: int) -> str:
         return f"{self.tag}:d:{bucket}"
 
+    def records(self, bucket: int) -> str:
+        """Grant records (what each refundable operation granted) of a bucket of operation time."""
+        return f"{self.tag}:g:{bucket}"
+
 
 class Keys:
     def __init__(self, prefix: str = "rk") -> None:
@@ -43,12 +47,16 @@ class Keys:
         (the award path builds its keys from the tag directly, in the same shapes)."""
         return f"{self.prefix}:{{m:{member}}}"
 
-    def member_script_keys(self, member: MemberId, bucket: int, lookup: tuple[int, ...]) -> tuple[list[str], str]:
+    def member_script_keys(
+        self, member: MemberId, bucket: int, lookup: tuple[int, ...], records: tuple[int, ...] = ()
+    ) -> tuple[list[str], str]:
         """member.lua's KEYS (see its header) and the member's channel, built from the tag
-        directly: the hot path's copy of ``member()``, which tests hold to the same names."""
+        directly: the hot path's copy of ``member()``, which tests hold to the same names.
+        ``records``: the grant-record buckets a refund looks in, last."""
         tag = self.member_tag(member)
-        keys = [f"{tag}:p", f"{tag}:s", f"{tag}:l", f"{tag}:f", f"{tag}:cp", f"{tag}:lt", f"{tag}:d:{bucket}"]
+        keys = [f"{tag}:p", f"{tag}:s", f"{tag}:l", f"{tag}:f", f"{tag}:cp", f"{tag}:lt", f"{tag}:g:{bucket}", f"{tag}:d:{bucket}"]
         keys += [f"{tag}:d:{b}" for b in lookup if b != bucket]
+        keys += [f"{tag}:g:{b}" for b in records]
         return keys, f"{tag}:ch"
 
     def member(self, member: MemberId) -> MemberKeys:
@@ -71,6 +79,16 @@ class Keys:
     def member_from_profile(self, key: str) -> MemberId:
         start = len(self.prefix) + 4
         return MemberId(key[start : key.rindex("}")])
+
+    def object(self, kind: str, object_id: str) -> str:
+        """The tag of an object shared by many members (``rk:{cat:<item>}`` a catalog item's
+        stock and outbox, ``rk:{bg:<id>}`` a bargain): its keys are this plus a suffix, changed
+        only by the object's own script. ``object_id`` must already be a checked id."""
+        return f"{self.prefix}:{{{kind}:{object_id}}}"
+
+    def schedule(self, shard: int) -> str:
+        """The tag of one scheduler shard: ``<tag>:z`` due jobs, ``<tag>:lease`` its worker."""
+        return f"{self.prefix}:{{sch:{shard}}}"
 
     def config(self, part: str) -> str:
         """Programme versions shared by every process: ``active``, ``v:<n>``, ``seq``."""

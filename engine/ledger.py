@@ -6,6 +6,13 @@ that the stored balance equals the sum of the lots and the sum of the ledger's d
 entry's running balance follows from the one before, and that no operation granted points twice
 for the same reason (a doubled award is consistent arithmetic, so only the entries' operation
 ids reveal it).
+
+The ledger is trimmed after the programme's audit period (``[points] ledger_keep_days``); each
+entry holds the balance after it, so a trimmed ledger opens at its oldest entry's balance before
+it, and proves the rest from there. A ledger counts as trimmed only when the stream itself says
+so: more entries were ever added than it holds, and the newest entry deleted by XDEL (a trim
+leaves that mark alone) is older than the oldest kept and than the shortest audit period allows;
+anything else (a recent entry deleted by hand) must still sum from zero.
 It reads the ledger in pages, so a long ledger costs memory for one page only (and a set of
 the event ids seen, per member).
 """
@@ -21,6 +28,9 @@ from engine.ids import MemberId
 from engine.keys import Keys
 
 PAGE = 1000
+DAY_MS = 86_400_000
+#: The shortest audit period a programme may set (``Points.ledger_keep_days``'s bound).
+MIN_KEEP_DAYS = 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +55,8 @@ class VerifyReport:
 async def verify(redis: Redis, keys: Keys) -> VerifyReport:
     members = entries = 0
     mismatches: list[Mismatch] = []
+    seconds, micros = await redis.time()  # entry ids are the server's time
+    now_ms = seconds * 1000 + micros // 1000
     async for member in _members(redis, keys):
         members += 1
         mk = keys.member(member)
@@ -52,17 +64,26 @@ async def verify(redis: Redis, keys: Keys) -> VerifyReport:
         pipe.hget(mk.profile, "pts")
         pipe.hvals(mk.lots)
         pipe.xrevrange(mk.ledger, count=1)
-        balance_raw, lot_amounts, last = await pipe.execute()
+        pipe.xlen(mk.ledger)
+        pipe.execute_command("XINFO", "STREAM", mk.ledger)
+        # XINFO of a member with no ledger at all is an error reply: nothing was trimmed then.
+        balance_raw, lot_amounts, last, length, info = await pipe.execute(raise_on_error=False)
+        trimmed = _trimmed(info, length, now_ms)
         balance = int(balance_raw or 0)
         in_lots = sum(int(a) for a in lot_amounts)
         end = last[0][0].decode() if last else None
         total = 0
+        opened = False
         detail = ""
         start = "-"
         granted: set[tuple[bytes, bytes]] = set()
         while end is not None:
             page = await redis.xrange(mk.ledger, min=start, max=end, count=PAGE)
             for entry_id, fields in page:
+                if not opened:
+                    opened = True
+                    if trimmed:  # the balance before the oldest entry kept
+                        total = int(fields[b"b"]) - int(fields[b"d"])
                 total += int(fields[b"d"])
                 entries += 1
                 if not detail and int(fields[b"b"]) != total:
@@ -81,6 +102,24 @@ async def verify(redis: Redis, keys: Keys) -> VerifyReport:
         if total != balance or detail:
             mismatches.append(Mismatch(member, balance, total, detail or "balance differs from ledger sum"))
     return VerifyReport(members, entries, mismatches)
+
+
+def _trimmed(info: object, length: int, now_ms: int) -> bool:
+    """Whether the audit-period trim removed the ledger's oldest entries (see the module doc)."""
+    if not length or isinstance(info, Exception):
+        return False
+    pairs = info.items() if isinstance(info, dict) else zip(info[::2], info[1::2]) if isinstance(info, list) else ()
+    fields = {(k.decode() if isinstance(k, bytes) else k): v for k, v in pairs}
+    added = int(fields.get("entries-added", 0))
+    deleted = _ms(fields.get("max-deleted-entry-id"))
+    first = fields.get("first-entry")
+    oldest = _ms(first[0]) if first else 0
+    return added > length and deleted < oldest and deleted <= now_ms - MIN_KEEP_DAYS * DAY_MS
+
+
+def _ms(entry_id: object) -> int:
+    text = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id or "0-0")
+    return int(text.split("-", 1)[0])
 
 
 async def _members(redis: Redis, keys: Keys) -> AsyncIterator[MemberId]:

@@ -58,6 +58,8 @@ CouponUse = list[Any]  # [coupon id, order]
 Counter = list[Any]  # [state field, increment, limit, field expiry ms (0 never)]
 Effect = list[Any]  # [type, data]
 CouponGrant = list[Any]  # [catalog item, valid ms (0: no end), reason]
+Record = list[Any]  # [] or [record field, kept until ms, the operation's amount (0: none), its time ms]
+Reversal = list[Any]  # [] or [record field of the original, amount (0: all that remains), window ms, buckets]
 
 
 class MemberArgs(NamedTuple):
@@ -77,6 +79,9 @@ class MemberArgs(NamedTuple):
     counters: tuple[Counter, ...]
     effects: tuple[Effect, ...]
     coupons: tuple[CouponGrant, ...]
+    record: Record
+    reverse: Reversal
+    ledger_keep_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +92,8 @@ class MemberPlan:
     args: MemberArgs
     dedupe_bucket: int  # bucket of the operation's time, where a first sighting is recorded
     lookup_buckets: tuple[int, ...]  # every bucket an earlier sighting could be in
+    #: A refund's: every bucket of grant records the original's could be in.
+    record_buckets: tuple[int, ...] = ()
 
     @property
     def now_ms(self) -> int:
@@ -98,7 +105,9 @@ class MemberPlan:
     def is_empty(self) -> bool:
         """Nothing for the script to do but remember the id."""
         a = self.args
-        return not (a.grants or a.quests or a.debits or a.coupon_uses or a.counters or a.effects or a.coupons)
+        return not (
+            a.grants or a.quests or a.debits or a.coupon_uses or a.counters or a.effects or a.coupons or a.reverse
+        )
 
 
 def member_plan(
@@ -113,8 +122,14 @@ def member_plan(
     counters: tuple[Counter, ...] = (),
     effects: tuple[Effect, ...] = (),
     coupons: tuple[CouponGrant, ...] = (),
+    record: tuple[str, int] | None = None,
+    reverse: tuple[str, int] | None = None,
 ) -> MemberPlan:
-    """The plan for ``op``, with its dedupe and its points' lot expiry worked out."""
+    """The plan for ``op``, with its dedupe and its points' lot expiry worked out.
+
+    ``record``: keep what this operation grants under (a name, its ``amount``, 0 when it has
+    none), for a refund within the programme's refund window. ``reverse``: take back what the
+    operation recorded under (that name, the amount refunded, 0 for all that remains) granted."""
     retention = program.retention_ms
     # A day of margin each side: another host whose clock is off by up to a day still looks
     # in every bucket this operation's first sighting could be in (an empty bucket costs little).
@@ -125,7 +140,7 @@ def member_plan(
         op_id=op.id,
         fingerprint=op.fingerprint,
         now_ms=now_ms,
-        dedupe_field=hashlib.blake2b(op.id.encode(), digest_size=DEDUPE_DIGEST_BYTES).digest(),
+        dedupe_field=record_field(op.id),
         # Every entry outlives its operation's time by the retention, plus slack for a server
         # clock that runs ahead of ours: an operation old enough to be forgotten is refused (422).
         dedupe_expire_ms=(bucket + 1) * DEDUPE_BUCKET_MS + retention + DAY_MS,
@@ -138,8 +153,31 @@ def member_plan(
         counters=counters,
         effects=effects,
         coupons=coupons,
+        record=[] if record is None else [record_field(record[0]), _record_until_ms(program, bucket), record[1], op.at_ms],
+        reverse=[] if reverse is None else [record_field(reverse[0]), reverse[1], program.refund_window_ms],
+        ledger_keep_ms=program.ledger_keep_ms,
     )
-    return MemberPlan(op, args, bucket, tuple(range(first, last + 1)))
+    record_buckets: tuple[int, ...] = ()
+    if reverse is not None:
+        # The original was applied within the refund window (and its skew) before now.
+        oldest = (now_ms - program.refund_window_ms - DAY_MS) // DEDUPE_BUCKET_MS
+        record_buckets = tuple(range(oldest, last + 1))
+        args.reverse.append(len(record_buckets))
+    return MemberPlan(op, args, bucket, tuple(range(first, last + 1)), record_buckets)
+
+
+def record_field(name: str) -> bytes:
+    """A 10-byte digest (as for dedupe entries): an operation id, or a grant record's name."""
+    return hashlib.blake2b(name.encode(), digest_size=DEDUPE_DIGEST_BYTES).digest()
+
+
+#: Records outlive the refund window by a week, so a refund a little too late is told so
+#: (``refund_window_passed``) rather than that its original is unknown.
+RECORD_GRACE_MS = 7 * DAY_MS
+
+
+def _record_until_ms(program: CompiledProgram, bucket: int) -> int:
+    return (bucket + 1) * DEDUPE_BUCKET_MS + program.refund_window_ms + RECORD_GRACE_MS
 
 
 # --- requests the shop and the member make ---------------------------------------------------------
@@ -154,7 +192,7 @@ class SpendRequest:
 
 def parse_spend(raw: object, member: ids.MemberId, now_ms: int) -> SpendRequest:
     """``{"id", "amount", "reason"}`` of ``POST /v1/members/{id}/points/spend``."""
-    body = _object(raw, ("id", "amount", "reason"))
+    body = request_object(raw, ("id", "amount", "reason"))
     op_id = ids.event_id(body.get("id"), "id")
     amount = body.get("amount")
     if not isinstance(amount, int) or isinstance(amount, bool) or not 1 <= amount <= SPEND_MAX:
@@ -178,7 +216,7 @@ class CouponUseRequest:
 def parse_coupon_use(raw: object, member: ids.MemberId, coupon: object, now_ms: int) -> CouponUseRequest:
     """``{"id", "order"}`` of ``POST /v1/members/{id}/coupons/{coupon}/use``."""
     coupon_id = ids.check_id(coupon, "coupon", ids.EVENT_ID_MAX + 8)
-    body = _object(raw, ("id", "order"))
+    body = request_object(raw, ("id", "order"))
     op_id = ids.event_id(body.get("id"), "id")
     order = ids.check_id(body.get("order"), "order", ids.EVENT_ID_MAX)
     return CouponUseRequest(Operation(op_id, member, now_ms, fingerprint("use", coupon_id, order)), coupon_id, order)
@@ -188,12 +226,13 @@ def plan_coupon_use(program: CompiledProgram, request: CouponUseRequest, now_ms:
     return member_plan(program, request.op, now_ms, coupon_uses=([request.coupon, request.order],))
 
 
-def _object(raw: object, keys: tuple[str, ...]) -> dict[str, Any]:
+def request_object(raw: object, keys: tuple[str, ...], id_role: str = "the operation's idempotency key") -> dict[str, Any]:
+    """A request body: a JSON object with only ``keys``, ``id`` among them required."""
     if not isinstance(raw, dict):
         raise InvalidInput(f"must be a JSON object, not {ids.kind_of(raw)}", field="body")
     for key in raw:
         if key not in keys:
             raise InvalidInput(f"unknown key (expected {', '.join(keys)})", field=str(key))
     if "id" not in raw:
-        raise InvalidInput("is required: the operation's idempotency key", field="id")
+        raise InvalidInput(f"is required: {id_role}", field="id")
     return raw

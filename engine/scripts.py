@@ -55,9 +55,13 @@ class Scripts:
         self.member = LuaScript.from_package("member.lua", with_lib=True)
         self.replay = LuaScript.from_package("replay.lua")
         self.activate = LuaScript.from_package("activate.lua")
+        self.catalog = LuaScript.from_package("catalog.lua")  # a catalog item's stock and outbox
+        self.schedule = LuaScript.from_package("schedule.lua")  # the scheduler's (engine/scheduler.py)
+        self.lease = LuaScript.from_package("lease.lua")
+        self.schedule_done = LuaScript.from_package("schedule_done.lua", with_lib=True)
 
     def all(self) -> list[LuaScript]:
-        return [self.member, self.replay, self.activate]
+        return [self.member, self.replay, self.activate, self.catalog, self.schedule, self.lease, self.schedule_done]
 
     async def load(self, redis: Redis) -> None:
         for script in self.all():

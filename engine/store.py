@@ -17,9 +17,10 @@ import msgpack
 
 from engine.config import CompiledProgram
 from engine.errors import StoreError
+from engine.jobs import ExpiryJobs
 from engine.keys import Keys
 from engine.operations import MemberPlan
-from engine.runner import Runner
+from engine.runner import Call, Runner
 from engine.scripts import Scripts
 
 
@@ -45,25 +46,46 @@ class OpResult:
 
 def member_call(keys: Keys, plan: MemberPlan, program: CompiledProgram, publish: bool = True) -> tuple[list[str], list[Any]]:
     """KEYS and ARGV of member.lua for one plan (see the script's header)."""
-    script_keys, channel = keys.member_script_keys(plan.op.member, plan.dedupe_bucket, plan.lookup_buckets)
+    script_keys, channel = keys.member_script_keys(plan.op.member, plan.dedupe_bucket, plan.lookup_buckets, plan.record_buckets)
     return script_keys, [plan.pack(), program.tiers_packed, channel if publish else ""]
 
 
 class OperationStore:
+    """Applies plans; a plan that may create a points lot with an expiry first schedules the
+    lot's ``expire`` job (``engine.jobs.ExpiryJobs``), in the same write as the member call."""
+
     def __init__(self, runner: Runner, keys: Keys, scripts: Scripts) -> None:
         self._runner = runner
         self._keys = keys
         self._scripts = scripts
+        self._expiries = ExpiryJobs(keys, scripts.schedule)
 
     async def apply(self, plan: MemberPlan, program: CompiledProgram) -> OpResult:
         keys, args = member_call(self._keys, plan, program)
-        return decode_reply(await self._runner.call(self._scripts.member, keys, args))
+        schedule = self._expiries.call(plan)
+        if schedule is None:  # the usual case: one call, batched with the tick's others
+            return decode_reply(await self._runner.call(self._scripts.member, keys, args))
+        scheduled, reply = await self._runner.run_many([schedule, (self._scripts.member, keys, args)])
+        self._expiries.settle(plan, scheduled)
+        if isinstance(reply, Exception):
+            raise reply
+        return decode_reply(reply)
 
     async def apply_many(self, plans: Sequence[MemberPlan], program: CompiledProgram) -> list[OpResult | Exception]:
-        """Apply plans in order in one pipeline; a failed call is returned, not raised."""
+        """Apply plans in order in one pipeline; a failed call is returned, not raised. The
+        expire jobs the plans need go first, once each."""
         member = self._scripts.member
-        replies = await self._runner.run_many([(member, *member_call(self._keys, p, program)) for p in plans])
-        return [r if isinstance(r, Exception) else decode_reply(r) for r in replies]
+        schedules: dict[tuple[str, int], tuple[MemberPlan, Call]] = {}
+        for p in plans:
+            call = self._expiries.call(p)
+            if call is not None:
+                schedules.setdefault((p.op.member, p.args.lot_expiry_ms), (p, call))
+        calls = [call for _, call in schedules.values()]
+        calls += [(member, *member_call(self._keys, p, program)) for p in plans]
+        replies = await self._runner.run_many(calls)
+        for (p, _), reply in zip(schedules.values(), replies):
+            self._expiries.settle(p, reply)
+        return [r if isinstance(r, Exception) else decode_reply(r) for r in replies[len(schedules) :]]
 
 
 def decode_reply(raw: bytes) -> OpResult:

@@ -34,8 +34,13 @@ class LoadSpec:
     connections: int = 64
     warmup_s: float = 2.0
     duration_s: float = 10.0
-    mode: str = "single"  # "single": one event per request; "batch": {"events": [batch_size events]}
+    #: "single": one event per request; "batch": {"events": [batch_size events]}; "spend": one
+    #: point spent per request (POST /v1/members/{m}/points/spend); "redeem": one redemption of
+    #: ``item`` per request, as the member (POST /v1/me/redeem, tokens signed with token_secret)
+    mode: str = "single"
     batch_size: int = 1000
+    item: str = ""
+    token_secret: str = ""
     members: int = 10_000
     run_id: str = "r"  # makes every event id of this run unique across runs
     count_token: str = ""  # when set, count its occurrences in 2xx bodies (e.g. applied results)
@@ -75,6 +80,16 @@ class RequestMaker:
             f"POST {spec.path} HTTP/1.1\r\nHost: {spec.host}:{spec.port}\r\n{auth}"
             "Content-Type: application/json\r\nContent-Length: "
         ).encode()
+        self._rest = f"Host: {spec.host}:{spec.port}\r\nContent-Type: application/json\r\nContent-Length: ".encode()
+        self._tokens: list[bytes] = []
+        if spec.mode == "redeem":  # a member token each, minted before the clock starts
+            import jwt
+
+            exp = int(time.time()) + 3600
+            self._tokens = [
+                jwt.encode({"sub": f"m{m}", "iat": exp - 3600, "exp": exp}, spec.token_secret, algorithm="HS256").encode()
+                for m in range(spec.members)
+            ]
 
     def _event(self) -> bytes:
         seq = self._seq = self._seq + 1
@@ -86,7 +101,24 @@ class RequestMaker:
             self._amounts[seq & 4095],
         )
 
+    def _member_request(self) -> bytes:
+        """One spend or redemption: the member is in the path or the token, so the head varies."""
+        seq = self._seq = self._seq + 1
+        member = (seq * 2_654_435_761) % self._spec.members
+        if self._spec.mode == "spend":
+            body = b'{"id":"%s-s%d","amount":1,"reason":"bench"}' % (self._run, seq)
+            head = b"POST /v1/members/m%d/points/spend HTTP/1.1\r\nAuthorization: Bearer %s\r\n" % (
+                member,
+                self._spec.api_key.encode(),
+            )
+        else:
+            body = b'{"id":"%s-r%d","item":"%s"}' % (self._run, seq, self._spec.item.encode())
+            head = b"POST /v1/me/redeem HTTP/1.1\r\nAuthorization: Bearer %s\r\n" % self._tokens[member]
+        return b"%s%s%d\r\n\r\n%s" % (head, self._rest, len(body), body)
+
     def next(self) -> bytes:
+        if self._spec.mode in ("spend", "redeem"):
+            return self._member_request()
         if self._spec.mode == "batch":
             body = b'{"events":[' + b",".join([self._event() for _ in range(self._spec.batch_size)]) + b"]}"
         else:

@@ -1,6 +1,6 @@
 """Valkey CPU per member-script call, by path: what one primary's ceiling in awards/s comes from.
 
-``INFO commandstats`` keeps ``usec_per_call`` per command; after ``CONFIG RESETSTAT`` on a
+``INFO commandstats`` keeps the server time of each command; after ``CONFIG RESETSTAT`` on a
 database of its own, a run of one kind of call through the real ``OperationStore`` makes that
 figure the server time of that path alone (the service's Python is not in it). Paths:
 
@@ -75,7 +75,7 @@ def _plans(program: CompiledProgram, event_type: str, data: dict, members: int, 
 
 
 async def _apply(url: str, db: int, prefix: str, program: CompiledProgram, plans: Sequence[MemberPlan], expect: OpStatus) -> float:
-    """Apply ``plans`` (1,000 a pipeline) after a stats reset; the server's us per EVALSHA."""
+    """Apply ``plans`` (1,000 a pipeline) after a stats reset; the server's us per operation."""
     client = Redis.from_url(url, db=db)
     try:
         scripts = Scripts()
@@ -88,7 +88,9 @@ async def _apply(url: str, db: int, prefix: str, program: CompiledProgram, plans
             if bad:
                 raise RuntimeError(f"server cost: {len(bad)} calls not {expect.value}, e.g. {bad[0]!r}")
         stats = await client.info("commandstats")
-        return float(stats["cmdstat_evalsha"]["usec_per_call"])
+        # Per operation, not per call: an award may be preceded by the call that schedules its
+        # points' expiry (engine/jobs.py), and that server time is the award's too.
+        return float(stats["cmdstat_evalsha"]["usec"]) / len(plans)
     finally:
         await client.aclose()
 

@@ -141,6 +141,8 @@ async def _post_one(svc: Service, body: Any, program: CompiledProgram, now_ms: i
     metrics.count_event(event.type, view["status"])
     if result.status is OpStatus.CONFLICT:
         return json_response({"error": view["error"], "results": [view]}, 409)
+    if result.status is OpStatus.REFUSED:
+        return json_response({"error": view["error"], "results": [view]}, 422)
     return json_response({"results": [view]})
 
 
@@ -201,6 +203,16 @@ def store_failure(exc: BaseException) -> RekindleError:
     return StoreError("the award script failed")
 
 
+#: Why the member script refused a refund event: 422, with the message and the field it is about.
+REFUND_REFUSALS: dict[str, tuple[str, str]] = {
+    "unknown_original": ("no refundable event of this member has this id (or it is too old to be kept)", "data.of"),
+    "already_refunded": ("the original event was already refunded in full", "data.of"),
+    "refund_window_passed": ("the original event is older than the programme's refund window", "data.of"),
+    "no_amount": ("the original event had no amount to take a share of: refund it whole", "data.amount"),
+    "amount_exceeds_original": ("more than what is left to refund of the original's amount", "data.amount"),
+}
+
+
 def result_view(op_id: str, member: str, result: OpResult, id_field: str) -> dict[str, Any]:
     """One operation's result as the API answers it (events, spends, coupon uses alike)."""
     if result.status is OpStatus.CONFLICT:
@@ -213,6 +225,13 @@ def result_view(op_id: str, member: str, result: OpResult, id_field: str) -> dic
                 "field": id_field,
             },
         }
+    if result.status is OpStatus.REFUSED:
+        message, field = REFUND_REFUSALS.get(result.refusal, ("refused", "id"))
+        if field == "id":
+            field = id_field
+        elif id_field.endswith(".id"):  # in a batch: events[i].data.of
+            field = id_field[: -len("id")] + field
+        return {"id": op_id, "status": "rejected", "error": {"code": result.refusal, "message": message, "field": field}}
     view: dict[str, Any] = {"id": op_id, "member": member, "status": result.status.value, "effects": result.effects}
     if result.status is OpStatus.DUPLICATE:
         # What the first call applied: its feed entry, and its effects while the feed keeps them.

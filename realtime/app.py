@@ -13,7 +13,7 @@ from starlette.routing import Route, WebSocketRoute
 from engine.clock import Clock
 from engine.errors import RekindleError
 from realtime import api, live
-from realtime.routes import points
+from realtime.routes import admin, points, redeem
 from realtime.errors import STORE_ERRORS, http_error, rekindle_error, store_unreachable, unexpected_error
 from realtime.gcpacer import GcPacer
 from realtime.service import Service
@@ -40,6 +40,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
         Route("/v1/members/{member}/points/spend", points.post_spend, methods=["POST"]),
         Route("/v1/members/{member}/coupons/{coupon}/use", points.post_coupon_use, methods=["POST"]),
         Route("/v1/me", api.get_me, methods=["GET"]),
+        Route("/v1/me/redeem", redeem.post_redeem, methods=["POST"]),
         Route("/v1/tokens", api.post_token, methods=["POST"]),
         Route("/v1/config", api.get_config, methods=["GET"]),
         Route("/v1/config", api.post_config, methods=["POST"]),
@@ -47,6 +48,8 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
         Route("/healthz", api.healthz, methods=["GET"]),
         Route("/metrics", api.get_metrics, methods=["GET"]),
     ]
+    if settings.dev_clock:  # without --dev-clock the route does not exist: 404 like any unknown path
+        routes.append(Route("/v1/admin/clock", admin.post_clock, methods=["POST"]))
     return Starlette(
         routes=routes,
         lifespan=lifespan,

@@ -46,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--data-dir", type=Path, help="embedded server data and dev secrets (REKINDLE_DATA_DIR, .data)")
     serve.add_argument("--workers", type=int, default=1, help="service processes sharing the port")
     serve.add_argument("--redis-url", help="an external Redis 7.4+ / Valkey 9+ (REDIS_URL)")
+    serve.add_argument(
+        "--dev-clock", action="store_true",
+        help="a clock POST /v1/admin/clock moves forward, for rehearsals and tests (REKINDLE_DEV_CLOCK=1; one worker)",
+    )
 
     check = sub.add_parser("check", help="validate programme files; name every problem")
     check.add_argument("files", nargs="+", type=Path)
@@ -177,7 +181,13 @@ def _run_service(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         workers=args.workers,
+        dev_clock=True if args.dev_clock else None,
     ).with_dev_secrets()
+    if settings.dev_clock and settings.workers > 1:
+        # The dev clock's offset lives in one process's memory: workers would each keep their own.
+        print("rekindle serve: --dev-clock (REKINDLE_DEV_CLOCK) runs one process: drop --workers"
+              f" {settings.workers}, or the dev clock", file=sys.stderr)
+        return 2
     try:
         program = load_program(settings.config_path)  # fail before anything starts
         check_secret(settings.token_secret)
@@ -276,6 +286,8 @@ def _banner(settings: Settings, program_name: str, embedded: EmbeddedValkey | No
         lines.append(f"  (generated for development, kept in {settings.data_dir}/dev-secrets.json;"
                      " set REKINDLE_API_KEYS, REKINDLE_ADMIN_KEYS, REKINDLE_TOKEN_SECRET in production)")
     lines.append(f"  member token:          {_token_command(settings)}")
+    if settings.dev_clock:
+        lines.append("  dev clock: on (POST /v1/admin/clock moves it forward)")
     print("\n".join(lines), flush=True)
 
 

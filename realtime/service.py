@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import ResponseError
 
-from engine.clock import Clock, SystemClock
+from engine.clock import Clock, OffsetClock, SystemClock
 from engine.feed import FeedStore
 from engine.keys import Keys
 from engine.members import MemberStore
@@ -17,6 +17,8 @@ from engine.programs import ProgramRegistry
 from engine.scripts import Scripts
 from engine.dryrun import DryRun
 from engine.store import OperationStore
+from engine.redemptions import RedemptionStore, Sweeper
+from engine.scheduler import Scheduler
 from realtime import metrics
 from realtime.auth import Auth
 from realtime.hub import Hub
@@ -44,12 +46,15 @@ class Service:
     auth: Auth
     feed: FeedStore
     hub: Hub
+    redemptions: RedemptionStore
+    sweeper: Sweeper  # finishes redemptions a crash left between the item and the member
+    scheduler: Scheduler  # due jobs (points expiry, ...), by this service's clock
 
     @classmethod
     async def open(cls, settings: Settings, clock: Clock | None = None) -> "Service":
         if not settings.redis_url:
             raise ValueError("settings.redis_url is required (rekindle serve starts the embedded server)")
-        clock = clock or SystemClock()
+        clock = clock or (OffsetClock() if settings.dev_clock else SystemClock())
         auth = Auth(settings.api_keys, settings.admin_keys, settings.token_secret)  # before any I/O
         # Blocking: a burst (10,000 sockets resuming after a blip) queues for a connection for up
         # to 5 s instead of failing at once. The award path has a connection of its own.
@@ -74,6 +79,12 @@ class Service:
             await programs.stop_watching()
             await redis.aclose()
             raise
+        ops = OperationStore(pipeline, keys, scripts)
+        redemptions = RedemptionStore(pipeline, keys, scripts, ops, crash_point=settings.test_crash)
+        sweeper = Sweeper(redemptions, programs, clock, interval_s=settings.sweep_s, grace_s=settings.sweep_grace_s)
+        sweeper.start()  # its first round runs now: what a crash left is finished at start-up
+        scheduler = Scheduler(pipeline, keys, scripts, ops, clock, lambda: programs.current.program)
+        scheduler.start(settings.scheduler_s)
         return cls(
             settings=settings,
             clock=clock,
@@ -81,16 +92,21 @@ class Service:
             keys=keys,
             scripts=scripts,
             pipeline=pipeline,
-            ops=OperationStore(pipeline, keys, scripts),
+            ops=ops,
             dry_run=DryRun(redis, keys, scripts),
             members=MemberStore(redis, keys),
             programs=programs,
             auth=auth,
             feed=FeedStore(redis, keys, scripts),
             hub=hub,
+            redemptions=redemptions,
+            sweeper=sweeper,
+            scheduler=scheduler,
         )
 
     async def close(self) -> None:
+        await self.scheduler.stop()  # gives its leases up: another process takes the shards at once
+        await self.sweeper.stop()
         await self.hub.close()
         await self.programs.stop_watching()
         await self.pipeline.aclose()

@@ -33,6 +33,11 @@ class Settings:
     max_batch: int = 1000
     token_ttl_s: int = 24 * 3600
     gc_full_every_s: float = 3600.0  # the live node's scheduled full garbage collection (gcpacer)
+    sweep_s: float = 5.0  # how often the redemption sweep looks for redemptions a crash left half done
+    sweep_grace_s: float = 30.0  # how long a redemption may be pending before the sweep finishes it
+    test_crash: str = ""  # test-only: a crash point (engine.redemptions.CRASH_AFTER_RESERVE)
+    scheduler_s: float = 1.0  # how often the scheduler looks for due jobs (points expiry, ...)
+    dev_clock: bool = False  # a clock POST /v1/admin/clock moves (rehearsals, tests); one worker only
     dev_generated: tuple[str, ...] = ()  # which secrets were generated for development
 
     def __repr__(self) -> str:  # never print secrets, not even by accident in a log line
@@ -54,6 +59,11 @@ class Settings:
             config_path=Path(env.get("REKINDLE_CONFIG", "config/member_day.toml")),
             key_prefix=_prefix(env.get("REKINDLE_KEY_PREFIX", "rk")),
             gc_full_every_s=float(env.get("REKINDLE_GC_FULL_S", "3600")),
+            sweep_s=_seconds("REKINDLE_SWEEP_S", env.get("REKINDLE_SWEEP_S", "5"), least=0.01),
+            sweep_grace_s=_seconds("REKINDLE_SWEEP_GRACE_S", env.get("REKINDLE_SWEEP_GRACE_S", "30"), least=0.0),
+            test_crash=env.get("REKINDLE_TEST_CRASH", ""),
+            scheduler_s=_seconds("REKINDLE_SCHEDULER_S", env.get("REKINDLE_SCHEDULER_S", "1"), least=0.01),
+            dev_clock=_flag("REKINDLE_DEV_CLOCK", env.get("REKINDLE_DEV_CLOCK", "")),
         )
         return replace(base, **{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
 
@@ -94,6 +104,11 @@ class Settings:
             "REKINDLE_CONFIG": str(self.config_path),
             "REKINDLE_KEY_PREFIX": self.key_prefix,
             "REKINDLE_GC_FULL_S": str(self.gc_full_every_s),
+            "REKINDLE_SWEEP_S": str(self.sweep_s),
+            "REKINDLE_SWEEP_GRACE_S": str(self.sweep_grace_s),
+            "REKINDLE_TEST_CRASH": self.test_crash,
+            "REKINDLE_SCHEDULER_S": str(self.scheduler_s),
+            "REKINDLE_DEV_CLOCK": "1" if self.dev_clock else "0",
         }
 
 
@@ -102,6 +117,24 @@ def _prefix(value: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9._:-]{1,32}", value):
         raise ValueError("REKINDLE_KEY_PREFIX must be 1-32 of letters, digits and . _ : -")
     return value
+
+
+def _seconds(name: str, value: str, least: float) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds >= least or seconds == float("inf"):
+        raise ValueError(f"{name} must be a number of seconds, at least {least:g}")
+    return seconds
+
+
+def _flag(name: str, value: str) -> bool:
+    if value.strip().lower() in ("", "0", "false", "no"):
+        return False
+    if value.strip().lower() in ("1", "true", "yes"):
+        return True
+    raise ValueError(f"{name} must be 1 or 0")
 
 
 def _keys(value: str) -> frozenset[str]:

@@ -11,14 +11,18 @@
 -- KEYS[5] coupons hash   (coupon id -> msgpack [item, granted at ms, reason, operation id,
 --                         state 0 granted | 1 used | 2 revoked, valid until ms, used at ms, order])
 -- KEYS[6] lots hash      (expiry ms, "0" for never -> points left of every grant expiring then)
--- KEYS[7] dedupe hash of the operation's own time bucket, "<tag>:d:<bucket>" (field: 10-byte id
+-- KEYS[7] grant records of the operation's own time bucket, "<tag>:g:<bucket>" (field: 10-byte
+--         id digest; value: msgpack record of what a refundable operation granted, see RECORD)
+-- KEYS[8] dedupe hash of the operation's own time bucket, "<tag>:d:<bucket>" (field: 10-byte id
 --         digest; value: 6-byte fingerprint, then, when the operation had a feed entry, its id in
 --         5 bytes: see REF_SEQS)
--- KEYS[8..] the other dedupe buckets an earlier sighting of the id could be in
+-- KEYS[9..] the other dedupe buckets an earlier sighting of the id could be in; then, for a
+--         refund, the last n keys: the grant-record buckets its original could be in
 -- ARGV[1] msgpack plan (engine/operations.py, MemberArgs):
 --   [1 operation id, 2 fingerprint, 3 now ms, 4 dedupe field, 5 dedupe bucket expiry ms,
 --    6 feed length, 7 grants, 8 quests, 9 lot expiry ms (0 never), 10 debits, 11 coupon uses,
---    12 limited counters, 13 effects, 14 coupons to grant]
+--    12 limited counters, 13 effects, 14 coupons to grant, 15 record, 16 reverse,
+--    17 ledger audit period ms (entries older, by the server's clock, are trimmed)]
 --   grant:   [currency "x"|"p", amount, reason, cap field, cap (0 none), cap field expiry ms,
 --             1 when the tier's points multiplier applies]
 --   quest:   [id, field, increment, target, field expiry ms (0 never), xp, points, {{item, valid ms}}]
@@ -27,20 +31,26 @@
 --   counter: [field, increment, limit, field expiry ms (0 never)]
 --   effect:  [type, data]  (a game's effects, passed to the feed as they are)
 --   coupon:  [item, valid ms (0: no end), reason]
+--   record:  {} or [field, kept until ms, the operation's amount (0 none), its time ms]: keep
+--             what the operation grants, for a refund
+--   reverse: {} or [record field of the original, amount (0: all that remains), refund window
+--             ms, n record buckets]: take back (a share of) what the original granted
 -- ARGV[2] msgpack tiers: {[id, xp threshold, points multiplier in thousandths, xp, points, {{item, valid ms}}]}
 -- ARGV[3] pub/sub channel of the member ("" publishes nothing: a dry run on copied keys)
 -- returns, when applied, the message it published: msgpack [feed entry id, operation id,
 --   [[type, data]...]] (entry id "" when the operation had no effect); [2] same id, other body;
 --   [3, reason, index] refused, nothing written (reason: insufficient_points | not_found |
---   already_used | revoked | expired | limit_reached; index: which debit, use or counter);
+--   already_used | revoked | expired | limit_reached | unknown_original | already_refunded |
+--   refund_window_passed | no_amount | amount_exceeds_original; index: which debit, use or counter);
 --   a duplicate: [0, feed entry id, effects] while the feed keeps the original entry,
 --   [0, feed entry id] once trimmed, [0] when the original had no effect
 
 local plan = cmsgpack.unpack(ARGV[1])
 local op_id, fingerprint, now_ms, dd_field, dd_expire_ms, feed_length = plan[1], plan[2], plan[3], plan[4], plan[5], plan[6]
 local grants, quests, lot_expiry, debits, uses, counters, passed = plan[7], plan[8], plan[9], plan[10], plan[11], plan[12], plan[13]
-local coupon_grants = plan[14]
-local DEDUPE = 7
+local coupon_grants, record, reverse, ledger_keep_ms = plan[14], plan[15], plan[16], plan[17]
+local RECORDS, DEDUPE = 7, 8
+local last_dedupe = #KEYS - (reverse[4] or 0)
 
 -- A dedupe entry names the operation's feed entry <ms>-<seq> in 5 bytes (every byte of an entry
 -- is multiplied by the operations retained): ms as an offset from the start of the bucket holding
@@ -52,7 +62,7 @@ local REF_BIAS_MS = 2147483648  -- 2^31 ms, about 24 days before the bucket's st
 local REF_MAX = 1099511627776  -- 2^40
 local function bucket_start_ms(key) return tonumber(string.match(key, ':d:(%-?%d+)$')) * BUCKET_MS end
 
-for i = DEDUPE, #KEYS do
+for i = DEDUPE, last_dedupe do
   local seen = redis.call('HGET', KEYS[i], dd_field)
   if seen then
     if string.sub(seen, 1, 6) ~= fingerprint then return cmsgpack.pack({2}) end
@@ -99,7 +109,7 @@ local next_expiry = tonumber(stored[5]) or 0
 local expiring = next_expiry > 0 and next_expiry <= now_ms
 
 if #grants == 0 and #quests == 0 and #debits == 0 and #uses == 0 and #counters == 0 and #passed == 0
-  and #coupon_grants == 0 and not expiring then
+  and #coupon_grants == 0 and #record == 0 and #reverse == 0 and not expiring then
   remember(nil)
   return message_of('', cmsgpack.pack({}))
 end
@@ -149,17 +159,47 @@ for i, n in ipairs(counters) do
   counter_values[i] = used
 end
 
+-- RECORD: what a refundable operation granted, kept for its refund window:
+-- {1 time ms, 2 amount, 3 xp, 4 points (by rules), 5 lot expiry, 6 quests, 7 amount refunded,
+--  8 xp taken back, 9 points taken back, 10 fully refunded 0|1}
+-- quest: {id, progress field, increment, 1 when this operation completed it, target, bonus xp,
+--         bonus points, {coupon ids}}
+local refund = nil
+if #reverse > 0 then
+  local field, amount, window_ms = reverse[1], reverse[2], reverse[3]
+  local raw, key = nil, nil
+  for i = last_dedupe + 1, #KEYS do
+    raw = redis.call('HGET', KEYS[i], field)
+    if raw then key = KEYS[i]; break end
+  end
+  if not raw then return cmsgpack.pack({3, 'unknown_original', 0}) end
+  local rec = cmsgpack.unpack(raw)
+  if rec[1] + window_ms < now_ms then return cmsgpack.pack({3, 'refund_window_passed', 0}) end
+  if rec[10] == 1 then return cmsgpack.pack({3, 'already_refunded', 0}) end
+  local refunded = rec[2]
+  if amount > 0 then
+    if rec[2] == 0 then return cmsgpack.pack({3, 'no_amount', 0}) end
+    if rec[7] + amount > rec[2] then return cmsgpack.pack({3, 'amount_exceeds_original', 0}) end
+    refunded = rec[7] + amount
+  end
+  refund = {rec = rec, key = key, field = field, refunded = refunded, full = amount == 0 or refunded >= rec[2]}
+end
+
 -- --- writes -----------------------------------------------------------------------------------
 
 local effects = {}
 local function effect(kind, data) effects[#effects + 1] = {kind, data} end
 
-local function ledger(kind, delta, reason, extra)
-  if extra then
-    redis.call('XADD', KEYS[3], '*', 'k', kind, 'd', int(delta), 'b', int(points), 'r', reason, 'e', op_id, unpack(extra))
-  else
-    redis.call('XADD', KEYS[3], '*', 'k', kind, 'd', int(delta), 'b', int(points), 'r', reason, 'e', op_id)
+-- Entries are kept for the audit period, by the server's clock (their ids are its time): the
+-- trim is approximate (whole stream nodes), so a little more is kept, never less. Each entry
+-- holds the balance after it, so what remains still proves itself from its first entry on.
+local ledger_horizon = nil
+local function ledger(kind, delta, reason)
+  if not ledger_horizon then
+    local t = redis.call('TIME')
+    ledger_horizon = int(tonumber(t[1]) * 1000 - ledger_keep_ms)
   end
+  redis.call('XADD', KEYS[3], 'MINID', '~', ledger_horizon, '*', 'k', kind, 'd', int(delta), 'b', int(points), 'r', reason, 'e', op_id)
 end
 
 -- The soonest expiry among the lots left, after the lots table changed.
@@ -170,7 +210,7 @@ local function recompute_next_expiry()
   end
 end
 
-if due > 0 or expiring then
+local function expire_due()
   for _, lot in ipairs(load_lots()) do
     if lot[1] > 0 and lot[1] <= now_ms and lot[2] > 0 then
       points = points - lot[2]
@@ -182,6 +222,7 @@ if due > 0 or expiring then
   end
   recompute_next_expiry()
 end
+if due > 0 or expiring then expire_due() end
 
 local tiers = cmsgpack.unpack(ARGV[2])
 local tier = 1
@@ -231,31 +272,47 @@ local function grant_coupon(item, valid_ms, reason)
   local until_ms = valid_ms > 0 and now_ms + valid_ms or 0
   redis.call('HSET', KEYS[5], id, cmsgpack.pack({item, now_ms, reason, op_id, 0, until_ms, 0, ''}))
   effect('reward', {kind = 'coupon', item = item, coupon = id, reason = reason, expires_at_ms = until_ms})
+  return id
 end
 
 local function grant_bundle(bonus_xp, bonus_points, coupons, reason)
   if bonus_xp > 0 then grant_xp(bonus_xp, reason) end
   if bonus_points > 0 then grant_points(bonus_points, reason) end
-  for _, c in ipairs(coupons) do grant_coupon(c[1], c[2], reason) end
+  local ids = {}
+  for _, c in ipairs(coupons) do ids[#ids + 1] = grant_coupon(c[1], c[2], reason) end
+  return ids
 end
 
--- Debits: the soonest-expiring lots first; never-expiring lots last.
-for _, d in ipairs(debits) do
-  local left = d[1]
-  for _, lot in ipairs(load_lots()) do
-    if left == 0 then break end
-    local take = math.min(left, lot[2])
-    if take > 0 then
-      lot[2] = lot[2] - take
-      left = left - take
+-- Take n points (no more than the balance) out of the lots: the lot `first` first when given,
+-- then the soonest-expiring, never-expiring lots last.
+local function take_from_lots(n, first)
+  local left = n
+  local function take(lot)
+    local t = math.min(left, lot[2])
+    if t > 0 then
+      lot[2] = lot[2] - t
+      left = left - t
       if lot[2] == 0 then redis.call('HDEL', KEYS[6], int(lot[1]))
-      else redis.call('HINCRBY', KEYS[6], int(lot[1]), -take) end
+      else redis.call('HINCRBY', KEYS[6], int(lot[1]), -t) end
     end
   end
-  points = points - d[1]
+  if first then
+    for _, lot in ipairs(load_lots()) do
+      if lot[1] == first then take(lot) end
+    end
+  end
+  for _, lot in ipairs(load_lots()) do
+    if left == 0 then break end
+    take(lot)
+  end
+  points = points - n
+  recompute_next_expiry()
+end
+
+for _, d in ipairs(debits) do
+  take_from_lots(d[1])
   ledger('s', -d[1], d[2])
   effect('points', {amount = -d[1], balance = points, reason = d[2]})
-  recompute_next_expiry()
 end
 
 for i, u in ipairs(uses) do
@@ -269,6 +326,76 @@ for i, n in ipairs(counters) do
   redis.call('HINCRBY', KEYS[2], n[1], n[2])
   if n[4] > 0 and counter_values[i] == 0 then redis.call('HPEXPIREAT', KEYS[2], n[4], 'FIELDS', 1, n[1]) end
 end
+
+-- A refund takes back a share of what the rules granted (all that remains when it is the last),
+-- and, when it refunds the whole, the quest progress made and its bonuses, revoking coupons not
+-- yet used. Points come out of the original's lot first; a shortfall becomes a debt. XP never
+-- goes below zero; a tier reached is kept (its review is the lifecycle's, not a refund's).
+if refund then
+  local rec, reason = refund.rec, 'refund'
+  local take_xp, take_points
+  if refund.full then
+    take_xp, take_points = rec[3] - rec[8], rec[4] - rec[9]
+  else
+    take_xp = math.floor(rec[3] * refund.refunded / rec[2]) - rec[8]
+    take_points = math.floor(rec[4] * refund.refunded / rec[2]) - rec[9]
+  end
+  rec[8], rec[9] = rec[8] + take_xp, rec[9] + take_points
+  local revoke = {}
+  if refund.full then
+    for _, q in ipairs(rec[6]) do
+      local quest_id, field, increment, completed, target = q[1], q[2], q[3], q[4], q[5]
+      local progress = tonumber(redis.call('HGET', KEYS[2], field))
+      local still_done = false
+      if progress then
+        local after = math.max(progress - increment, 0)
+        if after == 0 then redis.call('HDEL', KEYS[2], field) else redis.call('HINCRBY', KEYS[2], field, -increment) end
+        -- Completed by this operation but still met by the others of its period: kept.
+        still_done = completed == 1 and after >= target
+        if completed == 1 and not still_done then redis.call('HDEL', KEYS[2], 'd' .. field) end
+        effect('quest_progress', {quest = quest_id, progress = math.min(after, target), target = target})
+      end
+      if completed == 1 and not still_done then
+        take_xp, take_points = take_xp + q[6], take_points + q[7]
+        for _, id in ipairs(q[8]) do revoke[#revoke + 1] = id end
+      end
+    end
+  end
+  if take_xp > 0 then
+    local n = math.min(take_xp, xp)
+    xp = xp - n
+    effect('xp', {amount = -n, total = xp, reason = reason})
+  end
+  if take_points > 0 then
+    local n = math.min(take_points, points)
+    if n > 0 then
+      take_from_lots(n, rec[5])
+      ledger('r', -n, reason)
+      effect('points', {amount = -n, balance = points, reason = reason})
+    end
+    if take_points > n then
+      debt = debt + take_points - n
+      effect('debt', {amount = take_points - n, debt = debt})
+    end
+  end
+  for _, id in ipairs(revoke) do
+    local raw = redis.call('HGET', KEYS[5], id)
+    if raw then
+      local c = cmsgpack.unpack(raw)
+      if c[5] == 0 then
+        c[5] = 2
+        redis.call('HSET', KEYS[5], id, cmsgpack.pack(c))
+        effect('reward_revoked', {coupon = id, item = c[1], reason = reason})
+      end
+    end
+  end
+  rec[7] = refund.refunded
+  if refund.full then rec[10] = 1 end
+  redis.call('HSET', refund.key, refund.field, cmsgpack.pack(rec))
+end
+
+-- What this operation grants, when it may be refunded (tier rewards are not: see above).
+local granted_xp, granted_points, granted_quests = 0, 0, {}
 
 -- Rules: points are multiplied by the tier the member holds before this operation.
 local multiplier = tiers[tier][3]
@@ -286,28 +413,38 @@ for _, g in ipairs(grants) do
     end
   end
   if n > 0 then
-    if g[1] == 'x' then grant_xp(n, g[3]) else grant_points(n, g[3]) end
+    if g[1] == 'x' then
+      grant_xp(n, g[3]); granted_xp = granted_xp + n
+    else
+      grant_points(n, g[3]); granted_points = granted_points + n
+    end
   end
 end
 
 -- Quests: a quest completes at most once per period, whatever the programme later does to its
 -- target: completion is a marker field ('d' .. progress field, expiring with it), not inferred
 -- from progress. A target lowered below a member's progress completes on the next event.
+-- Progress keeps counting after completion, silently, so a refund of the order that completed
+-- it reopens the quest only when the others of its period no longer meet the target.
 for _, q in ipairs(quests) do
   local quest_id, field, increment, target, expire_ms = q[1], q[2], q[3], q[4], q[5]
   local done_field = 'd' .. field
   local stored_q = redis.call('HMGET', KEYS[2], field, done_field)
-  if not stored_q[2] then
-    local before = tonumber(stored_q[1]) or 0
-    local after = redis.call('HINCRBY', KEYS[2], field, increment)
-    if expire_ms > 0 and before == 0 then redis.call('HPEXPIREAT', KEYS[2], expire_ms, 'FIELDS', 1, field) end
+  local before = tonumber(stored_q[1]) or 0
+  local after = redis.call('HINCRBY', KEYS[2], field, increment)
+  if expire_ms > 0 and before == 0 then redis.call('HPEXPIREAT', KEYS[2], expire_ms, 'FIELDS', 1, field) end
+  if stored_q[2] then
+    granted_quests[#granted_quests + 1] = {quest_id, field, increment, 0, target, 0, 0, {}}
+  else
     if after >= target then
       redis.call('HSET', KEYS[2], done_field, int(now_ms))
       if expire_ms > 0 then redis.call('HPEXPIREAT', KEYS[2], expire_ms, 'FIELDS', 1, done_field) end
       effect('quest_completed', {quest = quest_id, progress = target, target = target})
-      grant_bundle(q[6], q[7], q[8], 'quest:' .. quest_id)
+      local coupons = grant_bundle(q[6], q[7], q[8], 'quest:' .. quest_id)
+      granted_quests[#granted_quests + 1] = {quest_id, field, increment, 1, target, q[6], q[7], coupons}
     else
       effect('quest_progress', {quest = quest_id, progress = after, target = target})
+      granted_quests[#granted_quests + 1] = {quest_id, field, increment, 0, target, 0, 0, {}}
     end
   end
 end
@@ -323,10 +460,20 @@ while tier < #tiers and xp >= tiers[tier + 1][2] do
   grant_bundle(tiers[tier][4], tiers[tier][5], tiers[tier][6], 'tier:' .. tiers[tier][1])
 end
 
+if #record > 0 then
+  local rec = {record[4], record[3], granted_xp, granted_points, lot_expiry, granted_quests, 0, 0, 0, 0}
+  redis.call('HSET', KEYS[RECORDS], record[1], cmsgpack.pack(rec))
+  expire_no_sooner(KEYS[RECORDS], record[2])
+end
+
 if #effects == 0 then
   remember(nil)
   return message_of('', cmsgpack.pack({}))
 end
+
+-- Points granted into a lot already past its expiry (an operation with an old time, whose lot's
+-- expire job may have run before it) are written off at once, not left for a later operation.
+if next_expiry > 0 and next_expiry <= now_ms then expire_due() end
 
 local profile = {'xp', int(xp), 'pts', int(points)}
 if tier ~= start_tier or not stored[3] then profile[#profile + 1] = 'tier'; profile[#profile + 1] = tiers[tier][1] end

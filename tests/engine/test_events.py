@@ -121,7 +121,7 @@ def test_unknown_type(program: CompiledProgram, value: object) -> None:
     """Only types declared in the programme are accepted."""
     error = refused(program, purchase(type=value))
     assert error.field == "type"
-    assert "checkin, invite, login, purchase, review, share" in error.message
+    assert "checkin, invite, login, purchase, refund, review, share" in error.message
 
 
 @pytest.mark.parametrize("data", [[], "amount=1", 5, None, True])

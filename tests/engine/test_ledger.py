@@ -158,3 +158,47 @@ def test_balance_is_the_sum_of_ledger_deltas(open_engine, events) -> None:
             assert report.ok
 
     asyncio.run(run())
+
+
+def test_the_ledger_is_trimmed_after_the_audit_period_and_still_verifies(engine) -> None:
+    """A ledger aged past the audit period (400 days in the example) is trimmed by the next
+    entry; what is left opens at its oldest entry's balance and still proves the balance."""
+
+    async def run() -> None:
+        async with engine() as e:
+            mk = e.keys.member("m-1")
+            seconds, _ = await e.redis.time()
+            old_ms = (seconds - 500 * 86_400) * 1000  # 500 days ago, by the server's clock
+            # An aged history: 300 grants of 10 points, written as the script writes them.
+            for i in range(300):
+                await e.redis.xadd(mk.ledger, {"k": "g", "d": 10, "b": 10 * (i + 1), "r": "old", "e": f"o-{i}"}, id=f"{old_ms + i}-0")
+            await e.redis.hset(mk.profile, mapping={"pts": 3000, "xp": 0})
+            await e.redis.hset(mk.lots, "0", 3000)
+            assert (await verify(e.redis, e.keys)).ok
+            await e.apply("i-1", "m-1", "invite", {"invitee": "f-1"})
+            kept = await e.redis.xlen(mk.ledger)
+            assert kept < 300  # whole stream nodes older than the horizon are gone
+            report = await verify(e.redis, e.keys)
+            assert report.ok, report.mismatches
+            assert report.entries == kept
+            # A trimmed ledger is still checked from its first kept entry on.
+            last_id = (await e.redis.xrevrange(mk.ledger, count=1))[0][0]
+            await e.redis.xdel(mk.ledger, last_id)
+            assert not (await verify(e.redis, e.keys)).ok
+
+    asyncio.run(run())
+
+
+def test_an_entry_deleted_by_hand_is_not_taken_for_a_trim(engine) -> None:
+    """Deleting the first entries of a young ledger looks like a trim but is not one: reported."""
+
+    async def run() -> None:
+        async with engine() as e:
+            for i in range(3):
+                await e.apply(f"i-{i}", "m-1", "invite", {"invitee": f"f-{i}"})
+            ledger = e.keys.member("m-1").ledger
+            first_id = (await e.redis.xrange(ledger, count=1))[0][0]
+            await e.redis.xdel(ledger, first_id)
+            assert not (await verify(e.redis, e.keys)).ok
+
+    asyncio.run(run())

@@ -359,3 +359,20 @@ def test_a_plan_grants_coupons_directly(engine) -> None:
             assert await e.coupons("m-1") == ["free-shipping"]
 
     asyncio.run(run())
+
+
+def test_points_granted_into_a_lot_already_expired_are_written_off_at_once(engine, compile_toml) -> None:
+    """An event with an old `at` lands in its own day's lot; past that lot's expiry (3 days), the
+    same operation writes it off: balance, lots and ledger agree, and no later operation is needed."""
+
+    async def run() -> None:
+        async with engine(program_=lots_program(compile_toml)) as e:
+            old = e.now_ms - 5 * DAY_MS
+            result = await e.apply("p-1", "m", "pay", {"cents": 40}, at=old)
+            assert result.status is APPLIED
+            kinds = [(x["type"], x["data"]["amount"]) for x in result.effects]
+            assert kinds == [("points", 40), ("points_expired", 40)]
+            assert await e.balance("m") == 0 and await lots_of(e, "m") == {}
+            assert (await verify(e.redis, e.keys)).ok
+
+    asyncio.run(run())

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from redis.asyncio import Redis
 
 from engine.store import OpResult, OpStatus, member_call
+from engine.keys import DEDUPE_BUCKET_MS
 
 DAY_MS = 86_400_000
 RETENTION_MS = 14 * DAY_MS
@@ -533,9 +534,18 @@ def test_award_keys_are_the_members_keys(engine) -> None:
             plan = plan_award(e.program, event, e.now_ms)
             keys, args = member_call(e.keys, plan, e.program)
             mk = e.keys.member("m-7")
-            assert keys[:7] == [mk.profile, mk.state, mk.ledger, mk.feed, mk.coupons, mk.lots, mk.dedupe(plan.dedupe_bucket)]
-            assert sorted(keys[6:]) == sorted(mk.dedupe(b) for b in plan.lookup_buckets)
+            own = plan.dedupe_bucket
+            assert keys[:8] == [mk.profile, mk.state, mk.ledger, mk.feed, mk.coupons, mk.lots, mk.records(own), mk.dedupe(own)]
+            assert sorted(keys[7:]) == sorted(mk.dedupe(b) for b in plan.lookup_buckets)
             assert args[2] == mk.channel
+            # A refund also names, last, every grant-record bucket its original could be in.
+            refund = parse_event(
+                {"id": "r-1", "member": "m-7", "type": "refund", "data": {"of": "o-1"}}, e.program, e.now_ms
+            )
+            plan = plan_award(e.program, refund, e.now_ms)
+            keys, _ = member_call(e.keys, plan, e.program)
+            assert len(plan.record_buckets) >= e.program.refund_window_ms // DEDUPE_BUCKET_MS
+            assert keys[-len(plan.record_buckets) :] == [mk.records(b) for b in plan.record_buckets]
 
     asyncio.run(run())
 
@@ -625,7 +635,6 @@ def day_end_ms(ms: int) -> int:
 def test_dedupe_bucket_outlives_its_events_and_never_expires_earlier(engine, compile_toml) -> None:
     """A bucket expires no sooner than the event's `at` plus the retention, and a later write under
     a shorter retention never brings its expiry forward."""
-    from engine.keys import DEDUPE_BUCKET_MS
 
     async def run() -> None:
         async with engine() as e:

@@ -18,7 +18,10 @@ ROWS = [
     "HTTP 1 event/request, p50 ms, median of 2",
     "HTTP 1 event/request, p99 ms, median of 2",
     "batch ingest, events/s vs pipelined member.lua",
+    "HTTP spend, req/s (1 member script call)",
+    "HTTP redeem, req/s (object, member, settle)",
     "Redis bytes per member (5 events)",
+    "Redis bytes per member (100 events)",
     "Redis bytes per dedupe entry (MEMORY USAGE)",
     "Redis bytes per dedupe entry (used_memory)",
 ]
@@ -44,4 +47,6 @@ def test_quick_bench_runs_and_prints_the_summary():
         assert row, f"no summary row for {figure!r} in:\n{out[-3000:]}"
         if row.group(4) != "report":  # a target row compares against a measured baseline
             assert re.fullmatch(NUMBER, row.group(2)) and re.fullmatch(rf"{NUMBER}x", row.group(3)), row.group(0)
+    # Spends and redemptions ran and were applied, not refused (the summary's error row is 0).
+    assert re.search(r"^\| HTTP errors \(non-2xx\) and events not applied +\| +0 +\|", out, re.MULTILINE), out[-3000:]
     assert re.search(rf"single-event ratio per pair \(service/baseline\): {NUMBER}x, {NUMBER}x", out)

@@ -123,15 +123,16 @@ def start_service(
     workers: int = 1,
     config: Path = EXAMPLE_CONFIG,
     env: dict[str, str] | None = None,
+    args: tuple[str, ...] = (),
 ) -> Service:
-    """Start ``rekindle serve`` and return once ``GET /healthz`` answers 200."""
+    """Start ``rekindle serve`` (with ``args`` added) and return once ``GET /healthz`` answers 200."""
     data_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     stdout_path = data_dir / "serve.stdout"
     stderr_path = data_dir / "serve.stderr"
     argv = [
         REKINDLE, "serve", "--port", str(port), "--redis-url", redis_url,
-        "--config", str(config), "--data-dir", str(data_dir), "--workers", str(workers),
+        "--config", str(config), "--data-dir", str(data_dir), "--workers", str(workers), *args,
     ]
     with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
         process = subprocess.Popen(argv, cwd=ROOT, env=service_env(prefix, **(env or {})), stdout=out, stderr=err)

@@ -214,6 +214,8 @@ def test_busy_script_is_503(busy: Busy) -> None:
             _, single, batch = _refused_while(busy, "1", reads_refused=True)
         finally:
             _await(lambda: _raw(port, "SCRIPT", "KILL").startswith(b"+OK"), "killed")
+            # The kill takes effect at the script's next check: until then the server is still BUSY.
+            _await(lambda: _raw(port, "PING") == b"+PONG\r\n", "script stopped")
     _applied_once_after(busy, before, single, batch)
 
 

@@ -1,0 +1,177 @@
+"""Scheduled jobs, the pure part: ids, shards, and what each kind of job plans.
+
+A job is an operation waiting for its time. Its id is deterministic and parseable,
+``<kind>:<member>:<param>`` (``expire:m-42:1798732800000``), and it is also the id of the
+operation it applies, so a job run twice (two workers, a retry after a crash) applies once.
+The kind names a handler, a pure function from the job and the time to a ``MemberPlan`` (or
+None: nothing to do); the scheduler (``engine/scheduler.py``) does the I/O around it.
+
+Jobs wait in sorted sets, one per shard, under the shard's own hash tag
+(``Keys.schedule(shard)``); a member's jobs always land in the same shard, by a stable hash of
+its id.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+from engine import ids
+from engine.clock import DAY_MS
+from engine.config import CompiledProgram
+from engine.keys import Keys
+from engine.operations import MemberPlan, Operation, fingerprint, member_plan
+from engine.runner import Call
+from engine.scripts import LuaScript
+
+log = logging.getLogger("rekindle.jobs")
+
+#: Shards of the job sets. A member's shard is ``crc32(member) % SHARDS``: this must NEVER
+#: change once a server holds jobs, or every waiting job would sit in a shard nobody looks up
+#: for its member (a new value needs a migration that moves every job). 16 lets up to 16
+#: processes share the work and spreads the sets over a cluster's nodes.
+SHARDS = 16
+
+EXPIRE = "expire"
+
+
+class Job(NamedTuple):
+    id: str
+    kind: str
+    member: ids.MemberId
+    param: str  # the kind's own parameter (expire: the lots' expiry in epoch ms)
+    due_ms: int  # its score when it was read: when it was due (or retried, after a failure)
+
+
+#: What a job does, by kind: the job and the time in, the plan to apply out (None: nothing to
+#: do, the job is done). Pure: no I/O, no clock; it may raise, and the job is retried later.
+Handler = Callable[[Job, CompiledProgram, int], "MemberPlan | None"]
+
+
+def shard_of(member: str) -> int:
+    """The member's shard: stable across processes, hosts and Python versions (not ``hash()``)."""
+    return zlib.crc32(member.encode()) % SHARDS
+
+
+def job_id(kind: str, member: str, param: object) -> str:
+    return f"{kind}:{member}:{param}"
+
+
+def parse_job(raw: str, due_ms: int) -> Job:
+    """The job named by ``raw``. Member ids may hold ``:``, kinds and parameters never do, so
+    the kind ends at the first colon and the parameter starts after the last. Raises ValueError
+    for an id of no known shape."""
+    kind, sep, rest = raw.partition(":")
+    member, sep2, param = rest.rpartition(":")
+    if not (sep and sep2 and kind and member and param):
+        raise ValueError(f"not a job id: {raw!r}")
+    return Job(raw, kind, ids.MemberId(member), param, due_ms)
+
+
+def jobs_key(keys: Keys, shard: int) -> str:
+    """The shard's sorted set: job id -> due ms."""
+    return keys.schedule(shard) + ":z"
+
+
+def lease_key(keys: Keys, shard: int) -> str:
+    """Which process works the shard now (a token, with an expiry)."""
+    return keys.schedule(shard) + ":lease"
+
+
+def tries_key(keys: Keys, shard: int) -> str:
+    """Hash: job id -> failed attempts so far (the backoff's exponent); gone once a job is done."""
+    return keys.schedule(shard) + ":tries"
+
+
+# --- kinds ----------------------------------------------------------------------------------------
+
+
+def expire_job_id(member: str, expiry_ms: int) -> str:
+    """The job that writes off the member's points expiring at ``expiry_ms``."""
+    return job_id(EXPIRE, member, expiry_ms)
+
+
+def plan_expire(job: Job, program: CompiledProgram, now_ms: int) -> MemberPlan:
+    """An empty plan at the lots' expiry: ``member.lua`` expires every lot due by the operation's
+    time whenever an operation proceeds, and an empty one proceeds when the profile's soonest
+    expiry (``nx``) is due, writing the ledger entries (kind x) and the feed's points_expired.
+
+    The operation's time is the expiry, not the time the job happens to run, so the outcome
+    does not depend on how late the scheduler is: a late run expires exactly the lots that were
+    due then (a later lot has a job of its own). Lots an operation already expired since leave
+    nothing to do, and a run twice is a duplicate: the job is idempotent by id and by state.
+    """
+    expiry_ms = int(job.param)
+    if expiry_ms <= 0:
+        raise ValueError(f"{job.id}: expiry must be a positive epoch ms")
+    op = Operation(ids.EventId(job.id), job.member, expiry_ms, fingerprint(EXPIRE, expiry_ms))
+    return member_plan(program, op, expiry_ms)
+
+
+#: The kinds this build knows. The lifecycle adds its own (``birthday``, ``wakeup``) here; a
+#: kind a process does not know (a newer build's, during a rolling deploy) waits, with backoff.
+HANDLERS: Mapping[str, Handler] = {EXPIRE: plan_expire}
+
+
+# --- scheduling expiry jobs as lots are created (engine/store.py) ---------------------------------
+
+#: (member, expiry) pairs a process remembers having scheduled: about 250 bytes each, so at most
+#: ~16 MB; past it the oldest are forgotten (their next grant schedules again, harmlessly).
+SCHEDULED_CACHE = 65_536
+#: A remembered job is trusted only while its expiry is more than this far ahead (clocks differ).
+CACHE_TRUST_MS = DAY_MS
+
+
+class ExpiryJobs:
+    """The ``expire`` job of each lot a plan may create, scheduled before the plan is applied.
+
+    The store sends this call first, in the same write as the member call, so the job exists
+    before the lot: a crash between the two leaves a job with nothing to expire (harmless), never
+    a lot with no job. ``ZADD NX``: scheduling again is a no-op, and leaves a failed job's backoff
+    alone.
+
+    The process remembers which (member, expiry) it has scheduled, so repeat awards of the same
+    member and expiry period (every purchase of the year, under "end_of_next_year") skip the call
+    and keep the award path at one script call. That is safe because a job leaves its set only
+    once it has run, and it runs only when due: while the expiry is still ahead it is certainly
+    still waiting. Within a day of the expiry (another host's clock may run ahead, and an event
+    may arrive with an old ``at``) the cache is not trusted and the call is made again. Redis
+    losing writes (a failover with asynchronous replicas) can lose a job the cache remembers;
+    the lot is then still written off by the member's next operation, and the snapshot never
+    counts expired points.
+    """
+
+    def __init__(self, keys: Keys, script: LuaScript, size: int = SCHEDULED_CACHE) -> None:
+        self._keys = keys
+        self._script = script
+        self._size = size
+        self._scheduled: OrderedDict[tuple[str, int], None] = OrderedDict()
+
+    def call(self, plan: MemberPlan) -> Call | None:
+        """The schedule call ``plan`` needs first, or None (no lot with an expiry, or known)."""
+        a = plan.args  # every award comes here: attribute reads and one lookup, nothing more
+        expiry = a.lot_expiry_ms
+        # What may add points to a lot: rule grants, quest rewards, and the tier rewards XP from
+        # either can reach; coupons too, for whatever a granted coupon may come to carry. A plan
+        # field added later that can fill a lot (a refund restoring points) belongs here.
+        if not expiry or not (a.grants or a.quests or a.coupons):
+            return None
+        member = plan.op.member
+        if expiry > a.now_ms + CACHE_TRUST_MS and (member, expiry) in self._scheduled:
+            return None
+        return self._script, [jobs_key(self._keys, shard_of(member))], ["keep", expiry, expire_job_id(member, expiry)]
+
+    def settle(self, plan: MemberPlan, reply: Any) -> None:
+        """Remember a job that was scheduled; log one that was not (its lot is then expired by
+        the member's next operation, and the next grant of that expiry schedules it again)."""
+        key = (plan.op.member, plan.args.lot_expiry_ms)
+        if isinstance(reply, Exception):
+            log.error("could not schedule expire job member=%s expiry_ms=%d: %s", key[0], key[1], type(reply).__name__)
+            return
+        if key not in self._scheduled:
+            self._scheduled[key] = None
+            if len(self._scheduled) > self._size:
+                self._scheduled.popitem(last=False)
