@@ -13,7 +13,7 @@ from typing import Any
 from engine.config import CompiledProgram, CompiledQuest, Currency, Predicate, QuestKind
 from engine.errors import InvalidEvent
 from engine.events import Event
-from engine.operations import Grant, MemberPlan, Operation, QuestStep, member_plan
+from engine.operations import Grant, MemberPlan, Operation, QuestStep, member_plan, type_tag
 
 #: Most XP or points one rule grants for one event: keeps every total the member script keeps
 #: far inside the integers a Lua double holds exactly, so the script cannot fail halfway.
@@ -58,17 +58,12 @@ def plan_award(program: CompiledProgram, event: Event, now_ms: int) -> MemberPla
     record = None
     if event.type in program.refundable:
         amount = data.get("amount", 0)
-        record = (record_name(event.type, event.id), amount if isinstance(amount, int) and amount > 0 else 0)
+        record = (type_tag(event.type), amount if isinstance(amount, int) and amount > 0 else 0)
     reverse = _reversal(program, event)
     return member_plan(program, op, now_ms, grants=tuple(grants), quests=tuple(quests), record=record, reverse=reverse)
 
 
-def record_name(event_type: str, event_id: str) -> str:
-    """A grant record names its event's type too: a refund type finds only what it reverses."""
-    return f"{event_type}:{event_id}"
-
-
-def _reversal(program: CompiledProgram, event: Event) -> tuple[str, int] | None:
+def _reversal(program: CompiledProgram, event: Event) -> tuple[str, int, int] | None:
     """A refund's original and amount (0: all that remains); the store checks both against the
     original's grant record."""
     reverses = program.events[event.type].reverses
@@ -80,7 +75,7 @@ def _reversal(program: CompiledProgram, event: Event) -> tuple[str, int] | None:
     amount = event.data.get("amount", 0)
     if "amount" in event.data and amount < 1:
         raise InvalidEvent("must be at least 1: the share of the original's amount to refund", field="data.amount")
-    return record_name(reverses, of), amount
+    return of, amount, type_tag(reverses)
 
 
 def matches(where: tuple[Predicate, ...], data: dict[str, Any]) -> bool:

@@ -16,6 +16,7 @@ none of them writes member keys itself.
 from __future__ import annotations
 
 import hashlib
+import zlib
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -58,8 +59,8 @@ CouponUse = list[Any]  # [coupon id, order]
 Counter = list[Any]  # [state field, increment, limit, field expiry ms (0 never)]
 Effect = list[Any]  # [type, data]
 CouponGrant = list[Any]  # [catalog item, valid ms (0: no end), reason]
-Record = list[Any]  # [] or [record field, kept until ms, the operation's amount (0: none), its time ms]
-Reversal = list[Any]  # [] or [record field of the original, amount (0: all that remains), window ms, buckets]
+Record = list[Any]  # [] or [kept until ms, the operation's amount (0: none), its time ms, type tag]
+Reversal = list[Any]  # [] or [id digest of the original, amount (0: all that remains), window ms, type tag, buckets]
 
 
 class MemberArgs(NamedTuple):
@@ -122,14 +123,14 @@ def member_plan(
     counters: tuple[Counter, ...] = (),
     effects: tuple[Effect, ...] = (),
     coupons: tuple[CouponGrant, ...] = (),
-    record: tuple[str, int] | None = None,
-    reverse: tuple[str, int] | None = None,
+    record: tuple[int, int] | None = None,
+    reverse: tuple[str, int, int] | None = None,
 ) -> MemberPlan:
     """The plan for ``op``, with its dedupe and its points' lot expiry worked out.
 
-    ``record``: keep what this operation grants under (a name, its ``amount``, 0 when it has
+    ``record``: keep what this operation grants, as (its type's tag, its ``amount``, 0 when it has
     none), for a refund within the programme's refund window. ``reverse``: take back what the
-    operation recorded under (that name, the amount refunded, 0 for all that remains) granted."""
+    operation (its id, the amount refunded, 0 for all that remains, its type's tag) granted."""
     retention = program.retention_ms
     # A day of margin each side: another host whose clock is off by up to a day still looks
     # in every bucket this operation's first sighting could be in (an empty bucket costs little).
@@ -140,7 +141,7 @@ def member_plan(
         op_id=op.id,
         fingerprint=op.fingerprint,
         now_ms=now_ms,
-        dedupe_field=record_field(op.id),
+        dedupe_field=id_digest(op.id),
         # Every entry outlives its operation's time by the retention, plus slack for a server
         # clock that runs ahead of ours: an operation old enough to be forgotten is refused (422).
         dedupe_expire_ms=(bucket + 1) * DEDUPE_BUCKET_MS + retention + DAY_MS,
@@ -153,8 +154,8 @@ def member_plan(
         counters=counters,
         effects=effects,
         coupons=coupons,
-        record=[] if record is None else [record_field(record[0]), _record_until_ms(program, bucket), record[1], op.at_ms],
-        reverse=[] if reverse is None else [record_field(reverse[0]), reverse[1], program.refund_window_ms],
+        record=[] if record is None else [_record_until_ms(program, bucket), record[1], op.at_ms, record[0]],
+        reverse=[] if reverse is None else [id_digest(reverse[0]), reverse[1], program.refund_window_ms, reverse[2]],
         ledger_keep_ms=program.ledger_keep_ms,
     )
     record_buckets: tuple[int, ...] = ()
@@ -166,9 +167,15 @@ def member_plan(
     return MemberPlan(op, args, bucket, tuple(range(first, last + 1)), record_buckets)
 
 
-def record_field(name: str) -> bytes:
-    """A 10-byte digest (as for dedupe entries): an operation id, or a grant record's name."""
-    return hashlib.blake2b(name.encode(), digest_size=DEDUPE_DIGEST_BYTES).digest()
+def id_digest(op_id: str) -> bytes:
+    """An operation id in 10 bytes: its dedupe entry's field, and its grant record's."""
+    return hashlib.blake2b(op_id.encode(), digest_size=DEDUPE_DIGEST_BYTES).digest()
+
+
+def type_tag(event_type: str) -> int:
+    """A grant record names its event type by this (a refund type finds only what it reverses):
+    two types of one programme share a tag 1 time in 4 billion."""
+    return zlib.crc32(event_type.encode())
 
 
 #: Records outlive the refund window by a week, so a refund a little too late is told so

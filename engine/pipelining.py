@@ -73,9 +73,19 @@ class AutoPipeline:
             return await self.evalsha(script, keys, args)
 
     async def run_many(self, calls: Sequence[Call]) -> list[Any]:
-        """Send a known batch as one write, so it applies in its own order; replies in order,
-        errors as values."""
-        replies = await self._write_now([_evalsha(s.sha, k, a) for s, k, a in calls])
+        """Apply calls in the order given; replies in order, errors as values. A few calls (an
+        award and the job it schedules first) join this tick's writes like any call; a batch is
+        sent as one write of its own. Either way one connection carries them in order."""
+        if len(calls) <= self._max_batch:
+            replies = []
+            # Replies come in order: once the first is in, the rest are too (no gather needed).
+            for future in [self.evalsha(s, k, a) for s, k, a in calls]:
+                try:
+                    replies.append(await future)
+                except Exception as exc:  # noqa: BLE001 - an error reply is a value here
+                    replies.append(exc)
+        else:
+            replies = await self._write_now([_evalsha(s.sha, k, a) for s, k, a in calls])
         missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
         if missing:
             for script in {calls[i][0] for i in missing}:

@@ -31,10 +31,10 @@
 --   counter: [field, increment, limit, field expiry ms (0 never)]
 --   effect:  [type, data]  (a game's effects, passed to the feed as they are)
 --   coupon:  [item, valid ms (0: no end), reason]
---   record:  {} or [field, kept until ms, the operation's amount (0 none), its time ms]: keep
---             what the operation grants, for a refund
---   reverse: {} or [record field of the original, amount (0: all that remains), refund window
---             ms, n record buckets]: take back (a share of) what the original granted
+--   record:  {} or [kept until ms, the operation's amount (0 none), its time ms, its type's tag]:
+--             keep what the operation grants, for a refund, under its id digest (as dedupe)
+--   reverse: {} or [id digest of the original, amount (0: all that remains), refund window ms,
+--             the original type's tag, n record buckets]: take back (a share of) what it granted
 -- ARGV[2] msgpack tiers: {[id, xp threshold, points multiplier in thousandths, xp, points, {{item, valid ms}}]}
 -- ARGV[3] pub/sub channel of the member ("" publishes nothing: a dry run on copied keys)
 -- returns, when applied, the message it published: msgpack [feed entry id, operation id,
@@ -50,7 +50,7 @@ local op_id, fingerprint, now_ms, dd_field, dd_expire_ms, feed_length = plan[1],
 local grants, quests, lot_expiry, debits, uses, counters, passed = plan[7], plan[8], plan[9], plan[10], plan[11], plan[12], plan[13]
 local coupon_grants, record, reverse, ledger_keep_ms = plan[14], plan[15], plan[16], plan[17]
 local RECORDS, DEDUPE = 7, 8
-local last_dedupe = #KEYS - (reverse[4] or 0)
+local last_dedupe = #KEYS - (reverse[5] or 0)
 
 -- A dedupe entry names the operation's feed entry <ms>-<seq> in 5 bytes (every byte of an entry
 -- is multiplied by the operations retained): ms as an offset from the start of the bucket holding
@@ -161,12 +161,12 @@ end
 
 -- RECORD: what a refundable operation granted, kept for its refund window:
 -- {1 time ms, 2 amount, 3 xp, 4 points (by rules), 5 lot expiry, 6 quests, 7 amount refunded,
---  8 xp taken back, 9 points taken back, 10 fully refunded 0|1}
+--  8 xp taken back, 9 points taken back, 10 fully refunded 0|1, 11 type tag}
 -- quest: {id, progress field, increment, 1 when this operation completed it, target, bonus xp,
 --         bonus points, {coupon ids}}
 local refund = nil
 if #reverse > 0 then
-  local field, amount, window_ms = reverse[1], reverse[2], reverse[3]
+  local field, amount, window_ms, tag = reverse[1], reverse[2], reverse[3], reverse[4]
   local raw, key = nil, nil
   for i = last_dedupe + 1, #KEYS do
     raw = redis.call('HGET', KEYS[i], field)
@@ -174,6 +174,7 @@ if #reverse > 0 then
   end
   if not raw then return cmsgpack.pack({3, 'unknown_original', 0}) end
   local rec = cmsgpack.unpack(raw)
+  if rec[11] ~= tag then return cmsgpack.pack({3, 'unknown_original', 0}) end  -- another type's
   if rec[1] + window_ms < now_ms then return cmsgpack.pack({3, 'refund_window_passed', 0}) end
   if rec[10] == 1 then return cmsgpack.pack({3, 'already_refunded', 0}) end
   local refunded = rec[2]
@@ -461,9 +462,9 @@ while tier < #tiers and xp >= tiers[tier + 1][2] do
 end
 
 if #record > 0 then
-  local rec = {record[4], record[3], granted_xp, granted_points, lot_expiry, granted_quests, 0, 0, 0, 0}
-  redis.call('HSET', KEYS[RECORDS], record[1], cmsgpack.pack(rec))
-  expire_no_sooner(KEYS[RECORDS], record[2])
+  local rec = {record[3], record[2], granted_xp, granted_points, lot_expiry, granted_quests, 0, 0, 0, 0, record[4]}
+  redis.call('HSET', KEYS[RECORDS], dd_field, cmsgpack.pack(rec))
+  expire_no_sooner(KEYS[RECORDS], record[1])
 end
 
 if #effects == 0 then

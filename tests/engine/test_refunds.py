@@ -319,9 +319,12 @@ def test_only_refundable_event_types_keep_a_record(refunds: Any) -> None:
             program = e.program
             assert program.refundable == {"pay", "tip"}
             plan = e.plan("o-1", "m", "pay", {"amount": 7})
-            assert plan.args.record[2:] == [7, e.now_ms]
-            assert plan.args.record[1] >= e.now_ms + program.refund_window_ms
-            assert e.plan("t-1", "m", "tip", {}).args.record[2] == 0
+            until, amount, at, tag = plan.args.record
+            assert (amount, at) == (7, e.now_ms)
+            assert until >= e.now_ms + program.refund_window_ms
+            assert e.plan("t-1", "m", "tip", {}).args.record[1] == 0
+            assert e.plan("t-1", "m", "tip", {}).args.record[3] != tag  # another type
+            assert e.plan("l-1", "m", "untip", {"of": "t-1"}).args.reverse[3] == e.plan("t-1", "m", "tip", {}).args.record[3]
 
     asyncio.run(run())
 
