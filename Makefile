@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 PORT ?= 8000
 HOST ?= 127.0.0.1
 
-.PHONY: install run test test-slow bench bench-live schema docs check clean
+.PHONY: install run test test-slow bench bench-live loadtest loadtest-ui schema docs check clean
 
 install: $(STAMP)
 
@@ -33,6 +33,15 @@ bench: install
 
 bench-live: install
 	$(BIN)/python -m loadtest.bench_live
+
+# The member-day rehearsal (loadtest/memberday.toml): a service on its own embedded Valkey, a
+# bounded headless Locust run with CSV/HTML reports in .data/loadtest/, then the verifier.
+# ARGS passes flags: make loadtest ARGS="--users 60 --duration 300 --shape steady"
+loadtest: install
+	$(BIN)/python -m loadtest.locust.rehearse $(ARGS)
+
+loadtest-ui: install
+	$(BIN)/python -m loadtest.locust.rehearse --ui $(ARGS)
 
 check: install
 	$(BIN)/rekindle check config/*.toml

@@ -55,53 +55,67 @@ class VerifyReport:
 async def verify(redis: Redis, keys: Keys) -> VerifyReport:
     members = entries = 0
     mismatches: list[Mismatch] = []
-    seconds, micros = await redis.time()  # entry ids are the server's time
-    now_ms = seconds * 1000 + micros // 1000
-    async for member in _members(redis, keys):
+    now_ms = await server_ms(redis)
+    async for member in members_of(redis, keys):
         members += 1
-        mk = keys.member(member)
-        pipe = redis.pipeline(transaction=True)  # the balance and the ledger's end, at one instant
-        pipe.hget(mk.profile, "pts")
-        pipe.hvals(mk.lots)
-        pipe.xrevrange(mk.ledger, count=1)
-        pipe.xlen(mk.ledger)
-        pipe.execute_command("XINFO", "STREAM", mk.ledger)
-        # XINFO of a member with no ledger at all is an error reply: nothing was trimmed then.
-        balance_raw, lot_amounts, last, length, info = await pipe.execute(raise_on_error=False)
-        trimmed = _trimmed(info, length, now_ms)
-        balance = int(balance_raw or 0)
-        in_lots = sum(int(a) for a in lot_amounts)
-        end = last[0][0].decode() if last else None
-        total = 0
-        opened = False
-        detail = ""
-        start = "-"
-        granted: set[tuple[bytes, bytes]] = set()
-        while end is not None:
-            page = await redis.xrange(mk.ledger, min=start, max=end, count=PAGE)
-            for entry_id, fields in page:
-                if not opened:
-                    opened = True
-                    if trimmed:  # the balance before the oldest entry kept
-                        total = int(fields[b"b"]) - int(fields[b"d"])
-                total += int(fields[b"d"])
-                entries += 1
-                if not detail and int(fields[b"b"]) != total:
-                    detail = f"entry {entry_id.decode()} records balance {int(fields[b'b'])}; entries sum to {total}"
-                if fields.get(b"k", b"g") != b"g":
-                    continue
-                grant = (fields[b"e"], fields[b"r"])
-                if not detail and grant in granted:
-                    detail = f"operation {grant[0].decode()} granted points twice for {grant[1].decode()}"
-                granted.add(grant)
-            if len(page) < PAGE:
-                break
-            start = "(" + page[-1][0].decode()  # exclusive: resume after the last entry read
-        if not detail and in_lots != balance:
-            detail = f"balance {balance} differs from the sum of its lots ({in_lots})"
-        if total != balance or detail:
-            mismatches.append(Mismatch(member, balance, total, detail or "balance differs from ledger sum"))
+        count, mismatch = await verify_member(redis, keys, member, now_ms)
+        entries += count
+        if mismatch is not None:
+            mismatches.append(mismatch)
     return VerifyReport(members, entries, mismatches)
+
+
+async def server_ms(redis: Redis) -> int:
+    """The server's clock, in ms: ledger entry ids are its time."""
+    seconds, micros = await redis.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+async def verify_member(redis: Redis, keys: Keys, member: MemberId, now_ms: int) -> tuple[int, Mismatch | None]:
+    """One member: (ledger entries read, the first mismatch found or None)."""
+    mk = keys.member(member)
+    pipe = redis.pipeline(transaction=True)  # the balance and the ledger's end, at one instant
+    pipe.hget(mk.profile, "pts")
+    pipe.hvals(mk.lots)
+    pipe.xrevrange(mk.ledger, count=1)
+    pipe.xlen(mk.ledger)
+    pipe.execute_command("XINFO", "STREAM", mk.ledger)
+    # XINFO of a member with no ledger at all is an error reply: nothing was trimmed then.
+    balance_raw, lot_amounts, last, length, info = await pipe.execute(raise_on_error=False)
+    trimmed = _trimmed(info, length, now_ms)
+    balance = int(balance_raw or 0)
+    in_lots = sum(int(a) for a in lot_amounts)
+    end = last[0][0].decode() if last else None
+    entries = total = 0
+    opened = False
+    detail = ""
+    start = "-"
+    granted: set[tuple[bytes, bytes]] = set()
+    while end is not None:
+        page = await redis.xrange(mk.ledger, min=start, max=end, count=PAGE)
+        for entry_id, fields in page:
+            if not opened:
+                opened = True
+                if trimmed:  # the balance before the oldest entry kept
+                    total = int(fields[b"b"]) - int(fields[b"d"])
+            total += int(fields[b"d"])
+            entries += 1
+            if not detail and int(fields[b"b"]) != total:
+                detail = f"entry {entry_id.decode()} records balance {int(fields[b'b'])}; entries sum to {total}"
+            if fields.get(b"k", b"g") != b"g":
+                continue
+            grant = (fields[b"e"], fields[b"r"])
+            if not detail and grant in granted:
+                detail = f"operation {grant[0].decode()} granted points twice for {grant[1].decode()}"
+            granted.add(grant)
+        if len(page) < PAGE:
+            break
+        start = "(" + page[-1][0].decode()  # exclusive: resume after the last entry read
+    if not detail and in_lots != balance:
+        detail = f"balance {balance} differs from the sum of its lots ({in_lots})"
+    if total != balance or detail:
+        return entries, Mismatch(member, balance, total, detail or "balance differs from ledger sum")
+    return entries, None
 
 
 def _trimmed(info: object, length: int, now_ms: int) -> bool:
@@ -122,6 +136,7 @@ def _ms(entry_id: object) -> int:
     return int(text.split("-", 1)[0])
 
 
-async def _members(redis: Redis, keys: Keys) -> AsyncIterator[MemberId]:
+async def members_of(redis: Redis, keys: Keys) -> AsyncIterator[MemberId]:
+    """Every member with a profile (SCAN: offline tools only)."""
     async for key in redis.scan_iter(match=keys.profile_pattern(), count=1000):
         yield keys.member_from_profile(key.decode())

@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     check = sub.add_parser("check", help="validate programme files; name every problem")
     check.add_argument("files", nargs="+", type=Path)
 
-    verify = sub.add_parser("verify", help="check every member's points balance against its ledger")
+    verify = sub.add_parser("verify", help="check every invariant from Redis alone: points, operations, stock, outboxes")
     verify.add_argument("--data-dir", type=Path)
     verify.add_argument("--redis-url")
     verify.add_argument("--prefix", default=None, help="key prefix (REKINDLE_KEY_PREFIX, rk)")
@@ -119,7 +119,7 @@ def _token(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from engine.ledger import verify
+    from engine.verify import verify_all
     from redis.asyncio import Redis
 
     settings = Settings.from_env(data_dir=args.data_dir, redis_url=args.redis_url, key_prefix=args.prefix)
@@ -133,16 +133,25 @@ def _verify(args: argparse.Namespace) -> int:
         embedded.start()
         url = embedded.url
 
+    def progress(members: int) -> None:  # on a terminal only: a log file gets the table alone
+        if sys.stderr.isatty():
+            print(f"\rverify: {members:,} members read", end="", file=sys.stderr, flush=True)
+
     async def run() -> int:
         client = Redis.from_url(url)
         try:
-            report = await verify(client, Keys(settings.key_prefix))
+            report = await verify_all(client, Keys(settings.key_prefix), progress)
         finally:
             await client.aclose()
-        for m in report.mismatches:
-            print(f"MISMATCH member={m.member} balance={m.balance} ledger_sum={m.ledger_sum}: {m.detail}")
+        if sys.stderr.isatty():
+            print(file=sys.stderr)
+        print(report.table())
+        for check in report.checks:
+            for detail in check.details:
+                print(f"BREACH {check.name}: {detail}")
         status = "ok" if report.ok else "FAILED"
-        print(f"{status}: {report.members} members, {report.entries} ledger entries, {len(report.mismatches)} mismatches")
+        breaches = sum(c.breaches for c in report.checks)
+        print(f"{status}: {report.members} members, {report.entries} ledger entries, {breaches} breaches")
         return 0 if report.ok else 1
 
     try:

@@ -158,14 +158,16 @@ def test_verify_passes_then_catches_a_tampered_balance(
     args = ("verify", "--redis-url", service.redis_url, "--prefix", service.prefix)
     done = run_cli(*args, env=cli_env)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert done.stdout.startswith("ok: ")
+    assert done.stdout.splitlines()[-1].startswith("ok: ")
+    assert "| points: balance = lots = ledger" in done.stdout  # the table of every check
 
     profile = Keys(service.prefix).member(members[1]).profile
     sync_redis.hincrby(profile, "pts", 5)
     try:
         done = run_cli(*args, env=cli_env)
         assert done.returncode == 1, done.stdout + done.stderr
-        assert f"MISMATCH member={members[1]} balance={299 + 300 + 5} ledger_sum={299 + 300}" in done.stdout
+        assert f"BREACH points: balance = lots = ledger: member {members[1]}: " in done.stdout
+        assert f"(balance {299 + 300 + 5}, ledger {299 + 300})" in done.stdout
         assert "FAILED" in done.stdout
         assert members[0] not in done.stdout
     finally:

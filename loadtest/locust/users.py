@@ -1,0 +1,205 @@
+"""The member-day crowd as Locust users: the shop's backend and members' apps.
+
+``ShopBackend`` posts what orders and app actions produce (purchases, check-ins, shares,
+partial refunds, points spent at checkout) with unique ids, and now and then deliberately sends
+an earlier event again as is, which must answer ``duplicate``. A 429 (the service shedding load)
+is not a failure: the event is kept and sent again after its ``Retry-After``, as a shop must,
+and the verifier later proves it applied once.
+
+``AppMember`` is a member with the app open: it holds the live feed, causes an award of its own
+now and then (an order paid in the app, posted by the shop as its backend would), and reports how long
+the award took to reach its socket as the ``WS live delivery`` request; it also reads its
+snapshot and redeems points.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import time
+import uuid
+from collections import deque
+from typing import Any
+
+import gevent
+import orjson
+from locust import FastHttpUser, task
+from locust.exception import StopUser
+from websockets.sync.client import connect
+
+from loadtest.locust.kit import Kit
+
+#: Filled by the locustfile once Locust has parsed its options (shared by every user class).
+SETTINGS: dict[str, Any] = {}
+RUN = uuid.uuid4().hex[:8]  # event ids of this process never collide with another run's
+_seq = itertools.count(1)
+
+
+def kit() -> Kit:
+    return SETTINGS["kit"]  # type: ignore[no-any-return]
+
+
+def shop_headers() -> dict[str, str]:
+    return {"authorization": f"Bearer {SETTINGS['api_key']}", "content-type": "application/json"}
+
+
+def next_id(kind: str) -> str:
+    return f"{kind}-{RUN}-{next(_seq)}"
+
+
+class ShopBackend(FastHttpUser):
+    """The shop's backend: events as orders are paid, refunds, checkouts spending points."""
+
+    weight = 3
+
+    def wait_time(self) -> float:  # type: ignore[override]
+        low, high = kit().wait_s
+        return random.uniform(low, high)
+
+    def on_start(self) -> None:
+        self.sent: deque[dict[str, Any]] = deque(maxlen=200)  # earlier events, to resend some
+        self.purchases: deque[tuple[str, str, int]] = deque(maxlen=200)  # (id, member, amount)
+        self.shed: deque[tuple[float, str, bytes, str]] = deque()  # (due, path, body, name) after a 429
+
+    def member(self) -> str:
+        return f"m-{random.randrange(kit().members)}"
+
+    @task
+    def act(self) -> None:
+        if self.shed and self.shed[0][0] <= time.monotonic():
+            _, path, body, name = self.shed.popleft()
+            self._post(path, body, name)
+            return
+        mix = kit().mix
+        if self.sent and random.random() < mix.retry_share:
+            self._post("/v1/events", orjson.dumps(random.choice(self.sent)), "/v1/events retry", expect="duplicate")
+            return
+        kind = random.choices(
+            ("purchase", "checkin", "share", "refund", "spend"),
+            (mix.purchase, mix.checkin, mix.share, mix.refund if self.purchases else 0, mix.spend),
+        )[0]
+        if kind == "spend":
+            body = orjson.dumps({"id": next_id("spend"), "amount": random.randint(1, 20), "reason": "checkout"})
+            self._post(f"/v1/members/{self.member()}/points/spend", body, "/v1/members/{id}/points/spend", spend=True)
+            return
+        if kind == "refund":
+            order, member, amount = self.purchases.popleft()
+            event = {"id": next_id("refund"), "member": member, "type": "refund", "data": {"of": order, "amount": amount // 2}}
+        else:
+            event = {"id": next_id(kind), "member": self.member(), "type": kind, "data": _data(kind)}
+        self.sent.append(event)
+        if self._post("/v1/events", orjson.dumps(event), f"/v1/events {kind}") and kind == "purchase":
+            self.purchases.append((event["id"], event["member"], event["data"]["amount"]))  # refundable now
+
+    def _post(self, path: str, body: bytes, name: str, expect: str = "", spend: bool = False) -> bool:
+        """Post and judge the reply; True when it was applied (or a duplicate of what was)."""
+        with self.client.post(path, data=body, headers=shop_headers(), name=name, catch_response=True) as r:
+            if r.status_code == 429:
+                # Shed on purpose: not a failure, but owed. Send it again after Retry-After.
+                delay = float(r.headers.get("retry-after") or 1)
+                self.shed.append((time.monotonic() + delay, path, body, name))
+                self.environment.events.request.fire(
+                    request_type="SHED", name=name, response_time=0, response_length=0, exception=None, context={}
+                )
+                r.success()
+            elif spend and r.status_code == 409:
+                r.success()  # a member without enough points: a refusal, as a real checkout meets
+            elif r.status_code != 200:
+                r.failure(f"HTTP {r.status_code}: {r.text[:200]}")
+            elif expect and f'"status":"{expect}"' not in r.text:
+                r.failure(f"expected {expect}: {r.text[:200]}")
+            return r.status_code == 200
+        return False
+
+
+def _data(kind: str) -> dict[str, Any]:
+    if kind == "purchase":
+        return {"amount": random.randrange(100, 50_000), "channel": random.choice(("app", "web", "store"))}
+    if kind == "share":
+        return {"target": random.choice(("wechat", "moments", "weibo", "link"))}
+    return {}
+
+
+class AppMember(FastHttpUser):
+    """A member with the app open: the live feed, its own awards arriving, a redemption now and then."""
+
+    weight = 1
+
+    def wait_time(self) -> float:  # type: ignore[override]
+        low, high = kit().app_wait_s
+        return random.uniform(low, high)
+
+    def on_start(self) -> None:
+        self.member = f"app-{RUN}-{next(_seq)}"
+        self.pending: dict[str, float] = {}  # event id -> when it was posted (monotonic)
+        reply = self.client.post("/v1/tokens", json={"member": self.member}, headers=shop_headers(), name="/v1/tokens")
+        if reply.status_code != 200:
+            raise StopUser()
+        self.token = reply.json()["token"]
+        ws_url = self.host.replace("http", "ws", 1) + f"/v1/live?token={self.token}"
+        started = time.perf_counter()
+        try:
+            self.socket = connect(ws_url, open_timeout=10, max_size=2**20)
+        except Exception as exc:  # noqa: BLE001 - reported as a failed connect, then the user stops
+            self._fire("WS", "connect", started, exc)
+            raise StopUser() from exc
+        self._fire("WS", "connect", started, None)
+        self.reader = gevent.spawn(self._read)
+
+    def on_stop(self) -> None:
+        socket = getattr(self, "socket", None)
+        if socket is not None:
+            socket.close()
+
+    def _fire(self, kind: str, name: str, started: float, exc: Exception | None) -> None:
+        self.environment.events.request.fire(
+            request_type=kind, name=name, response_time=(time.perf_counter() - started) * 1000,
+            response_length=0, exception=exc, context={},
+        )
+
+    def _read(self) -> None:
+        """Every frame in order; the first effect of an award this member caused closes its clock."""
+        try:
+            for message in self.socket:
+                frame = orjson.loads(message)
+                event = frame.get("data", {}).get("event")
+                posted = self.pending.pop(event, None) if event else None
+                if posted is not None:
+                    self.environment.events.request.fire(
+                        request_type="WS", name="live delivery", response_time=(time.monotonic() - posted) * 1000,
+                        response_length=len(message), exception=None, context={},
+                    )
+        except Exception:  # noqa: BLE001 - the socket closed (the run is stopping): nothing to report
+            return
+
+    @task(6)
+    def order_in_app(self) -> None:
+        """An order paid in the app: the shop posts it, and its award must reach this socket."""
+        event_id = next_id("app-order")
+        self.pending[event_id] = time.monotonic()
+        body = {"id": event_id, "member": self.member, "type": "purchase", "data": {"amount": random.randrange(100, 20_000), "channel": "app"}}
+        reply = self.client.post("/v1/events", json=body, headers=shop_headers(), name="/v1/events app order")
+        if reply.status_code != 200 or '"effects":[]' in reply.text or '"status":"applied"' not in reply.text:
+            self.pending.pop(event_id, None)  # shed, or nothing to deliver: no award to wait for
+        # Awards still undelivered after a minute are lost as far as this member can tell.
+        now = time.monotonic()
+        for lost in [e for e, at in self.pending.items() if now - at > 60]:
+            del self.pending[lost]
+            self._fire("WS", "live delivery", time.perf_counter() - 60, RuntimeError(f"{lost} never arrived"))
+
+    @task(2)
+    def snapshot(self) -> None:
+        self.client.get("/v1/me", headers={"authorization": f"Bearer {self.token}"}, name="/v1/me")
+
+    @task(1)
+    def redeem(self) -> None:
+        body = {"id": next_id("redeem"), "item": SETTINGS.get("redeem_item", "tea-voucher-20")}
+        with self.client.post(
+            "/v1/me/redeem", json=body, headers={"authorization": f"Bearer {self.token}"}, name="/v1/me/redeem",
+            catch_response=True,
+        ) as r:
+            # Until an app member has the item's points, its redemptions are refused (409), as they are.
+            if r.status_code in (200, 409, 429):
+                r.success()
+            else:
+                r.failure(f"HTTP {r.status_code}: {r.text[:200]}")
