@@ -27,14 +27,11 @@ import os
 import secrets
 import shlex
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -54,6 +51,7 @@ from engine.scripts import Scripts
 from engine.store import OpStatus, OperationStore
 from loadtest import redisload, servercost
 from loadtest.httpload import LoadResult, LoadSpec
+from loadtest.processes import BenchError, Processes, free_port, wait_healthy
 from realtime.embedded import EmbeddedValkey
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,10 +72,6 @@ points_cost = 1
 stock = 1_000_000_000
 per_member_limit = 1_000_000
 """
-
-
-class BenchError(RuntimeError):
-    """Something the benchmark needs did not run (a server did not start, a run failed)."""
 
 
 @dataclass(frozen=True)
@@ -149,66 +143,6 @@ def phase_noise(url: str) -> Iterator[None]:
     yield
     print(f"  (during this phase: {aof_rewrites(url) - before} AOF rewrites by the server; load average "
           f"{os.getloadavg()[0]:.2f})", flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Processes:
-    """Every subprocess the bench starts, stopped in reverse on the way out, whatever happens."""
-
-    def __init__(self, log_dir: Path) -> None:
-        self.log_dir = log_dir
-        self._procs: list[tuple[str, subprocess.Popen[bytes]]] = []
-
-    def start(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        log = open(self.log_dir / f"{name}.log", "wb")
-        try:
-            proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        finally:
-            log.close()
-        self._procs.append((name, proc))
-        return proc
-
-    def log_tail(self, name: str, lines: int = 20) -> str:
-        try:
-            text = (self.log_dir / f"{name}.log").read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
-
-    def stop(self, proc: subprocess.Popen[bytes]) -> None:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        self._procs = [(n, p) for n, p in self._procs if p is not proc]
-
-    def stop_all(self) -> None:
-        for _, proc in reversed(list(self._procs)):
-            self.stop(proc)
-
-
-def wait_healthy(procs: Processes, name: str, proc: subprocess.Popen[bytes], port: int, timeout_s: float = 60) -> None:
-    url = f"http://127.0.0.1:{port}/healthz"
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise BenchError(f"{name} exited with {proc.returncode} before it was ready:\n{procs.log_tail(name)}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.1)
-    raise BenchError(f"{name} did not answer {url} within {timeout_s:.0f} s:\n{procs.log_tail(name)}")
 
 
 def rekindle_command() -> list[str]:
@@ -640,6 +574,9 @@ def run(opts: Options, workdir: Path) -> list[Row]:
             REKINDLE_ADMIN_KEYS="rk_bench_admin_" + secrets.token_urlsafe(18),
             REKINDLE_TOKEN_SECRET=token_secret,
             REKINDLE_KEY_PREFIX=f"bench{run_id}",
+            # Capacity, not shedding, is measured here: four 1,000-event batches at once are more
+            # in flight than admission control lets through (make loadtest measures the shedding).
+            REKINDLE_MAX_INFLIGHT="0",
         )
         service_port = free_port()
         service = procs.start(
@@ -648,8 +585,8 @@ def run(opts: Options, workdir: Path) -> list[Row]:
              "--config", str(config), "--data-dir", str(workdir / "data")],
             env=env,
         )
-        wait_healthy(procs, "baseline", baseline, baseline_port)
-        wait_healthy(procs, "service", service, service_port)
+        wait_healthy(baseline, baseline_port)
+        wait_healthy(service, service_port)
         print(f"baseline (a) on :{baseline_port} (pid {baseline.pid}), service on :{service_port} "
               f"(pid {service.pid}), key prefix bench{run_id}", flush=True)
 

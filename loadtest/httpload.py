@@ -22,6 +22,8 @@ from typing import Any
 
 import orjson
 
+from loadtest.stats import percentile
+
 MAX_ERROR_SAMPLES = 5
 
 
@@ -269,15 +271,11 @@ async def run_load(spec: LoadSpec) -> LoadResult:
     result.requests_per_s = result.requests / window_s
     result.events_per_s = result.events / window_s
     if lat:
-        result.p50_ms = _pct(lat, 0.50) * 1000
-        result.p90_ms = _pct(lat, 0.90) * 1000
-        result.p99_ms = _pct(lat, 0.99) * 1000
+        result.p50_ms = percentile(lat, 0.50) * 1000
+        result.p90_ms = percentile(lat, 0.90) * 1000
+        result.p99_ms = percentile(lat, 0.99) * 1000
         result.max_ms = lat[-1] * 1000
     return result
-
-
-def _pct(sorted_values: list[float], q: float) -> float:
-    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,9 +6,10 @@ like the service's (``{"id", "type": "xp", "data": {..., "event": "b-<ns>-<seq>-
 random connected sockets at a fixed rate, in ticks, each with ``broadcast`` (a synchronous write,
 no per-socket task). It is the floor of "Python pushing to WebSockets on this machine".
 
-Driven by ``loadtest.bench_live`` through stdin, one command a line, answering JSON lines:
-``count`` -> ``{"event": "count", "connections"}``; ``push <rate> <warmup s> <duration s> <tick ms>``
--> ``ready`` (the window) then ``done`` (what was sent); ``quit``.
+Driven by ``loadtest.bench_live`` (``loadtest/live/orchestrate.py``) through stdin, one command
+a line, answering JSON lines: ``count`` -> ``{"event": "count", "connections"}``;
+``push <rate> <warmup s> <duration s> <tick ms>`` -> ``ready`` (the window) then ``done`` (what was
+sent, as ``loadtest.live.ticks`` reports it); ``quit``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import math
 import os
 import random
 import sys
@@ -27,7 +27,10 @@ import jwt
 import orjson
 from websockets.asyncio.server import ServerConnection, broadcast, serve
 
-from loadtest.bench_live import emit, event_id, percentile, raise_nofile, stdin_lines
+from loadtest.live.pipe import emit, stdin_lines
+from loadtest.live.stamps import event_id
+from loadtest.live.ticks import SendLog, Ticks
+from loadtest.processes import raise_nofile
 
 
 class Sockets:
@@ -56,34 +59,18 @@ class Sockets:
 
 async def push(sockets: Sockets, rate: float, warmup: float, duration: float, tick_ms: float, seed: int = 2) -> None:
     rng = random.Random(seed)
-    tick_ns = int(tick_ms * 1e6)
-    tick_s = tick_ns / 1e9
-    warm_ticks = round(warmup / tick_s)
-    total_ticks = warm_ticks + round(duration / tick_s)
-    start_ns = time.time_ns() + 200_000_000
-    t0_ns, t1_ns = start_ns + warm_ticks * tick_ns, start_ns + total_ticks * tick_ns
-    emit({"event": "ready", "start_ns": start_ns, "t0_ns": t0_ns, "t1_ns": t1_ns})
+    ticks = Ticks(rate, warmup, duration, tick_ms)
+    emit(ticks.ready())
+    window = SendLog(ticks.tick_s)
     seq = 0
-    carry = 0.0
-    measured = 0
-    first_seq = 0
-    lags: list[float] = []
-    first_send = last_send = 0
-    for k in range(total_ticks):
-        carry += rate * tick_s
-        n = int(carry)
-        carry -= n
-        if n == 0:
-            continue
-        scheduled = start_ns + k * tick_ns
-        delay = (scheduled - time.time_ns()) / 1e9
+    for burst in ticks:
+        delay = (burst.scheduled_ns - time.time_ns()) / 1e9
         if delay > 0:
             await asyncio.sleep(delay)
         stamp = time.time_ns()  # frames are built after this, so the stamp never flatters
-        if k >= warm_ticks and not first_seq:
-            first_seq = seq + 1
+        first_seq = seq + 1
         ms = stamp // 1_000_000
-        for _ in range(n):
+        for _ in range(burst.size):
             seq += 1
             ws, idx = rng.choice(sockets.slots)
             frame = orjson.dumps(
@@ -94,26 +81,9 @@ async def push(sockets: Sockets, rate: float, warmup: float, duration: float, ti
                 }
             )
             broadcast((ws,), frame, text=True)
-        if k >= warm_ticks:
-            measured += n
-            lags.append((stamp - scheduled) / 1e6)
-            first_send = first_send or stamp
-            last_send = stamp
-    lags.sort()
-    span_s = (last_send - first_send) / 1e9 + tick_s
-    emit(
-        {
-            "event": "done",
-            "sent": measured,
-            "seq_lo": first_seq,
-            "seq_hi": seq,
-            "window_s": span_s,
-            "achieved_rate": measured / span_s if span_s > 0 else 0.0,
-            "send_lag_p50_ms": percentile(lags, 0.5),
-            "send_lag_p99_ms": percentile(lags, 0.99),
-            "send_lag_max_ms": lags[-1] if lags else math.nan,
-        }
-    )
+        if burst.measured:
+            window.burst(burst, first_seq, stamp)
+    emit(window.done())
 
 
 async def run(port: int) -> int:

@@ -1,10 +1,11 @@
 """Baseline (b): the real award script with real plans, pipelined straight into the server.
 
 The fastest the server can apply awards: every event is validated, planned and turned into the
-KEYS/ARGV the service would send (``store.member_call``), then encoded as RESP *before* the
-clock starts. Timed: writing the commands over one raw socket in pipelines of ``depth`` (two in
-flight, so the server never waits for the client) and reading the replies with
-``hiredis.Reader``. This is what ``redis-benchmark -P 1000`` measures, for our own script.
+KEYS/ARGV the service would send (``store.member_call``), then RESP-encoded by
+``hiredis.pack_command`` *before* the clock starts. Timed: writing the commands over one raw
+socket in pipelines of ``depth`` (two in flight, so the server never waits for the client) and
+reading the replies with ``hiredis.Reader``. This is what ``redis-benchmark -P 1000`` measures,
+for our own script.
 """
 
 from __future__ import annotations
@@ -25,18 +26,6 @@ from engine.events import parse_event
 from engine.keys import Keys
 from engine.scripts import Scripts
 from engine.store import OpStatus, decode_reply, member_call
-
-
-def encode_command(parts: Sequence[bytes | str | int]) -> bytes:
-    """One RESP array of bulk strings."""
-    out = [b"*%d\r\n" % len(parts)]
-    for part in parts:
-        if isinstance(part, str):
-            part = part.encode()
-        elif isinstance(part, int):
-            part = b"%d" % part
-        out.append(b"$%d\r\n%s\r\n" % (len(part), part))
-    return b"".join(out)
 
 
 def purchase_events(run_id: str, count: int, members: int, seed: int = 7) -> list[dict[str, Any]]:
@@ -61,7 +50,7 @@ def award_commands(program: CompiledProgram, prefix: str, raw_events: Sequence[d
     for raw in raw_events:
         plan = plan_award(program, parse_event(raw, program, now_ms), now_ms)
         keys, args = member_call(keys_of, plan, program)
-        commands.append(encode_command(["EVALSHA", sha, len(keys), *keys, *args]))
+        commands.append(hiredis.pack_command(("EVALSHA", sha, len(keys), *keys, *args)))
     return commands
 
 

@@ -24,6 +24,7 @@ from engine.events import Event, parse_event
 from engine.members import parse_profile
 from engine.store import OpResult, OpStatus
 from realtime import metrics
+from realtime.admission import Kind, admit, events_weight, gate_of
 from realtime.errors import BadRequest, PayloadTooLarge, Unavailable, json_response
 from realtime.service import Service
 
@@ -77,21 +78,22 @@ async def post_events(request: Request) -> Response:
     svc = service(request)
     svc.auth.shop(request.headers.get("authorization"))
     body = await read_json(request, svc.settings.max_body_bytes)
-    active = svc.programs.current
-    now_ms = svc.clock.now_ms()
-    window_ms = active.window_ms(now_ms)
-
     dry_run = _flag(request, "dry_run")
-    if isinstance(body, dict) and "events" in body:
-        if dry_run:
-            raise InvalidInput("a dry run takes one event, not a batch", field="dry_run")
-        response = await _post_batch(svc, body, active.program, now_ms, window_ms)
-        endpoint = "batch"
-    elif dry_run:
-        return await _dry_run(svc, body, active.program, now_ms, window_ms)
-    else:
-        response = await _post_one(svc, body, active.program, now_ms, window_ms)
-        endpoint = "single"
+    # Admitted once the body is parsed and before any per-event work: a batch weighs its events.
+    with admit(gate_of(request), Kind.READ if dry_run else Kind.AWARD, events_weight(body)):
+        active = svc.programs.current
+        now_ms = svc.clock.now_ms()
+        window_ms = active.window_ms(now_ms)
+        if isinstance(body, dict) and "events" in body:
+            if dry_run:
+                raise InvalidInput("a dry run takes one event, not a batch", field="dry_run")
+            response = await _post_batch(svc, body, active.program, now_ms, window_ms)
+            endpoint = "batch"
+        elif dry_run:
+            return await _dry_run(svc, body, active.program, now_ms, window_ms)
+        else:
+            response = await _post_one(svc, body, active.program, now_ms, window_ms)
+            endpoint = "single"
     metrics.observe_award(endpoint, perf_counter() - started)
     return response
 
@@ -246,8 +248,10 @@ async def put_member(request: Request) -> Response:
     svc = service(request)
     svc.auth.shop(request.headers.get("authorization"))
     member = ids.member_id(request.path_params["member"], "member")
-    profile = parse_profile(await read_json(request, 64 * 1024), member)
-    await svc.members.put_profile(member, profile)
+    body = await read_json(request, 64 * 1024)
+    with admit(gate_of(request), Kind.AWARD):  # a write the shop retries as is (PUT is idempotent)
+        profile = parse_profile(body, member)
+        await svc.members.put_profile(member, profile)
     return json_response({"member": member, "updated": sorted(profile.fields)})
 
 
@@ -255,13 +259,15 @@ async def get_member(request: Request) -> Response:
     svc = service(request)
     svc.auth.shop(request.headers.get("authorization"))
     member = ids.member_id(request.path_params["member"], "member")
-    return await _snapshot(svc, member)
+    with admit(gate_of(request), Kind.READ):
+        return await _snapshot(svc, member)
 
 
 async def get_me(request: Request) -> Response:
     svc = service(request)
     member = svc.auth.member(request.headers.get("authorization"))
-    return await _snapshot(svc, member)
+    with admit(gate_of(request), Kind.READ):
+        return await _snapshot(svc, member)
 
 
 async def _snapshot(svc: Service, member: ids.MemberId) -> Response:

@@ -13,6 +13,7 @@ from starlette.routing import Route, WebSocketRoute
 from engine.clock import Clock
 from engine.errors import RekindleError
 from realtime import api, live
+from realtime.admission import Admission, Limits
 from realtime.routes import admin, points, redeem
 from realtime.errors import STORE_ERRORS, http_error, rekindle_error, store_unreachable, unexpected_error
 from realtime.gcpacer import GcPacer
@@ -25,6 +26,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         service = await Service.open(settings, clock)
         app.state.service = service
+        app.state.admission = Admission(Limits(settings.max_inflight, settings.max_inflight_reads))
         pacer = GcPacer(lambda: service.hub.sockets, full_every_s=settings.gc_full_every_s)
         pacer.start()  # everything built so far lives as long as the process
         try:

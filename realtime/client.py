@@ -10,6 +10,8 @@ is called before every connection. The server closes a socket ``4401`` when its 
 with a provider, a ``4401`` after the server had accepted the socket (it sent a frame: the
 client's opening ping is answered) is that expiry, and the client reconnects with a fresh token
 and ``?since=``. A ``4401`` at the opening means the token itself is refused: ``LiveRefused``.
+A ``1013`` close (the server shed the socket's replay under overload) is followed by the wait its
+reason names before reconnecting, so refused sockets do not come straight back.
 
     async with LiveClient("ws://127.0.0.1:8000", fetch_token) as client:
         async for frame in client:
@@ -21,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import random
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import urlencode
@@ -42,6 +45,15 @@ class LiveRefused(Exception):
     def __init__(self, code: int, reason: str) -> None:
         super().__init__(f"{code}: {reason}")
         self.code, self.reason = code, reason
+
+
+def retry_after_s(code: int | None, reason: str | None) -> float:
+    """The wait an overloaded server asks for when it closes a socket ``1013`` with the reason
+    ``overloaded; reconnect after N s ...`` (0: none asked)."""
+    if code != 1013 or not reason:
+        return 0.0
+    match = re.search(r"after (\d+(?:\.\d+)?) s", reason)
+    return float(match.group(1)) if match else 0.0  # e.g. a node draining: reconnect at once
 
 
 class LiveClient:
@@ -118,6 +130,7 @@ class LiveClient:
         attempt = 0
         while not self._closed:
             accepted = False  # the server answered on this connection: the token was good then
+            asked_s = 0.0  # a wait the server asked for when it closed (1013, overloaded)
             try:
                 url = self._url(await self._fresh_token())
                 async with websockets.connect(
@@ -143,11 +156,13 @@ class LiveClient:
                     self.close_codes.append(ws.close_code or 1005)
                     if ws.close_code is not None and self._refused(ws.close_code, accepted):
                         raise LiveRefused(ws.close_code, ws.close_reason or "")
+                    asked_s = retry_after_s(ws.close_code, ws.close_reason)
             except ConnectionClosed as exc:
                 code = exc.rcvd.code if exc.rcvd is not None else 1006
                 self.close_codes.append(code)
                 if self._refused(code, accepted):
                     raise LiveRefused(code, exc.rcvd.reason if exc.rcvd else "") from None
+                asked_s = retry_after_s(code, exc.rcvd.reason if exc.rcvd else "")
             except InvalidStatus as exc:
                 if exc.response.status_code in (401, 403):
                     raise LiveRefused(exc.response.status_code, "handshake refused") from None
@@ -162,7 +177,10 @@ class LiveClient:
             if self._max_attempts is not None and attempt > self._max_attempts:
                 raise ConnectionError(f"gave up after {self._max_attempts} attempts")
             low, high = self._backoff
-            await asyncio.sleep(random.uniform(0, min(high, low * 2**attempt)))  # full jitter
+            if asked_s:  # an overloaded server said when: come back then, not at once (spread a little)
+                await asyncio.sleep(asked_s * random.uniform(1.0, 1.5))
+            else:
+                await asyncio.sleep(random.uniform(0, min(high, low * 2**attempt)))  # full jitter
 
     def _url(self, token: str) -> str:
         params = {"token": token}

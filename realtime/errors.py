@@ -3,6 +3,7 @@
 Every error body has the same shape: ``{"error": {"code", "message", "field"?}}``. A 5xx says
 nothing internal; the exception goes to the log, where the request's credentials never do.
 Every 503 carries ``Retry-After``: the store wrote nothing and the same request may be sent again.
+So does every 429 (``overloaded``: admission control shed it before any work, ``realtime/admission.py``).
 """
 
 from __future__ import annotations
@@ -42,6 +43,17 @@ class PayloadTooLarge(RekindleError):
     """The body exceeds the configured limit."""
 
     code = "payload_too_large"
+
+
+class Overloaded(RekindleError):
+    """This process holds as much work in flight as it takes (``realtime/admission.py``): nothing
+    was read or written, and the same request may be sent again after ``retry_after_s``."""
+
+    code = "overloaded"
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__("the service is at capacity; retry the same request after Retry-After seconds")
+        self.retry_after_s = retry_after_s
 
 
 #: Error replies after which the server has written nothing and will take the same command once
@@ -133,6 +145,7 @@ STATUS: list[tuple[type[RekindleError], int]] = [
     (ConfigError, 422),
     (NotFound, 404),
     (Conflict, 409),
+    (Overloaded, 429),
     (Unavailable, 503),
     (StoreError, 500),
 ]
@@ -152,6 +165,8 @@ def status_of(exc: RekindleError) -> int:
 async def rekindle_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RekindleError)
     status = status_of(exc)
+    if isinstance(exc, Overloaded):  # shed on purpose: no log line each (rekindle_shed_total counts them)
+        return json_response({"error": exc.as_dict()}, status, {"Retry-After": str(exc.retry_after_s)})
     if isinstance(exc, Unavailable):
         # An outage or a busy server, not a defect: one line, no traceback, the reply's code only.
         log.warning("%s %s: store unavailable (%s); retry after %d s", request.method, request.url.path, exc.reason, exc.retry_after_s)

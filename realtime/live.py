@@ -15,6 +15,10 @@ ids make "no duplicate" hold. Where a socket starts, whatever the client sends f
   ones: the client reconnects with ``?since=``. ``"since": null`` changes nothing.
 
 A socket is closed ``4401`` when its token expires: a member's access ends with its token.
+
+A replay (of a new socket or a resume frame) is work that admission control sheds before awards
+(``realtime/admission.py``): refused, the socket is closed ``1013`` (Try Again Later) with the
+reason ``overloaded; reconnect after N s with ?since=<last id seen>``, and nothing is lost.
 """
 
 from __future__ import annotations
@@ -34,7 +38,8 @@ from engine.feed import FeedId, just_before, parse_feed_id
 from engine.ids import MemberId
 from realtime import metrics
 from realtime.auth import MemberToken
-from realtime.errors import STORE_ERRORS, Unauthorized
+from realtime.admission import Admission, Kind, admit, gate_of
+from realtime.errors import STORE_ERRORS, Overloaded, Unauthorized
 from realtime.frames import CloseCode, Encoding, control, frames_of
 from realtime.hub import LiveConnection, TooManySockets
 
@@ -47,10 +52,11 @@ AUTH_WAIT_S = 10.0  # for the first frame when the token is not in the URL
 MAX_REPLAY_FRAMES = 5000  # a resume further behind than this is told to refetch (reset)
 MAX_QUEUE = 1024  # frames a socket may fall behind before it is told to resume
 MAX_CLIENT_FRAME = 4096
+TRY_AGAIN_LATER = 1013  # RFC 6455's registry: reconnect after a delay (here: named in the reason)
 
 
 class _Refused(Exception):
-    def __init__(self, code: CloseCode, reason: str) -> None:
+    def __init__(self, code: int, reason: str) -> None:  # a CloseCode, or 1013 (TRY_AGAIN_LATER)
         self.code, self.reason = code, reason
 
 
@@ -93,13 +99,13 @@ async def live(websocket: WebSocket) -> None:
         "member token has expired; reconnect with a fresh token and ?since=<last id>",
     )
     try:
-        await _replay(svc, conn, opening.start, moment=opening.moment)
+        await _replay(svc, conn, opening.start, gate_of(websocket), moment=opening.moment)
         while conn.close_code is None:
             op = await _receive_op(websocket, None)
             if op is None:
                 break
             if op.get("op") == "resume":
-                await _resume(svc, conn, op)
+                await _resume(svc, conn, op, gate_of(websocket))
             else:
                 _answer(conn, op)
     except _Refused as refused:
@@ -187,20 +193,26 @@ def _since(value: object) -> FeedId | None:
         raise _Refused(CloseCode.BAD_REQUEST, f"since: {exc.message}") from None
 
 
-async def _replay(svc: Service, conn: LiveConnection, start: FeedId, *, moment: bool = False) -> None:
+async def _replay(svc: Service, conn: LiveConnection, start: FeedId, gate: Admission, *, moment: bool = False) -> None:
     try:
-        replay = await svc.feed.replay(conn.member, start, moment=moment)
-    except STORE_ERRORS:
-        raise _Refused(CloseCode.RESUME, "the store is unavailable; reconnect and resume") from None
-    if replay.gap or sum(len(a.effects) for a in replay.awards) > MAX_REPLAY_FRAMES:
-        conn.enqueue(control("reset", conn.encoding, reason="your last id is older than the feed keeps; refetch the snapshot"))
-        conn.send_frames(conn.resume.on_replay(replay.last, []))
-        return
-    frames = [frame for award in replay.awards for frame in frames_of(award)]
-    conn.send_frames(conn.resume.on_replay(start, frames), replayed=True)
+        admitted = admit(gate, Kind.REPLAY)
+    except Overloaded as exc:
+        reason = f"overloaded; reconnect after {exc.retry_after_s} s with ?since=<last id seen>"
+        raise _Refused(TRY_AGAIN_LATER, reason) from None
+    with admitted:  # the store's read and the frames made of it
+        try:
+            replay = await svc.feed.replay(conn.member, start, moment=moment)
+        except STORE_ERRORS:
+            raise _Refused(CloseCode.RESUME, "the store is unavailable; reconnect and resume") from None
+        if replay.gap or sum(len(a.effects) for a in replay.awards) > MAX_REPLAY_FRAMES:
+            conn.enqueue(control("reset", conn.encoding, reason="your last id is older than the feed keeps; refetch the snapshot"))
+            conn.send_frames(conn.resume.on_replay(replay.last, []))
+            return
+        frames = [frame for award in replay.awards for frame in frames_of(award)]
+        conn.send_frames(conn.resume.on_replay(start, frames), replayed=True)
 
 
-async def _resume(svc: Service, conn: LiveConnection, op: dict[str, Any]) -> None:
+async def _resume(svc: Service, conn: LiveConnection, op: dict[str, Any], gate: Admission) -> None:
     """A resume frame: replay from its ``since`` unless a feed frame already went out."""
     since = _since(op.get("since"))
     if since is None:
@@ -215,7 +227,7 @@ async def _resume(svc: Service, conn: LiveConnection, op: dict[str, Any]) -> Non
             )
         )
         return
-    await _replay(svc, conn, since)
+    await _replay(svc, conn, since, gate)
 
 
 async def _receive_op(websocket: WebSocket, timeout: float | None) -> dict[str, Any] | None:

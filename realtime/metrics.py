@@ -31,6 +31,13 @@ FEED_LAG_SECONDS = Histogram(
     "rekindle_live_lag_seconds", "Award (stream entry time) to frame sent on a socket", buckets=_LATENCY
 )
 SLOW_CONSUMERS = Counter("rekindle_live_slow_consumer_disconnects", "Sockets closed for falling too far behind")
+SHED = Counter(
+    "rekindle_shed", "Requests refused by admission control (429, or close 1013 for a replay), by kind", ["kind"]
+)
+INFLIGHT = Gauge(
+    "rekindle_inflight", "Weight in flight under admission control (events for awards), by kind", ["kind"],
+    multiprocess_mode="livesum",
+)
 
 
 # Labelled children looked up once each (a labels() call costs a lock and a dict build).

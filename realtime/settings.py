@@ -38,6 +38,10 @@ class Settings:
     test_crash: str = ""  # test-only: a crash point (engine.redemptions.CRASH_AFTER_RESERVE)
     scheduler_s: float = 1.0  # how often the scheduler looks for due jobs (points expiry, ...)
     dev_clock: bool = False  # a clock POST /v1/admin/clock moves (rehearsals, tests); one worker only
+    # Admission control (realtime/admission.py), per process: the weight in flight (an event is 1)
+    # past which awards get 429 (0: no limit), and the lower one past which reads and replays do.
+    max_inflight: int = 512
+    max_inflight_reads: int = 256
     dev_generated: tuple[str, ...] = ()  # which secrets were generated for development
 
     def __repr__(self) -> str:  # never print secrets, not even by accident in a log line
@@ -64,6 +68,7 @@ class Settings:
             test_crash=env.get("REKINDLE_TEST_CRASH", ""),
             scheduler_s=_seconds("REKINDLE_SCHEDULER_S", env.get("REKINDLE_SCHEDULER_S", "1"), least=0.01),
             dev_clock=_flag("REKINDLE_DEV_CLOCK", env.get("REKINDLE_DEV_CLOCK", "")),
+            **_inflight(env.get("REKINDLE_MAX_INFLIGHT", "512"), env.get("REKINDLE_MAX_INFLIGHT_READS", "")),
         )
         return replace(base, **{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
 
@@ -109,6 +114,8 @@ class Settings:
             "REKINDLE_TEST_CRASH": self.test_crash,
             "REKINDLE_SCHEDULER_S": str(self.scheduler_s),
             "REKINDLE_DEV_CLOCK": "1" if self.dev_clock else "0",
+            "REKINDLE_MAX_INFLIGHT": str(self.max_inflight),
+            "REKINDLE_MAX_INFLIGHT_READS": str(self.max_inflight_reads),
         }
 
 
@@ -127,6 +134,18 @@ def _seconds(name: str, value: str, least: float) -> float:
     if not seconds >= least or seconds == float("inf"):
         raise ValueError(f"{name} must be a number of seconds, at least {least:g}")
     return seconds
+
+
+def _inflight(awards: str, reads: str) -> dict[str, int]:
+    """REKINDLE_MAX_INFLIGHT (0: off) and REKINDLE_MAX_INFLIGHT_READS (1 to it; default half)."""
+    if not awards.strip().isdigit():
+        raise ValueError("REKINDLE_MAX_INFLIGHT must be a whole number of events, 0 for no limit")
+    most = int(awards)
+    if not reads.strip():
+        return {"max_inflight": most, "max_inflight_reads": max(1, most // 2) if most else 0}
+    if not reads.strip().isdigit() or (most and not 1 <= int(reads) <= most):
+        raise ValueError(f"REKINDLE_MAX_INFLIGHT_READS must be a whole number from 1 to REKINDLE_MAX_INFLIGHT ({most})")
+    return {"max_inflight": most, "max_inflight_reads": int(reads) if most else 0}
 
 
 def _flag(name: str, value: str) -> bool:

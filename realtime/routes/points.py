@@ -11,6 +11,7 @@ from engine import ids
 from engine.errors import NotFound, Refused
 from engine.operations import MemberPlan, parse_coupon_use, parse_spend, plan_coupon_use, plan_spend
 from engine.store import OpResult, OpStatus
+from realtime.admission import Kind, admit, gate_of
 from realtime.api import store_failure, read_json, result_view, service
 from realtime.errors import json_response
 from realtime.service import Service
@@ -33,9 +34,11 @@ async def post_spend(request: Request) -> Response:
     svc = service(request)
     svc.auth.shop(request.headers.get("authorization"))
     member = ids.member_id(request.path_params["member"], "member")
-    now_ms = svc.clock.now_ms()
-    spend = parse_spend(await read_json(request, MAX_BODY), member, now_ms)
-    return await answer(svc, plan_spend(svc.programs.current.program, spend, now_ms))
+    body = await read_json(request, MAX_BODY)
+    with admit(gate_of(request), Kind.AWARD):
+        now_ms = svc.clock.now_ms()
+        spend = parse_spend(body, member, now_ms)
+        return await answer(svc, plan_spend(svc.programs.current.program, spend, now_ms))
 
 
 async def post_coupon_use(request: Request) -> Response:
@@ -43,9 +46,11 @@ async def post_coupon_use(request: Request) -> Response:
     svc = service(request)
     svc.auth.shop(request.headers.get("authorization"))
     member = ids.member_id(request.path_params["member"], "member")
-    now_ms = svc.clock.now_ms()
-    use = parse_coupon_use(await read_json(request, MAX_BODY), member, request.path_params["coupon"], now_ms)
-    return await answer(svc, plan_coupon_use(svc.programs.current.program, use, now_ms))
+    body = await read_json(request, MAX_BODY)
+    with admit(gate_of(request), Kind.AWARD):
+        now_ms = svc.clock.now_ms()
+        use = parse_coupon_use(body, member, request.path_params["coupon"], now_ms)
+        return await answer(svc, plan_coupon_use(svc.programs.current.program, use, now_ms))
 
 
 async def answer(svc: Service, plan: MemberPlan) -> Response:

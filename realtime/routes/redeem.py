@@ -11,6 +11,7 @@ from starlette.responses import Response
 from engine.errors import Refused
 from engine.redeem import parse_redeem
 from engine.store import OpResult, OpStatus
+from realtime.admission import Kind, admit, gate_of
 from realtime.api import read_json, result_view, service, store_failure
 from realtime.errors import json_response
 from realtime.routes.points import REFUSALS
@@ -24,14 +25,16 @@ IN_PROGRESS = "this redemption is being applied; retry the same request shortly"
 async def post_redeem(request: Request) -> Response:
     svc = service(request)
     member = svc.auth.member(request.headers.get("authorization"))
-    now_ms = svc.clock.now_ms()
-    program = svc.programs.current.program
-    redeem = parse_redeem(await read_json(request, MAX_BODY), member, program, now_ms)
-    try:
-        result = await svc.redemptions.redeem(program, redeem, now_ms)
-    except (RedisError, OSError) as exc:
-        # Whatever was reserved stays in the item's outbox: a retry or the sweep finishes it.
-        raise store_failure(exc) from exc
+    body = await read_json(request, MAX_BODY)
+    with admit(gate_of(request), Kind.AWARD):
+        now_ms = svc.clock.now_ms()
+        program = svc.programs.current.program
+        redeem = parse_redeem(body, member, program, now_ms)
+        try:
+            result = await svc.redemptions.redeem(program, redeem, now_ms)
+        except (RedisError, OSError) as exc:
+            # Whatever was reserved stays in the item's outbox: a retry or the sweep finishes it.
+            raise store_failure(exc) from exc
     raise_redeem_refusal(result)
     view = result_view(redeem.op.id, member, result, "id")
     if result.status is OpStatus.CONFLICT:

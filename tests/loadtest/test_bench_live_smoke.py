@@ -32,18 +32,36 @@ def test_quick_run_prints_figures_and_loses_nothing(tmp_path: Path) -> None:
     text = run.stdout
     assert "command: " in text and "--quick" in text
 
+    for line in ("machine: ", "run: 200 subscribers", "topology: ", "baseline: loadtest/live_baseline.py",
+                 "[1/2] service: 200 sockets", "[2/2] baseline: 200 sockets"):
+        assert re.search(rf"^{re.escape(line)}", text, re.M), f"no line starting {line!r}:\n{text}"
+    assert re.search(r"^\s+service\s+baseline\s+service/baseline$", text, re.M), text
     for label in (
         "connections",
         "pushes/s sent",
         "delivered/s",
         r"latency p50 \(ms\)",
+        r"latency p90 \(ms\)",
         r"latency p99 \(ms\)",
+        r"latency p99\.9 \(ms\)",
         r"latency max \(ms\)",
+        r"sent \(measured window\)",
         r"lost \(sent - delivered\)",
+        "duplicates",
+        "misrouted",
         r"memory per idle connection \(KiB\)",
+        r"connect time \(s\)",
     ):
         # one figure for the service and one for the baseline on each line
         assert re.search(rf"^{label}\s+{NUMBER}\s+{NUMBER}", text, re.M), f"no figures for {label!r}:\n{text}"
+    for label in (r"RSS idle / after run \(MiB\)", r"sender lag p99/max \(ms\)"):
+        # "idle / after" and "p99 / max" for each side
+        pair = rf"{NUMBER} / {NUMBER}"
+        assert re.search(rf"^{label}\s+{pair}\s+{pair}$", text, re.M), f"no figures for {label!r}:\n{text}"
+    assert re.search(r"^CPU during the service window \(100% = one core of \d+\): service \d+%, valkey \d+%, "
+                     r"poster \d+%, subscriber \d+%$", text, re.M), text
+    assert re.search(r"^CPU during the baseline window \(100% = one core of \d+\): baseline server \d+%, "
+                     r"subscriber \d+%$", text, re.M), text
     assert re.search(r"^target \(10,000 subscribers.*\): (MET|MISSED|NOT ASSESSED)", text, re.M), text
     assert re.search(rf"rekindle_live_frames_sent_total={NUMBER}", text), text
     assert re.search(rf"rekindle_live_slow_consumer_disconnects_total={NUMBER}", text), text

@@ -365,3 +365,14 @@ def test_bad_feed_ids_are_refused(bad: object) -> None:
     with pytest.raises(InvalidInput) as info:
         parse_feed_id(bad, "since")
     assert info.value.field == "since"
+
+
+def test_a_shed_socket_waits_what_the_server_asked() -> None:
+    """LiveClient reads the wait out of a 1013 close's reason; other closes ask for none."""
+    from realtime.client import retry_after_s
+
+    assert retry_after_s(1013, "overloaded; reconnect after 2 s with ?since=<last id seen>") == 2.0
+    assert retry_after_s(1013, "going away") == 0.0  # a node draining: come back at once
+    assert retry_after_s(1013, "") == 0.0
+    assert retry_after_s(1000, "overloaded; reconnect after 2 s") == 0.0
+    assert retry_after_s(None, None) == 0.0

@@ -1,0 +1,225 @@
+"""Admission control: a bounded amount of work in flight per process, shed on purpose past it.
+
+When arrivals outrun what one process can finish, an unbounded service takes every request and
+lets them all wait on one another: latency grows for everyone until clients time out and retry,
+adding load. Here a process admits work while what it holds in flight stays under a limit, and
+answers the rest at once, cheaply, with "come back later". The shop retries an award by its id,
+so a refused award is delayed, never lost and never doubled.
+
+**Kinds and thresholds.** One pool per process, counted in *weight* (an award request weighs its
+events: 1 for a single event, ``len(events)`` for a batch; every other request weighs 1):
+
+- ``award``: what changes a member and is retried by id (``POST /v1/events``, spends, coupon
+  uses, redemptions) and profile ``PUT``\\s (idempotent): admitted while the weight in flight, all
+  kinds together, stays within ``REKINDLE_MAX_INFLIGHT`` (default 512).
+- ``read`` (``GET /v1/members/{id}``, ``GET /v1/me``, dry runs) and ``replay`` (a live-feed
+  socket's replay, when it opens or on a ``resume`` frame): admitted only while the same total
+  stays within ``REKINDLE_MAX_INFLIGHT_READS`` (default half of it). Under pressure the pool
+  fills past the lower threshold first, so reads and replays are refused while awards are still
+  taken: they are shed first, and what they leave free goes to awards.
+- Never shed: ``/healthz`` (a load balancer must tell "busy" from "down"), ``/metrics`` (how an
+  operator sees the overload; scraped at a fixed, low rate, so never its cause), tokens and the
+  admin routes (rare, cheap, and needed to act on an incident).
+- A heavy request, one weighing more than half its limit (a 1,000-event batch on a limit of
+  512), is admitted while the pool is at most half full and then counts as at most the whole
+  limit: late under load, never starved by a stream of small requests (were it admitted only
+  into an empty pool, steady single events would keep it out for ever). Lighter batches are
+  admitted like any request. ``REKINDLE_MAX_INFLIGHT=0`` turns the gate
+  off (capacity benchmarks: four 1,000-event batches at once exceed any limit that keeps single
+  events fast).
+- Sizing: about the events a second one process sustains times the queueing delay one accepts
+  (on a 2-core machine, ~5,000 single events/s x 0.1 s gives the default 512); the limits are per
+  process, so ``--workers N`` admits N times as much.
+
+**Refusals.** HTTP: ``429`` with the error shape of ``realtime/errors.py``
+(``{"error": {"code": "overloaded", "message": ...}}``) and ``Retry-After`` in whole seconds, 1 or
+2 at random so that clients refused together do not come back together. Nothing was read from
+or written to the store: the same request may be sent again as is. A live-feed socket whose
+replay is refused is closed with code ``1013`` ("Try Again Later", RFC 6455's registry, the code
+this service already uses for "reconnect shortly"), reason ``overloaded; reconnect after N s
+with ?since=<last id seen>``: the client reconnects after that delay and resumes from the last
+id it saw, losing nothing. A ``resume`` frame refused the same way closes the socket the same
+way, since after a rewind only a replay can put it back in order.
+
+**Where the gate stands, and why there.** In the handlers (thin ``with admit(...)`` hooks), not
+in an ASGI middleware: a batch's weight is its number of events, known exactly once the body is
+read (``orjson.loads``, C speed) and before the costly part (per-event parsing and planning in
+Python, then the store); a middleware may not read bodies and would have to guess from
+``Content-Length``, and would repeat the route table to classify paths. Each handler
+authenticates first, as every handler does, so a bad key is a 401 whatever the load; then reads
+its (bounded) body, so no ticket is held while a slow client uploads; then is admitted, before
+any domain work. Sockets are gated around the replay only (the store's read and the frames made
+of it): an open, idle socket costs little, its replay is the work. (A ``?token=`` socket without
+``since`` reads where the feed ends before its accept: one small script call, not gated.)
+
+**Accepted means finished.** Once admitted, a request runs to its end: Starlette does not cancel
+a plain handler when its client disconnects (only streaming responses listen for that), and a
+ticket is released in ``finally``. (A shutdown past uvicorn's graceful timeout is the one
+exception; a member operation is atomic in its script, and a retry by id completes the rest.)
+
+The core (``Admission``) is plain code over counters, tested without a server; ``admit`` is the
+shell that counts in Prometheus and raises the HTTP layer's ``Overloaded``.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from starlette.requests import HTTPConnection
+
+from realtime import metrics
+from realtime.errors import Overloaded
+
+RETRY_AFTER_S = 1  # Retry-After is this or twice this, at random (integer seconds, as HTTP has them)
+
+
+class Kind(enum.Enum):
+    """What a request does, which decides its threshold (see the module docstring)."""
+
+    AWARD = "award"  # changes a member; retried by id
+    READ = "read"  # a snapshot or a dry run: shed first
+    REPLAY = "replay"  # a live-feed socket's replay: shed first
+
+
+#: The kinds refused at the lower threshold.
+SHED_FIRST = frozenset({Kind.READ, Kind.REPLAY})
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Most weight in flight, all kinds together, under which each kind is admitted."""
+
+    awards: int  # 0: no limit at all (the gate is off)
+    reads: int  # for reads and replays; 1..awards when awards > 0
+
+    def __post_init__(self) -> None:
+        if self.awards < 0:
+            raise ValueError("the award limit must be 0 (off) or more")
+        if self.awards and not 1 <= self.reads <= self.awards:
+            raise ValueError(f"the read limit must be 1 to {self.awards} (the award limit)")
+
+    def of_kind(self, kind: Kind) -> int:
+        """``kind``'s threshold; 0 (no limit) for every kind when the gate is off."""
+        if not self.awards:
+            return 0
+        return self.reads if kind in SHED_FIRST else self.awards
+
+
+class Ticket:
+    """One admitted request's share of the pool; give it back with ``Admission.leave``."""
+
+    __slots__ = ("kind", "weight", "held")
+
+    def __init__(self, kind: Kind, weight: int) -> None:
+        self.kind = kind
+        self.weight = weight
+        self.held = True
+
+
+class Admission:
+    """The pool of one process: what is in flight, by kind, and what was admitted and shed.
+
+    Single-threaded by design (one event loop): ``try_enter`` and ``leave`` never await, so no
+    request can slip between the check and the count.
+    """
+
+    __slots__ = ("limits", "inflight", "inflight_by", "admitted", "shed", "_limit_of", "_rng")
+
+    def __init__(self, limits: Limits, rng: random.Random | None = None) -> None:
+        self.limits = limits
+        self.inflight = 0  # weight held by all kinds together: what the thresholds compare
+        self.inflight_by: dict[Kind, int] = dict.fromkeys(Kind, 0)
+        self.admitted: dict[Kind, int] = dict.fromkeys(Kind, 0)  # requests, not weight
+        self.shed: dict[Kind, int] = dict.fromkeys(Kind, 0)
+        self._limit_of = {kind: limits.of_kind(kind) for kind in Kind}
+        self._rng = rng or random.Random()
+
+    def try_enter(self, kind: Kind, weight: int = 1) -> Ticket | None:
+        """A ticket if ``weight`` more fits under ``kind``'s threshold (or nothing is in flight);
+        None, counted as shed, if not."""
+        if weight < 1:
+            raise ValueError("a request weighs at least 1")
+        limit = self._limit_of[kind]
+        if limit:
+            half = max(1, limit // 2)
+            if weight > half:
+                # Heavy (a big batch): admitted while the pool is at most half full, counted as
+                # at most the whole limit. Late under load, never starved by a stream of small ones.
+                fits = self.inflight <= half
+                weight = min(weight, limit)
+            else:
+                fits = not self.inflight or self.inflight + weight <= limit
+            if not fits:
+                self.shed[kind] += 1
+                return None
+        self.inflight += weight
+        self.inflight_by[kind] += weight
+        self.admitted[kind] += 1
+        return Ticket(kind, weight)
+
+    def leave(self, ticket: Ticket) -> None:
+        """Give the ticket's weight back; a second call for the same ticket changes nothing."""
+        if not ticket.held:
+            return
+        ticket.held = False
+        self.inflight -= ticket.weight
+        self.inflight_by[ticket.kind] -= ticket.weight
+
+    def retry_after_s(self) -> int:
+        """Seconds to suggest to a refused client: jittered, so a refused crowd spreads out."""
+        return self._rng.randint(RETRY_AFTER_S, 2 * RETRY_AFTER_S)
+
+
+def events_weight(body: Any) -> int:
+    """An events request's weight from its parsed body: a batch weighs its events (1 at least;
+    a malformed batch weighs 1 and is refused by validation), anything else 1."""
+    if isinstance(body, dict):
+        events = body.get("events")
+        if isinstance(events, list) and events:
+            return len(events)
+    return 1
+
+
+# --- the shell: Prometheus, and the error the HTTP layer maps to 429 -------------------------------
+
+_SHED = {kind: metrics.SHED.labels(kind.value) for kind in Kind}  # present at 0 from the start
+_INFLIGHT = {kind: metrics.INFLIGHT.labels(kind.value) for kind in Kind}
+
+
+def gate_of(conn: HTTPConnection) -> Admission:
+    """The process's pool (built by the app's lifespan)."""
+    return conn.app.state.admission  # type: ignore[no-any-return]
+
+
+class Admitted:
+    """A context manager holding an admitted request's ticket until the block ends, whatever way."""
+
+    __slots__ = ("_gate", "_ticket")
+
+    def __init__(self, gate: Admission, ticket: Ticket) -> None:
+        self._gate = gate
+        self._ticket = ticket
+
+    def __enter__(self) -> Ticket:
+        return self._ticket
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        ticket = self._ticket
+        if ticket.held:
+            self._gate.leave(ticket)
+            _INFLIGHT[ticket.kind].dec(ticket.weight)
+
+
+def admit(gate: Admission, kind: Kind, weight: int = 1) -> Admitted:
+    """``with admit(gate_of(request), Kind.AWARD, n):`` around the work; raises ``Overloaded``
+    (429 with Retry-After) when the process holds as much as ``kind`` may find in flight."""
+    ticket = gate.try_enter(kind, weight)
+    if ticket is None:
+        _SHED[kind].inc()
+        raise Overloaded(gate.retry_after_s())
+    _INFLIGHT[kind].inc(ticket.weight)  # a heavy request counts as at most the whole limit
+    return Admitted(gate, ticket)
