@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 PORT ?= 8000
 HOST ?= 127.0.0.1
 
-.PHONY: install run test test-slow bench bench-live loadtest loadtest-ui schema docs check clean
+.PHONY: install run test test-slow bench bench-live bench-overload loadtest loadtest-ui schema docs check clean
 
 install: $(STAMP)
 
@@ -33,6 +33,10 @@ bench: install
 
 bench-live: install
 	$(BIN)/python -m loadtest.bench_live
+
+# Admission control under a crowd of 1,024 connections, shedding off and on (a report).
+bench-overload: install
+	$(BIN)/python -m loadtest.overload $(ARGS)
 
 # The member-day rehearsal (loadtest/memberday.toml): a service on its own embedded Valkey, a
 # bounded headless Locust run with CSV/HTML reports in .data/loadtest/, then the verifier.

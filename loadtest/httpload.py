@@ -43,6 +43,9 @@ class LoadSpec:
     batch_size: int = 1000
     item: str = ""
     token_secret: str = ""
+    #: After a 429 a connection waits its Retry-After before its next request, as a shop's
+    #: backend must (False: it sends the next at once, the worst client there is).
+    honor_retry_after: bool = False
     members: int = 10_000
     run_id: str = "r"  # makes every event id of this run unique across runs
     count_token: str = ""  # when set, count its occurrences in 2xx bodies (e.g. applied results)
@@ -215,7 +218,18 @@ class Connection(asyncio.Protocol):
         del buf[:total]
         if run.stopping:
             self.finish()
+        elif status == 429 and run.spec.honor_retry_after:
+            at = head.find(b"\r\nretry-after:")
+            line_end = head.find(b"\r\n", at + 2) if at >= 0 else -1
+            delay = float(head[at + 15 : line_end if line_end > 0 else len(head)]) if at >= 0 else 1.0
+            asyncio.get_running_loop().call_later(delay, self._resume)
         else:
+            self.send()
+
+    def _resume(self) -> None:
+        if self.run.stopping:
+            self.finish()
+        elif self.transport is not None and not self.transport.is_closing():
             self.send()
 
     def fail(self, text: str) -> None:

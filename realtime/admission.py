@@ -11,7 +11,7 @@ events: 1 for a single event, ``len(events)`` for a batch; every other request w
 
 - ``award``: what changes a member and is retried by id (``POST /v1/events``, spends, coupon
   uses, redemptions) and profile ``PUT``\\s (idempotent): admitted while the weight in flight, all
-  kinds together, stays within ``REKINDLE_MAX_INFLIGHT`` (default 512).
+  kinds together, stays within ``REKINDLE_MAX_INFLIGHT`` (default 64).
 - ``read`` (``GET /v1/members/{id}``, ``GET /v1/me``, dry runs) and ``replay`` (a live-feed
   socket's replay, when it opens or on a ``resume`` frame): admitted only while the same total
   stays within ``REKINDLE_MAX_INFLIGHT_READS`` (default half of it). Under pressure the pool
@@ -28,8 +28,12 @@ events: 1 for a single event, ``len(events)`` for a batch; every other request w
   off (capacity benchmarks: four 1,000-event batches at once exceed any limit that keeps single
   events fast).
 - Sizing: about the events a second one process sustains times the queueing delay one accepts
-  (on a 2-core machine, ~5,000 single events/s x 0.1 s gives the default 512); the limits are per
-  process, so ``--workers N`` admits N times as much.
+  (on a 2-core machine, ~6,000 single events/s x 10 ms gives the default 64). Measured by
+  ``make bench-overload`` (1,024 connections posting without pause, each waiting its Retry-After
+  when refused; unloaded p99 1.5 ms): shedding off, p99 of the accepted 1,104 ms; limit 512, 192
+  ms (the pool barely fills: the queue forms in front of the handlers); 64, 31 ms; 32, 18 ms; 16,
+  10 ms, at 6,000-8,000 accepted a second. The limits are per process, so ``--workers N`` admits
+  N times as much.
 
 **Refusals.** HTTP: ``429`` with the error shape of ``realtime/errors.py``
 (``{"error": {"code": "overloaded", "message": ...}}``) and ``Retry-After`` in whole seconds, 1 or

@@ -40,8 +40,8 @@ class Settings:
     dev_clock: bool = False  # a clock POST /v1/admin/clock moves (rehearsals, tests); one worker only
     # Admission control (realtime/admission.py), per process: the weight in flight (an event is 1)
     # past which awards get 429 (0: no limit), and the lower one past which reads and replays do.
-    max_inflight: int = 512
-    max_inflight_reads: int = 256
+    max_inflight: int = 64
+    max_inflight_reads: int = 32
     dev_generated: tuple[str, ...] = ()  # which secrets were generated for development
 
     def __repr__(self) -> str:  # never print secrets, not even by accident in a log line
@@ -68,7 +68,7 @@ class Settings:
             test_crash=env.get("REKINDLE_TEST_CRASH", ""),
             scheduler_s=_seconds("REKINDLE_SCHEDULER_S", env.get("REKINDLE_SCHEDULER_S", "1"), least=0.01),
             dev_clock=_flag("REKINDLE_DEV_CLOCK", env.get("REKINDLE_DEV_CLOCK", "")),
-            **_inflight(env.get("REKINDLE_MAX_INFLIGHT", "512"), env.get("REKINDLE_MAX_INFLIGHT_READS", "")),
+            **_inflight(env.get("REKINDLE_MAX_INFLIGHT", "64"), env.get("REKINDLE_MAX_INFLIGHT_READS", "")),
         )
         return replace(base, **{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
 

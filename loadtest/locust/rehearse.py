@@ -200,12 +200,20 @@ def run(args: argparse.Namespace) -> int:
         meters = {name: CpuMeter(pid) for name, pid in target.pids.items()}
         started = time.monotonic()
         locust = subprocess.Popen(cmd, cwd=ROOT, stdout=open(out / "locust.log", "wb"), stderr=subprocess.STDOUT)
-        generator = CpuMeter(locust.pid)
-        generator_used = 0.0
+        meters = {"locust (generator)": CpuMeter(locust.pid), **meters}
+        used = dict.fromkeys(meters, 0.0)
+        peak = dict.fromkeys(meters, 0.0)  # the busiest 5 s window of each, in cores
+        window_start, window_used = time.monotonic(), dict(used)
         try:
             while locust.poll() is None:
-                generator_used = max(generator_used, generator.used())  # children are gone once it exits
-                if time.monotonic() - started > kit.shape.duration_s + 120:
+                for name, meter in meters.items():
+                    used[name] = max(used[name], meter.used())  # Locust's children are gone once it exits
+                now = time.monotonic()
+                if now - window_start >= 5:
+                    for name in meters:
+                        peak[name] = max(peak[name], (used[name] - window_used[name]) / (now - window_start))
+                    window_start, window_used = now, dict(used)
+                if now - started > kit.shape.duration_s + 120:
                     locust.terminate()
                     raise RehearsalError("Locust ran two minutes past the shape's end")
                 time.sleep(0.5)
@@ -213,12 +221,12 @@ def run(args: argparse.Namespace) -> int:
             if locust.poll() is None:
                 locust.kill()
         wall = time.monotonic() - started
-        cpu = {"locust (generator)": generator_used, **{name: m.used() for name, m in meters.items()}}
+        cpu = used
         stats_csv = out / "locust_stats.csv"
         if not stats_csv.exists():
             raise RehearsalError(f"Locust wrote no stats ({locust.returncode}):\n{(out / 'locust.log').read_text()[-2000:]}")
         stats = kit_module.read_stats(stats_csv)
-        report(stats, cpu, wall)
+        report(stats, cpu, wall, peak)
         problems = kit_module.verdict(stats, kit.thresholds)
         verified = verify(target)
     print(f"\nreports: {out}/report.html, {out}/locust_stats.csv")
@@ -229,7 +237,7 @@ def run(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-def report(stats: list[kit_module.EndpointStats], cpu: dict[str, float], wall: float) -> None:
+def report(stats: list[kit_module.EndpointStats], cpu: dict[str, float], wall: float, peak: dict[str, float]) -> None:
     print("\nper endpoint (Locust):")
     width = max(len(s.name) for s in stats)
     print(f"  {'request'.ljust(width)}  {'count':>8}  {'req/s':>8}  {'p50 ms':>8}  {'p99 ms':>8}  {'failures':>8}")
@@ -239,9 +247,9 @@ def report(stats: list[kit_module.EndpointStats], cpu: dict[str, float], wall: f
     print(f"\n429s shed (sent again after Retry-After): {shed:,}")
     print(f"\nCPU over {wall:.0f} s ({os.cpu_count()} cores): "
           + ", ".join(f"{name} {seconds:.1f} s ({100 * seconds / wall:.0f}% of a core)" for name, seconds in cpu.items()))
-    busiest = max(cpu, key=cpu.get)  # type: ignore[arg-type]
-    print(f"busiest: {busiest} ({100 * cpu[busiest] / wall:.0f}% of one core; a party near 100% per process it runs "
-          "is what saturated first)")
+    print("busiest 5 s: " + ", ".join(f"{name} {100 * cores:.0f}%" for name, cores in peak.items())
+          + " of a core (a party near 100% for each process it runs saturated first; together near"
+          f" {100 * (os.cpu_count() or 1)}%, the machine did)")
 
 
 def verify(target: Target) -> int | None:

@@ -15,6 +15,7 @@ snapshot and redeems points.
 from __future__ import annotations
 
 import itertools
+import os
 import random
 import time
 import uuid
@@ -44,7 +45,8 @@ def shop_headers() -> dict[str, str]:
 
 
 def next_id(kind: str) -> str:
-    return f"{kind}-{RUN}-{next(_seq)}"
+    # The pid too: ``--processes`` forks workers after import, each with this module's RUN and count.
+    return f"{kind}-{RUN}{os.getpid()}-{next(_seq)}"
 
 
 class ShopBackend(FastHttpUser):
@@ -130,7 +132,7 @@ class AppMember(FastHttpUser):
         return random.uniform(low, high)
 
     def on_start(self) -> None:
-        self.member = f"app-{RUN}-{next(_seq)}"
+        self.member = f"app-{RUN}{os.getpid()}-{next(_seq)}"
         self.pending: dict[str, float] = {}  # event id -> when it was posted (monotonic)
         reply = self.client.post("/v1/tokens", json={"member": self.member}, headers=shop_headers(), name="/v1/tokens")
         if reply.status_code != 200:

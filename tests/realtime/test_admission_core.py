@@ -203,10 +203,10 @@ def test_admit_raises_overloaded_and_counts_it() -> None:
 # --- settings ----------------------------------------------------------------------------------------
 
 
-def test_settings_default_to_512_and_half_for_reads() -> None:
-    """With nothing set, awards are limited at 512 in flight and reads and replays at 256."""
+def test_settings_default_to_64_and_half_for_reads() -> None:
+    """With nothing set, awards are limited at 64 in flight and reads and replays at 32."""
     s = Settings.from_env({})
-    assert (s.max_inflight, s.max_inflight_reads) == (512, 256)
+    assert (s.max_inflight, s.max_inflight_reads) == (64, 32)
 
 
 @pytest.mark.parametrize(

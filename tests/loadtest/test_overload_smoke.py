@@ -1,0 +1,23 @@
+"""``make bench-overload`` runs end to end (tiny and short): every run reports, the summary prints.
+
+Its figures are its report, never asserted here.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_overload_bench_runs_and_prints_its_summary() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "loadtest.overload", "--duration", "1", "--crowd", "64", "--limits", "0,8"],
+        cwd=ROOT, capture_output=True, text=True, timeout=180,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for label in ("off", "8"):
+        assert re.search(rf"^\| limit +{label} \| unloaded p99 +[0-9.]+ ms \| crowd: .* shed [0-9,]+ \|$", done.stdout, re.M), done.stdout
