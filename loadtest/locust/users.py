@@ -89,9 +89,10 @@ class ShopBackend(FastHttpUser):
             event = {"id": next_id("refund"), "member": member, "type": "refund", "data": {"of": order, "amount": amount // 2}}
         else:
             event = {"id": next_id(kind), "member": self.member(), "type": kind, "data": _data(kind)}
-        self.sent.append(event)
-        if self._post("/v1/events", orjson.dumps(event), f"/v1/events {kind}") and kind == "purchase":
-            self.purchases.append((event["id"], event["member"], event["data"]["amount"]))  # refundable now
+        if self._post("/v1/events", orjson.dumps(event), f"/v1/events {kind}"):
+            self.sent.append(event)  # applied: sending it again must answer duplicate
+            if kind == "purchase":
+                self.purchases.append((event["id"], event["member"], event["data"]["amount"]))  # refundable now
 
     def _post(self, path: str, body: bytes, name: str, expect: str = "", spend: bool = False) -> bool:
         """Post and judge the reply; True when it was applied (or a duplicate of what was)."""
@@ -138,17 +139,27 @@ class AppMember(FastHttpUser):
         if reply.status_code != 200:
             raise StopUser()
         self.token = reply.json()["token"]
-        ws_url = self.host.replace("http", "ws", 1) + f"/v1/live?token={self.token}"
-        started = time.perf_counter()
-        try:
-            self.socket = connect(ws_url, open_timeout=10, max_size=2**20)
-        except Exception as exc:  # noqa: BLE001 - reported as a failed connect, then the user stops
-            self._fire("WS", "connect", started, exc)
-            raise StopUser() from exc
-        self._fire("WS", "connect", started, None)
+        self.last_id: str | None = None  # the newest feed id seen: a reconnect resumes after it
+        self.stopping = False
+        if not self._connect():
+            raise StopUser()
         self.reader = gevent.spawn(self._read)
 
+    def _connect(self) -> bool:
+        url = self.host.replace("http", "ws", 1) + f"/v1/live?token={self.token}"
+        if self.last_id is not None:
+            url += f"&since={self.last_id}"
+        started = time.perf_counter()
+        try:
+            self.socket = connect(url, open_timeout=10, max_size=2**20)
+        except Exception as exc:  # noqa: BLE001 - reported as a failed connect
+            self._fire("WS", "connect", started, exc)
+            return False
+        self._fire("WS", "connect", started, None)
+        return True
+
     def on_stop(self) -> None:
+        self.stopping = True
         socket = getattr(self, "socket", None)
         if socket is not None:
             socket.close()
@@ -160,19 +171,31 @@ class AppMember(FastHttpUser):
         )
 
     def _read(self) -> None:
-        """Every frame in order; the first effect of an award this member caused closes its clock."""
-        try:
-            for message in self.socket:
-                frame = orjson.loads(message)
-                event = frame.get("data", {}).get("event")
-                posted = self.pending.pop(event, None) if event else None
-                if posted is not None:
-                    self.environment.events.request.fire(
-                        request_type="WS", name="live delivery", response_time=(time.monotonic() - posted) * 1000,
-                        response_length=len(message), exception=None, context={},
-                    )
-        except Exception:  # noqa: BLE001 - the socket closed (the run is stopping): nothing to report
-            return
+        """Every frame in order; the first effect of an award this member caused closes its clock.
+        A socket the server closes (a heartbeat missed by a saturated generator, a shed replay) is
+        reported as ``WS closed <code>`` and resumed with ``since``, as an app does: nothing is lost."""
+        while not self.stopping:
+            try:
+                for message in self.socket:
+                    frame = orjson.loads(message)
+                    if "id" in frame:
+                        self.last_id = frame["id"]
+                    event = frame.get("data", {}).get("event")
+                    posted = self.pending.pop(event, None) if event else None
+                    if posted is not None:
+                        self.environment.events.request.fire(
+                            request_type="WS", name="live delivery", response_time=(time.monotonic() - posted) * 1000,
+                            response_length=len(message), exception=None, context={},
+                        )
+            except Exception:  # noqa: BLE001 - closed: told below, unless the run is stopping
+                pass
+            if self.stopping:
+                return
+            code = getattr(self.socket, "close_code", None)
+            self._fire("WS", f"closed {code}", time.perf_counter(), None)
+            gevent.sleep(2.0 if code == 1013 else 0.2)
+            while not self.stopping and not self._connect():
+                gevent.sleep(1.0)
 
     @task(6)
     def order_in_app(self) -> None:
@@ -180,9 +203,14 @@ class AppMember(FastHttpUser):
         event_id = next_id("app-order")
         self.pending[event_id] = time.monotonic()
         body = {"id": event_id, "member": self.member, "type": "purchase", "data": {"amount": random.randrange(100, 20_000), "channel": "app"}}
-        reply = self.client.post("/v1/events", json=body, headers=shop_headers(), name="/v1/events app order")
-        if reply.status_code != 200 or '"effects":[]' in reply.text or '"status":"applied"' not in reply.text:
-            self.pending.pop(event_id, None)  # shed, or nothing to deliver: no award to wait for
+        with self.client.post(
+            "/v1/events", json=body, headers=shop_headers(), name="/v1/events app order", catch_response=True
+        ) as reply:
+            if reply.status_code == 429:
+                reply.success()  # shed: this order is not retried (the app's backend would), nothing to wait for
+                self._shed("/v1/events app order")
+            if reply.status_code != 200 or '"effects":[]' in reply.text or '"status":"applied"' not in reply.text:
+                self.pending.pop(event_id, None)  # shed, or nothing to deliver: no award to wait for
         # Awards still undelivered after a minute are lost as far as this member can tell.
         now = time.monotonic()
         for lost in [e for e, at in self.pending.items() if now - at > 60]:
@@ -191,7 +219,17 @@ class AppMember(FastHttpUser):
 
     @task(2)
     def snapshot(self) -> None:
-        self.client.get("/v1/me", headers={"authorization": f"Bearer {self.token}"}, name="/v1/me")
+        with self.client.get(
+            "/v1/me", headers={"authorization": f"Bearer {self.token}"}, name="/v1/me", catch_response=True
+        ) as r:
+            if r.status_code == 429:  # reads are shed first under load: the app shows what it has
+                r.success()
+                self._shed("/v1/me")
+
+    def _shed(self, name: str) -> None:
+        self.environment.events.request.fire(
+            request_type="SHED", name=name, response_time=0, response_length=0, exception=None, context={}
+        )
 
     @task(1)
     def redeem(self) -> None:
