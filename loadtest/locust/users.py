@@ -139,7 +139,20 @@ class AppMember(FastHttpUser):
         if reply.status_code != 200:
             raise StopUser()
         self.token = reply.json()["token"]
-        self.last_id: str | None = None  # the newest feed id seen: a reconnect resumes after it
+        # As an app does: the snapshot first, then the live feed from its feed_id, so nothing
+        # between the two is missed; every reconnect resumes after the newest id seen.
+        self.last_id: str | None = None
+        for _ in range(5):
+            with self.client.get(
+                "/v1/me", headers={"authorization": f"Bearer {self.token}"}, name="/v1/me", catch_response=True
+            ) as snap:
+                if snap.status_code == 200:
+                    self.last_id = snap.json()["feed_id"]
+                    break
+                if snap.status_code == 429:
+                    snap.success()
+                    self._shed("/v1/me")
+            gevent.sleep(1.0)  # shed under the spike: ask again shortly
         self.stopping = False
         if not self._connect():
             raise StopUser()
