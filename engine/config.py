@@ -875,7 +875,8 @@ class CompiledProgram:
     quests_by_event: dict[str, tuple[CompiledQuest, ...]]
     quests: tuple[CompiledQuest, ...]
     tiers: tuple[Tier, ...]
-    tiers_packed: bytes  # msgpack table handed to member.lua with every call
+    tiers_packed: bytes  # member.lua's ARGV[2] with every call: id, XP, multiplier of each tier
+    tier_rewards_packed: bytes  # its ARGV[4]: each tier's rewards
     calendar: Calendar  # days and weeks in the programme's zone (remembers the last found)
     refund_window_ms: int = 90 * DAY_MS
     ledger_keep_ms: int = 400 * DAY_MS
@@ -929,11 +930,10 @@ def compile_program(program: Program, source: bytes) -> CompiledProgram:
         )
         quests[q.event].append(cq)
         all_quests.append(cq)
-    tiers_packed = msgpack.packb(
-        [
-            [t.id, t.xp, round(t.points_multiplier * 1000), t.rewards.xp, t.rewards.points, _coupons(program, t.rewards)]
-            for t in program.tiers
-        ]
+    # Flat, so the script unpacks one table a call; the rewards only when a member climbs.
+    tiers_packed = msgpack.packb([x for t in program.tiers for x in (t.id, t.xp, round(t.points_multiplier * 1000))])
+    tier_rewards_packed = msgpack.packb(
+        [[t.rewards.xp, t.rewards.points, _coupons(program, t.rewards)] for t in program.tiers]
     )
     info = program.program
     return CompiledProgram(
@@ -950,6 +950,7 @@ def compile_program(program: Program, source: bytes) -> CompiledProgram:
         quests=tuple(all_quests),
         tiers=program.tiers,
         tiers_packed=tiers_packed,
+        tier_rewards_packed=tier_rewards_packed,
         calendar=Calendar(ZoneInfo(info.timezone)),
         refund_window_ms=info.refund_window_days * DAY_MS,
         ledger_keep_ms=program.points.ledger_keep_days * DAY_MS,

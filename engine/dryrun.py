@@ -17,7 +17,7 @@ from engine.config import CompiledProgram
 from engine.keys import Keys
 from engine.operations import MemberPlan
 from engine.scripts import Scripts
-from engine.store import OpResult, decode_reply
+from engine.store import OpResult, decode_reply, member_args
 
 SCRATCH_TTL_MS = 60_000
 
@@ -44,7 +44,7 @@ class DryRun:
             pipe.pexpire(copy, SCRATCH_TTL_MS)
         await pipe.execute()
         try:
-            reply = await self._scripts.member.run(self._redis, scratch, [plan.pack(), program.tiers_packed, ""])
+            reply = await self._scripts.member.run(self._redis, scratch, member_args(plan, program, ""))
         finally:
             await self._redis.delete(*scratch)
         return decode_reply(reply)

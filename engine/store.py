@@ -47,7 +47,12 @@ class OpResult:
 def member_call(keys: Keys, plan: MemberPlan, program: CompiledProgram, publish: bool = True) -> tuple[list[str], list[Any]]:
     """KEYS and ARGV of member.lua for one plan (see the script's header)."""
     script_keys, channel = keys.member_script_keys(plan.op.member, plan.dedupe_bucket, plan.lookup_buckets, plan.record_buckets)
-    return script_keys, [plan.pack(), program.tiers_packed, channel if publish else ""]
+    return script_keys, member_args(plan, program, channel if publish else "")
+
+
+def member_args(plan: MemberPlan, program: CompiledProgram, channel: str) -> list[Any]:
+    """member.lua's ARGV for ``plan``; ``channel`` "" publishes nothing."""
+    return [plan.pack(), program.tiers_packed, channel, program.tier_rewards_packed]
 
 
 class OperationStore:

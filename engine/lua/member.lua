@@ -4,7 +4,8 @@
 -- KEYS[1] profile hash   (xp, pts = balance, tier = tier id, debt = points owed, nx = soonest
 --                         lot expiry ms, and the profile facts the shop sent)
 -- KEYS[2] state hash     (q:<quest>:<period> progress, dq:... completion marker, c:<rule>:<day>
---                         cap use, n:<counter> limited counters; each field expires with its period)
+--                         cap use, n:<counter> limited counters; each field expires with its period,
+--                         set when the field is created and kept by later writes)
 -- KEYS[3] ledger stream  (k kind: g grant | s spend | x expire | r refund | d debt settled;
 --                         d points delta, b balance after, r reason, e operation id)
 -- KEYS[4] feed stream    (one entry an operation: d = msgpack {{type, data}...}, e = operation id), capped
@@ -35,8 +36,10 @@
 --             keep what the operation grants, for a refund, under its id digest (as dedupe)
 --   reverse: {} or [id digest of the original, amount (0: all that remains), refund window ms,
 --             the original type's tag, n record buckets]: take back (a share of) what it granted
--- ARGV[2] msgpack tiers: {[id, xp threshold, points multiplier in thousandths, xp, points, {{item, valid ms}}]}
+-- ARGV[2] msgpack tiers, flat: {id, xp threshold, points multiplier in thousandths, id, ...}
 -- ARGV[3] pub/sub channel of the member ("" publishes nothing: a dry run on copied keys)
+-- ARGV[4] msgpack tier rewards: {[xp, points, {{item, valid ms}}]} by tier, unpacked only when a
+--         member climbs (nested tables cost several times a flat one to unpack, every call)
 -- returns, when applied, the message it published: msgpack [feed entry id, operation id,
 --   [[type, data]...]] (entry id "" when the operation had no effect); [2] same id, other body;
 --   [3, reason, index] refused, nothing written (reason: insufficient_points | not_found |
@@ -116,8 +119,13 @@ end
 
 -- Lots, read only when something needs all of them (an expiry is due, or a debit).
 local lots = nil -- {{expiry, amount}, ...} soonest first, never-expiring last
+local lot_added = 0 -- points granted into this operation's lot, not yet written
+local function write_lot()
+  if lot_added > 0 then redis.call('HINCRBY', KEYS[6], int(lot_expiry), lot_added); lot_added = 0 end
+end
 local function load_lots()
   if lots then return lots end
+  write_lot()
   lots = {}
   local flat = redis.call('HGETALL', KEYS[6])
   for i = 1, #flat, 2 do lots[#lots + 1] = {tonumber(flat[i]), tonumber(flat[i + 1])} end
@@ -225,18 +233,19 @@ local function expire_due()
 end
 if due > 0 or expiring then expire_due() end
 
-local tiers = cmsgpack.unpack(ARGV[2])
+local tiers = cmsgpack.unpack(ARGV[2]) -- tier i: id tiers[3i-2], XP tiers[3i-1], multiplier tiers[3i]
+local tier_count = #tiers / 3
 local tier = 1
 if stored[3] then
   -- Tiers are stored by id, so a programme that reorders them keeps members where they are.
   -- A tier id the programme no longer has: the highest tier the XP reaches, with no rewards.
   local found = false
-  for i, t in ipairs(tiers) do
-    if t[1] == stored[3] then tier = i; found = true end
+  for i = 1, tier_count do
+    if tiers[3 * i - 2] == stored[3] then tier = i; found = true end
   end
   if not found then
-    for i, t in ipairs(tiers) do
-      if xp >= t[2] then tier = i end
+    for i = 1, tier_count do
+      if xp >= tiers[3 * i - 1] then tier = i end
     end
   end
 end
@@ -260,18 +269,20 @@ local function grant_points(n, reason)
     effect('debt_settled', {amount = settled, balance = points, debt = debt})
   end
   if n > settled then
-    redis.call('HINCRBY', KEYS[6], int(lot_expiry), n - settled)
+    lot_added = lot_added + n - settled
     if lot_expiry > 0 and (next_expiry == 0 or lot_expiry < next_expiry) then next_expiry = lot_expiry end
     if lots then lots = nil end -- stale: a later debit reads them afresh
   end
 end
 
 local coupon_seq = 0
+local new_coupons = {} -- coupon id, record, ...: written in one HSET
 local function grant_coupon(item, valid_ms, reason)
   coupon_seq = coupon_seq + 1
   local id = op_id .. ':c' .. coupon_seq
   local until_ms = valid_ms > 0 and now_ms + valid_ms or 0
-  redis.call('HSET', KEYS[5], id, cmsgpack.pack({item, now_ms, reason, op_id, 0, until_ms, 0, ''}))
+  new_coupons[#new_coupons + 1] = id
+  new_coupons[#new_coupons + 1] = cmsgpack.pack({item, now_ms, reason, op_id, 0, until_ms, 0, ''})
   effect('reward', {kind = 'coupon', item = item, coupon = id, reason = reason, expires_at_ms = until_ms})
   return id
 end
@@ -399,19 +410,57 @@ end
 local granted_xp, granted_points, granted_quests = 0, 0, {}
 
 -- Rules: points are multiplied by the tier the member holds before this operation.
-local multiplier = tiers[tier][3]
+-- State fields (rule caps, quest progress and completion markers) are read in one HMGET and
+-- written in one HSETEX per expiry: a redis.call costs the script about what the command does.
+-- A new field gets its period's expiry as it is written; a field that exists keeps its own (the
+-- period it belongs to never changes).
+local state_fields = {}
+for _, g in ipairs(grants) do
+  if g[5] > 0 then state_fields[#state_fields + 1] = g[4] end
+end
+for _, q in ipairs(quests) do
+  state_fields[#state_fields + 1] = q[2]
+  state_fields[#state_fields + 1] = 'd' .. q[2]
+end
+local state = {} -- field -> number, for the fields read
+local state_written, state_order = {}, {} -- field -> expiry ms of a new field (0 none); order
+if #state_fields > 0 then
+  local values = redis.call('HMGET', KEYS[2], unpack(state_fields))
+  for i, f in ipairs(state_fields) do state[f] = tonumber(values[i]) end
+end
+local state_existed = {}
+for f, _ in pairs(state) do state_existed[f] = true end
+local function set_state(field, value, expire_ms)
+  if state_written[field] == nil then state_order[#state_order + 1] = field end
+  state[field] = value
+  state_written[field] = state_existed[field] and 0 or expire_ms
+end
+local function write_state()
+  local by_expiry = {} -- expiry ms (0: keep the field's own) -> field, value, ...
+  local expiries = {}
+  for _, f in ipairs(state_order) do
+    local e = state_written[f]
+    local t = by_expiry[e]
+    if not t then t = {}; by_expiry[e] = t; expiries[#expiries + 1] = e end
+    t[#t + 1] = f
+    t[#t + 1] = int(state[f])
+  end
+  for _, e in ipairs(expiries) do
+    local t = by_expiry[e]
+    if e == 0 then redis.call('HSETEX', KEYS[2], 'KEEPTTL', 'FIELDS', #t / 2, unpack(t))
+    else redis.call('HSETEX', KEYS[2], 'PXAT', e, 'FIELDS', #t / 2, unpack(t)) end
+  end
+end
+
+local multiplier = tiers[3 * tier]
 for _, g in ipairs(grants) do
   local n = g[2]
   if g[1] == 'p' and g[7] == 1 then n = math.floor(n * multiplier / 1000) end
   local cap = g[5]
   if cap > 0 and n > 0 then
-    local used = tonumber(redis.call('HGET', KEYS[2], g[4])) or 0
+    local used = state[g[4]] or 0
     if used + n > cap then n = cap - used end
-    if n > 0 then
-      redis.call('HINCRBY', KEYS[2], g[4], n)
-      -- A new field gets its expiry once; the day it belongs to never changes.
-      if used == 0 then redis.call('HPEXPIREAT', KEYS[2], g[6], 'FIELDS', 1, g[4]) end
-    end
+    if n > 0 then set_state(g[4], used + n, g[6]) end
   end
   if n > 0 then
     if g[1] == 'x' then
@@ -430,16 +479,13 @@ end
 for _, q in ipairs(quests) do
   local quest_id, field, increment, target, expire_ms = q[1], q[2], q[3], q[4], q[5]
   local done_field = 'd' .. field
-  local stored_q = redis.call('HMGET', KEYS[2], field, done_field)
-  local before = tonumber(stored_q[1]) or 0
-  local after = redis.call('HINCRBY', KEYS[2], field, increment)
-  if expire_ms > 0 and before == 0 then redis.call('HPEXPIREAT', KEYS[2], expire_ms, 'FIELDS', 1, field) end
-  if stored_q[2] then
+  local after = (state[field] or 0) + increment
+  set_state(field, after, expire_ms)
+  if state[done_field] then
     granted_quests[#granted_quests + 1] = {quest_id, field, increment, 0, target, 0, 0, {}}
   else
     if after >= target then
-      redis.call('HSET', KEYS[2], done_field, int(now_ms))
-      if expire_ms > 0 then redis.call('HPEXPIREAT', KEYS[2], expire_ms, 'FIELDS', 1, done_field) end
+      set_state(done_field, now_ms, expire_ms)
       effect('quest_completed', {quest = quest_id, progress = target, target = target})
       local coupons = grant_bundle(q[6], q[7], q[8], 'quest:' .. quest_id)
       granted_quests[#granted_quests + 1] = {quest_id, field, increment, 1, target, q[6], q[7], coupons}
@@ -455,11 +501,19 @@ for _, e in ipairs(passed) do effect(e[1], e[2]) end
 
 -- Tiers: climb while lifetime XP reaches the next threshold; each rung's rewards are granted
 -- on the way (their XP may lift the member further).
-while tier < #tiers and xp >= tiers[tier + 1][2] do
+local rewards = nil
+while tier < tier_count and xp >= tiers[3 * tier + 2] do
   tier = tier + 1
-  effect('tier_up', {from = tiers[tier - 1][1], to = tiers[tier][1]})
-  grant_bundle(tiers[tier][4], tiers[tier][5], tiers[tier][6], 'tier:' .. tiers[tier][1])
+  local id = tiers[3 * tier - 2]
+  effect('tier_up', {from = tiers[3 * tier - 5], to = id})
+  rewards = rewards or cmsgpack.unpack(ARGV[4])
+  local r = rewards[tier]
+  grant_bundle(r[1], r[2], r[3], 'tier:' .. id)
 end
+
+write_state()
+write_lot()
+if #new_coupons > 0 then redis.call('HSET', KEYS[5], unpack(new_coupons)) end
 
 if #record > 0 then
   local rec = {record[3], record[2], granted_xp, granted_points, lot_expiry, granted_quests, 0, 0, 0, 0, record[4]}
@@ -477,7 +531,7 @@ end
 if next_expiry > 0 and next_expiry <= now_ms then expire_due() end
 
 local profile = {'xp', int(xp), 'pts', int(points)}
-if tier ~= start_tier or not stored[3] then profile[#profile + 1] = 'tier'; profile[#profile + 1] = tiers[tier][1] end
+if tier ~= start_tier or not stored[3] then profile[#profile + 1] = 'tier'; profile[#profile + 1] = tiers[3 * tier - 2] end
 if debt > 0 or stored[4] then profile[#profile + 1] = 'debt'; profile[#profile + 1] = int(debt) end
 if next_expiry ~= (tonumber(stored[5]) or 0) then profile[#profile + 1] = 'nx'; profile[#profile + 1] = int(next_expiry) end
 redis.call('HSET', KEYS[1], unpack(profile))

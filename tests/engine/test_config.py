@@ -197,7 +197,7 @@ def test_three_decimals_is_the_multiplier_limit(example_text: str) -> None:
     text = mutate(example_text, ("points_multiplier = 1.25", "points_multiplier = 1.125"))
     source = text.encode()
     program = compile_program(parse_program(source, FILE), source)
-    assert msgpack.unpackb(program.tiers_packed)[2][2] == 1125
+    assert msgpack.unpackb(program.tiers_packed)[3 * 2 + 2] == 1125  # flat: id, xp, multiplier a tier
 
 
 def test_misspelt_required_key_is_both_unknown_and_missing(example_text: str) -> None:

@@ -656,7 +656,7 @@ def test_dedupe_bucket_outlives_its_events_and_never_expires_earlier(engine, com
 
 def test_quest_fields_expire_with_their_period_and_once_quests_never(engine, compile_toml) -> None:
     """A daily quest's progress and completion marker expire a retention after the local day ends;
-    a once quest's never expire."""
+    a once quest's never expire; a later write keeps the expiry."""
 
     async def run() -> None:
         async with engine() as e:
@@ -666,6 +666,10 @@ def test_quest_fields_expire_with_their_period_and_once_quests_never(engine, com
             day = local_day(e.now_ms)
             fields = [f"q:five_orders:{day}", f"dq:five_orders:{day}"]
             expected = day_end_ms(e.now_ms) + RETENTION_MS
+            assert await e.redis.execute_command("HPEXPIRETIME", state, "FIELDS", 2, *fields) == [expected, expected]
+            # a later write of the day keeps the field's expiry (a plain HSET would drop it)
+            await e.apply("p-3", "m-1", "pay", {"cents": 1}, program=daily)
+            assert int(await e.redis.hget(state, fields[0])) == 2
             assert await e.redis.execute_command("HPEXPIRETIME", state, "FIELDS", 2, *fields) == [expected, expected]
             await e.apply("p-2", "m-2", "pay", {"cents": 1}, program=once)
             state2 = e.keys.member("m-2").state
