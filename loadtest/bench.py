@@ -96,7 +96,7 @@ def parse_args(argv: Sequence[str]) -> Options:
     parser.add_argument("--duration", type=float, help="measured window of each HTTP run, seconds (default 10)")
     parser.add_argument("--warmup", type=float, help="warm-up before each window, seconds (default 2)")
     parser.add_argument("--connections", type=int, default=64, help="keep-alive connections, single-event runs")
-    parser.add_argument("--rounds", type=int, default=3, help="baseline/service pairs, alternated (default 3: the median is one of them)")
+    parser.add_argument("--rounds", type=int, help="baseline/service pairs, alternated (default 3: the median is one of them; 2 with --quick)")
     parser.add_argument("--members", type=int, default=10_000, help="distinct member ids in the load (default 10000)")
     parser.add_argument("--batch-connections", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=1000)
@@ -115,7 +115,7 @@ def parse_args(argv: Sequence[str]) -> Options:
         duration_s=pick(a.duration, 10.0, 1.0),
         warmup_s=pick(a.warmup, 2.0, 0.5),
         connections=a.connections,
-        rounds=max(1, a.rounds),
+        rounds=max(1, pick(a.rounds, 3, 2)),
         members=a.members,
         batch_connections=a.batch_connections,
         batch_size=a.batch_size,
