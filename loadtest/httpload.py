@@ -13,6 +13,7 @@ never send chunked bodies). Only responses that complete inside the measured win
 from __future__ import annotations
 
 import asyncio
+import collections
 import random
 import socket
 import sys
@@ -46,6 +47,10 @@ class LoadSpec:
     #: After a 429 a connection waits its Retry-After before its next request, as a shop's
     #: backend must (False: it sends the next at once, the worst client there is).
     honor_retry_after: bool = False
+    #: Open loop: new requests arrive at this rate (per second) whatever the answers, each sent on
+    #: an idle connection; one that finds none waits for the first to free up, and its latency
+    #: counts from when it was due (no coordinated omission). 0: the closed loop above.
+    rate_per_s: float = 0.0
     members: int = 10_000
     run_id: str = "r"  # makes every event id of this run unique across runs
     count_token: str = ""  # when set, count its occurrences in 2xx bodies (e.g. applied results)
@@ -150,7 +155,20 @@ class Run:
         self.statuses: dict[int, int] = {}
         self.error_samples: list[str] = []
         self.idle = 0  # connections with nothing in flight after the stop
+        self.free: list[Connection] = []  # open loop: connections waiting for the next arrival
+        self.due: collections.deque[float] = collections.deque()  # open loop: arrivals with no free connection
         self.all_idle = asyncio.get_running_loop().create_future()
+
+    def arrive(self, due_at: float = 0.0) -> None:
+        """Open loop: one request arrives (due now unless ``due_at``): sent on a free connection,
+        or queued for the first that frees up."""
+        if self.stopping:
+            return
+        due_at = due_at or time.perf_counter()
+        if self.free:
+            self.free.pop().send(due_at)
+        else:
+            self.due.append(due_at)
 
     def in_window(self, now: float) -> bool:
         return now >= self.window_start and not self.stopping
@@ -180,13 +198,28 @@ class Connection(asyncio.Protocol):
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.send()
+        if self.run.spec.rate_per_s:
+            self.next_arrival()
+        else:
+            self.send()
 
-    def send(self) -> None:
+    def send(self, due_at: float = 0.0) -> None:
         assert self.transport is not None
         request = self.run.maker.next()
-        self.sent_at = time.perf_counter()
+        self.sent_at = due_at or time.perf_counter()
         self.transport.write(request)
+
+    def next_arrival(self) -> None:
+        """Open loop: the oldest arrival still waiting, or wait for the next one."""
+        run = self.run
+        if run.due:
+            self.send(run.due.popleft())
+        else:
+            run.free.append(self)
+
+    def resend(self) -> None:
+        """After a 429 and its Retry-After: the same kind of request again, timed afresh."""
+        self.send()
 
     def data_received(self, data: bytes) -> None:
         buf = self.buf
@@ -222,7 +255,13 @@ class Connection(asyncio.Protocol):
             at = head.find(b"\r\nretry-after:")
             line_end = head.find(b"\r\n", at + 2) if at >= 0 else -1
             delay = float(head[at + 15 : line_end if line_end > 0 else len(head)]) if at >= 0 else 1.0
-            asyncio.get_running_loop().call_later(delay, self._resume)
+            if run.spec.rate_per_s:  # open loop: the retry arrives later; the connection serves others
+                asyncio.get_running_loop().call_later(delay, run.arrive)
+                self.next_arrival()
+            else:
+                asyncio.get_running_loop().call_later(delay, self._resume)
+        elif run.spec.rate_per_s:
+            self.next_arrival()
         else:
             self.send()
 
@@ -230,7 +269,7 @@ class Connection(asyncio.Protocol):
         if self.run.stopping:
             self.finish()
         elif self.transport is not None and not self.transport.is_closing():
-            self.send()
+            self.resend()
 
     def fail(self, text: str) -> None:
         self.run.error(text, time.perf_counter())
@@ -255,14 +294,33 @@ async def _connect(run: Run) -> Connection:
     return protocol
 
 
+async def _arrivals(run: Run, rate_per_s: float) -> None:
+    """Open loop: release the requests due by now, every millisecond or so, until the stop."""
+    started = time.perf_counter()
+    released = 0
+    while not run.stopping:
+        now = time.perf_counter()
+        due = int((now - started) * rate_per_s) - released
+        for i in range(due):
+            run.arrive(started + (released + i + 1) / rate_per_s)
+        released += due
+        await asyncio.sleep(0.001)
+
+
 async def run_load(spec: LoadSpec) -> LoadResult:
     run = Run(spec)
     connections = await asyncio.gather(*(_connect(run) for _ in range(spec.connections)))
+    arrivals = asyncio.get_running_loop().create_task(_arrivals(run, spec.rate_per_s)) if spec.rate_per_s else None
     await asyncio.sleep(spec.warmup_s)
     run.window_start = time.perf_counter()
     await asyncio.sleep(spec.duration_s)
     run.stopping = True
     window_s = time.perf_counter() - run.window_start
+    if arrivals is not None:
+        await arrivals
+        for conn in run.free:  # idle, waiting for an arrival that will not come
+            conn.finish()
+        run.free.clear()
     try:
         await asyncio.wait_for(run.all_idle, timeout=30)
     except TimeoutError:

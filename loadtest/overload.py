@@ -29,13 +29,14 @@ ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "config" / "member_day.toml"
 
 
-def run(crowd: int, duration_s: float, limits: Sequence[int], workdir: Path, honor: bool) -> None:
+def run(crowd: int, duration_s: float, limits: Sequence[int], workdir: Path, honor: bool, rate_x: float = 0.0) -> None:
     valkey = EmbeddedValkey(workdir / "valkey")
     valkey.start()
     procs = Processes(workdir)
     try:
         print(f"embedded Valkey at {valkey.url}; crowd of {crowd} connections, {duration_s:g} s a run", flush=True)
         rows = []
+        rate = 0.0  # open loop (--rate-x): arrivals per second, from the first service's sustained rate
         for limit in limits:
             key = "rk_overload_" + secrets.token_urlsafe(16)
             port = free_port()
@@ -57,7 +58,12 @@ def run(crowd: int, duration_s: float, limits: Sequence[int], workdir: Path, hon
             common = dict(host="127.0.0.1", port=port, api_key=key, warmup_s=1.0, duration_s=duration_s,
                           members=10_000, count_token='"status":"applied"', honor_retry_after=honor)
             quiet = http_load(LoadSpec(connections=4, run_id=f"q{limit}{secrets.token_hex(2)}", **common))  # type: ignore[arg-type]
-            loud = http_load(LoadSpec(connections=crowd, run_id=f"l{limit}{secrets.token_hex(2)}", **common))  # type: ignore[arg-type]
+            if rate_x and rate == 0.0:  # what the service sustains: 64 connections, closed loop
+                sustained = http_load(LoadSpec(connections=64, run_id=f"s{limit}{secrets.token_hex(2)}", **common))  # type: ignore[arg-type]
+                rate = rate_x * sustained.requests_per_s
+                print(f"  sustained {sustained.requests_per_s:,.0f} req/s (64 connections, closed loop, limit {limit}); "
+                      f"the crowd arrives at {rate_x:g}x that: {rate:,.0f} req/s, open loop", flush=True)
+            loud = http_load(LoadSpec(connections=crowd, run_id=f"l{limit}{secrets.token_hex(2)}", rate_per_s=rate, **common))  # type: ignore[arg-type]
             label = "off" if limit == 0 else str(limit)
             rows.append((label, quiet, loud))
             print(describe(f"limit {label}, 4 connections", quiet), flush=True)
@@ -86,11 +92,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=8.0, help="seconds a run (default 8)")
     p.add_argument("--limits", default="0,512", help="REKINDLE_MAX_INFLIGHT values (0: shedding off)")
     p.add_argument("--impatient", action="store_true", help="the crowd ignores Retry-After (sends again at once)")
+    p.add_argument("--rate-x", type=float, default=0.0,
+                   help="open loop: the crowd's requests arrive at this multiple of the rate the first service "
+                        "sustains (measured first, 64 connections); 0: the closed-loop crowd (default)")
     a = p.parse_args(sys.argv[1:] if argv is None else argv)
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}", flush=True)
     try:
         with tempfile.TemporaryDirectory(prefix="rekindle-overload-") as tmp:
-            run(a.crowd, a.duration, [int(x) for x in a.limits.split(",")], Path(tmp), not a.impatient)
+            run(a.crowd, a.duration, [int(x) for x in a.limits.split(",")], Path(tmp), not a.impatient, a.rate_x)
     except BenchError as exc:
         print(f"overload bench failed: {exc}", file=sys.stderr)
         return 2

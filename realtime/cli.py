@@ -32,7 +32,7 @@ from realtime.embedded import DataDirInUse, EmbeddedError, EmbeddedValkey, answe
 from realtime.settings import Settings
 
 if TYPE_CHECKING:
-    from starlette.applications import Starlette
+    from realtime.app import EventsFastPath
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -229,6 +229,7 @@ def _run_service(args: argparse.Namespace) -> int:
             shutil.rmtree(metrics_dir, ignore_errors=True)
             metrics_dir.mkdir(parents=True)
             env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir.resolve())
+            env[SERVE_PID_ENV] = str(os.getpid())  # whom each worker watches (worker_app)
         os.environ.update(env)
 
         _banner(settings, program.name, embedded)
@@ -261,7 +262,11 @@ def _run_service(args: argparse.Namespace) -> int:
     return 0
 
 
-def worker_app() -> Starlette:
+#: Set by serve for its --workers N processes: the pid each worker watches (``worker_app``).
+SERVE_PID_ENV = "REKINDLE_SERVE_PID"
+
+
+def worker_app() -> "EventsFastPath":
     """The app of one of ``--workers N``, a worker that stops when its `rekindle serve` is gone.
 
     uvicorn's workers outlive a SIGKILLed parent and go on holding the port, serving from an
@@ -270,7 +275,9 @@ def worker_app() -> Starlette:
     """
     from realtime.app import app_from_env
 
-    parent = os.getppid()
+    # The serve's pid as serve wrote it, not os.getppid() now: a worker still starting when its
+    # serve was killed is already re-parented here, and would watch its new parent for ever.
+    parent = int(os.environ.get(SERVE_PID_ENV) or os.getppid())
 
     def watch_parent() -> None:
         while os.getppid() == parent:
