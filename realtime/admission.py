@@ -36,8 +36,12 @@ events: 1 for a single event, ``len(events)`` for a batch; every other request w
   N times as much.
 
 **Refusals.** HTTP: ``429`` with the error shape of ``realtime/errors.py``
-(``{"error": {"code": "overloaded", "message": ...}}``) and ``Retry-After`` in whole seconds, 1 or
-2 at random so that clients refused together do not come back together. Nothing was read from
+(``{"error": {"code": "overloaded", "message": ...}}``) and ``Retry-After`` in whole seconds:
+``n`` or ``2n`` at random, so that clients refused together do not come back together, where ``n``
+is 1 while refusals are rare and grows with the overload: the requests the process refused over
+the last second divided by those it admitted (the seconds it needs to take them back at the rate
+it takes work), up to 30. Under a sustained crowd a fixed 1-2 s brings every refused request back
+with the next arrivals, and the process ends up spending itself on refusing retries. Nothing was read from
 or written to the store: the same request may be sent again as is. A live-feed socket whose
 replay is refused is closed with code ``1013`` ("Try Again Later", RFC 6455's registry, the code
 this service already uses for "reconnect shortly"), reason ``overloaded; reconnect after N s
@@ -52,7 +56,9 @@ Python, then the store); a middleware may not read bodies and would have to gues
 ``Content-Length``, and would repeat the route table to classify paths. Each handler
 authenticates first, as every handler does, so a bad key is a 401 whatever the load; then reads
 its (bounded) body, so no ticket is held while a slow client uploads; then is admitted, before
-any domain work. Sockets are gated around the replay only (the store's read and the frames made
+any domain work. The events route, which a spike is made of, first asks whether the pool could
+take any request at all (``refuse_if_full``) and refuses before reading and parsing the body when
+it could not. Sockets are gated around the replay only (the store's read and the frames made
 of it): an open, idle socket costs little, its replay is the work. (A ``?token=`` socket without
 ``since`` reads where the feed ends before its accept: one small script call, not gated.)
 
@@ -68,7 +74,10 @@ shell that counts in Prometheus and raises the HTTP layer's ``Overloaded``.
 from __future__ import annotations
 
 import enum
+import math
 import random
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -78,7 +87,8 @@ from starlette.requests import HTTPConnection
 from realtime import metrics
 from realtime.errors import Overloaded
 
-RETRY_AFTER_S = 1  # Retry-After is this or twice this, at random (integer seconds, as HTTP has them)
+RETRY_AFTER_S = 1  # the least Retry-After: this or twice this, at random (integer seconds, as HTTP has them)
+MAX_RETRY_AFTER_S = 30  # the most a refusal asks a client to wait before its jitter (at most twice this)
 
 
 class Kind(enum.Enum):
@@ -131,9 +141,14 @@ class Admission:
     request can slip between the check and the count.
     """
 
-    __slots__ = ("limits", "inflight", "inflight_by", "admitted", "shed", "_limit_of", "_rng")
+    __slots__ = (
+        "limits", "inflight", "inflight_by", "admitted", "shed", "_limit_of", "_rng", "_now",
+        "_second", "_second_admitted", "_second_shed", "_last_admitted", "_last_shed",
+    )  # fmt: skip
 
-    def __init__(self, limits: Limits, rng: random.Random | None = None) -> None:
+    def __init__(
+        self, limits: Limits, rng: random.Random | None = None, now: Callable[[], float] = time.monotonic
+    ) -> None:
         self.limits = limits
         self.inflight = 0  # weight held by all kinds together: what the thresholds compare
         self.inflight_by: dict[Kind, int] = dict.fromkeys(Kind, 0)
@@ -141,6 +156,30 @@ class Admission:
         self.shed: dict[Kind, int] = dict.fromkeys(Kind, 0)
         self._limit_of = {kind: limits.of_kind(kind) for kind in Kind}
         self._rng = rng or random.Random()
+        # Requests admitted and shed in the current second and in the one before it (all kinds):
+        # what Retry-After is sized from.
+        self._now = now
+        self._second = math.floor(now())
+        self._second_admitted = self._second_shed = 0
+        self._last_admitted = self._last_shed = 0
+
+    def _roll(self) -> None:
+        """Move the per-second tallies on when a new second has begun."""
+        second = math.floor(self._now())
+        if second != self._second:
+            if second == self._second + 1:
+                self._last_admitted, self._last_shed = self._second_admitted, self._second_shed
+            else:  # a quiet second or more in between: nothing was refused just before now
+                self._last_admitted = self._last_shed = 0
+            self._second = second
+            self._second_admitted = self._second_shed = 0
+
+    def _count(self, shed: bool) -> None:
+        self._roll()
+        if shed:
+            self._second_shed += 1
+        else:
+            self._second_admitted += 1
 
     def try_enter(self, kind: Kind, weight: int = 1) -> Ticket | None:
         """A ticket if ``weight`` more fits under ``kind``'s threshold (or nothing is in flight);
@@ -159,11 +198,23 @@ class Admission:
                 fits = not self.inflight or self.inflight + weight <= limit
             if not fits:
                 self.shed[kind] += 1
+                self._count(shed=True)
                 return None
+            self._count(shed=False)  # the gate off counts nothing: it never refuses, so never says when
         self.inflight += weight
         self.inflight_by[kind] += weight
         self.admitted[kind] += 1
         return Ticket(kind, weight)
+
+    def refuses_any(self, kind: Kind) -> bool:
+        """True, counted as shed, if not even the lightest request of ``kind`` would be admitted
+        now: the pool is full, so the request can be refused before its body is read or parsed."""
+        limit = self._limit_of[kind]
+        if not limit or not self.inflight or self.inflight + 1 <= limit:
+            return False
+        self.shed[kind] += 1
+        self._count(shed=True)
+        return True
 
     def leave(self, ticket: Ticket) -> None:
         """Give the ticket's weight back; a second call for the same ticket changes nothing."""
@@ -174,8 +225,21 @@ class Admission:
         self.inflight_by[ticket.kind] -= ticket.weight
 
     def retry_after_s(self) -> int:
-        """Seconds to suggest to a refused client: jittered, so a refused crowd spreads out."""
-        return self._rng.randint(RETRY_AFTER_S, 2 * RETRY_AFTER_S)
+        """Seconds to suggest to a refused client: as long as the process needs to take the
+        requests it refused over the last second at the rate it admitted them, jittered so that
+        a refused crowd spreads out.
+
+        A fixed delay holds only while the overload is brief: under a sustained one, every
+        refused request comes back after the same second or two together with the new arrivals,
+        the refusals pile up faster than they drain, and the process spends itself refusing
+        retries. Sized by the ratio, the retries of a crowd twice the capacity come back over two
+        seconds or more, of one ten times over ten: the delay grows with the overload (up to
+        ``MAX_RETRY_AFTER_S``) and falls back to 1-2 s once refusals stop."""
+        self._roll()
+        base = RETRY_AFTER_S
+        if self._last_shed:
+            base = min(MAX_RETRY_AFTER_S, max(base, math.ceil(self._last_shed / max(1, self._last_admitted))))
+        return self._rng.randint(base, 2 * base)
 
 
 def events_weight(body: Any) -> int:
@@ -227,3 +291,13 @@ def admit(gate: Admission, kind: Kind, weight: int = 1) -> Admitted:
         raise Overloaded(gate.retry_after_s())
     _INFLIGHT[kind].inc(ticket.weight)  # a heavy request counts as at most the whole limit
     return Admitted(gate, ticket)
+
+
+def refuse_if_full(gate: Admission, kind: Kind) -> None:
+    """Raise ``Overloaded`` if the pool is too full for any request of ``kind``: called by the
+    events route after authentication and before its body is read and parsed, so that what a
+    spike is made of is refused at the least cost (the admission proper, by weight, follows)."""
+    if gate.refuses_any(kind):
+        _SHED[kind].inc()
+        raise Overloaded(gate.retry_after_s())
+

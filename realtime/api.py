@@ -24,7 +24,7 @@ from engine.events import Event, parse_event
 from engine.members import parse_profile
 from engine.store import OpResult, OpStatus
 from realtime import metrics
-from realtime.admission import Kind, admit, events_weight, gate_of
+from realtime.admission import Kind, admit, events_weight, gate_of, refuse_if_full
 from realtime.errors import BadRequest, PayloadTooLarge, Unavailable, json_response
 from realtime.service import Service
 
@@ -86,10 +86,13 @@ async def post_events(request: Request) -> Response:
     started = perf_counter()
     svc = service(request)
     svc.auth.shop(header(request, b"authorization"))
-    body = await read_json(request, svc.settings.max_body_bytes)
     dry_run = _flag(request, "dry_run")
+    kind = Kind.READ if dry_run else Kind.AWARD
+    gate = gate_of(request)
+    refuse_if_full(gate, kind)  # a full pool refuses before the body is read: a spike's refusals cost least
+    body = await read_json(request, svc.settings.max_body_bytes)
     # Admitted once the body is parsed and before any per-event work: a batch weighs its events.
-    with admit(gate_of(request), Kind.READ if dry_run else Kind.AWARD, events_weight(body)):
+    with admit(gate, kind, events_weight(body)):
         active = svc.programs.current
         now_ms = svc.clock.now_ms()
         window_ms = active.window_ms(now_ms)

@@ -111,6 +111,58 @@ def test_retry_after_is_one_or_two_seconds_at_random() -> None:
     assert seen == {1, 2}
 
 
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def second_of(gate: Admission, clock: Clock, admitted: int, shed: int) -> None:
+    """One second in which the pool (limit 1) admits ``admitted`` requests and refuses ``shed``."""
+    for _ in range(admitted):
+        ticket = enter(gate, Kind.AWARD)
+        for _ in range(shed // admitted if admitted else 0):
+            assert gate.try_enter(Kind.AWARD) is None
+        gate.leave(ticket)
+    if not admitted:
+        held = enter(gate, Kind.AWARD)
+        for _ in range(shed):
+            assert gate.try_enter(Kind.AWARD) is None
+        gate.leave(held)
+    clock.t += 1.0
+
+
+def test_retry_after_grows_with_a_sustained_overload_and_falls_back_after_it() -> None:
+    """Told the seconds needed to take back what the last second refused, at the rate it admitted (jittered x1-x2):
+    a crowd refused 6 to 1 hears 6-12 s, one refused 1,000 to 1 at most 60, and 1-2 s again once refusals stop."""
+    clock = Clock()
+    gate = Admission(Limits(1, 1), rng=random.Random(3), now=clock)
+    second_of(gate, clock, admitted=100, shed=600)
+    assert {gate.retry_after_s() for _ in range(300)} == set(range(6, 13))
+    second_of(gate, clock, admitted=1, shed=1000)
+    assert {gate.retry_after_s() for _ in range(300)} == set(range(30, 61))
+    second_of(gate, clock, admitted=50, shed=0)  # a second with no refusals
+    assert {gate.retry_after_s() for _ in range(100)} == {1, 2}
+    second_of(gate, clock, admitted=100, shed=300)
+    clock.t += 5  # then nothing for five seconds: an old overload says nothing about now
+    assert {gate.retry_after_s() for _ in range(100)} == {1, 2}
+
+
+def test_a_full_pool_refuses_before_the_body_is_read() -> None:
+    """``refuses_any`` is true (and counted as shed) only when not even a request of weight 1 would be admitted."""
+    gate = Admission(Limits(2, 1))
+    assert not gate.refuses_any(Kind.AWARD)
+    enter(gate, Kind.AWARD)
+    assert not gate.refuses_any(Kind.AWARD)
+    assert gate.refuses_any(Kind.READ)  # reads stop at the lower threshold
+    enter(gate, Kind.AWARD)
+    assert gate.refuses_any(Kind.AWARD)
+    assert gate.shed == {Kind.AWARD: 1, Kind.READ: 1, Kind.REPLAY: 0}
+    assert not Admission(Limits(0, 0)).refuses_any(Kind.AWARD)  # the gate off refuses nothing
+
+
 @pytest.mark.parametrize(
     ("body", "weight"),
     [
