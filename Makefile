@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 PORT ?= 8000
 HOST ?= 127.0.0.1
 
-.PHONY: install run test test-slow bench bench-live bench-overload loadtest loadtest-ui schema docs check clean
+.PHONY: install run cluster test test-cluster test-slow bench bench-live bench-overload loadtest loadtest-ui schema docs check clean
 
 install: $(STAMP)
 
@@ -22,8 +22,16 @@ $(STAMP): pyproject.toml
 run: install
 	$(BIN)/rekindle serve --config config/member_day.toml --host $(HOST) --port $(PORT)
 
+# A local three-primary Valkey Cluster (a replica each) in the foreground; prints its REDIS_URL.
+cluster: install
+	$(BIN)/rekindle cluster $(ARGS)
+
 test: install
 	$(BIN)/python -m pytest -q
+
+# The store, operations and live-feed tests again, on a local cluster of their own.
+test-cluster: install
+	REKINDLE_TEST_CLUSTER=1 $(BIN)/python -m pytest -q tests/engine tests/realtime $(ARGS)
 
 test-slow: install
 	$(BIN)/python -m pytest -q -m slow

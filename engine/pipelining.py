@@ -72,6 +72,19 @@ class AutoPipeline:
             await script.load(self._redis)
             return await self.evalsha(script, keys, args)
 
+    async def call_asking(self, script: LuaScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """One call preceded by ASKING, in one write (a cluster slot half-way through a migration:
+        the target node takes the call only so announced)."""
+        for _ in range(2):
+            _, reply = await self._write_now([_ASKING, _evalsha(script.sha, keys, args)])
+            if isinstance(reply, NoScriptError):
+                await script.load(self._redis)
+                continue
+            if isinstance(reply, BaseException):
+                raise reply
+            return reply
+        raise NoScriptError(f"NOSCRIPT {script.name} still missing after loading it")
+
     async def run_many(self, calls: Sequence[Call]) -> list[Any]:
         """Apply calls in the order given; replies in order, errors as values. A few calls (an
         award and the job it schedules first) join this tick's writes like any call; a batch is
@@ -164,6 +177,9 @@ class AutoPipeline:
             conn = self._conn
             if conn is not None and conn.pending and loop.time() - conn.last_progress > self._timeout_s:
                 conn.abort()  # its pending calls fail; the next call opens a new connection
+
+
+_ASKING = hiredis.pack_command(("ASKING",))
 
 
 def _evalsha(sha: str, keys: Sequence[str], args: Sequence[Any]) -> bytes:

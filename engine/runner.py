@@ -24,3 +24,7 @@ class Runner(Protocol):
     async def run_many(self, calls: Sequence[Call]) -> list[Any]:
         """Replies in order, errors as values; the calls are applied in the order given."""
         ...
+
+    async def aclose(self) -> None:
+        """Close the runner's connections; calls from then on fail."""
+        ...

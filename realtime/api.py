@@ -25,7 +25,7 @@ from engine.members import parse_profile
 from engine.store import OpResult, OpStatus
 from realtime import metrics
 from realtime.admission import Kind, admit, events_weight, gate_of, refuse_if_full
-from realtime.errors import BadRequest, PayloadTooLarge, Unavailable, json_response
+from realtime.errors import STORE_ERRORS, BadRequest, PayloadTooLarge, Unavailable, json_response
 from realtime.service import Service
 
 MAX_TOKEN_TTL_S = 30 * 24 * 3600
@@ -338,7 +338,7 @@ async def healthz(request: Request) -> Response:
     svc = service(request)
     try:
         await svc.redis.ping()
-    except (RedisError, OSError):
+    except (*STORE_ERRORS, OSError):
         return json_response({"status": "unavailable", "redis": "down"}, 503, {"Retry-After": "2"})
     if not svc.hub.healthy:
         return json_response({"status": "unavailable", "live_feed": "reconnecting"}, 503, {"Retry-After": "2"})

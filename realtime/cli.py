@@ -66,8 +66,16 @@ def main(argv: list[str] | None = None) -> int:
 
     sub.add_parser("schema", help="print the programme JSON Schema (config/program.schema.json)")
 
+    cluster = sub.add_parser("cluster", help="run a local Valkey Cluster for development and print its URL")
+    cluster.add_argument("--data-dir", type=Path, help="its nodes' folders (default <REKINDLE_DATA_DIR>/cluster)")
+    cluster.add_argument("--port", type=int, default=17_001, help="the first node's port; the rest follow (default 17001)")
+    cluster.add_argument("--primaries", type=int, default=3)
+    cluster.add_argument("--replicas", type=int, default=1, help="replicas of each primary (default 1)")
+
     args = parser.parse_args(argv)
-    handler = {"serve": _serve, "check": _check, "verify": _verify, "token": _token, "schema": _schema}
+    handler = {
+        "serve": _serve, "check": _check, "verify": _verify, "token": _token, "schema": _schema, "cluster": _cluster,
+    }
     try:
         return handler[args.command](args)
     except ValueError as exc:  # a setting that cannot work (from the environment or a flag)
@@ -119,13 +127,15 @@ def _token(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    from engine.cluster import cluster_from_url, is_cluster_url
     from engine.verify import verify_all
+    from redis.exceptions import RedisClusterException, RedisError
     from redis.asyncio import Redis
 
     settings = Settings.from_env(data_dir=args.data_dir, redis_url=args.redis_url, key_prefix=args.prefix)
     embedded: EmbeddedValkey | None = None
     url = settings.redis_url or running_url(settings.data_dir / "valkey")
-    if url is None or not answers(url):
+    if url is None or not (is_cluster_url(url) or answers(url)):  # a cluster answers, or fails, below
         if settings.redis_url:
             print(f"rekindle verify: cannot reach {settings!r}", file=sys.stderr)
             return 2
@@ -138,7 +148,7 @@ def _verify(args: argparse.Namespace) -> int:
             print(f"\rverify: {members:,} members read", end="", file=sys.stderr, flush=True)
 
     async def run() -> int:
-        client = Redis.from_url(url)
+        client = cluster_from_url(url) if is_cluster_url(url) else Redis.from_url(url)
         try:
             report = await verify_all(client, Keys(settings.key_prefix), progress)
         finally:
@@ -156,9 +166,40 @@ def _verify(args: argparse.Namespace) -> int:
 
     try:
         return asyncio.run(run())
+    except (RedisError, RedisClusterException, OSError) as exc:
+        print(f"rekindle verify: cannot read {settings!r}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
     finally:
         if embedded is not None:
             embedded.stop()
+
+
+def _cluster(args: argparse.Namespace) -> int:
+    """Run a local cluster in the foreground until Ctrl-C or SIGTERM; its data stays in its folder."""
+    from realtime.cluster import ClusterError, LocalCluster
+
+    data_dir = args.data_dir or Settings.from_env().data_dir / "cluster"
+    cluster = LocalCluster(data_dir, primaries=args.primaries, replicas=args.replicas, base_port=args.port)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        cluster.start()
+    except (ClusterError, OSError) as exc:
+        print(f"rekindle cluster: {exc}", file=sys.stderr)
+        return 2
+    try:
+        nodes = ", ".join(
+            f"{n.address} ({'primary' if n.primary_of is None else f'replica of {cluster.nodes[n.primary_of].address}'})"
+            for n in cluster.nodes
+        )
+        print(f"local cluster up: {nodes}\nREDIS_URL={cluster.url}\n(Ctrl-C stops it; data in {data_dir})", flush=True)
+        signal.pause()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        cluster.stop()
+    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:

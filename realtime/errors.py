@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 
 import orjson
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisClusterException, RedisError, ResponseError, SlotNotCoveredError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -65,6 +65,8 @@ RETRY_AFTER_S: dict[str, int] = {
     "READONLY": 2,  # a failover made the server a replica; the next call reconnects
     "MASTERDOWN": 2,  # a replica lost its primary (replica-serve-stale-data no)
     "CLUSTERDOWN": 2,  # a slot is not served until the cluster heals
+    "MOVED": 1,  # cluster: a slot changed hands more times than one request follows
+    "ASK": 1,  # cluster: likewise, half-way through a migration
     "NOREPLICAS": 2,  # fewer replicas than min-replicas-to-write
     "LOADING": 5,  # the dataset is loading after a restart: seconds to minutes
     "OOM": 5,  # maxmemory reached with noeviction: memory must be freed
@@ -104,6 +106,8 @@ def retry_after_s(exc: BaseException) -> int | None:
         return None
     if isinstance(exc, (RedisError, OSError)):  # OSError: ConnectionError, TimeoutError
         return UNREACHABLE_RETRY_AFTER_S
+    if isinstance(exc, SlotNotCoveredError):  # cluster: no live primary serves the slot (yet)
+        return UNREACHABLE_RETRY_AFTER_S
     return None
 
 
@@ -134,7 +138,7 @@ class Unavailable(RekindleError):
         return cls("the store is unavailable; retry the same request", retry_after_s=seconds, reason=reason)
 
 
-STORE_ERRORS = (RedisError, ConnectionError, TimeoutError)
+STORE_ERRORS = (RedisError, ConnectionError, TimeoutError, RedisClusterException)
 
 STATUS: list[tuple[type[RekindleError], int]] = [
     (Unauthorized, 401),

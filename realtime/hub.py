@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from redis.asyncio import Redis
@@ -123,8 +124,10 @@ class Hub:
     #: Sockets one member may hold on one process: each may pin a replay and a queue in memory.
     max_per_member = 16
 
-    def __init__(self, redis: Redis) -> None:
-        self._redis = redis  # for its connection settings; the hub opens a connection of its own
+    def __init__(self, redis: Redis | Callable[[], Awaitable[Redis]]) -> None:
+        # For its connection settings (the hub opens a connection of its own); on a cluster, what
+        # picks a node (engine.cluster.AnyNode).
+        self._redis = redis
         self._groups: dict[bytes, set[LiveConnection]] = {}
         self._subscriber: Subscriber | None = None
         self._reconnect: asyncio.Task[None] | None = None

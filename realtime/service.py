@@ -5,14 +5,19 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from typing import Any
+
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
+from engine.cluster import AnyNode, Client, ClusterRunner, cluster_from_url, is_cluster_url
 from engine.clock import Clock, OffsetClock, SystemClock
 from engine.feed import FeedStore
 from engine.keys import Keys
 from engine.members import MemberStore
 from engine.pipelining import AutoPipeline
+from engine.runner import Runner
 from engine.programs import ProgramRegistry
 from engine.scripts import Scripts
 from engine.dryrun import DryRun
@@ -35,10 +40,10 @@ class UnsupportedServer(RuntimeError):
 class Service:
     settings: Settings
     clock: Clock
-    redis: Redis
+    redis: Client  # every command but the award path's
     keys: Keys
     scripts: Scripts
-    pipeline: AutoPipeline
+    pipeline: Runner  # the award path: AutoPipeline on one server, ClusterRunner on a cluster
     ops: OperationStore
     dry_run: DryRun
     members: MemberStore
@@ -56,18 +61,28 @@ class Service:
             raise ValueError("settings.redis_url is required (rekindle serve starts the embedded server)")
         clock = clock or (OffsetClock() if settings.dev_clock else SystemClock())
         auth = Auth(settings.api_keys, settings.admin_keys, settings.token_secret)  # before any I/O
-        # Blocking: a burst (10,000 sockets resuming after a blip) queues for a connection for up
-        # to 5 s instead of failing at once. The award path has a connection of its own.
-        pool = BlockingConnectionPool.from_url(
-            settings.redis_url, max_connections=256, timeout=5, socket_timeout=10, socket_connect_timeout=5
-        )
-        redis = Redis.from_pool(pool)  # closing the client closes the pool
         keys = Keys(settings.key_prefix)
         scripts = Scripts()
-        pipeline = AutoPipeline(redis)
+        redis: Client
+        pipeline: Runner
+        if is_cluster_url(settings.redis_url):
+            cluster = cluster_from_url(settings.redis_url, max_connections=256, socket_timeout=10, socket_connect_timeout=5)
+            redis = cluster
+            pipeline = ClusterRunner(cluster, settings.redis_url)
+            hub = Hub(AnyNode(cluster, settings.redis_url))
+        else:
+            # Blocking: a burst (10,000 sockets resuming after a blip) queues for a connection for
+            # up to 5 s instead of failing at once. The award path has a connection of its own.
+            pool = BlockingConnectionPool.from_url(
+                settings.redis_url, max_connections=256, timeout=5, socket_timeout=10, socket_connect_timeout=5
+            )
+            redis = Redis.from_pool(pool)  # closing the client closes the pool
+            pipeline = AutoPipeline(redis)
+            hub = Hub(redis)
         programs = ProgramRegistry(redis, keys, clock, on_change=metrics.PROGRAM_VERSION.set)
-        hub = Hub(redis)
         try:
+            if isinstance(redis, RedisCluster):
+                await redis.initialize()  # the slot map, before the first call routes by it
             await _check_server(redis)
             await scripts.load(redis)
             source = settings.config_path.read_bytes()
@@ -77,6 +92,7 @@ class Service:
         except BaseException:
             await hub.close()
             await programs.stop_watching()
+            await pipeline.aclose()
             await redis.aclose()
             raise
         ops = OperationStore(pipeline, keys, scripts)
@@ -113,8 +129,9 @@ class Service:
         await self.redis.aclose()
 
 
-async def _check_server(redis: Redis) -> None:
-    """Per-field hash expiry (Redis 7.4+, Valkey 9+) keeps quest and cap counters bounded."""
+async def _check_server(redis: Client) -> None:
+    """Per-field hash expiry (Redis 7.4+, Valkey 9+) keeps quest and cap counters bounded. On a
+    cluster, the probe reaches the slot's primary and the memory policy is read from every primary."""
     try:
         # On a key that does not exist this changes nothing and answers [-2].
         await redis.execute_command("HPEXPIREAT", "rk:probe:{none}", 1, "FIELDS", 1, "f")
@@ -122,7 +139,16 @@ async def _check_server(redis: Redis) -> None:
         server = await redis.info("server")
         version = server.get("valkey_version") or server.get("redis_version")
         raise UnsupportedServer(f"the Redis server ({version}) lacks HPEXPIREAT: use Redis 7.4+ or Valkey 9+") from None
-    memory = await redis.info("memory")
+    if isinstance(redis, RedisCluster):
+        replies = await redis.info("memory", target_nodes=RedisCluster.PRIMARIES)
+        memories = list(replies.values()) if isinstance(replies, dict) and "maxmemory" not in replies else [replies]
+    else:
+        memories = [await redis.info("memory")]
+    for memory in memories:
+        _check_memory(memory)
+
+
+def _check_memory(memory: dict[str, Any]) -> None:
     policy = memory.get("maxmemory_policy", "noeviction")
     if int(memory.get("maxmemory", 0)) and policy != "noeviction":
         # Dedupe buckets are the keys with a TTL: volatile-* policies would evict them first,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redis.asyncio import Redis
@@ -40,7 +40,7 @@ class Subscriber:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: Redis | Callable[[], Awaitable[Redis]],
         on_message: OnMessage,
         on_lost: OnLost,
         *,
@@ -65,7 +65,8 @@ class Subscriber:
 
     async def connect(self) -> None:
         # Pub/sub channels are server-wide: no SELECT, and none may follow SUBSCRIBE anyway.
-        self._conn = await open_connection(self._redis, on_push=self._on_push, on_lost=self._on_lost, select_db=False)
+        redis = self._redis if isinstance(self._redis, Redis) else await self._redis()  # a cluster: any node
+        self._conn = await open_connection(redis, on_push=self._on_push, on_lost=self._on_lost, select_db=False)
         self._heartbeat = asyncio.get_running_loop().create_task(self._beat(self._conn))
 
     def close(self) -> None:

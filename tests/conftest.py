@@ -24,6 +24,16 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if url:
         yield url
         return
+    if os.environ.get("REKINDLE_TEST_CLUSTER"):  # make test-cluster: a local cluster of the session's own
+        from realtime.cluster import LocalCluster
+
+        cluster = LocalCluster(tmp_path_factory.mktemp("cluster"))
+        cluster.start()
+        try:
+            yield cluster.url
+        finally:
+            cluster.stop()
+        return
     from realtime.embedded import EmbeddedValkey
 
     server = EmbeddedValkey(tmp_path_factory.mktemp("valkey"))
@@ -34,11 +44,38 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         server.stop()
 
 
+def on_cluster(url: str) -> bool:
+    from engine.cluster import is_cluster_url
+
+    return is_cluster_url(url)
+
+
+def sync_client(url: str) -> redis.Redis:
+    """A blocking client of ``url``: a cluster's (routing by key) for a cluster URL."""
+    from engine.cluster import plain_url
+
+    if on_cluster(url):
+        return redis.RedisCluster.from_url(plain_url(url))  # type: ignore[return-value]
+    return redis.Redis.from_url(url)
+
+
 @pytest.fixture
 def sync_redis(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
+    client = sync_client(redis_url)
     yield client
     client.close()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On a cluster (``make test-cluster``), tests of one server's own behaviour are skipped."""
+    url = os.environ.get("REDIS_URL", "")
+    if not (os.environ.get("REKINDLE_TEST_CLUSTER") or on_cluster(url)):
+        return
+    skip = pytest.mark.skip(reason="exercises one server's own behaviour (pause, kill, restart, FLUSHDB); "
+                                   "the cluster's are in tests/cluster")
+    for item in items:
+        if item.get_closest_marker("single_server"):
+            item.add_marker(skip)
 
 
 @pytest.fixture

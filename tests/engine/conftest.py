@@ -16,14 +16,13 @@ from zoneinfo import ZoneInfo
 
 import msgpack
 import pytest
-from redis.asyncio import Redis
 
 from engine.awards import plan_award
 from engine.operations import MemberPlan
 from engine.config import CompiledProgram, compile_program, load_program, parse_program
 from engine.events import parse_event
 from engine.keys import Keys
-from engine.pipelining import AutoPipeline
+from engine.cluster import Client, client_from_url, runner_for
 from engine.scripts import Scripts
 from engine.store import OpResult, OperationStore
 
@@ -46,13 +45,13 @@ def local_noon_ms() -> int:
 class Engine:
     """The award path of one test: parse -> plan -> one EVALSHA through the auto-pipeline."""
 
-    def __init__(self, redis: Redis, keys: Keys, program: CompiledProgram, now_ms: int) -> None:
+    def __init__(self, redis: Client, keys: Keys, program: CompiledProgram, now_ms: int, url: str) -> None:
         self.redis = redis
         self.keys = keys
         self.program = program
         self.now_ms = now_ms
         self.scripts = Scripts()
-        self.pipeline = AutoPipeline(redis)
+        self.pipeline = runner_for(redis, url)
         self.store = OperationStore(self.pipeline, keys, self.scripts)
 
     def plan(
@@ -124,12 +123,13 @@ def open_engine(redis_url: str, program: CompiledProgram, noon_ms: int) -> Engin
         program_: CompiledProgram | None = None,
         now_ms: int | None = None,
     ) -> AsyncIterator[Engine]:
-        redis = Redis.from_url(url or redis_url)
+        redis = client_from_url(url or redis_url)
         engine = Engine(
             redis,
             Keys(prefix or f"t{uuid.uuid4().hex[:10]}"),
             program_ or program,
             noon_ms if now_ms is None else now_ms,
+            url or redis_url,
         )
         try:
             await engine.scripts.load(redis)

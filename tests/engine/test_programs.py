@@ -6,8 +6,8 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from redis.asyncio import Redis
 
+from engine.cluster import client_from_url
 from engine.clock import DAY_MS, ManualClock
 from engine.errors import ConfigError, EventOutOfWindow, NotFound
 from engine.events import parse_event
@@ -24,7 +24,7 @@ def test_activation_versions(redis_url: str, prefix: str, example_config_path: P
     assert changed != source
 
     async def run() -> None:
-        redis = Redis.from_url(redis_url)
+        redis = client_from_url(redis_url)
         try:
             registry = ProgramRegistry(redis, Keys(prefix), ManualClock(AT_MS))
             with pytest.raises(NotFound):
@@ -53,7 +53,7 @@ def test_a_second_process_follows_activation(redis_url: str, prefix: str, exampl
     changed = source.replace(b"feed_length = 500", b"feed_length = 800")
 
     async def run() -> None:
-        redis_a, redis_b = Redis.from_url(redis_url), Redis.from_url(redis_url)
+        redis_a, redis_b = client_from_url(redis_url), client_from_url(redis_url)
         leader = ProgramRegistry(redis_a, Keys(prefix), ManualClock(AT_MS))
         follower = ProgramRegistry(redis_b, Keys(prefix), ManualClock(AT_MS))
         try:
@@ -87,7 +87,7 @@ def test_invalid_source_changes_nothing(redis_url: str, prefix: str, example_con
     source = example_config_path.read_bytes()
 
     async def run() -> None:
-        redis = Redis.from_url(redis_url)
+        redis = client_from_url(redis_url)
         try:
             keys = Keys(prefix)
             registry = ProgramRegistry(redis, keys, ManualClock(AT_MS))
@@ -117,7 +117,7 @@ def test_a_restart_keeps_a_posted_version_until_the_file_changes(redis_url: str,
     edited = source.replace(b"max_clock_skew_s = 300", b"max_clock_skew_s = 60")
 
     async def run() -> None:
-        redis = Redis.from_url(redis_url)
+        redis = client_from_url(redis_url)
         try:
             keys = Keys(prefix)
             assert (await ProgramRegistry(redis, keys, ManualClock(AT_MS)).activate(source, "file:a.toml")).program_version == 1
@@ -142,7 +142,7 @@ def test_a_raised_retention_keeps_the_shorter_window_until_it_has_passed(redis_u
     assert week != source != month
 
     async def run() -> None:
-        redis = Redis.from_url(redis_url)
+        redis = client_from_url(redis_url)
         try:
             keys, clock = Keys(prefix), ManualClock(AT_MS)
             registry = ProgramRegistry(redis, keys, clock)

@@ -31,6 +31,7 @@ from engine.keys import Keys
 from realtime.auth import Auth
 from realtime.client import LiveClient, LiveRefused
 from realtime.frames import Encoding
+from tests.conftest import sync_client
 from tests.realtime.conftest import TOKEN_SECRET, Service, purchase, unique
 
 WAIT_S = 10.0  # the longest any single frame or close is awaited: a safety net, not a timing
@@ -171,19 +172,25 @@ async def reading(client: LiveClient) -> AsyncIterator[Feed]:
 
 
 def kill_pubsub_connections(sync_redis: redis.Redis, pid: int) -> int:
-    """CLIENT KILL TYPE pubsub, limited to one service process (and its workers): the hub's link goes."""
-    redis_port = sync_redis.connection_pool.connection_kwargs["port"]
+    """CLIENT KILL TYPE pubsub, limited to one service process (and its workers): the hub's link
+    goes. On a cluster, on whichever node holds it."""
+    if isinstance(sync_redis, redis.RedisCluster):
+        servers = [redis.Redis(host=n.host, port=int(n.port)) for n in sync_redis.get_nodes()]
+    else:
+        servers = [sync_redis]
     process = psutil.Process(pid)
-    local_ports = {
-        conn.laddr.port
-        for p in (process, *process.children(recursive=True))
-        for conn in p.net_connections(kind="tcp")
-        if conn.raddr and conn.raddr.port == redis_port
-    }
     killed = 0
-    for client in sync_redis.client_list(_type="pubsub"):
-        if int(client["addr"].rsplit(":", 1)[1]) in local_ports:
-            killed += int(sync_redis.client_kill_filter(_id=client["id"]))
+    for server in servers:
+        redis_port = server.connection_pool.connection_kwargs["port"]
+        local_ports = {
+            conn.laddr.port
+            for p in (process, *process.children(recursive=True))
+            for conn in p.net_connections(kind="tcp")
+            if conn.raddr and conn.raddr.port == redis_port
+        }
+        for client in server.client_list(_type="pubsub"):
+            if int(client["addr"].rsplit(":", 1)[1]) in local_ports:
+                killed += int(server.client_kill_filter(_id=client["id"]))
     return killed
 
 
@@ -618,7 +625,7 @@ def trimmed(service: Service, redis_url: str) -> tuple[str, list[dict[str, Any]]
             return frames_of(await post(http, *[purchase(member, 100) for _ in range(700)]))
 
     frames = asyncio.run(main())
-    with redis.Redis.from_url(redis_url) as client:
+    with sync_client(redis_url) as client:
         assert client.xlen(Keys(service.prefix).member(member).feed) < 700  # one entry an award: trimmed indeed
     return member, frames
 
