@@ -91,11 +91,11 @@ def client_from_url(url: str, **kwargs: Any) -> Client:
     return cluster_from_url(url, **kwargs) if is_cluster_url(url) else Redis.from_url(url, **kwargs)
 
 
-def runner_for(client: Client, url: str) -> Runner:
+def runner_for(client: Client, url: str, wait_replicas: int = 0, wait_timeout_ms: int = 100) -> Runner:
     """The award path's runner over ``client`` (made by ``client_from_url(url)``)."""
     if isinstance(client, RedisCluster):
-        return ClusterRunner(client, url)
-    return AutoPipeline(client)
+        return ClusterRunner(client, url, wait_replicas=wait_replicas, wait_timeout_ms=wait_timeout_ms)
+    return AutoPipeline(client, wait_replicas=wait_replicas, wait_timeout_ms=wait_timeout_ms)
 
 
 def redirect_of(exc: BaseException) -> tuple[str, int, str, int] | None:
@@ -119,11 +119,20 @@ def _is_tryagain(exc: BaseException) -> bool:
 class ClusterRunner:
     """The ``Runner`` for a cluster: each call on the auto-pipeline of its slot's primary."""
 
-    def __init__(self, cluster: RedisCluster, url: str, timeout_s: float = 10.0, max_batch: int = 16) -> None:
+    def __init__(
+        self,
+        cluster: RedisCluster,
+        url: str,
+        timeout_s: float = 10.0,
+        max_batch: int = 16,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 100,
+    ) -> None:
         self._cluster = cluster
         self._url = url
         self._timeout_s = timeout_s
         self._max_batch = max_batch
+        self._wait = (wait_replicas, wait_timeout_ms)
         self._pipes: dict[str, tuple[Redis, AutoPipeline]] = {}  # by node name (host:port)
         self._refresh: asyncio.Task[None] | None = None
         self._last_refresh = 0.0
@@ -221,7 +230,8 @@ class ClusterRunner:
             # scripts on that node (NOSCRIPT is per node: a promoted replica has the scripts its
             # primary had only if they were loaded there too).
             redis = Redis.from_url(node_url(self._url, host, port), socket_connect_timeout=5, socket_timeout=10)
-            entry = self._pipes[name] = (redis, AutoPipeline(redis, self._timeout_s, self._max_batch))
+            pipe = AutoPipeline(redis, self._timeout_s, self._max_batch, *self._wait)
+            entry = self._pipes[name] = (redis, pipe)
         return entry[1]
 
     async def _follow(self, exc: ResponseError) -> tuple[str, int] | None:

@@ -27,7 +27,7 @@ from typing import Any
 
 import hiredis
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, RedisError
 
 from engine.resp import RespConnection, open_connection
 from engine.runner import Call
@@ -35,10 +35,22 @@ from engine.scripts import LuaScript
 
 
 
+class NotReplicated(RedisError):
+    """A write was applied by the primary but fewer replicas than asked confirmed it within the
+    wait: the caller answers 503, and the retry by id is safe (a duplicate if it survived)."""
+
+
 class AutoPipeline:
-    def __init__(self, redis: Redis, timeout_s: float = 10.0, max_batch: int = 16) -> None:
+    def __init__(
+        self, redis: Redis, timeout_s: float = 10.0, max_batch: int = 16, wait_replicas: int = 0, wait_timeout_ms: int = 100
+    ) -> None:
         self._redis = redis  # for its connection settings, and to load scripts
         self._timeout_s = timeout_s
+        # WAIT after every write when asked: each call's reply is handed over only once that many
+        # replicas have the write (a failover can then lose no acknowledged call). One WAIT per
+        # write, not per call: it covers everything the connection sent before it.
+        self._wait_replicas = wait_replicas
+        self._wait = hiredis.pack_command(("WAIT", wait_replicas, wait_timeout_ms)) if wait_replicas else b""
         # A tick's calls go out in writes of at most this many, the first as soon as it fills:
         # the server starts on them while this process still parses the rest of the tick.
         self._max_batch = max_batch
@@ -143,7 +155,7 @@ class AutoPipeline:
             return
         conn = self._conn
         if conn is not None and conn.connected and not self._waiting:
-            conn.send(b"".join(commands), futures)
+            self._write(conn, commands, futures)
             return
         self._waiting.append((commands, futures))
         if self._connecting is None:
@@ -167,7 +179,17 @@ class AutoPipeline:
             self._watchdog = asyncio.get_running_loop().create_task(self._watch())
         waiting, self._waiting = self._waiting, []
         for commands, futures in waiting:
+            self._write(conn, commands, futures)
+
+    def _write(self, conn: RespConnection, commands: list[bytes], futures: list[asyncio.Future[Any]]) -> None:
+        if not self._wait:
             conn.send(b"".join(commands), futures)
+            return
+        loop = asyncio.get_running_loop()
+        replies = [loop.create_future() for _ in futures]
+        confirmed = loop.create_future()
+        confirmed.add_done_callback(lambda done: _hand_over(done, replies, futures, self._wait_replicas))
+        conn.send(b"".join(commands) + self._wait, [*replies, confirmed])
 
     async def _watch(self) -> None:
         """Abort a connection that has had calls outstanding and no reply for ``timeout_s``."""
@@ -177,6 +199,26 @@ class AutoPipeline:
             conn = self._conn
             if conn is not None and conn.pending and loop.time() - conn.last_progress > self._timeout_s:
                 conn.abort()  # its pending calls fail; the next call opens a new connection
+
+
+def _hand_over(
+    confirmed: asyncio.Future[Any], replies: list[asyncio.Future[Any]], callers: list[asyncio.Future[Any]], wanted: int
+) -> None:
+    """The write's WAIT has answered (or its connection failed): each caller gets its reply if
+    enough replicas have it, else the reason it cannot be called safe."""
+    failure: BaseException | None = confirmed.exception()
+    if failure is None and int(confirmed.result()) < wanted:
+        failure = NotReplicated(f"{confirmed.result()} of {wanted} replicas confirmed the write in time")
+    for reply, caller in zip(replies, callers):
+        if caller.done():
+            continue
+        error = reply.exception() if reply.done() else failure
+        if error is not None:
+            caller.set_exception(error)  # an error reply stands; a success is only as good as WAIT
+        elif failure is not None:
+            caller.set_exception(failure)
+        else:
+            caller.set_result(reply.result())
 
 
 _ASKING = hiredis.pack_command(("ASKING",))

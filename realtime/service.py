@@ -11,12 +11,11 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
-from engine.cluster import AnyNode, Client, ClusterRunner, cluster_from_url, is_cluster_url
+from engine.cluster import AnyNode, Client, cluster_from_url, is_cluster_url, runner_for
 from engine.clock import Clock, OffsetClock, SystemClock
 from engine.feed import FeedStore
 from engine.keys import Keys
 from engine.members import MemberStore
-from engine.pipelining import AutoPipeline
 from engine.runner import Runner
 from engine.programs import ProgramRegistry
 from engine.scripts import Scripts
@@ -68,7 +67,7 @@ class Service:
         if is_cluster_url(settings.redis_url):
             cluster = cluster_from_url(settings.redis_url, max_connections=256, socket_timeout=10, socket_connect_timeout=5)
             redis = cluster
-            pipeline = ClusterRunner(cluster, settings.redis_url)
+            pipeline = runner_for(cluster, settings.redis_url, settings.wait_replicas, settings.wait_timeout_ms)
             hub = Hub(AnyNode(cluster, settings.redis_url))
         else:
             # Blocking: a burst (10,000 sockets resuming after a blip) queues for a connection for
@@ -77,7 +76,7 @@ class Service:
                 settings.redis_url, max_connections=256, timeout=5, socket_timeout=10, socket_connect_timeout=5
             )
             redis = Redis.from_pool(pool)  # closing the client closes the pool
-            pipeline = AutoPipeline(redis)
+            pipeline = runner_for(redis, settings.redis_url, settings.wait_replicas, settings.wait_timeout_ms)
             hub = Hub(redis)
         programs = ProgramRegistry(redis, keys, clock, on_change=metrics.PROGRAM_VERSION.set)
         try:

@@ -42,6 +42,10 @@ class Settings:
     # past which awards get 429 (0: no limit), and the lower one past which reads and replays do.
     max_inflight: int = 64
     max_inflight_reads: int = 32
+    # Every member write waits until this many replicas have it (WAIT), up to wait_timeout_ms,
+    # else is answered 503 (the retry by id is safe): what a failover can lose, made visible.
+    wait_replicas: int = 0
+    wait_timeout_ms: int = 100
     dev_generated: tuple[str, ...] = ()  # which secrets were generated for development
 
     def __repr__(self) -> str:  # never print secrets, not even by accident in a log line
@@ -69,6 +73,8 @@ class Settings:
             scheduler_s=_seconds("REKINDLE_SCHEDULER_S", env.get("REKINDLE_SCHEDULER_S", "1"), least=0.01),
             dev_clock=_flag("REKINDLE_DEV_CLOCK", env.get("REKINDLE_DEV_CLOCK", "")),
             **_inflight(env.get("REKINDLE_MAX_INFLIGHT", "64"), env.get("REKINDLE_MAX_INFLIGHT_READS", "")),
+            wait_replicas=_count("REKINDLE_WAIT_REPLICAS", env.get("REKINDLE_WAIT_REPLICAS", "0"), least=0),
+            wait_timeout_ms=_count("REKINDLE_WAIT_TIMEOUT_MS", env.get("REKINDLE_WAIT_TIMEOUT_MS", "100"), least=1),
         )
         return replace(base, **{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
 
@@ -116,6 +122,8 @@ class Settings:
             "REKINDLE_DEV_CLOCK": "1" if self.dev_clock else "0",
             "REKINDLE_MAX_INFLIGHT": str(self.max_inflight),
             "REKINDLE_MAX_INFLIGHT_READS": str(self.max_inflight_reads),
+            "REKINDLE_WAIT_REPLICAS": str(self.wait_replicas),
+            "REKINDLE_WAIT_TIMEOUT_MS": str(self.wait_timeout_ms),
         }
 
 
@@ -124,6 +132,12 @@ def _prefix(value: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9._:-]{1,32}", value):
         raise ValueError("REKINDLE_KEY_PREFIX must be 1-32 of letters, digits and . _ : -")
     return value
+
+
+def _count(name: str, value: str, least: int) -> int:
+    if not value.strip().isdigit() or int(value) < least:
+        raise ValueError(f"{name} must be a whole number, at least {least}")
+    return int(value)
 
 
 def _seconds(name: str, value: str, least: float) -> float:

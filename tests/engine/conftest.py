@@ -45,13 +45,15 @@ def local_noon_ms() -> int:
 class Engine:
     """The award path of one test: parse -> plan -> one EVALSHA through the auto-pipeline."""
 
-    def __init__(self, redis: Client, keys: Keys, program: CompiledProgram, now_ms: int, url: str) -> None:
+    def __init__(
+        self, redis: Client, keys: Keys, program: CompiledProgram, now_ms: int, url: str, wait_replicas: int = 0
+    ) -> None:
         self.redis = redis
         self.keys = keys
         self.program = program
         self.now_ms = now_ms
         self.scripts = Scripts()
-        self.pipeline = runner_for(redis, url)
+        self.pipeline = runner_for(redis, url, wait_replicas=wait_replicas, wait_timeout_ms=1000)
         self.store = OperationStore(self.pipeline, keys, self.scripts)
 
     def plan(
@@ -122,6 +124,7 @@ def open_engine(redis_url: str, program: CompiledProgram, noon_ms: int) -> Engin
         url: str | None = None,
         program_: CompiledProgram | None = None,
         now_ms: int | None = None,
+        wait_replicas: int = 0,
     ) -> AsyncIterator[Engine]:
         redis = client_from_url(url or redis_url)
         engine = Engine(
@@ -130,6 +133,7 @@ def open_engine(redis_url: str, program: CompiledProgram, noon_ms: int) -> Engin
             program_ or program,
             noon_ms if now_ms is None else now_ms,
             url or redis_url,
+            wait_replicas,
         )
         try:
             await engine.scripts.load(redis)

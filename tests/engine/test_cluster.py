@@ -23,14 +23,19 @@ from realtime.cluster import LocalCluster, Node
 APPLIED, DUPLICATE = OpStatus.APPLIED, OpStatus.DUPLICATE
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+def local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """A started local cluster (three primaries, a replica each), stopped after its user."""
     local = LocalCluster(tmp_path_factory.mktemp("cluster"))
     local.start()
     try:
         yield local
     finally:
         local.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    yield from local_cluster(tmp_path_factory)
 
 
 def member_slot(member: str) -> int:

@@ -10,12 +10,14 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import msgpack
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from redis.asyncio.cluster import RedisCluster
 
 from engine.cluster import client_from_url
+from tests.conftest import on_cluster
 from engine.store import OpResult, OpStatus, member_call
 from engine.keys import DEDUPE_BUCKET_MS
 
@@ -697,4 +699,21 @@ def test_every_duplicate_replays_its_own_award(engine) -> None:
             for original, retry in zip(first, again):
                 assert retry == OpResult(DUPLICATE, original.effects, original=original.effects[0]["id"].rsplit("-", 1)[0])
 
+    asyncio.run(run())
+
+
+def test_a_write_no_replica_confirms_is_a_failure_and_its_retry_a_duplicate(engine, redis_url) -> None:
+    """With wait_replicas=1 on a server that has none, the call fails with NotReplicated once WAIT
+    times out, though the primary applied it: the retry by id answers duplicate with the same effects."""
+    from engine.pipelining import NotReplicated
+
+    async def run() -> None:
+        async with engine(wait_replicas=1) as waiting, engine() as plain:
+            with pytest.raises(NotReplicated):
+                await waiting.apply("o-1", "m-1", "purchase", {"amount": 19900})
+            retried = await plain.apply("o-1", "m-1", "purchase", {"amount": 19900})
+            assert retried.status is DUPLICATE and effects(retried) == FIRST_ORDER_EFFECTS
+
+    if on_cluster(redis_url):
+        pytest.skip("a local cluster's primaries have replicas: WAIT is answered")
     asyncio.run(run())
