@@ -134,8 +134,7 @@ class ClusterRunner:
         self._max_batch = max_batch
         self._wait = (wait_replicas, wait_timeout_ms)
         self._pipes: dict[str, tuple[Redis, AutoPipeline]] = {}  # by node name (host:port)
-        self._refresh: asyncio.Task[None] | None = None
-        self._last_refresh = 0.0
+        self._map = SlotMap(cluster)
         self._closed = False
         self._ready = False
         #: Redirections followed, by kind (MOVED, ASK, TRYAGAIN): how often the slot map was behind.
@@ -203,10 +202,7 @@ class ClusterRunner:
 
     async def aclose(self) -> None:
         self._closed = True
-        if self._refresh is not None:
-            self._refresh.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._refresh
+        await self._map.aclose()
         pipes, self._pipes = self._pipes, {}
         for redis, pipe in pipes.values():
             await pipe.aclose()
@@ -248,40 +244,52 @@ class ClusterRunner:
         return None
 
     def _refresh_soon(self) -> None:
-        """Re-read the slot map in the background, at most every ``REFRESH_EVERY_S``: a primary
-        that stopped answering is replaced by its replica, which the next calls must find."""
-        loop = asyncio.get_running_loop()
-        if self._closed or (self._refresh is not None and not self._refresh.done()):
-            return
-        if loop.time() - self._last_refresh < REFRESH_EVERY_S:
-            return
-        self._last_refresh = loop.time()
-        self._refresh = loop.create_task(self._reinitialize())
+        if not self._closed:
+            self._map.refresh_soon()
 
-    async def _reinitialize(self) -> None:
+
+class SlotMap:
+    """Re-reads a cluster's slot map in the background, at most every ``REFRESH_EVERY_S``: after
+    a primary stops answering, its replica takes over, and the next calls must find it."""
+
+    def __init__(self, cluster: RedisCluster) -> None:
+        self._cluster = cluster
+        self._task: asyncio.Task[None] | None = None
+        self._last = float("-inf")
+
+    def refresh_soon(self) -> None:
+        loop = asyncio.get_running_loop()
+        if (self._task is not None and not self._task.done()) or loop.time() - self._last < REFRESH_EVERY_S:
+            return
+        self._last = loop.time()
+        self._task = loop.create_task(self._refresh())
+
+    async def _refresh(self) -> None:
         try:
             await self._cluster.nodes_manager.initialize()
-        except Exception as exc:  # noqa: BLE001 - the next failed call tries again
+        except Exception as exc:  # noqa: BLE001 - the next failure asks again
             log.warning("cannot refresh the cluster's slot map yet: %s", exc)
 
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
 
-class AnyNode:
-    """A plain client of one primary, chosen afresh each time: what the live feed's subscription
-    connects to. Messages are PUBLISHed from the member script, and a cluster delivers a PUBLISH
-    on every node, so any node serves; after a failover the slot map is re-read first, so a
-    reconnection finds a node that answers."""
+
+class Shards(SlotMap):
+    """Which primary owns a live-feed channel, and a plain client of it: the hub subscribes to a
+    member's channel (SSUBSCRIBE) on the shard its slot lives on, where the member script's
+    SPUBLISH is delivered."""
 
     def __init__(self, cluster: RedisCluster, url: str) -> None:
-        self._cluster = cluster
+        super().__init__(cluster)
         self._url = url
-        self._attempt = 0
 
-    async def __call__(self) -> Redis:
-        if self._attempt:
-            with contextlib.suppress(Exception):  # a stale map still names nodes worth a try
-                await self._cluster.nodes_manager.initialize()
-        primaries = self._cluster.get_primaries()
-        node = primaries[self._attempt % len(primaries)]
-        self._attempt += 1
-        return Redis.from_url(node_url(self._url, node.host, int(node.port)), socket_connect_timeout=5)
+    def shard_of(self, channel: bytes) -> str:
+        """The name (``host:port``) of the primary that owns ``channel``'s slot now."""
+        return self._cluster.get_node_from_key(channel).name  # type: ignore[arg-type,union-attr]
 
+    async def client(self, shard: str) -> Redis:
+        host, _, port = shard.rpartition(":")
+        return Redis.from_url(node_url(self._url, host, int(port)), socket_connect_timeout=5)

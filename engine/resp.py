@@ -147,7 +147,9 @@ class RespConnection(asyncio.Protocol):
             self.transport.abort()
 
 
-_PUSH_KINDS = frozenset({b"message", b"subscribe", b"unsubscribe", b"pong"})
+_PUSH_KINDS = frozenset(
+    {b"message", b"subscribe", b"unsubscribe", b"smessage", b"ssubscribe", b"sunsubscribe", b"pong"}
+)
 
 
 async def open_connection(

@@ -52,6 +52,7 @@ from engine.store import OpStatus, OperationStore
 from loadtest import redisload, servercost
 from loadtest.httpload import LoadResult, LoadSpec
 from loadtest.processes import BenchError, Processes, free_port, wait_healthy
+from loadtest.clusterbench import ClusterRun, run_cluster_pairs
 from realtime.embedded import EmbeddedValkey
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -463,6 +464,7 @@ def summary_rows(
     cost: servercost.ServerCost,
     operations: Operations,
     hundred_b: float,
+    clustered: ClusterRun,
 ) -> list[Row]:
     def med(values: Iterable[float]) -> float:
         return statistics.median(values)
@@ -476,8 +478,12 @@ def summary_rows(
     batch_ratio = batch.events_per_s / pipeline.per_s
     ops = (operations.spend, operations.redeem)
     errors = sum(p.service.errors + p.baseline.errors for p in pairs) + batch.errors + sum(o.errors for o in ops)
+    errors += sum(r.errors for r in clustered.single + clustered.cluster)
     not_applied = sum(p.service.requests - p.service.counted for p in pairs) + (batch.events - batch.counted)
     not_applied += sum(o.requests - o.counted for o in ops)
+    not_applied += sum(r.requests - r.counted for r in clustered.single + clustered.cluster)
+    cluster_rps = med(r.requests_per_s for r in clustered.cluster)
+    single_rps = med(r.requests_per_s for r in clustered.single)
 
     def verdict(ok: bool) -> str:
         return "MET" if ok else "MISSED"
@@ -497,6 +503,8 @@ def summary_rows(
             f"{operations.spend.requests_per_s / base_rps:.2f}x", "-", "report"),
         Row("HTTP redeem, req/s (object, member, settle)", f"{operations.redeem.requests_per_s:,.0f}",
             f"{base_rps:,.0f}", f"{operations.redeem.requests_per_s / base_rps:.2f}x", "-", "report"),
+        Row(f"HTTP 1 event/request on a 3-primary cluster, req/s, median of {len(clustered.cluster)}",
+            f"{cluster_rps:,.0f}", f"{single_rps:,.0f}", f"{clustered.ratio:.2f}x", "-", "report"),
         Row(f"Redis bytes per member ({memory.events} events)", f"{memory.per_member_b:,.0f}", "-", "-", "-", "report"),
         Row("Redis bytes per member (100 events)", f"{hundred_b:,.0f}", "-", "-", "-", "report"),
         Row("Redis bytes per dedupe entry (MEMORY USAGE)", f"{memory.dedupe_usage_per_entry_b:.1f}",
@@ -579,10 +587,10 @@ def run(opts: Options, workdir: Path) -> list[Row]:
             REKINDLE_MAX_INFLIGHT="0",
         )
         service_port = free_port()
+        serve = [*rekindle_command(), "serve", "--workers", "1", "--config", str(config)]
         service = procs.start(
             "service",
-            [*rekindle_command(), "serve", "--redis-url", url, "--port", str(service_port), "--workers", "1",
-             "--config", str(config), "--data-dir", str(workdir / "data")],
+            [*serve, "--redis-url", url, "--port", str(service_port), "--data-dir", str(workdir / "data")],
             env=env,
         )
         wait_healthy(baseline, baseline_port)
@@ -600,12 +608,18 @@ def run(opts: Options, workdir: Path) -> list[Row]:
             batch = run_batch(opts, service_port, api_key, run_id)
         with phase_noise(url):
             operations = run_operations(opts, service_port, api_key, token_secret, run_id)
+        clustered = run_cluster_pairs(
+            rounds=opts.rounds, connections=opts.connections, warmup_s=opts.warmup_s, duration_s=opts.duration_s,
+            members=opts.members, workdir=workdir, procs=procs, service_command=serve, env=env,
+            single_port=service_port, single_pids={"service": service.pid, "server": valkey.pid}, api_key=api_key,
+            run_id=run_id, http_load=http_load, describe=describe,
+        )
         procs.stop_all()  # what follows needs neither server; their connections leave the memory figures
 
         memory = run_memory(opts, url, program, run_id)
         hundred = run_memory_hundred(opts, url, program, run_id)
         cost = run_server_cost(opts, url, program, run_id)
-        rows = summary_rows(pairs, batch, pipeline, memory, cost, operations, hundred)
+        rows = summary_rows(pairs, batch, pipeline, memory, cost, operations, hundred, clustered)
         print_summary(rows, pairs)
         return rows
     finally:

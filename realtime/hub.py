@@ -1,4 +1,4 @@
-"""The WebSocket hub: one Redis subscription connection per process, dispatched to local sockets.
+"""The WebSocket hub: Redis sharded subscriptions (one connection per shard), dispatched to local sockets.
 
 A channel is subscribed while at least one local socket of its member is open. The hub knows
 frames and subscriptions, not game rules. If the subscription connection drops, messages may
@@ -12,11 +12,11 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from redis.asyncio import Redis
 
+from engine.cluster import Shards
 from realtime import metrics
 from realtime.frames import CloseCode, Encoding, Frame, Resume, frames_from_message
 from realtime.subscriber import Subscriber
@@ -121,22 +121,38 @@ class TooManySockets(Exception):
 
 
 class Hub:
+    """Local sockets by channel, and the subscriptions that feed them.
+
+    On one server, one subscriber (one connection) for the process, opened at start and opened
+    again after a loss, which every socket resumes from. On a cluster, one subscriber per primary
+    that owns a channel some local socket follows, opened at the first such socket: a shard's
+    loss (its primary failed) or a channel the server dropped (its slot moved) resumes only the
+    sockets that followed it, and the slot map is read again so that their reconnections
+    subscribe where the channels now live.
+    """
+
     #: Sockets one member may hold on one process: each may pin a replay and a queue in memory.
     max_per_member = 16
 
-    def __init__(self, redis: Redis | Callable[[], Awaitable[Redis]]) -> None:
-        # For its connection settings (the hub opens a connection of its own); on a cluster, what
-        # picks a node (engine.cluster.AnyNode).
-        self._redis = redis
+    def __init__(self, redis: Redis | Shards) -> None:
+        # One server: the client whose connection settings the hub's own connection takes. A
+        # cluster: what names each channel's shard and opens a client for it.
+        self._shards = redis if isinstance(redis, Shards) else None
+        self._redis = redis if isinstance(redis, Redis) else None
         self._groups: dict[bytes, set[LiveConnection]] = {}
-        self._subscriber: Subscriber | None = None
+        self._subscribers: dict[str, Subscriber] = {}  # by shard ("" on one server)
+        self._opening: dict[str, asyncio.Task[Subscriber]] = {}
+        self._shard_of: dict[bytes, str] = {}  # a followed channel's shard
         self._reconnect: asyncio.Task[None] | None = None
         self._closing = False
         self._sockets = 0
 
     @property
     def healthy(self) -> bool:
-        return self._subscriber is not None and self._subscriber.connected
+        if self._shards is not None:  # a lost shard is dropped and opened again on demand
+            return all(s.connected for s in self._subscribers.values())
+        subscriber = self._subscribers.get("")
+        return subscriber is not None and subscriber.connected
 
     @property
     def sockets(self) -> int:
@@ -144,19 +160,22 @@ class Hub:
         return self._sockets
 
     async def start(self) -> None:
-        subscriber = Subscriber(self._redis, self._dispatch, self._lost)
-        await subscriber.connect()
-        self._subscriber = subscriber
+        if self._shards is None:
+            self._subscribers[""] = await self._open("")
 
     async def join(self, conn: LiveConnection) -> None:
         """Return once messages for the member can no longer be missed by this connection."""
-        subscriber = self._subscriber
+        shard = "" if self._shards is None else self._shards.shard_of(conn.channel)
+        subscriber = self._subscribers.get(shard)
+        if subscriber is None and self._shards is not None:
+            subscriber = await self._open_shard(shard)
         if subscriber is None or not subscriber.connected:
             raise ConnectionError("the live feed is reconnecting to the store")
         group = self._groups.setdefault(conn.channel, set())
         if len(group) >= self.max_per_member:
             raise TooManySockets(f"at most {self.max_per_member} live connections per member")
         group.add(conn)
+        self._shard_of[conn.channel] = shard
         self._sockets += 1
         try:
             await subscriber.subscribe(conn.channel)
@@ -172,8 +191,9 @@ class Hub:
         self._sockets -= 1
         if not group:
             del self._groups[conn.channel]
-            if self._subscriber is not None and self._subscriber.connected:
-                self._subscriber.unsubscribe(conn.channel)
+            subscriber = self._subscribers.get(self._shard_of.pop(conn.channel, ""))
+            if subscriber is not None and subscriber.connected:
+                subscriber.unsubscribe(conn.channel)
 
     async def close(self) -> None:
         self._closing = True
@@ -182,8 +202,30 @@ class Hub:
         for group in self._groups.values():
             for conn in group:
                 conn.evict(CloseCode.SERVICE_RESTART, "the service is restarting; reconnect and resume")
-        if self._subscriber is not None:
-            self._subscriber.close()
+        for subscriber in self._subscribers.values():
+            subscriber.close()
+
+    # --- subscribers ----------------------------------------------------------------------------
+
+    async def _open(self, shard: str) -> Subscriber:
+        redis = self._redis if self._shards is None else await self._shards.client(shard)
+        assert redis is not None
+        subscriber = Subscriber(
+            redis, self._dispatch, lambda exc: self._lost(shard, exc), on_dropped=self._dropped
+        )
+        await subscriber.connect()
+        return subscriber
+
+    async def _open_shard(self, shard: str) -> Subscriber:
+        """The shard's subscriber, opened once however many sockets ask for it at the same time."""
+        task = self._opening.get(shard)
+        if task is None:
+            task = self._opening[shard] = asyncio.get_running_loop().create_task(self._open(shard))
+            task.add_done_callback(lambda _: self._opening.pop(shard, None))
+        subscriber = await asyncio.shield(task)
+        if self._subscribers.get(shard) is None and subscriber.connected:
+            self._subscribers[shard] = subscriber
+        return self._subscribers.get(shard, subscriber)
 
     def _dispatch(self, channel: bytes, data: bytes) -> None:
         group = self._groups.get(channel)
@@ -197,17 +239,36 @@ class Hub:
         for conn in tuple(group):
             conn.push(frames)
 
-    def _lost(self, exc: Exception | None) -> None:
+    def _evict(self, channels: list[bytes], reason: str) -> None:
+        for channel in channels:
+            group = self._groups.pop(channel, set())
+            self._shard_of.pop(channel, None)
+            self._sockets -= len(group)
+            for conn in group:
+                conn.evict(CloseCode.RESUME, reason)
+
+    def _lost(self, shard: str, exc: Exception | None) -> None:
         if self._closing:
             return
-        log.warning("live feed lost its Redis subscription; %d sockets told to resume", self.sockets)
         metrics.REDIS_ERRORS.inc()
-        groups, self._groups = self._groups, {}
-        self._sockets = 0
-        for group in groups.values():
-            for conn in group:
-                conn.evict(CloseCode.RESUME, "the live feed was interrupted; reconnect and resume")
-        self._reconnect = asyncio.get_running_loop().create_task(self._reconnect_loop())
+        self._subscribers.pop(shard, None)
+        if self._shards is None:
+            log.warning("live feed lost its Redis subscription; %d sockets told to resume", self.sockets)
+            self._evict(list(self._groups), "the live feed was interrupted; reconnect and resume")
+            self._reconnect = asyncio.get_running_loop().create_task(self._reconnect_loop())
+            return
+        channels = [c for c, s in self._shard_of.items() if s == shard]
+        log.warning("live feed lost its subscription to shard %s; %d channels told to resume", shard, len(channels))
+        self._evict(channels, "the live feed was interrupted; reconnect and resume")
+        self._shards.refresh_soon()
+
+    def _dropped(self, channel: bytes) -> None:
+        """The server ended a subscription itself: the channel's slot moved to another shard."""
+        if self._closing:
+            return
+        self._evict([channel], "the live feed moved; reconnect and resume")
+        if self._shards is not None:
+            self._shards.refresh_soon()
 
     async def _reconnect_loop(self) -> None:
         delay = 0.1

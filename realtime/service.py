@@ -11,7 +11,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
-from engine.cluster import AnyNode, Client, cluster_from_url, is_cluster_url, runner_for
+from engine.cluster import Client, Shards, cluster_from_url, is_cluster_url, runner_for
 from engine.clock import Clock, OffsetClock, SystemClock
 from engine.feed import FeedStore
 from engine.keys import Keys
@@ -68,7 +68,7 @@ class Service:
             cluster = cluster_from_url(settings.redis_url, max_connections=256, socket_timeout=10, socket_connect_timeout=5)
             redis = cluster
             pipeline = runner_for(cluster, settings.redis_url, settings.wait_replicas, settings.wait_timeout_ms)
-            hub = Hub(AnyNode(cluster, settings.redis_url))
+            hub = Hub(Shards(cluster, settings.redis_url))
         else:
             # Blocking: a burst (10,000 sockets resuming after a blip) queues for a connection for
             # up to 5 s instead of failing at once. The award path has a connection of its own.

@@ -542,5 +542,5 @@ local packed = cmsgpack.pack(effects)
 local entry_id = redis.call('XADD', KEYS[4], 'MAXLEN', '~', feed_length, '*', 'd', packed, 'e', op_id)
 local message = message_of(entry_id, packed)
 remember(entry_id)
-if ARGV[3] ~= '' then redis.call('PUBLISH', ARGV[3], message) end
+if ARGV[3] ~= '' then redis.call('SPUBLISH', ARGV[3], message) end
 return message

@@ -140,7 +140,8 @@ def _wait_subscribed(redis_url: str, prefix: str, members: int, service: Child, 
     try:
         deadline = time.monotonic() + timeout_s
         while True:
-            channels = len(client.pubsub_channels(f"{prefix}:*"))
+            # Sharded channels (the hub SSUBSCRIBEs): PUBSUB SHARDCHANNELS, not PUBSUB CHANNELS.
+            channels = len(client.execute_command("PUBSUB", "SHARDCHANNELS", f"{prefix}:*"))
             if channels >= members:
                 return
             if time.monotonic() > deadline:
