@@ -66,17 +66,6 @@ def sync_redis(redis_url: str) -> Iterator[redis.Redis]:
     client.close()
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """On a cluster (``make test-cluster``), tests of one server's own behaviour are skipped."""
-    url = os.environ.get("REDIS_URL", "")
-    if not (os.environ.get("REKINDLE_TEST_CLUSTER") or on_cluster(url)):
-        return
-    skip = pytest.mark.skip(reason="exercises one server's own behaviour (pause, kill, restart, FLUSHDB); "
-                                   "the cluster's are in tests/cluster")
-    for item in items:
-        if item.get_closest_marker("single_server"):
-            item.add_marker(skip)
-
 
 @pytest.fixture
 def prefix() -> str:
