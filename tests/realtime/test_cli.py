@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import shlex
 import subprocess
 from pathlib import Path
@@ -15,6 +16,7 @@ import redis
 from engine.keys import Keys
 from tests.realtime.conftest import (
     EXAMPLE_CONFIG,
+    REKINDLE,
     ROOT,
     TOKEN_SECRET,
     Service,
@@ -204,3 +206,32 @@ def test_serve_refuses_a_short_token_secret(tmp_path: Path, redis_url: str) -> N
     assert "REKINDLE_TOKEN_SECRET" in done.stderr
     assert done.returncode == 2, done.stderr
     assert "short-secret" not in done.stderr + done.stdout
+
+
+def test_cluster_runs_a_local_cluster_until_stopped(tmp_path: Path) -> None:
+    """`rekindle cluster` forms a three-primary cluster with a replica each, prints the URL that
+    reaches it, serves keys by slot, and on SIGTERM stops every node and exits 0."""
+    from redis.cluster import RedisCluster
+
+    from realtime.cluster import free_ports
+
+    port = free_ports(6, start=random.randrange(20_000, 40_000))[0]  # and their bus ports, 10,000 above
+    with subprocess.Popen(
+        [REKINDLE, "cluster", "--port", str(port), "--data-dir", str(tmp_path / "cluster")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    ) as process:
+        try:
+            lines = [process.stdout.readline() for _ in range(2)]  # type: ignore[union-attr]
+            assert lines[1].strip() == f"REDIS_URL=redis+cluster://127.0.0.1:{port}", lines
+            assert lines[0].count("primary") == 3 and lines[0].count("replica of") == 3, lines[0]
+            with RedisCluster(host="127.0.0.1", port=port) as client:
+                for i in range(30):
+                    client.set(f"{{k{i}}}", i)
+                assert sum(int(n.redis_connection.dbsize()) for n in client.get_primaries()) == 30
+                assert len({client.get_node_from_key(f"{{k{i}}}").port for i in range(30)}) == 3
+        finally:
+            process.terminate()
+            assert process.wait(timeout=60) == 0, process.stderr.read()  # type: ignore[union-attr]
+    with redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=1) as stopped:
+        with pytest.raises(redis.ConnectionError):
+            stopped.ping()
