@@ -61,9 +61,11 @@ check: install
 schema: install
 	$(BIN)/rekindle schema > config/program.schema.json
 
-# The programme reference is generated from the models; a test holds the committed copy to it.
+# The programme reference and the OpenAPI document are generated from the code; tests hold the
+# committed copies to it.
 docs: install
 	$(BIN)/python -m engine.reference > docs/programme.md
+	$(BIN)/rekindle openapi --config config/member_day.toml > docs/openapi.json
 
 # Not .data: it holds the embedded server's AOF (every member's state) and the dev keys.
 clean:

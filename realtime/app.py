@@ -12,14 +12,14 @@ from starlette.datastructures import State
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 
 from engine.clock import Clock
 from engine.errors import RekindleError
 from realtime import api, live
 from realtime.admission import Admission, Limits
-from realtime.routes import admin, points, redeem
+from realtime.routes import admin, docs, points, redeem
 from realtime.errors import STORE_ERRORS, http_error, rekindle_error, store_unreachable, unexpected_error
 from realtime.gcpacer import GcPacer
 from realtime.service import Service
@@ -56,6 +56,9 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
         WebSocketRoute("/v1/live", live.live),
         Route("/healthz", api.healthz, methods=["GET"]),
         Route("/metrics", api.get_metrics, methods=["GET"]),
+        Route("/openapi.json", docs.get_openapi, methods=["GET"]),
+        Route("/docs", docs.get_docs, methods=["GET"]),
+        Mount("/docs/static", app=docs.STATIC, name="docs-static"),
     ]
     if settings.dev_clock:  # without --dev-clock the route does not exist: 404 like any unknown path
         routes.append(Route("/v1/admin/clock", admin.post_clock, methods=["POST"]))

@@ -66,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
 
     sub.add_parser("schema", help="print the programme JSON Schema (config/program.schema.json)")
 
+    openapi = sub.add_parser("openapi", help="print the OpenAPI 3.1 document of the HTTP API for a programme")
+    openapi.add_argument("--config", type=Path, default=Path("config/member_day.toml"),
+                         help="the programme whose event types the events endpoint takes (default config/member_day.toml)")
+
     cluster = sub.add_parser("cluster", help="run a local Valkey Cluster for development and print its URL")
     cluster.add_argument("--data-dir", type=Path, help="its nodes' folders (default <REKINDLE_DATA_DIR>/cluster)")
     cluster.add_argument("--port", type=int, default=17_001, help="the first node's port; the rest follow (default 17001)")
@@ -75,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handler = {
         "serve": _serve, "check": _check, "verify": _verify, "token": _token, "schema": _schema, "cluster": _cluster,
+        "openapi": _openapi,
     }
     try:
         return handler[args.command](args)
@@ -103,6 +108,19 @@ def _check(args: argparse.Namespace) -> int:
 
 def _schema(args: argparse.Namespace) -> int:
     sys.stdout.write(orjson.dumps(json_schema(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode() + "\n")
+    return 0
+
+
+def _openapi(args: argparse.Namespace) -> int:
+    from realtime.routes.docs import document_bytes
+
+    try:
+        program = load_program(args.config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 2
+    sys.stdout.buffer.write(document_bytes(program, Settings.from_env().max_batch))
     return 0
 
 

@@ -236,7 +236,7 @@ def test_token_default_ttl_is_a_day(shop: httpx.Client) -> None:
 
 # --- a member token against every shop and admin endpoint ------------------------------------------------
 
-MEMBER_OR_PUBLIC = ("/v1/me", "/v1/games", "/v1/live", "/healthz", "/metrics")  # and what lies under them
+MEMBER_OR_PUBLIC = ("/v1/me", "/v1/games", "/v1/live", "/healthz", "/metrics", "/openapi.json", "/docs")  # and under them
 
 
 def _for_members_or_public(path: str) -> bool:

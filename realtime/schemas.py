@@ -1,0 +1,538 @@
+"""What each HTTP endpoint accepts and answers (pydantic models of what the handlers and the views
+they answer do today) and a table of every route, from which ``realtime/openapi.py`` builds the
+OpenAPI document. A key left out where it does not apply (never null) is declared ``_omitted``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, RootModel, StrictInt, StrictStr, StringConstraints
+
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]*$"  # engine/ids.py: what may reach a Redis key
+MemberId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=ID_PATTERN)]
+OpId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=ID_PATTERN)]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=ID_PATTERN)]
+Time = Annotated[StrictInt, Field(ge=0, le=2**53 - 1)] | Annotated[StrictStr, Field(max_length=40)]
+
+
+def _omitted(description: str, **constraints: Any) -> Any:
+    """A key that may be absent (never null): not required, and no default in the schema."""
+    return Field(None, description=description, json_schema_extra=lambda schema: schema.pop("default", None), **constraints)
+
+
+class Closed(BaseModel):
+    """A request body whose handler refuses any key it does not name (422 on that key)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- errors ---------------------------------------------------------------------------------------
+
+
+class ConfigProblem(BaseModel):
+    """One mistake in a posted programme: where (file, key path) and why."""
+
+    file: str
+    path: str = Field(description='the key path ("" for the file as a whole)')
+    reason: str
+
+
+class ErrorDetail(BaseModel):
+    """What went wrong: a stable `code`, a message for people, the input to blame."""
+
+    code: str = Field(description="stable, machine-readable: see each response's list")
+    message: str
+    field: str = _omitted("the path of the input that is wrong, in the caller's terms (`events[3].data.amount`)")
+    problems: list[ConfigProblem] = _omitted("`invalid_config` only: every mistake found")
+
+
+class Effect(BaseModel):
+    """One consequence of an operation, as the live feed sends it (without `data.event`)."""
+
+    id: str = _omitted("feed id `<ms>-<seq>-<i>`; absent in a dry run, which makes no feed entry")
+    type: Literal["xp", "points", "quest_progress", "quest_completed", "tier_up", "reward",
+                  "points_expired", "coupon_used", "reward_revoked", "debt", "debt_settled"]
+    data: dict[str, Any] = Field(description=(
+        "by type: xp {amount, total, reason}; points {amount, balance, reason}; quest_progress, quest_completed "
+        "{quest, progress, target}; tier_up {from, to}; reward {kind, item, coupon, reason, expires_at_ms}; "
+        "points_expired {amount, balance, expired_at_ms}; coupon_used {coupon, item, order}; "
+        "reward_revoked {coupon, item, reason}; debt {amount, debt}; debt_settled {amount, balance, debt}"))
+
+
+class OperationResult(BaseModel):
+    """The outcome of one event or operation (``realtime.api.result_view``)."""
+
+    id: str | None = Field(description="the event's or operation's id; null for a batch entry with no string id")
+    member: str = _omitted("absent when rejected")
+    status: Literal["applied", "duplicate", "rejected"]
+    effects: list[Effect] = _omitted("absent when rejected; a duplicate replays the first call's while the feed keeps them, else []")
+    original: str | None = _omitted("duplicate only: the first call's feed entry id, null if it had no effect")
+    error: ErrorDetail = _omitted("rejected only: idempotency_conflict, a refund refusal, or (in a batch) why the event is invalid")
+    dry_run: Literal[True] = _omitted("present (true) on a dry run's result")
+
+
+class ErrorBody(BaseModel):
+    """Every error reply: ``{"error": {"code", "message", "field"?}}``."""
+
+    error: ErrorDetail
+    results: list[OperationResult] = _omitted(
+        "a single event or operation's 409 idempotency_conflict, or an event's 422 refund refusal: its rejected result")
+
+
+# --- events ---------------------------------------------------------------------------------------
+
+
+class EventIn(Closed):
+    """One member event; `data` is checked against the active programme's declaration of `type`."""
+
+    id: OpId = Field(description="idempotency key, unique per member (events and operations alike)")
+    member: MemberId
+    type: str = Field(description="an event type the active programme declares")
+    at: Time | None = Field(None, description="ISO 8601 with an offset, or epoch milliseconds; absent or null: when it arrives")
+    data: dict[str, Any] = Field(default_factory=dict, description="the fields the event type declares; unknown ones are refused")
+
+
+class EventBatchIn(Closed):
+    """Up to 1,000 events, applied in order, one result each."""
+
+    events: list[EventIn] = Field(min_length=1, max_length=1000, description="a bad event is rejected in its own result, not the batch")
+
+
+class EventsBody(RootModel[EventIn | EventBatchIn]):
+    """`POST /v1/events`: one event, or a batch under `events`."""
+
+
+class EventsReply(BaseModel):
+    """One result per event posted, in order."""
+
+    results: list[OperationResult]
+
+
+class OperationReply(BaseModel):
+    """The one result of a spend, coupon use or redemption."""
+
+    results: list[OperationResult] = Field(min_length=1, max_length=1)
+
+
+# --- members --------------------------------------------------------------------------------------
+
+
+class ProfileIn(Closed):
+    """Profile facts; only the keys given are written (at least one)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
+
+    joined_at: Time = _omitted("ISO 8601 with an offset, or epoch milliseconds")
+    birthday: Annotated[str, StringConstraints(pattern=r"^[0-9]{2}-[0-9]{2}$")] = _omitted('month-day, "03-21" (02-29 allowed)')
+    referrer: MemberId = _omitted("another member's id (not the member itself)")
+    tags: list[Name] = _omitted("replaces the tags (kept sorted, deduplicated)", max_length=32)
+
+
+class ProfileReply(BaseModel):
+    """Which profile fields were written (by their snapshot names)."""
+
+    member: str
+    updated: list[Literal["birthday", "joined_at_ms", "referrer", "tags"]] = Field(description="sorted")
+
+
+class TierNext(BaseModel):
+    """The tier above, and the XP still to earn for it."""
+
+    id: str
+    name: str
+    xp: int
+    xp_to_go: int
+
+
+class TierView(BaseModel):
+    """The member's tier."""
+
+    id: str
+    name: str
+    points_multiplier: float
+    next: TierNext | None = Field(description="null at the top tier")
+
+
+class PointsLot(BaseModel):
+    """Points granted together that expire together."""
+
+    amount: int
+    expires_at_ms: int
+
+
+class PointsView(BaseModel):
+    """The live balance (expired lots not counted), what expires when (soonest first), and debt."""
+
+    balance: int
+    expiring: list[PointsLot]
+    debt: int = Field(description="points a refund could not take back; the next grants settle it first")
+
+
+class QuestRewards(BaseModel):
+    """What completing a quest grants."""
+
+    xp: int
+    points: int
+    coupons: list[str] = Field(description="catalog items")
+
+
+class QuestView(BaseModel):
+    """One quest of the programme, in its current period."""
+
+    id: str
+    title: str
+    kind: Literal["once", "daily", "weekly", "window"]
+    progress: int
+    target: int
+    state: Literal["upcoming", "active", "completed", "ended"]
+    starts_at_ms: int | None
+    deadline_ms: int | None = Field(description="end of the current period or of the quest's window, whichever is first")
+    rewards: QuestRewards
+    repeats: bool = Field(description="daily and weekly quests")
+
+
+class CouponView(BaseModel):
+    """A coupon the member was granted, and its state."""
+
+    coupon: str = Field(description="the coupon id (`<operation id>:c<n>`), for `/coupons/{coupon}/use`")
+    item: str
+    state: Literal["granted", "used", "revoked", "expired"]
+    granted_at_ms: int
+    expires_at_ms: int | None
+    reason: str = Field(description="`quest:<id>`, `tier:<id>`, `redeem`")
+    event: str = Field(description="the id of the operation that granted it")
+    used_at_ms: int = _omitted("used only")
+    order: str = _omitted("used only: the order it was used for")
+    kind: Literal["coupon"] = _omitted("from the catalog; absent if the item left it")
+    title: str = _omitted("from the catalog; absent if the item left it")
+    value_cents: int = _omitted("from the catalog; absent if the item left it")
+    min_spend_cents: int = _omitted("from the catalog; absent if the item left it")
+
+
+class ProfileView(BaseModel):
+    """The profile facts held for the member."""
+
+    joined_at_ms: int | None
+    birthday: str | None
+    referrer: str | None
+    tags: list[str]
+
+
+class Snapshot(BaseModel):
+    """Everything an app shows about a member; a member with no history answers an empty one."""
+
+    member: str
+    xp: int
+    tier: TierView
+    points: PointsView
+    quests: list[QuestView]
+    rewards: list[CouponView] = Field(description="by grant time")
+    profile: ProfileView
+    feed_id: str = Field(description='the newest effect\'s id ("0-0" for none): connect the live feed with since=<feed_id>')
+    program_hash: str
+
+
+# --- points, coupons, redemptions -----------------------------------------------------------------
+
+
+class SpendIn(Closed):
+    """Take points from the member, soonest-expiring lots first."""
+
+    id: OpId = Field(description="idempotency key, unique per member")
+    amount: StrictInt = Field(ge=1, le=10**9)
+    reason: Name = Field("spend", description="shown in the effect and the ledger")
+
+
+class CouponUseIn(Closed):
+    """Mark the coupon in the path used for an order, once."""
+
+    id: OpId = Field(description="idempotency key, unique per member")
+    order: OpId
+
+
+class RedeemIn(Closed):
+    """Redeem one of a catalog item for its points cost."""
+
+    id: OpId = Field(description="idempotency key, unique per member")
+    item: str = Field(description="a catalog item with a `points_cost`")
+
+
+# --- tokens, programme, operations ----------------------------------------------------------------
+
+
+class TokenIn(Closed):
+    """Mint a member token."""
+
+    member: MemberId
+    ttl_s: StrictInt = Field(86400, ge=60, le=30 * 24 * 3600, description="lifetime in seconds")
+
+
+class TokenReply(BaseModel):
+    """A member token (HS256 JWT, `sub` the member) and its expiry."""
+
+    member: str
+    token: str
+    expires_at_ms: int
+
+
+class ConfigVersion(BaseModel):
+    """One activated version of the programme."""
+
+    program_version: int
+    program_hash: str
+    origin: str = Field(description='"api" or "file:<path>"')
+    activated_at_ms: int
+
+
+class ConfigReply(ConfigVersion):
+    """The active programme and the last 20 versions, newest first."""
+
+    name: str
+    history: list[ConfigVersion]
+
+
+class ConfigPosted(BaseModel):
+    """The version now active."""
+
+    program_version: int
+    program_hash: str
+    name: str
+
+
+class HealthReply(BaseModel):
+    """200 ready; the same shape answers 503 (with Retry-After 2) when a dependency is down."""
+
+    status: Literal["ok", "unavailable"]
+    program_version: int = _omitted("ok only")
+    live_sockets: int = _omitted("ok only: sockets open on this process")
+    redis: Literal["down"] = _omitted("503: the store does not answer")
+    live_feed: Literal["reconnecting"] = _omitted("503: the live feed's store subscription is down")
+
+
+class ClockIn(Closed):
+    """The moment to move the dev clock to."""
+
+    now: str = Field(description="ISO 8601 with a UTC offset, not earlier than the service's clock")
+
+
+class ClockReply(BaseModel):
+    """The clock's new time, in the offset sent, and how many scheduled jobs ran."""
+
+    now: str
+    now_ms: int
+    jobs_run: int
+
+
+# --- the routes -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Param:
+    """A path, query or header parameter of an operation."""
+
+    name: str
+    where: str  # "path" | "query" | "header"
+    schema: dict[str, Any]  # JSON Schema of the value
+    description: str
+    required: bool = False
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One HTTP route: what it takes, answers and refuses, for ``realtime/openapi.py``."""
+
+    method: str  # "get", "post", "put"
+    path: str  # OpenAPI path, e.g. "/v1/members/{member}"
+    operation_id: str  # camelCase, unique
+    summary: str  # one line
+    description: str  # what it does, idempotency by id, what a retry gets
+    tag: str  # "events" | "members" | "points" | "rewards" | "live" | "config" | "operations" | "auth"
+    auth: str | None  # "shop", "member", "admin", or None
+    body: type[BaseModel] | None
+    reply: type[BaseModel] | None  # the success body
+    status: int = 200
+    params: tuple[Param, ...] = ()
+    errors: dict[int, tuple[str, ...]] = field(default_factory=dict)  # HTTP status -> every `error.code`
+    example_body: dict[str, Any] | None = None
+    example_reply: dict[str, Any] | None = None
+    text_body: str | None = None  # a body that is not JSON: its media type (the programme's TOML)
+
+
+def _id_schema(max_len: int) -> dict[str, Any]:
+    return {"type": "string", "minLength": 1, "maxLength": max_len, "pattern": ID_PATTERN}
+
+
+_MEMBER = Param("member", "path", _id_schema(64), "The member's id.", required=True)
+_BODY = {400: ("bad_json",), 413: ("payload_too_large",), 401: ("unauthorized",)}  # a body, behind a credential
+_BUSY = {429: ("overloaded",), 503: ("unavailable",)}
+_RETRY = " Nothing was written on a 429 or 503: send the same request again, with the same id, after Retry-After."
+_ID = ("The id is the idempotency key, per member and shared with events: the same id and body again answers "
+       "`duplicate`, writes nothing and replays the first call's effects; another body under it is 409 "
+       "`idempotency_conflict`. A refusal writes nothing.")
+_EVENT = {"id": "order-9912-paid", "member": "m-42", "type": "purchase", "at": "2026-11-11T10:00:03+08:00",
+          "data": {"amount": 19900, "sku": "tea-01"}}
+_SNAPSHOT = {
+    "member": "m-42", "xp": 299, "tier": {"id": "bronze", "name": "Bronze", "points_multiplier": 1.0,
+                                          "next": {"id": "silver", "name": "Silver", "xp": 1000, "xp_to_go": 701}},
+    "points": {"balance": 299, "expiring": [{"amount": 299, "expires_at_ms": 1830268800000}], "debt": 0},
+    "quests": [{"id": "first_order", "title": "Place your first order", "kind": "once", "progress": 1, "target": 1,
+                "state": "completed", "starts_at_ms": None, "deadline_ms": None,
+                "rewards": {"xp": 100, "points": 100, "coupons": ["free-shipping"]}, "repeats": False}],
+    "rewards": [{"coupon": "order-9912-paid:c1", "item": "free-shipping", "state": "granted",
+                 "granted_at_ms": 1794362403000, "expires_at_ms": 1796954403000, "reason": "quest:first_order",
+                 "event": "order-9912-paid", "kind": "coupon", "title": "Free shipping on your next order",
+                 "value_cents": 1000, "min_spend_cents": 0}],
+    "profile": {"joined_at_ms": None, "birthday": None, "referrer": None, "tags": []},
+    "feed_id": "1794362403000-0-6", "program_hash": "3f0c2a9e1b7d4c55",
+}
+
+
+def _one(op_id: str, *effects: tuple[str, dict[str, Any]]) -> dict[str, Any]:
+    """An example reply: one applied result with these effects."""
+    return {"results": [{"id": op_id, "member": "m-42", "status": "applied",
+                         "effects": [{"id": f"1794362403000-0-{i}", "type": t, "data": d} for i, (t, d) in enumerate(effects)]}]}
+
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation(
+        "post", "/v1/events", "postEvents", "Post one member event, or a batch of up to 1,000",
+        "Applies each event's rules, quests and tiers to its member and answers the effects, one result per "
+        "event in order. The id is the idempotency key, per member: the same id and body again answers "
+        "`duplicate`, writes nothing and replays the first effects while the feed keeps them; another body "
+        "under it is `idempotency_conflict`, 409 for a single event. A refund that cannot apply is 422 with its "
+        "code. In a batch both are that event's `rejected` result, as is an invalid event; a batch whose store "
+        "calls fail is 503 as a whole: retry it as is. `dry_run=1` answers what one event would do now "
+        "(effects without ids, `dry_run: true`, a refusal as a `rejected` result in a 200), writing nothing." + _RETRY,
+        "events", "shop", EventsBody, EventsReply,
+        params=(Param("dry_run", "query", {"type": "string", "enum": ["1", "true", "0", "false"]},
+                      "1 or true: a dry run of one event (a batch is refused); nothing is written."),),
+        errors={**_BODY, 409: ("idempotency_conflict",),
+                422: ("invalid", "invalid_event", "event_out_of_window", "unknown_original", "already_refunded",
+                      "refund_window_passed", "amount_exceeds_original", "no_amount"),
+                **_BUSY, 500: ("internal", "store_error")},
+        example_body=_EVENT,
+        example_reply=_one("order-9912-paid", ("xp", {"amount": 199, "total": 199, "reason": "purchase_xp"}),
+                           ("points", {"amount": 199, "balance": 199, "reason": "purchase_points"})),
+    ),
+    Operation(
+        "put", "/v1/members/{member}", "putMember", "Write a member's profile facts",
+        "Writes the fields given (joined_at, birthday, referrer, tags) and keeps the others as stored; "
+        "`updated` names them as the snapshot's `profile` does. Idempotent: the same body again writes the same." + _RETRY,
+        "members", "shop", ProfileIn, ProfileReply, params=(_MEMBER,),
+        errors={**_BODY, 422: ("invalid",), **_BUSY, 500: ("internal",)},
+        example_body={"joined_at": "2025-03-01T09:30:00+08:00", "birthday": "03-21", "tags": ["vip"]},
+        example_reply={"member": "m-42", "updated": ["birthday", "joined_at_ms", "tags"]},
+    ),
+    Operation(
+        "get", "/v1/members/{member}", "getMember", "A member's snapshot",
+        "XP, tier, points and their expiry, quests, coupons and profile as of now, read in one transaction. "
+        "A valid id with no history answers an empty snapshot, not 404. Reads are shed first under load (429).",
+        "members", "shop", None, Snapshot, params=(_MEMBER,),
+        errors={401: ("unauthorized",), 422: ("invalid",), **_BUSY, 500: ("internal",)}, example_reply=_SNAPSHOT,
+    ),
+    Operation(
+        "post", "/v1/members/{member}/points/spend", "spendPoints", "Spend a member's points",
+        "Takes `amount` points, soonest-expiring lots first: a `points` effect with a negative amount. " + _ID + _RETRY,
+        "points", "shop", SpendIn, OperationReply, params=(_MEMBER,),
+        errors={**_BODY, 409: ("insufficient_points", "idempotency_conflict"), 422: ("invalid",),
+                **_BUSY, 500: ("internal", "store_error")},
+        example_body={"id": "spend-1", "amount": 120, "reason": "checkout"},
+        example_reply=_one("spend-1", ("points", {"amount": -120, "balance": 179, "reason": "checkout"})),
+    ),
+    Operation(
+        "post", "/v1/members/{member}/coupons/{coupon}/use", "useCoupon", "Mark a member's coupon used",
+        "Marks a coupon the member holds (its id from the snapshot's `rewards`) used for an order, once: a "
+        "`coupon_used` effect; another use under another id is 409 `already_used`. " + _ID + _RETRY,
+        "rewards", "shop", CouponUseIn, OperationReply,
+        params=(_MEMBER, Param("coupon", "path", _id_schema(136), "The coupon's id.", required=True)),
+        errors={**_BODY, 404: ("not_found",), 409: ("already_used", "expired", "revoked", "idempotency_conflict"),
+                422: ("invalid",), **_BUSY, 500: ("internal", "store_error")},
+        example_body={"id": "use-1", "order": "order-77"},
+        example_reply=_one("use-1", ("coupon_used", {"coupon": "order-9912-paid:c1", "item": "free-shipping",
+                                                     "order": "order-77"})),
+    ),
+    Operation(
+        "get", "/v1/me", "getMe", "The calling member's snapshot",
+        "The snapshot of the member the token names, as `GET /v1/members/{member}` answers it. "
+        "Reads are shed first under load (429).",
+        "members", "member", None, Snapshot, errors={401: ("unauthorized",), **_BUSY, 500: ("internal",)},
+        example_reply=_SNAPSHOT,
+    ),
+    Operation(
+        "post", "/v1/me/redeem", "redeemItem", "Redeem points for a catalog item",
+        "Spends the item's `points_cost` for one of it, within its stock and per-member limit, and grants its "
+        "coupon: `points` and `reward` effects. " + _ID + " The same id again takes no stock. `in_progress`: "
+        "the same redemption is being applied or finished; send the same request again shortly." + _RETRY,
+        "rewards", "member", RedeemIn, OperationReply,
+        errors={**_BODY, 409: ("insufficient_points", "out_of_stock", "limit_reached", "in_progress", "idempotency_conflict"),
+                422: ("invalid",), **_BUSY, 500: ("internal", "store_error")},
+        example_body={"id": "r-1", "item": "tea-voucher-20"},
+    ),
+    Operation(
+        "post", "/v1/tokens", "createToken", "Mint a member token",
+        "A member token for the member app (HS256 JWT, `sub` the member). Writes nothing; each call mints a "
+        "new token. Never shed under load.",
+        "auth", "shop", TokenIn, TokenReply, errors={**_BODY, 422: ("invalid",), 500: ("internal",)},
+        example_body={"member": "m-42", "ttl_s": 86400},
+    ),
+    Operation(
+        "get", "/v1/config", "getConfig", "The active programme and its history",
+        "The active programme's version, hash, name and origin, and the last 20 activated versions, newest first.",
+        "config", "admin", None, ConfigReply, errors={401: ("unauthorized",), 500: ("internal",), 503: ("unavailable",)},
+    ),
+    Operation(
+        "post", "/v1/config", "postConfig", "Activate a programme",
+        "The request body is the programme's TOML text, not JSON (`curl --data-binary @file.toml`), up to 1 MiB. "
+        "Valid: activated as the next version on every process. Posting the active source again changes "
+        "nothing and answers the active version. Invalid: 422 `invalid_config`, every mistake in `error.problems`.",
+        "config", "admin", None, ConfigPosted,
+        errors={**_BODY, 422: ("invalid_config",), 500: ("internal",), 503: ("unavailable",)},
+        text_body="application/toml",
+    ),
+    Operation(
+        "get", "/healthz", "getHealth", "Readiness",
+        "200 once the store answers and the live feed's subscription is up; otherwise 503 with `Retry-After: 2` "
+        'and this shape, not an error body: `{"status": "unavailable", "redis": "down"}` or '
+        '`{"status": "unavailable", "live_feed": "reconnecting"}`. No credentials; never shed.',
+        "operations", None, None, HealthReply, errors={500: ("internal",)},
+        example_reply={"status": "ok", "program_version": 3, "live_sockets": 12},
+    ),
+    Operation(
+        "get", "/metrics", "getMetrics", "Prometheus metrics",
+        "Prometheus text exposition format (text/plain), not JSON: events by outcome and type, award and store "
+        "latency, live sockets, frames sent, award-to-socket lag, shed requests, store errors, the active "
+        "programme version. No credentials; never shed.",
+        "operations", None, None, None, errors={500: ("internal",)},
+    ),
+    Operation(
+        "get", "/docs", "getDocs", "This API's documentation page",
+        "An HTML page (text/html), not JSON: Swagger UI reading `openapi.json`, the active programme's document, "
+        "with its assets served by this service under `/docs/static`. No credentials.",
+        "operations", None, None, None,
+    ),
+    Operation(
+        "post", "/v1/admin/clock", "setClock", "Move the dev clock forward",
+        "Exists only on a service started with `rekindle serve --dev-clock` (one worker); elsewhere it is 404 "
+        "like any unknown path. Moves the service's clock forward (never back: 422), runs every scheduled job "
+        "now due before answering, and keeps ticking from there; a restart is back at real time.",
+        "operations", "admin", ClockIn, ClockReply,
+        errors={**_BODY, 404: ("not_found",), 422: ("invalid",), 500: ("internal", "store_error"), 503: ("unavailable",)},
+        example_body={"now": "2027-01-01T00:00:00+08:00"},
+        example_reply={"now": "2027-01-01T00:00:00.000+08:00", "now_ms": 1798732800000, "jobs_run": 1},
+    ),
+)
+
+LIVE_DESCRIPTION = (
+    "`GET /v1/live`, upgraded to a WebSocket (subprotocol `rekindle.json` or `rekindle.msgpack`), pushes every "
+    "effect of one member's awards to that member's app, once and in order, also across reconnects. "
+    "Authenticate with the member token as `?token=` in the URL or a first frame "
+    '`{"op": "auth", "token", "since"}` within 10 s. '
+    "Give `since=<feed id>` (the snapshot's `feed_id` from `GET /v1/me`) to receive every effect after it; "
+    "without it the feed starts when the socket is accepted. "
+    "Feed frames are `{id, type, data}` as in the effects of an HTTP reply (with `data.event`); control frames "
+    "are `pong`, `reset` (refetch the snapshot) and `error`. "
+    "Close codes say what to do: 4401 get a fresh token, 4408/4409/1012/1013 reconnect with `since=<last id>`, "
+    "4400 fix the request, 4429 close one of the member's 16 sockets; see docs/live-feed.md."
+)
