@@ -35,6 +35,7 @@ test-cluster: install
 
 test-slow: install
 	$(BIN)/python -m pytest -q -m slow
+	REKINDLE_SCHEMATHESIS_EXAMPLES=300 $(BIN)/python -m pytest -q tests/realtime/test_schemathesis.py
 
 bench: install
 	$(BIN)/python -m loadtest.bench

@@ -63,6 +63,8 @@ def parse_event(raw: object, program: CompiledProgram, now_ms: int, window_ms: i
         raise InvalidEvent(f"unknown event type; this programme declares: {known}", field="type")
 
     given_at = raw.get("at")
+    if isinstance(given_at, float) and ids.whole(given_at) is not None:
+        given_at = ids.whole(given_at)  # 1731234567000.0 is the integer JSON says it is
     at_ms = now_ms if given_at is None else parse_time(given_at, "at")
     window = program.retention_ms if window_ms is None else window_ms
     if at_ms < now_ms - window:
@@ -113,6 +115,7 @@ def _check_data(data: object, program: CompiledProgram, etype: str) -> dict[str,
     if not isinstance(data, dict):
         raise InvalidEvent(f"must be an object, not {ids.kind_of(data)}", field="data")
     fields = program.events[etype].fields
+    data = dict(data)  # integral numbers become ints (below): the fingerprint and plan see one form
     for key in data:
         if key not in fields:
             declared = ", ".join(sorted(fields)) or "none"
@@ -127,8 +130,10 @@ def _check_data(data: object, program: CompiledProgram, etype: str) -> dict[str,
             continue
         value = data[name]
         if spec.type is FieldType.INT:
-            if not isinstance(value, int) or isinstance(value, bool):
+            whole = ids.whole(value)
+            if whole is None:
                 raise InvalidEvent(f"must be an integer, not {ids.kind_of(value)}", field=path)
+            value = data[name] = whole
             low = spec.min if spec.min is not None else -DATA_INT_MAX
             high = spec.max if spec.max is not None else DATA_INT_MAX
             if value < low:

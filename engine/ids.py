@@ -48,3 +48,23 @@ def kind_of(value: object) -> str:
     return {dict: "an object", list: "an array", bool: "a boolean", type(None): "null"}.get(
         type(value), type(value).__name__
     )
+
+
+_EXACT = 2**53  # beyond this a JSON number's integer value is not exact in a double
+
+
+def whole(value: object) -> int | None:
+    """``value`` as an integer if JSON would call it one, else None.
+
+    JSON has one number type, and JSON Schema's ``integer`` is any number with no fraction: a
+    client whose encoder writes ``100.0`` sends an integer. So does ``100``. A boolean is not one
+    (Python's bool is an int), nor is ``100.5``, nor a float too large to hold an exact integer.
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer() and -_EXACT <= value <= _EXACT:
+        return int(value)
+    return None
+

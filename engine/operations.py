@@ -201,8 +201,8 @@ def parse_spend(raw: object, member: ids.MemberId, now_ms: int) -> SpendRequest:
     """``{"id", "amount", "reason"}`` of ``POST /v1/members/{id}/points/spend``."""
     body = request_object(raw, ("id", "amount", "reason"))
     op_id = ids.event_id(body.get("id"), "id")
-    amount = body.get("amount")
-    if not isinstance(amount, int) or isinstance(amount, bool) or not 1 <= amount <= SPEND_MAX:
+    amount = ids.whole(body.get("amount"))
+    if amount is None or not 1 <= amount <= SPEND_MAX:
         raise InvalidInput(f"must be an integer from 1 to {SPEND_MAX:,}", field="amount")
     reason = body.get("reason", "spend")
     ids.check_id(reason, "reason", ids.NAME_MAX)

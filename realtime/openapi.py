@@ -125,6 +125,12 @@ def build(program: CompiledProgram, max_batch: int = 1000) -> dict[str, Any]:
     )
     schemas: dict[str, Any] = dict(defs.get("$defs", {}))
     schemas.update(event_schemas(program))
+    redeemable = sorted(name for name, item in program.model.catalog.items() if item.points_cost is not None)
+    if "RedeemIn" in schemas:  # the items this programme sells for points
+        item = schemas["RedeemIn"]["properties"]["item"]
+        for bound in ("pattern", "minLength", "maxLength"):
+            item.pop(bound, None)
+        item["enum"] = redeemable
     schemas["EventBatch"] = {
         "type": "object",
         "description": f"Up to {max_batch} events, applied in order; one result each, in the same order.",
@@ -178,7 +184,7 @@ def operation(op: Operation, body: dict[str, Any] | None, ref: Any) -> dict[str,
             content["example"] = op.example_body
         out["requestBody"] = {"required": True, "content": {"application/json": content}}
     elif op.text_body is not None:
-        out["requestBody"] = {"required": True, "content": {op.text_body: {"schema": {"type": "string"}}}}
+        out["requestBody"] = {"required": True, "content": {op.text_body: {"schema": {"type": "string", "minLength": 1}}}}
     responses: dict[str, Any] = {}
     if op.reply is not None:
         reply: dict[str, Any] = {"schema": ref(op.reply)}

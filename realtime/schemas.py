@@ -125,7 +125,7 @@ class ProfileIn(Closed):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
 
     joined_at: Time = _omitted("ISO 8601 with an offset, or epoch milliseconds")
-    birthday: Annotated[str, StringConstraints(pattern=r"^[0-9]{2}-[0-9]{2}$")] = _omitted('month-day, "03-21" (02-29 allowed)')
+    birthday: Annotated[str, StringConstraints(pattern=r"^(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$")] = _omitted('month-day, "03-21" (02-29 allowed)')
     referrer: MemberId = _omitted("another member's id (not the member itself)")
     tags: list[Name] = _omitted("replaces the tags (kept sorted, deduplicated)", max_length=32)
 
@@ -256,7 +256,7 @@ class RedeemIn(Closed):
     """Redeem one of a catalog item for its points cost."""
 
     id: OpId = Field(description="idempotency key, unique per member")
-    item: str = Field(description="a catalog item with a `points_cost`")
+    item: Name = Field(description="a catalog item with a `points_cost` (the document lists the programme's)")
 
 
 # --- tokens, programme, operations ----------------------------------------------------------------
@@ -357,7 +357,7 @@ class Operation:
     errors: dict[int, tuple[str, ...]] = field(default_factory=dict)  # HTTP status -> every `error.code`
     example_body: dict[str, Any] | None = None
     example_reply: dict[str, Any] | None = None
-    text_body: str | None = None  # a body that is not JSON: its media type (the programme's TOML)
+    text_body: str | None = None  # a body that is not JSON: its media type (the programme TOML: text/plain)
 
 
 def _id_schema(max_len: int) -> dict[str, Any]:
@@ -489,7 +489,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "nothing and answers the active version. Invalid: 422 `invalid_config`, every mistake in `error.problems`.",
         "config", "admin", None, ConfigPosted,
         errors={**_BODY, 422: ("invalid_config",), 500: ("internal",), 503: ("unavailable",)},
-        text_body="application/toml",
+        text_body="text/plain",  # the TOML text; any content type is read as it
     ),
     Operation(
         "get", "/healthz", "getHealth", "Readiness",

@@ -138,7 +138,7 @@ def test_data_must_be_an_object(program: CompiledProgram, data: object) -> None:
         (purchase(data={"sku": "tea-01"}), "data.amount", "is required"),
         (purchase(type="review", data={"has_photo": True}), "data.stars", "is required"),
         (with_data(amount="19900"), "data.amount", "must be an integer, not str"),
-        (with_data(amount=199.0), "data.amount", "must be an integer, not float"),
+        (with_data(amount=199.5), "data.amount", "must be an integer, not float"),  # 199.0 is 199
         (with_data(amount=True), "data.amount", "must be an integer, not a boolean"),
         (with_data(amount=None), "data.amount", "must be an integer, not null"),
         (with_data(amount=0), "data.amount", "must be at least 1"),
@@ -192,7 +192,7 @@ def test_at_needs_an_offset(program: CompiledProgram, at: str) -> None:
 
 @pytest.mark.parametrize(
     "at",
-    ["yesterday", "", "2026-13-11T10:00:03+08:00", "2026-11-11T10:00:03+08:00" + " " * 30, 1.5e12, True, -1,
+    ["yesterday", "", "2026-13-11T10:00:03+08:00", "2026-11-11T10:00:03+08:00" + " " * 30, 1.5e12 + 0.5, True, -1,
      2**53, [1], {"ms": 1}],
 )
 def test_at_garbage_is_refused(program: CompiledProgram, at: object) -> None:
@@ -318,3 +318,15 @@ def test_any_instant_in_the_window_fingerprints_alike_in_iso_and_ms(
     iso = datetime.fromtimestamp(at_ms // 1000, zone).replace(microsecond=at_ms % 1000 * 1000).isoformat()
     assert parse_time(iso, "at") == at_ms
     assert fingerprint(program, purchase(at=iso)) == fingerprint(program, purchase(at=at_ms))
+
+
+def test_an_integral_number_is_an_integer_whatever_its_json_spelling(program: CompiledProgram) -> None:
+    """JSON has one number type: `19900.0` is the integer 19900 (as JSON Schema says), the same event
+    as `19900` (one fingerprint), and `at` likewise; `19900.5` and `true` are not integers."""
+    plain = parse_event(purchase(at=NOW_MS - 1000), program, NOW_MS)
+    spelled = parse_event(purchase(at=float(NOW_MS - 1000), data={"amount": 19900.0, "sku": "tea-01"}), program, NOW_MS)
+    assert spelled.data == {"amount": 19900, "sku": "tea-01"} and type(spelled.data["amount"]) is int
+    assert (spelled.at_ms, spelled.fingerprint) == (plain.at_ms, plain.fingerprint)
+    assert refused(program, with_data(amount=19900.5)).field == "data.amount"
+    assert refused(program, with_data(amount=True)).field == "data.amount"
+    assert refused(program, with_data(amount=1e300)).field == "data.amount"

@@ -194,14 +194,19 @@ def error_of(response: httpx.Response) -> dict[str, Any]:
     return body["error"]  # type: ignore[no-any-return]
 
 
-@pytest.fixture(scope="session")
-def service(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    """The session's service: one ``rekindle serve`` process on the session's Valkey."""
-    svc = start_service(redis_url, new_prefix(), tmp_path_factory.mktemp("serve"))
+def serving(redis_url: str, data_dir: Path) -> Iterator[Service]:
+    """A ``rekindle serve`` process under a prefix of its own, stopped after its user (``yield from``)."""
+    svc = start_service(redis_url, new_prefix(), data_dir)
     try:
         yield svc
     finally:
         svc.stop()
+
+
+@pytest.fixture(scope="session")
+def service(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """The session's service: one ``rekindle serve`` process on the session's Valkey."""
+    yield from serving(redis_url, tmp_path_factory.mktemp("serve"))
 
 
 @pytest.fixture

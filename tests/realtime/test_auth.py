@@ -201,7 +201,7 @@ def test_bad_token_is_401(anonymous: httpx.Client, known_member: str, make) -> N
         ({"member": "m-1", "ttl_s": 59}, "ttl_s"),
         ({"member": "m-1", "ttl_s": MAX_TTL_S + 1}, "ttl_s"),
         ({"member": "m-1", "ttl_s": "3600"}, "ttl_s"),
-        ({"member": "m-1", "ttl_s": 3600.0}, "ttl_s"),
+        ({"member": "m-1", "ttl_s": 3600.5}, "ttl_s"),  # 3600.0 is the integer 3600
         ({"member": "m-1", "ttl_s": True}, "ttl_s"),
         ({"member": "m-1", "ttl_s": None}, "ttl_s"),
         ({"ttl_s": 3600}, "member"),

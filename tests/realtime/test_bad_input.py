@@ -69,7 +69,7 @@ CASES: list[tuple[str, Body, int, str, Callable[[str], str] | None]] = [
     ("missing_type", lambda m: _event(m, type=_DROP), 422, "type", None),
     # data fields
     ("amount_string", lambda m: _data(m, amount="19900"), 422, "data.amount", None),
-    ("amount_float", lambda m: _data(m, amount=199.0), 422, "data.amount", None),
+    ("amount_float", lambda m: _data(m, amount=199.5), 422, "data.amount", None),
     ("amount_bool", lambda m: _data(m, amount=True), 422, "data.amount", None),
     ("amount_null", lambda m: _data(m, amount=None), 422, "data.amount", None),
     ("amount_negative", lambda m: _data(m, amount=-100), 422, "data.amount", None),

@@ -26,7 +26,7 @@ from engine.errors import InvalidInput
 from engine.events import parse_event
 from realtime import openapi
 from realtime.routes.docs import document_bytes
-from tests.realtime.conftest import ADMIN_KEY, EXAMPLE_CONFIG, ROOT, Service, new_prefix, run_cli, start_service
+from tests.realtime.conftest import ADMIN_KEY, EXAMPLE_CONFIG, ROOT, Service, run_cli, serving
 
 COMMITTED = ROOT / "docs" / "openapi.json"
 
@@ -98,11 +98,7 @@ def test_the_events_schema_takes_what_the_award_path_takes(document: dict[str, A
 
 @pytest.fixture
 def own_service(redis_url: str, tmp_path: Path) -> Iterator[Service]:
-    svc = start_service(redis_url, new_prefix(), tmp_path)
-    try:
-        yield svc
-    finally:
-        svc.stop()
+    yield from serving(redis_url, tmp_path)  # its programme changes: not the session's service
 
 
 def test_the_service_serves_its_active_programmes_document_and_follows_a_new_version(own_service: Service) -> None:
