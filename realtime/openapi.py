@@ -119,7 +119,7 @@ def build(program: CompiledProgram, max_batch: int = 1000) -> dict[str, Any]:
     """The document for ``program``: deterministic (a programme gives the same bytes every time)."""
     models: list[type[BaseModel]] = [ErrorBody]
     for op in OPERATIONS:  # the events body is the programme's (below), not the generic model
-        models += [m for m in (None if op.path == EVENTS else op.body, op.reply) if m is not None]
+        models += [m for m in (None if op.path == EVENTS else op.body, op.reply, *op.replies.values()) if m is not None]
     refs, defs = models_json_schema(
         [(m, "validation") for m in dict.fromkeys(models)], ref_template=SCHEMAS + "{model}"
     )
@@ -193,15 +193,21 @@ def operation(op: Operation, body: dict[str, Any] | None, ref: Any) -> dict[str,
         responses[str(op.status)] = {"description": op.summary, "content": {"application/json": reply}}
     else:
         responses[str(op.status)] = {"description": op.summary}
+    retry_after = {"Retry-After": {"schema": {"type": "integer", "minimum": 1},
+                                   "description": "Seconds to wait before sending the same request again."}}
+    for status, model in sorted(op.replies.items()):
+        responses[str(status)] = {
+            "description": ERROR_TEXT.get(status, op.summary),
+            "content": {"application/json": {"schema": ref(model)}},
+            **({"headers": retry_after} if status in (429, 503) else {}),
+        }
     for status, codes in sorted(op.errors.items()):
         text = ERROR_TEXT.get(status, "An error.")
         listed = ", ".join(f"`{c}`" for c in codes)
         responses[str(status)] = {
             "description": f"{text} `error.code`: {listed}." if codes else text,
             "content": {"application/json": {"schema": {"$ref": SCHEMAS + "ErrorBody"}}},
-            **({"headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1},
-                                            "description": "Seconds to wait before sending the same request again."}}}
-               if status in (429, 503) else {}),
+            **({"headers": retry_after} if status in (429, 503) else {}),
         }
     out["responses"] = responses
     return out

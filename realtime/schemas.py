@@ -358,6 +358,8 @@ class Operation:
     example_body: dict[str, Any] | None = None
     example_reply: dict[str, Any] | None = None
     text_body: str | None = None  # a body that is not JSON: its media type (the programme TOML: text/plain)
+    #: Answers other than the success and the error bodies, by status (readiness's 503 has its own shape).
+    replies: dict[int, type[BaseModel]] = field(default_factory=dict)
 
 
 def _id_schema(max_len: int) -> dict[str, Any]:
@@ -496,7 +498,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "200 once the store answers and the live feed's subscription is up; otherwise 503 with `Retry-After: 2` "
         'and this shape, not an error body: `{"status": "unavailable", "redis": "down"}` or '
         '`{"status": "unavailable", "live_feed": "reconnecting"}`. No credentials; never shed.',
-        "operations", None, None, HealthReply, errors={500: ("internal",)},
+        "operations", None, None, HealthReply, errors={500: ("internal",)}, replies={503: HealthReply},
         example_reply={"status": "ok", "program_version": 3, "live_sockets": 12},
     ),
     Operation(

@@ -26,6 +26,8 @@ import httpx
 import pytest
 import redis
 
+from tests.realtime import contract
+
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_CONFIG = ROOT / "config" / "member_day.toml"
 _BIN = Path(sys.executable).parent
@@ -72,6 +74,11 @@ def service_env(prefix: str, **extra: str) -> dict[str, str]:
     return env
 
 
+#: Every reply a test's client receives is held to the published document (tests/realtime/contract.py).
+CONTRACT = {"response": [contract.on_response]}
+ASYNC_CONTRACT = {"response": [contract.on_response_async]}
+
+
 @dataclass
 class Service:
     """One running ``rekindle serve`` process (and its workers, if any)."""
@@ -87,14 +94,14 @@ class Service:
     def client(self, key: str | None = API_KEY) -> httpx.Client:
         """A client with ``Authorization: Bearer <key>``; closed when the service stops."""
         headers = {"authorization": f"Bearer {key}"} if key else {}
-        client = httpx.Client(base_url=self.base_url, headers=headers, timeout=30)
+        client = httpx.Client(base_url=self.base_url, headers=headers, timeout=30, event_hooks=CONTRACT)
         self.clients.append(client)
         return client
 
     def async_client(self, key: str | None = API_KEY, connections: int = 100) -> httpx.AsyncClient:
         headers = {"authorization": f"Bearer {key}"} if key else {}
         limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-        return httpx.AsyncClient(base_url=self.base_url, headers=headers, limits=limits, timeout=60)
+        return httpx.AsyncClient(base_url=self.base_url, headers=headers, limits=limits, timeout=60, event_hooks=ASYNC_CONTRACT)
 
     def stderr_text(self) -> str:
         return self.stderr_path.read_text(errors="replace")

@@ -215,14 +215,14 @@ def test_cluster_runs_a_local_cluster_until_stopped(tmp_path: Path) -> None:
 
     from realtime.cluster import free_ports
 
-    port = free_ports(6, start=random.randrange(20_000, 40_000))[0]  # and their bus ports, 10,000 above
+    port = free_ports(6, start=random.randrange(12_000, 20_000))[0]  # bus ports 10,000 above: below the ephemeral range
     with subprocess.Popen(
         [REKINDLE, "cluster", "--port", str(port), "--data-dir", str(tmp_path / "cluster")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     ) as process:
         try:
             lines = [process.stdout.readline() for _ in range(2)]  # type: ignore[union-attr]
-            assert lines[1].strip() == f"REDIS_URL=redis+cluster://127.0.0.1:{port}", lines
+            assert lines[1].strip() == f"REDIS_URL=redis+cluster://127.0.0.1:{port}", (lines, process.stderr.read() if process.poll() is not None else "")  # type: ignore[union-attr]
             assert lines[0].count("primary") == 3 and lines[0].count("replica of") == 3, lines[0]
             with RedisCluster(host="127.0.0.1", port=port) as client:
                 for i in range(30):
