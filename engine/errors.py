@@ -7,6 +7,8 @@ that is wrong, in the caller's own terms (``events[3].data.amount``).
 
 from __future__ import annotations
 
+from engine import views
+
 
 class RekindleError(Exception):
     """Base of everything the engine raises on purpose."""
@@ -25,8 +27,8 @@ class RekindleError(Exception):
         self.field = f"{prefix}.{self.field}" if self.field else prefix
         return self
 
-    def as_dict(self) -> dict[str, str]:
-        body = {"code": self.code, "message": self.message}
+    def as_dict(self) -> views.ErrorDetail:
+        body = views.ErrorDetail(code=self.code, message=self.message)
         if self.field:
             body["field"] = self.field
         return body
@@ -71,8 +73,8 @@ class ConfigProblem:
     def __str__(self) -> str:
         return f"{self.file}: {self.path or '<top>'}: {self.reason}"
 
-    def as_dict(self) -> dict[str, str]:
-        return {"file": self.file, "path": self.path, "reason": self.reason}
+    def as_dict(self) -> views.ConfigProblem:
+        return views.ConfigProblem(file=self.file, path=self.path, reason=self.reason)
 
 
 class NotFound(RekindleError):

@@ -17,10 +17,11 @@ from redis.asyncio import Redis
 
 from engine import ids
 from engine.awards import Periods, quest_done_field, quest_field, quest_period
-from engine.config import CompiledProgram, QuestKind
+from engine.config import CompiledProgram, CompiledQuest, QuestKind
 from engine.errors import InvalidInput
 from engine.events import parse_time
 from engine.keys import Keys
+from engine.views import CouponState, CouponView, PointsLot, PointsView, ProfileView, QuestRewards, QuestState, QuestView, Snapshot, TierNext, TierView
 
 _BIRTHDAY = re.compile(r"([0-9]{2})-([0-9]{2})")
 _PROFILE_KEYS = frozenset({"joined_at", "birthday", "referrer", "tags"})
@@ -83,9 +84,9 @@ class MemberStore:
         self._keys = keys
 
     async def put_profile(self, member: ids.MemberId, profile: Profile) -> None:
-        await self._redis.hset(self._keys.member(member).profile, mapping=profile.fields)
+        await self._redis.hset(self._keys.member(member).profile, mapping=profile.fields)  # type: ignore[arg-type]  # Mapping's key is invariant in redis-py's hints
 
-    async def snapshot(self, member: ids.MemberId, program: CompiledProgram, now_ms: int) -> dict[str, Any]:
+    async def snapshot(self, member: ids.MemberId, program: CompiledProgram, now_ms: int) -> Snapshot:
         """Everything an app shows about one member, as of ``now_ms``."""
         mk = self._keys.member(member)
         periods = Periods(program, now_ms)
@@ -109,36 +110,33 @@ class MemberStore:
             tier_index = max(i for i, t in enumerate(tiers) if xp >= t.xp)
         tier = tiers[tier_index]
         nxt = tiers[tier_index + 1] if tier_index + 1 < len(tiers) else None
-        return {
-            "member": member,
-            "xp": xp,
-            "tier": {
-                "id": tier.id,
-                "name": tier.name,
-                "points_multiplier": tier.points_multiplier,
-                "next": None
-                if nxt is None
-                else {"id": nxt.id, "name": nxt.name, "xp": nxt.xp, "xp_to_go": max(0, nxt.xp - xp)},
-            },
-            "points": _points_view(int(p.get("pts", 0)), int(p.get("debt", 0)), lots, now_ms),
-            "quests": [
+        return Snapshot(
+            member=member,
+            xp=xp,
+            tier=TierView(
+                id=tier.id,
+                name=tier.name,
+                points_multiplier=tier.points_multiplier,
+                next=None if nxt is None else TierNext(id=nxt.id, name=nxt.name, xp=nxt.xp, xp_to_go=max(0, nxt.xp - xp)),
+            ),
+            points=_points_view(int(p.get("pts", 0)), int(p.get("debt", 0)), lots, now_ms),
+            quests=[
                 _quest_view(q, int(raw or 0), marker is not None, period_end_ms, now_ms)
                 for (q, _, period_end_ms), raw, marker in zip(quest_fields, progress, done)
             ],
-            "rewards": sorted(
+            rewards=sorted(
                 (_coupon_view(cid.decode(), raw, program, now_ms) for cid, raw in coupons.items()),
                 key=lambda c: (c["granted_at_ms"], c["coupon"]),
             ),
-            "profile": {
-                "joined_at_ms": int(p["joined_at_ms"]) if "joined_at_ms" in p else None,
-                "birthday": p.get("birthday"),
-                "referrer": p.get("referrer"),
-                "tags": orjson.loads(p["tags"]) if "tags" in p else [],
-            },
-            "feed_id": _last_feed_id(last_feed),
-            "program_hash": program.program_hash,
-        }
-
+            profile=ProfileView(
+                joined_at_ms=int(p["joined_at_ms"]) if "joined_at_ms" in p else None,
+                birthday=p.get("birthday"),
+                referrer=p.get("referrer"),
+                tags=orjson.loads(p["tags"]) if "tags" in p else [],
+            ),
+            feed_id=_last_feed_id(last_feed),
+            program_hash=program.program_hash,
+        )
 
 def _last_feed_id(last: list[Any]) -> str:
     """The id of the newest effect (the frame a client last saw, if it is up to date)."""
@@ -149,9 +147,9 @@ def _last_feed_id(last: list[Any]) -> str:
     return f"{entry_id.decode()}-{count - 1}"
 
 
-def _quest_view(q: Any, progress: int, completed: bool, period_end_ms: int, now_ms: int) -> dict[str, Any]:
+def _quest_view(q: CompiledQuest, progress: int, completed: bool, period_end_ms: int, now_ms: int) -> QuestView:
     if q.starts_ms is not None and now_ms < q.starts_ms:
-        state = "upcoming"
+        state: QuestState = "upcoming"
     elif completed:
         state = "completed"
     elif q.ends_ms is not None and now_ms >= q.ends_ms:
@@ -159,55 +157,55 @@ def _quest_view(q: Any, progress: int, completed: bool, period_end_ms: int, now_
     else:
         state = "active"
     deadlines = [d for d in (period_end_ms or None, q.ends_ms) if d is not None]
-    return {
-        "id": q.id,
-        "title": q.title,
-        "kind": q.kind.value,
-        "progress": q.target if completed else min(progress, q.target),
-        "target": q.target,
-        "state": state,
-        "starts_at_ms": q.starts_ms,
-        "deadline_ms": min(deadlines) if deadlines else None,
-        "rewards": q.rewards.model_dump(),
-        "repeats": q.kind in (QuestKind.DAILY, QuestKind.WEEKLY),
-    }
+    return QuestView(
+        id=q.id,
+        title=q.title,
+        kind=q.kind.value,
+        progress=q.target if completed else min(progress, q.target),
+        target=q.target,
+        state=state,
+        starts_at_ms=q.starts_ms,
+        deadline_ms=min(deadlines) if deadlines else None,
+        rewards=QuestRewards(xp=q.rewards.xp, points=q.rewards.points, coupons=list(q.rewards.coupons)),
+        repeats=q.kind in (QuestKind.DAILY, QuestKind.WEEKLY),
+    )
 
-
-def _points_view(balance: int, debt: int, lots: dict[bytes, bytes], now_ms: int) -> dict[str, Any]:
+def _points_view(balance: int, debt: int, lots: dict[bytes, bytes], now_ms: int) -> PointsView:
     """The balance as of ``now_ms`` (lots already past their expiry do not count, even before
     the member script has written their expiry) and what expires when, soonest first."""
-    expiring = []
+    expiring: list[PointsLot] = []
     for raw_expiry, raw_amount in lots.items():
         expiry, amount = int(raw_expiry), int(raw_amount)
         if expiry and amount > 0:
             if expiry <= now_ms:
                 balance -= amount
             else:
-                expiring.append({"amount": amount, "expires_at_ms": expiry})
+                expiring.append(PointsLot(amount=amount, expires_at_ms=expiry))
     expiring.sort(key=lambda lot: lot["expires_at_ms"])
-    return {"balance": balance, "expiring": expiring, "debt": debt}
+    return PointsView(balance=balance, expiring=expiring, debt=debt)
 
 
-_COUPON_STATES = {0: "granted", 1: "used", 2: "revoked"}
+_COUPON_STATES: dict[int, CouponState] = {0: "granted", 1: "used", 2: "revoked"}
 
 
-def _coupon_view(coupon: str, raw: bytes, program: CompiledProgram, now_ms: int) -> dict[str, Any]:
+def _coupon_view(coupon: str, raw: bytes, program: CompiledProgram, now_ms: int) -> CouponView:
     item, at_ms, reason, op_id, state, until_ms, used_at_ms, order = msgpack.unpackb(raw, raw=False)
-    label = _COUPON_STATES.get(state, "granted")
+    label: CouponState = _COUPON_STATES.get(state, "granted")
     if label == "granted" and until_ms and until_ms <= now_ms:
         label = "expired"
-    entry: dict[str, Any] = {
-        "coupon": coupon,
-        "item": item,
-        "state": label,
-        "granted_at_ms": at_ms,
-        "expires_at_ms": until_ms or None,
-        "reason": reason,
-        "event": op_id,
-    }
+    entry = CouponView(
+        coupon=coupon,
+        item=item,
+        state=label,
+        granted_at_ms=at_ms,
+        expires_at_ms=until_ms or None,
+        reason=reason,
+        event=op_id,
+    )
     if state == 1:
-        entry.update(used_at_ms=used_at_ms, order=order)
+        entry["used_at_ms"], entry["order"] = used_at_ms, order
     catalog = program.model.catalog.get(item)
     if catalog is not None:
-        entry.update(kind=catalog.kind, title=catalog.title, value_cents=catalog.value_cents, min_spend_cents=catalog.min_spend_cents)
+        entry["kind"], entry["title"] = catalog.kind, catalog.title
+        entry["value_cents"], entry["min_spend_cents"] = catalog.value_cents, catalog.min_spend_cents
     return entry

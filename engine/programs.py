@@ -27,6 +27,7 @@ from engine.config import CompiledProgram, compile_program, parse_program
 from engine.errors import ConfigError, NotFound
 from engine.keys import Keys
 from engine.scripts import Scripts
+from engine.views import ConfigVersion
 
 log = logging.getLogger("rekindle.programs")
 
@@ -123,25 +124,19 @@ class ProgramRegistry:
         log.info("programme version %s active (%s)", version, program.program_hash)
         return True
 
-    async def history(self, limit: int = 20) -> list[dict[str, object]]:
+    async def history(self, limit: int = 20) -> list[ConfigVersion]:
         k = self._keys.config
         last = int(await self._redis.get(k("seq")) or 0)
         numbers = list(range(last, max(0, last - limit), -1))
         if not numbers:
             return []
         fields = [f"{n}:{part}" for n in numbers for part in ("hash", "origin", "at_ms")]
-        values = await self._redis.hmget(k("meta"), fields)
+        values: list[bytes | None] = await self._redis.hmget(k("meta"), fields)  # type: ignore[assignment]  # no decode_responses
         out = []
         for i, n in enumerate(numbers):
             digest, origin, at_ms = values[3 * i : 3 * i + 3]
-            out.append(
-                {
-                    "program_version": n,
-                    "program_hash": (digest or b"").decode()[:16],
-                    "origin": (origin or b"").decode(),
-                    "activated_at_ms": int(at_ms or 0),
-                }
-            )
+            out.append(ConfigVersion(program_version=n, program_hash=(digest or b"").decode()[:16],
+                                     origin=(origin or b"").decode(), activated_at_ms=int(at_ms or 0)))
         return out
 
     def start_watching(self, interval_s: float = 5.0) -> None:

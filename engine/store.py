@@ -22,6 +22,7 @@ from engine.keys import Keys
 from engine.operations import MemberPlan
 from engine.runner import Call, Runner
 from engine.scripts import Scripts
+from engine.views import Effect
 
 
 class OpStatus(str, Enum):
@@ -34,7 +35,7 @@ class OpStatus(str, Enum):
 @dataclass(frozen=True, slots=True)
 class OpResult:
     status: OpStatus
-    effects: list[dict[str, Any]] = field(default_factory=list)
+    effects: list[Effect] = field(default_factory=list)
     #: A duplicate's original operation: its feed entry id ("" when it had no effect). Its
     #: effects are replayed while the member's feed still keeps the entry.
     original: str = ""
@@ -110,5 +111,5 @@ def decode_reply(raw: bytes) -> OpResult:
     raise StoreError(f"member.lua returned unknown code {head!r}")
 
 
-def _effects(entry: str, effects: Any) -> list[dict[str, Any]]:
-    return [{"id": f"{entry}-{i}", "type": kind, "data": data} for i, (kind, data) in enumerate(effects)]
+def _effects(entry: str, effects: Any) -> list[Effect]:
+    return [Effect(id=f"{entry}-{i}", type=kind, data=data) for i, (kind, data) in enumerate(effects)]

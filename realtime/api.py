@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from time import perf_counter
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from redis.exceptions import RedisError, ResponseError
@@ -26,6 +26,10 @@ from engine.store import OpResult, OpStatus
 from realtime import metrics
 from realtime.admission import Kind, admit, events_weight, gate_of, refuse_if_full
 from realtime.errors import STORE_ERRORS, BadRequest, PayloadTooLarge, Unavailable, json_response
+from realtime.replies import (
+    ConfigPosted, ConfigReply, Effect, ErrorBody, ErrorDetail, EventsReply, HealthReply, OperationResult, ProfileReply,
+    TokenReply,
+)
 from realtime.service import Service
 
 MAX_TOKEN_TTL_S = 30 * 24 * 3600
@@ -132,9 +136,9 @@ async def _dry_run(svc: Service, body: Any, program: CompiledProgram, now_ms: in
     except (RedisError, OSError) as exc:
         raise store_failure(exc) from exc
     view = result_view(event.id, event.member, result, "id")
-    view["effects"] = [{"type": e["type"], "data": e["data"]} for e in view.get("effects", [])]
+    view["effects"] = [Effect(type=e["type"], data=e["data"]) for e in view.get("effects", [])]
     view["dry_run"] = True
-    return json_response({"results": [view]})
+    return json_response(EventsReply(results=[view]))
 
 
 async def _post_one(svc: Service, body: Any, program: CompiledProgram, now_ms: int, window_ms: int) -> Response:
@@ -155,11 +159,9 @@ async def _post_one(svc: Service, body: Any, program: CompiledProgram, now_ms: i
         raise store_failure(exc) from exc
     view = result_view(event.id, event.member, result, "id")
     metrics.count_event(event.type, view["status"])
-    if result.status is OpStatus.CONFLICT:
-        return json_response({"error": view["error"], "results": [view]}, 409)
-    if result.status is OpStatus.REFUSED:
-        return json_response({"error": view["error"], "results": [view]}, 422)
-    return json_response({"results": [view]})
+    if "error" in view:  # refused: 409 for an idempotency conflict, 422 for a refund that cannot apply
+        return json_response(ErrorBody(error=view["error"], results=[view]), 409 if result.status is OpStatus.CONFLICT else 422)
+    return json_response(EventsReply(results=[view]))
 
 
 async def _post_batch(
@@ -174,7 +176,7 @@ async def _post_batch(
     if not 1 <= len(raw_events) <= svc.settings.max_batch:
         raise InvalidInput(f"must hold 1 to {svc.settings.max_batch} events", field="events")
 
-    results: list[dict[str, Any] | None] = [None] * len(raw_events)
+    results: list[OperationResult | None] = [None] * len(raw_events)
     events: list[tuple[int, Event]] = []
     plans: list[MemberPlan] = []
     for i, raw in enumerate(raw_events):
@@ -185,7 +187,7 @@ async def _post_batch(
         except InvalidInput as exc:
             exc.at(f"events[{i}]")
             raw_id = raw.get("id") if isinstance(raw, dict) and isinstance(raw.get("id"), str) else None
-            results[i] = {"id": raw_id, "status": "rejected", "error": exc.as_dict()}
+            results[i] = OperationResult(id=raw_id, status="rejected", error=exc.as_dict())
             metrics.count_event("-", "rejected")
     if events:
         started = perf_counter()
@@ -203,7 +205,7 @@ async def _post_batch(
             view = result_view(event.id, event.member, outcome, f"events[{i}].id")  # type: ignore[arg-type]
             metrics.count_event(event.type, view["status"])
             results[i] = view
-    return json_response({"results": results})
+    return json_response(EventsReply(results=results))  # type: ignore[typeddict-item]  # every None is filled above
 
 
 def store_failure(exc: BaseException) -> RekindleError:
@@ -229,26 +231,22 @@ REFUND_REFUSALS: dict[str, tuple[str, str]] = {
 }
 
 
-def result_view(op_id: str, member: str, result: OpResult, id_field: str) -> dict[str, Any]:
+_STATUS: dict[OpStatus, Literal["applied", "duplicate"]] = {OpStatus.APPLIED: "applied", OpStatus.DUPLICATE: "duplicate"}
+
+
+def result_view(op_id: str, member: str, result: OpResult, id_field: str) -> OperationResult:
     """One operation's result as the API answers it (events, spends, coupon uses alike)."""
     if result.status is OpStatus.CONFLICT:
-        return {
-            "id": op_id,
-            "status": "rejected",
-            "error": {
-                "code": "idempotency_conflict",
-                "message": "this id was already used for a different operation",
-                "field": id_field,
-            },
-        }
+        return OperationResult(id=op_id, status="rejected", error=ErrorDetail(
+            code="idempotency_conflict", message="this id was already used for a different operation", field=id_field))
     if result.status is OpStatus.REFUSED:
         message, field = REFUND_REFUSALS.get(result.refusal, ("refused", "id"))
         if field == "id":
             field = id_field
         elif id_field.endswith(".id"):  # in a batch: events[i].data.of
             field = id_field[: -len("id")] + field
-        return {"id": op_id, "status": "rejected", "error": {"code": result.refusal, "message": message, "field": field}}
-    view: dict[str, Any] = {"id": op_id, "member": member, "status": result.status.value, "effects": result.effects}
+        return OperationResult(id=op_id, status="rejected", error=ErrorDetail(code=result.refusal, message=message, field=field))
+    view = OperationResult(id=op_id, member=member, status=_STATUS[result.status], effects=result.effects)
     if result.status is OpStatus.DUPLICATE:
         # What the first call applied: its feed entry, and its effects while the feed keeps them.
         view["original"] = result.original or None
@@ -266,7 +264,7 @@ async def put_member(request: Request) -> Response:
     with admit(gate_of(request), Kind.AWARD):  # a write the shop retries as is (PUT is idempotent)
         profile = parse_profile(body, member)
         await svc.members.put_profile(member, profile)
-    return json_response({"member": member, "updated": sorted(profile.fields)})
+    return json_response(ProfileReply(member=member, updated=sorted(profile.fields)))  # type: ignore[arg-type]  # parse_profile's keys
 
 
 async def get_member(request: Request) -> Response:
@@ -303,7 +301,7 @@ async def post_token(request: Request) -> Response:
     if ttl_s is None or not 60 <= ttl_s <= MAX_TOKEN_TTL_S:
         raise InvalidInput(f"must be an integer from 60 to {MAX_TOKEN_TTL_S}", field="ttl_s")
     token, expires_ms = svc.auth.mint(member, svc.clock.now_ms(), ttl_s)
-    return json_response({"member": member, "token": token, "expires_at_ms": expires_ms})
+    return json_response(TokenReply(member=member, token=token, expires_at_ms=expires_ms))
 
 
 # --- programme and operations ---------------------------------------------------------------------
@@ -313,16 +311,14 @@ async def get_config(request: Request) -> Response:
     svc = service(request)
     svc.auth.admin(request.headers.get("authorization"))
     active = svc.programs.current
-    return json_response(
-        {
-            "program_version": active.program_version,
-            "program_hash": active.program.program_hash,
-            "name": active.program.name,
-            "origin": active.origin,
-            "activated_at_ms": active.activated_at_ms,
-            "history": await svc.programs.history(),
-        }
-    )
+    return json_response(ConfigReply(
+        program_version=active.program_version,
+        program_hash=active.program.program_hash,
+        name=active.program.name,
+        origin=active.origin,
+        activated_at_ms=active.activated_at_ms,
+        history=await svc.programs.history(),
+    ))
 
 
 async def post_config(request: Request) -> Response:
@@ -331,7 +327,7 @@ async def post_config(request: Request) -> Response:
     svc.auth.admin(request.headers.get("authorization"))
     source = await read_body(request, 1024 * 1024)
     active = await svc.programs.activate(source, origin="api", file="<posted>")
-    return json_response({"program_version": active.program_version, "program_hash": active.program.program_hash, "name": active.program.name})
+    return json_response(ConfigPosted(program_version=active.program_version, program_hash=active.program.program_hash, name=active.program.name))
 
 
 async def healthz(request: Request) -> Response:
@@ -339,10 +335,10 @@ async def healthz(request: Request) -> Response:
     try:
         await svc.redis.ping()
     except (*STORE_ERRORS, OSError):
-        return json_response({"status": "unavailable", "redis": "down"}, 503, {"Retry-After": "2"})
+        return json_response(HealthReply(status="unavailable", redis="down"), 503, {"Retry-After": "2"})
     if not svc.hub.healthy:
-        return json_response({"status": "unavailable", "live_feed": "reconnecting"}, 503, {"Retry-After": "2"})
-    return json_response({"status": "ok", "program_version": svc.programs.current.program_version, "live_sockets": svc.hub.sockets})
+        return json_response(HealthReply(status="unavailable", live_feed="reconnecting"), 503, {"Retry-After": "2"})
+    return json_response(HealthReply(status="ok", program_version=svc.programs.current.program_version, live_sockets=svc.hub.sockets))
 
 
 async def get_metrics(request: Request) -> Response:

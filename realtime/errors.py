@@ -9,6 +9,7 @@ So does every 429 (``overloaded``: admission control shed it before any work, ``
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 import orjson
 from redis.exceptions import RedisClusterException, RedisError, ResponseError, SlotNotCoveredError
@@ -17,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from engine.errors import ConfigError, Conflict, InvalidInput, NotFound, RekindleError, StoreError
+from realtime.replies import ErrorBody, ErrorDetail, Reply
 
 log = logging.getLogger("rekindle.http")
 
@@ -155,7 +157,12 @@ STATUS: list[tuple[type[RekindleError], int]] = [
 ]
 
 
-def json_response(body: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+_DEFECT = "the service could not complete the request"  # a 5xx says nothing internal
+
+
+def json_response(body: Reply, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+    """The only way a handler answers JSON: ``body`` is one of the reply types the API document is
+    derived from (mypy holds every call to it)."""
     return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
 
 
@@ -170,26 +177,26 @@ async def rekindle_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RekindleError)
     status = status_of(exc)
     if isinstance(exc, Overloaded):  # shed on purpose: no log line each (rekindle_shed_total counts them)
-        return json_response({"error": exc.as_dict()}, status, {"Retry-After": str(exc.retry_after_s)})
+        return json_response(ErrorBody(error=exc.as_dict()), status, {"Retry-After": str(exc.retry_after_s)})
     if isinstance(exc, Unavailable):
         # An outage or a busy server, not a defect: one line, no traceback, the reply's code only.
         log.warning("%s %s: store unavailable (%s); retry after %d s", request.method, request.url.path, exc.reason, exc.retry_after_s)
-        body = {"error": {"code": exc.code, "message": "the store is unavailable; retry the same request after Retry-After seconds"}}
-        return json_response(body, status, {"Retry-After": str(exc.retry_after_s)})
+        message = "the store is unavailable; retry the same request after Retry-After seconds"
+        return json_response(ErrorBody(error=ErrorDetail(code=exc.code, message=message)), status, {"Retry-After": str(exc.retry_after_s)})
     if status >= 500:
         log.error("%s %s failed: %s", request.method, request.url.path, exc.code)
-        return json_response({"error": {"code": exc.code, "message": "the service could not complete the request"}}, status)
-    body: dict[str, object] = {"error": exc.as_dict()}
+        return json_response(ErrorBody(error=ErrorDetail(code=exc.code, message=_DEFECT)), status)
+    detail = exc.as_dict()
     if isinstance(exc, ConfigError):
-        body["error"]["problems"] = [p.as_dict() for p in exc.problems]  # type: ignore[index]
+        detail["problems"] = [p.as_dict() for p in exc.problems]
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return json_response(body, status, headers)
+    return json_response(ErrorBody(error=detail), status, headers)
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return json_response({"error": {"code": code, "message": exc.detail}}, exc.status_code, exc.headers)
+    return json_response(ErrorBody(error=ErrorDetail(code=code, message=exc.detail)), exc.status_code, exc.headers)
 
 
 async def store_unreachable(request: Request, exc: Exception) -> Response:
@@ -204,4 +211,4 @@ async def store_unreachable(request: Request, exc: Exception) -> Response:
 
 async def unexpected_error(request: Request, exc: Exception) -> Response:
     log.exception("%s %s: unexpected %s", request.method, request.url.path, type(exc).__name__)
-    return json_response({"error": {"code": "internal", "message": "the service could not complete the request"}}, 500)
+    return json_response(ErrorBody(error=ErrorDetail(code="internal", message=_DEFECT)), 500)

@@ -1,9 +1,9 @@
 """The OpenAPI 3.1 document of the HTTP API, built from the code's own models and the programme.
 
-Nothing here is written beside the code: the endpoints, their bodies, replies, parameters and
-error codes come from ``realtime/schemas.py`` (the pydantic models the handlers' shapes are
-checked against in the tests), and the events endpoint's body from the programme's own event
-types, so the document says exactly what the live programme accepts: each declared type with
+Nothing here is written beside the code: the endpoints, their bodies, parameters and error codes
+come from ``realtime/schemas.py``, their replies from the types the handlers build them with
+(``realtime/replies.py``, ``engine/views.py``), and the events endpoint's body from the
+programme's own event types, so the document says exactly what the live programme accepts: each declared type with
 its fields, bounds and ``one_of`` values, the same checks ``engine.events.parse_event`` makes.
 ``GET /openapi.json`` serves it for the active programme (rebuilt when another version is
 activated); ``rekindle openapi`` prints it for a programme file; ``docs/openapi.json`` is the
@@ -15,13 +15,13 @@ from __future__ import annotations
 from importlib import metadata
 from typing import Any
 
-from pydantic import BaseModel
-from pydantic.json_schema import models_json_schema
+from pydantic import TypeAdapter
 
 from engine import ids
 from engine.config import CompiledProgram, EventType, FieldSpec, FieldType
 from engine.events import DATA_INT_MAX
-from realtime.schemas import LIVE_DESCRIPTION, OPERATIONS, ErrorBody, Operation
+from realtime.replies import ErrorBody
+from realtime.schemas import LIVE_DESCRIPTION, OPERATIONS, Operation
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]*$"  # engine.ids: what may reach a Redis key
 SCHEMAS = "#/components/schemas/"
@@ -117,11 +117,11 @@ def event_schemas(program: CompiledProgram) -> dict[str, dict[str, Any]]:
 
 def build(program: CompiledProgram, max_batch: int = 1000) -> dict[str, Any]:
     """The document for ``program``: deterministic (a programme gives the same bytes every time)."""
-    models: list[type[BaseModel]] = [ErrorBody]
+    types: list[type] = [ErrorBody]
     for op in OPERATIONS:  # the events body is the programme's (below), not the generic model
-        models += [m for m in (None if op.path == EVENTS else op.body, op.reply, *op.replies.values()) if m is not None]
-    refs, defs = models_json_schema(
-        [(m, "validation") for m in dict.fromkeys(models)], ref_template=SCHEMAS + "{model}"
+        types += [t for t in (None if op.path == EVENTS else op.body, op.reply, *op.replies.values()) if t is not None]
+    refs, defs = TypeAdapter.json_schemas(
+        [(t, "validation", TypeAdapter(t)) for t in dict.fromkeys(types)], ref_template=SCHEMAS + "{model}"
     )
     schemas: dict[str, Any] = dict(defs.get("$defs", {}))
     schemas.update(event_schemas(program))
@@ -140,8 +140,8 @@ def build(program: CompiledProgram, max_batch: int = 1000) -> dict[str, Any]:
         "additionalProperties": False,
     }
 
-    def ref(model: type[BaseModel]) -> dict[str, Any]:
-        return refs[(model, "validation")]  # type: ignore[no-any-return]
+    def ref(model: type) -> dict[str, Any]:
+        return refs[(model, "validation")]
 
     events_body = {"oneOf": [{"$ref": SCHEMAS + "Event"}, {"$ref": SCHEMAS + "EventBatch"}]}
     paths: dict[str, dict[str, Any]] = {}

@@ -1,14 +1,24 @@
-"""What each HTTP endpoint accepts and answers (pydantic models of what the handlers and the views
-they answer do today) and a table of every route, from which ``realtime/openapi.py`` builds the
-OpenAPI document. A key left out where it does not apply (never null) is declared ``_omitted``.
+"""Every HTTP route: what it accepts (pydantic models of the bodies), what it answers (the reply
+types the handlers build their replies with, ``realtime/replies.py``), its parameters and every
+error code, from which ``realtime/openapi.py`` builds the OpenAPI document.
+
+The request models describe what the handlers' parsers accept (``engine.events.parse_event``
+and its kin, which give the caller's field paths in their messages); schemathesis holds the two
+together in ``make test`` (schema-valid input is accepted, schema-invalid input refused). A key
+left out where it does not apply (never null) is declared ``_omitted``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, StrictInt, StrictStr, StringConstraints
+
+from realtime.replies import (
+    ClockReply, ConfigPosted, ConfigReply, EventsReply, HealthReply, OperationReply, ProfileReply, Reply, Snapshot,
+    TokenReply,
+)
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]*$"  # engine/ids.py: what may reach a Redis key
 MemberId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=ID_PATTERN)]
@@ -17,68 +27,19 @@ Name = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=ID_
 Time = Annotated[StrictInt, Field(ge=0, le=2**53 - 1)] | Annotated[StrictStr, Field(max_length=40)]
 
 
+def _no_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)
+
+
 def _omitted(description: str, **constraints: Any) -> Any:
     """A key that may be absent (never null): not required, and no default in the schema."""
-    return Field(None, description=description, json_schema_extra=lambda schema: schema.pop("default", None), **constraints)
+    return Field(None, description=description, json_schema_extra=_no_default, **constraints)
 
 
 class Closed(BaseModel):
     """A request body whose handler refuses any key it does not name (422 on that key)."""
 
     model_config = ConfigDict(extra="forbid")
-
-
-# --- errors ---------------------------------------------------------------------------------------
-
-
-class ConfigProblem(BaseModel):
-    """One mistake in a posted programme: where (file, key path) and why."""
-
-    file: str
-    path: str = Field(description='the key path ("" for the file as a whole)')
-    reason: str
-
-
-class ErrorDetail(BaseModel):
-    """What went wrong: a stable `code`, a message for people, the input to blame."""
-
-    code: str = Field(description="stable, machine-readable: see each response's list")
-    message: str
-    field: str = _omitted("the path of the input that is wrong, in the caller's terms (`events[3].data.amount`)")
-    problems: list[ConfigProblem] = _omitted("`invalid_config` only: every mistake found")
-
-
-class Effect(BaseModel):
-    """One consequence of an operation, as the live feed sends it (without `data.event`)."""
-
-    id: str = _omitted("feed id `<ms>-<seq>-<i>`; absent in a dry run, which makes no feed entry")
-    type: Literal["xp", "points", "quest_progress", "quest_completed", "tier_up", "reward",
-                  "points_expired", "coupon_used", "reward_revoked", "debt", "debt_settled"]
-    data: dict[str, Any] = Field(description=(
-        "by type: xp {amount, total, reason}; points {amount, balance, reason}; quest_progress, quest_completed "
-        "{quest, progress, target}; tier_up {from, to}; reward {kind, item, coupon, reason, expires_at_ms}; "
-        "points_expired {amount, balance, expired_at_ms}; coupon_used {coupon, item, order}; "
-        "reward_revoked {coupon, item, reason}; debt {amount, debt}; debt_settled {amount, balance, debt}"))
-
-
-class OperationResult(BaseModel):
-    """The outcome of one event or operation (``realtime.api.result_view``)."""
-
-    id: str | None = Field(description="the event's or operation's id; null for a batch entry with no string id")
-    member: str = _omitted("absent when rejected")
-    status: Literal["applied", "duplicate", "rejected"]
-    effects: list[Effect] = _omitted("absent when rejected; a duplicate replays the first call's while the feed keeps them, else []")
-    original: str | None = _omitted("duplicate only: the first call's feed entry id, null if it had no effect")
-    error: ErrorDetail = _omitted("rejected only: idempotency_conflict, a refund refusal, or (in a batch) why the event is invalid")
-    dry_run: Literal[True] = _omitted("present (true) on a dry run's result")
-
-
-class ErrorBody(BaseModel):
-    """Every error reply: ``{"error": {"code", "message", "field"?}}``."""
-
-    error: ErrorDetail
-    results: list[OperationResult] = _omitted(
-        "a single event or operation's 409 idempotency_conflict, or an event's 422 refund refusal: its rejected result")
 
 
 # --- events ---------------------------------------------------------------------------------------
@@ -104,18 +65,6 @@ class EventsBody(RootModel[EventIn | EventBatchIn]):
     """`POST /v1/events`: one event, or a batch under `events`."""
 
 
-class EventsReply(BaseModel):
-    """One result per event posted, in order."""
-
-    results: list[OperationResult]
-
-
-class OperationReply(BaseModel):
-    """The one result of a spend, coupon use or redemption."""
-
-    results: list[OperationResult] = Field(min_length=1, max_length=1)
-
-
 # --- members --------------------------------------------------------------------------------------
 
 
@@ -128,110 +77,6 @@ class ProfileIn(Closed):
     birthday: Annotated[str, StringConstraints(pattern=r"^(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$")] = _omitted('month-day, "03-21" (02-29 allowed)')
     referrer: MemberId = _omitted("another member's id (not the member itself)")
     tags: list[Name] = _omitted("replaces the tags (kept sorted, deduplicated)", max_length=32)
-
-
-class ProfileReply(BaseModel):
-    """Which profile fields were written (by their snapshot names)."""
-
-    member: str
-    updated: list[Literal["birthday", "joined_at_ms", "referrer", "tags"]] = Field(description="sorted")
-
-
-class TierNext(BaseModel):
-    """The tier above, and the XP still to earn for it."""
-
-    id: str
-    name: str
-    xp: int
-    xp_to_go: int
-
-
-class TierView(BaseModel):
-    """The member's tier."""
-
-    id: str
-    name: str
-    points_multiplier: float
-    next: TierNext | None = Field(description="null at the top tier")
-
-
-class PointsLot(BaseModel):
-    """Points granted together that expire together."""
-
-    amount: int
-    expires_at_ms: int
-
-
-class PointsView(BaseModel):
-    """The live balance (expired lots not counted), what expires when (soonest first), and debt."""
-
-    balance: int
-    expiring: list[PointsLot]
-    debt: int = Field(description="points a refund could not take back; the next grants settle it first")
-
-
-class QuestRewards(BaseModel):
-    """What completing a quest grants."""
-
-    xp: int
-    points: int
-    coupons: list[str] = Field(description="catalog items")
-
-
-class QuestView(BaseModel):
-    """One quest of the programme, in its current period."""
-
-    id: str
-    title: str
-    kind: Literal["once", "daily", "weekly", "window"]
-    progress: int
-    target: int
-    state: Literal["upcoming", "active", "completed", "ended"]
-    starts_at_ms: int | None
-    deadline_ms: int | None = Field(description="end of the current period or of the quest's window, whichever is first")
-    rewards: QuestRewards
-    repeats: bool = Field(description="daily and weekly quests")
-
-
-class CouponView(BaseModel):
-    """A coupon the member was granted, and its state."""
-
-    coupon: str = Field(description="the coupon id (`<operation id>:c<n>`), for `/coupons/{coupon}/use`")
-    item: str
-    state: Literal["granted", "used", "revoked", "expired"]
-    granted_at_ms: int
-    expires_at_ms: int | None
-    reason: str = Field(description="`quest:<id>`, `tier:<id>`, `redeem`")
-    event: str = Field(description="the id of the operation that granted it")
-    used_at_ms: int = _omitted("used only")
-    order: str = _omitted("used only: the order it was used for")
-    kind: Literal["coupon"] = _omitted("from the catalog; absent if the item left it")
-    title: str = _omitted("from the catalog; absent if the item left it")
-    value_cents: int = _omitted("from the catalog; absent if the item left it")
-    min_spend_cents: int = _omitted("from the catalog; absent if the item left it")
-
-
-class ProfileView(BaseModel):
-    """The profile facts held for the member."""
-
-    joined_at_ms: int | None
-    birthday: str | None
-    referrer: str | None
-    tags: list[str]
-
-
-class Snapshot(BaseModel):
-    """Everything an app shows about a member; a member with no history answers an empty one."""
-
-    member: str
-    xp: int
-    tier: TierView
-    points: PointsView
-    quests: list[QuestView]
-    rewards: list[CouponView] = Field(description="by grant time")
-    profile: ProfileView
-    feed_id: str = Field(description='the newest effect\'s id ("0-0" for none): connect the live feed with since=<feed_id>')
-    program_hash: str
 
 
 # --- points, coupons, redemptions -----------------------------------------------------------------
@@ -269,60 +114,10 @@ class TokenIn(Closed):
     ttl_s: StrictInt = Field(86400, ge=60, le=30 * 24 * 3600, description="lifetime in seconds")
 
 
-class TokenReply(BaseModel):
-    """A member token (HS256 JWT, `sub` the member) and its expiry."""
-
-    member: str
-    token: str
-    expires_at_ms: int
-
-
-class ConfigVersion(BaseModel):
-    """One activated version of the programme."""
-
-    program_version: int
-    program_hash: str
-    origin: str = Field(description='"api" or "file:<path>"')
-    activated_at_ms: int
-
-
-class ConfigReply(ConfigVersion):
-    """The active programme and the last 20 versions, newest first."""
-
-    name: str
-    history: list[ConfigVersion]
-
-
-class ConfigPosted(BaseModel):
-    """The version now active."""
-
-    program_version: int
-    program_hash: str
-    name: str
-
-
-class HealthReply(BaseModel):
-    """200 ready; the same shape answers 503 (with Retry-After 2) when a dependency is down."""
-
-    status: Literal["ok", "unavailable"]
-    program_version: int = _omitted("ok only")
-    live_sockets: int = _omitted("ok only: sockets open on this process")
-    redis: Literal["down"] = _omitted("503: the store does not answer")
-    live_feed: Literal["reconnecting"] = _omitted("503: the live feed's store subscription is down")
-
-
 class ClockIn(Closed):
     """The moment to move the dev clock to."""
 
     now: str = Field(description="ISO 8601 with a UTC offset, not earlier than the service's clock")
-
-
-class ClockReply(BaseModel):
-    """The clock's new time, in the offset sent, and how many scheduled jobs ran."""
-
-    now: str
-    now_ms: int
-    jobs_run: int
 
 
 # --- the routes -----------------------------------------------------------------------------------
@@ -351,7 +146,7 @@ class Operation:
     tag: str  # "events" | "members" | "points" | "rewards" | "live" | "config" | "operations" | "auth"
     auth: str | None  # "shop", "member", "admin", or None
     body: type[BaseModel] | None
-    reply: type[BaseModel] | None  # the success body
+    reply: type[Reply] | None  # the success body: a TypedDict of realtime/replies.py
     status: int = 200
     params: tuple[Param, ...] = ()
     errors: dict[int, tuple[str, ...]] = field(default_factory=dict)  # HTTP status -> every `error.code`
@@ -359,7 +154,7 @@ class Operation:
     example_reply: dict[str, Any] | None = None
     text_body: str | None = None  # a body that is not JSON: its media type (the programme TOML: text/plain)
     #: Answers other than the success and the error bodies, by status (readiness's 503 has its own shape).
-    replies: dict[int, type[BaseModel]] = field(default_factory=dict)
+    replies: dict[int, type[Reply]] = field(default_factory=dict)
 
 
 def _id_schema(max_len: int) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from engine.clock import SettableClock
 from engine.errors import InvalidInput, NotFound
 from realtime.api import read_json, service, store_failure
 from realtime.errors import json_response
+from realtime.replies import ClockReply
 
 MAX_BODY = 1024
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -41,7 +42,7 @@ async def post_clock(request: Request) -> Response:
         ran = await svc.scheduler.run_due()
     except (RedisError, OSError) as exc:
         raise store_failure(exc) from exc
-    return json_response({"now": iso(now_ms, moment), "now_ms": now_ms, "jobs_run": ran})
+    return json_response(ClockReply(now=iso(now_ms, moment), now_ms=now_ms, jobs_run=ran))
 
 
 def parse_now(raw: object) -> datetime:

@@ -14,6 +14,7 @@ from engine.store import OpResult, OpStatus
 from realtime.admission import Kind, admit, gate_of
 from realtime.api import store_failure, read_json, result_view, service
 from realtime.errors import json_response
+from realtime.replies import ErrorBody, OperationReply
 from realtime.service import Service
 
 MAX_BODY = 4096
@@ -63,8 +64,8 @@ async def answer(svc: Service, plan: MemberPlan) -> Response:
     raise_refusal(result)
     view = result_view(plan.op.id, plan.op.member, result, "id")
     if result.status is OpStatus.CONFLICT:
-        return json_response({"error": view["error"], "results": [view]}, 409)
-    return json_response({"results": [view]})
+        return json_response(ErrorBody(error=view["error"], results=[view]), 409)
+    return json_response(OperationReply(results=[view]))
 
 
 def raise_refusal(result: OpResult) -> None:

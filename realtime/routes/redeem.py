@@ -14,6 +14,7 @@ from engine.store import OpResult, OpStatus
 from realtime.admission import Kind, admit, gate_of
 from realtime.api import read_json, result_view, service, store_failure
 from realtime.errors import json_response
+from realtime.replies import ErrorBody, OperationReply
 from realtime.routes.points import REFUSALS
 
 MAX_BODY = 4096
@@ -38,8 +39,8 @@ async def post_redeem(request: Request) -> Response:
     raise_redeem_refusal(result)
     view = result_view(redeem.op.id, member, result, "id")
     if result.status is OpStatus.CONFLICT:
-        return json_response({"error": view["error"], "results": [view]}, 409)
-    return json_response({"results": [view]})
+        return json_response(ErrorBody(error=view["error"], results=[view]), 409)
+    return json_response(OperationReply(results=[view]))
 
 
 def raise_redeem_refusal(result: OpResult) -> None:

@@ -121,7 +121,7 @@ def test_snapshot_after_a_first_order(engine, program) -> None:
             assert view["daily_checkin"] == (0, 1, "active", day_end, True)
             assert view["daily_share"] == (0, 2, "active", day_end, True)
             assert view["invite_friends"] == (0, 3, "active", None, False)
-            assert quests["first_order"]["rewards"] == {"xp": 100, "points": 100, "coupons": ("free-shipping",)}
+            assert quests["first_order"]["rewards"] == {"xp": 100, "points": 100, "coupons": ["free-shipping"]}
             window = quests["double_twelve_big_orders"]
             assert window["starts_at_ms"] == 1_797_004_800_000
             assert window["deadline_ms"] == 1_797_004_800_000 + DAY_MS

@@ -1,10 +1,12 @@
 """Every reply a test receives from a service, held to the published document.
 
-The OpenAPI document is built from models that sit beside the handlers (``realtime/schemas.py``);
-schemathesis checks generated requests against it, and this checks every real reply the rest of
-the suite provokes: a status the operation does not document, or a JSON body its schema does not
-describe, fails the test that received it. So a handler that changes its reply without its model
-(or the model without the handler) is caught by whichever test exercises it.
+The OpenAPI document's reply schemas are derived from the types the handlers build their replies
+with (``realtime/replies.py``, ``engine/views.py``), and mypy holds the handlers to those types
+(``tests/test_types.py``). What neither can see is which route answers which status with which
+type, and values the types cannot express (a pattern, a bound): schemathesis checks generated
+requests, and this checks every real reply the rest of the suite provokes. A status the
+operation does not document, or a JSON body its schema does not describe, fails the test that
+received it.
 """
 
 from __future__ import annotations

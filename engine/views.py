@@ -1,0 +1,163 @@
+"""What the engine answers, as plain data: one definition that the code building it and the API
+document share (the member snapshot, an operation's effects, an error's detail).
+
+``engine.members`` builds every part of a snapshot through these types (mypy checks each key and
+value in CI: ``tests/test_types.py``), and ``realtime/openapi.py`` derives the published schema
+from the same classes through pydantic, so the document cannot describe a snapshot the code does
+not build. They are TypedDicts, not models, because a reply is plain data on its way to orjson:
+building one costs a dict, nothing is validated twice. A key that may be absent (never null) is
+``NotRequired``; one that may be null says so in its type.
+
+``typing_extensions.TypedDict`` because pydantic reads field descriptions from it on Python 3.11.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, NotRequired
+
+from pydantic import Field
+from typing_extensions import TypedDict
+
+EffectType = Literal["xp", "points", "quest_progress", "quest_completed", "tier_up", "reward", "points_expired",
+                     "coupon_used", "reward_revoked", "debt", "debt_settled"]
+QuestKindName = Literal["once", "daily", "weekly", "window"]
+QuestState = Literal["upcoming", "active", "completed", "ended"]
+CouponState = Literal["granted", "used", "revoked", "expired"]
+
+
+class ConfigProblem(TypedDict):
+    """One mistake in a posted programme: where (file, key path) and why."""
+
+    file: str
+    path: Annotated[str, Field(description='the key path ("" for the file as a whole)')]
+    reason: str
+
+
+class ErrorDetail(TypedDict):
+    """What went wrong: a stable `code`, a message for people, the input to blame."""
+
+    code: Annotated[str, Field(description="stable, machine-readable: see each response's list")]
+    message: str
+    field: NotRequired[Annotated[str, Field(description="the path of the input that is wrong, in the caller's terms (`events[3].data.amount`)")]]
+    problems: NotRequired[Annotated[list[ConfigProblem], Field(description="`invalid_config` only: every mistake found")]]
+
+
+class Effect(TypedDict):
+    """One consequence of an operation, as the live feed sends it (without `data.event`)."""
+
+    id: NotRequired[Annotated[str, Field(description="feed id `<ms>-<seq>-<i>`; absent in a dry run, which makes no feed entry")]]
+    type: EffectType
+    data: Annotated[dict[str, Any], Field(description=(
+        "by type: xp {amount, total, reason}; points {amount, balance, reason}; quest_progress, quest_completed "
+        "{quest, progress, target}; tier_up {from, to}; reward {kind, item, coupon, reason, expires_at_ms}; "
+        "points_expired {amount, balance, expired_at_ms}; coupon_used {coupon, item, order}; "
+        "reward_revoked {coupon, item, reason}; debt {amount, debt}; debt_settled {amount, balance, debt}"))]
+
+
+class TierNext(TypedDict):
+    """The tier above, and the XP still to earn for it."""
+
+    id: str
+    name: str
+    xp: int
+    xp_to_go: int
+
+
+class TierView(TypedDict):
+    """The member's tier."""
+
+    id: str
+    name: str
+    points_multiplier: float
+    next: Annotated[TierNext | None, Field(description="null at the top tier")]
+
+
+class PointsLot(TypedDict):
+    """Points granted together that expire together."""
+
+    amount: int
+    expires_at_ms: int
+
+
+class PointsView(TypedDict):
+    """The live balance (expired lots not counted), what expires when (soonest first), and debt."""
+
+    balance: int
+    expiring: list[PointsLot]
+    debt: Annotated[int, Field(description="points a refund could not take back; the next grants settle it first")]
+
+
+class QuestRewards(TypedDict):
+    """What completing a quest grants."""
+
+    xp: int
+    points: int
+    coupons: Annotated[list[str], Field(description="catalog items")]
+
+
+class QuestView(TypedDict):
+    """One quest of the programme, in its current period."""
+
+    id: str
+    title: str
+    kind: QuestKindName
+    progress: int
+    target: int
+    state: QuestState
+    starts_at_ms: int | None
+    deadline_ms: Annotated[int | None, Field(description="end of the current period or of the quest's window, whichever is first")]
+    rewards: QuestRewards
+    repeats: Annotated[bool, Field(description="daily and weekly quests")]
+
+
+_CATALOG = "from the catalog; absent if the item left it"
+
+
+class CouponView(TypedDict):
+    """A coupon the member was granted, and its state."""
+
+    coupon: Annotated[str, Field(description="the coupon id (`<operation id>:c<n>`), for `/coupons/{coupon}/use`")]
+    item: str
+    state: CouponState
+    granted_at_ms: int
+    expires_at_ms: int | None
+    reason: Annotated[str, Field(description="`quest:<id>`, `tier:<id>`, `redeem`")]
+    event: Annotated[str, Field(description="the id of the operation that granted it")]
+    used_at_ms: NotRequired[Annotated[int, Field(description="used only")]]
+    order: NotRequired[Annotated[str, Field(description="used only: the order it was used for")]]
+    kind: NotRequired[Annotated[Literal["coupon"], Field(description=_CATALOG)]]
+    title: NotRequired[Annotated[str, Field(description=_CATALOG)]]
+    value_cents: NotRequired[Annotated[int, Field(description=_CATALOG)]]
+    min_spend_cents: NotRequired[Annotated[int, Field(description=_CATALOG)]]
+
+
+class ProfileView(TypedDict):
+    """The profile facts held for the member."""
+
+    joined_at_ms: int | None
+    birthday: str | None
+    referrer: str | None
+    tags: list[str]
+
+
+class Snapshot(TypedDict):
+    """Everything an app shows about a member; a member with no history answers an empty one."""
+
+    member: str
+    xp: int
+    tier: TierView
+    points: PointsView
+    quests: list[QuestView]
+    rewards: Annotated[list[CouponView], Field(description="by grant time")]
+    profile: ProfileView
+    feed_id: Annotated[str, Field(description='the newest effect\'s id ("0-0" for none): connect the live feed with since=<feed_id>')]
+    program_hash: str
+
+
+class ConfigVersion(TypedDict):
+    """One activated version of the programme."""
+
+    program_version: int
+    program_hash: str
+    origin: Annotated[str, Field(description='"api" or "file:<path>"')]
+    activated_at_ms: int

@@ -1,0 +1,112 @@
+"""Every JSON body the HTTP API answers: the one definition that handlers build replies with and
+the OpenAPI document is derived from (``realtime/schemas.py`` names them per route).
+
+A handler answers through ``json_response``, which takes only a ``Reply``: a body no type here
+describes, or a key or value that a type does not declare, fails mypy (``tests/test_types.py``,
+in ``make test``), and ``tests/realtime/contract.py`` holds every reply the suite receives to the
+document at run time. TypedDicts rather than models, as ``engine.views`` explains: a reply costs a
+dict and is not validated on its way out.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, NotRequired, TypeAlias
+
+from pydantic import Field
+from typing_extensions import TypedDict
+
+from engine.views import ConfigProblem, ConfigVersion, Effect, ErrorDetail, Snapshot
+
+__all__ = [
+    "ClockReply", "ConfigPosted", "ConfigProblem", "ConfigReply", "ConfigVersion", "Effect", "ErrorBody",
+    "ErrorDetail", "EventsReply", "HealthReply", "OperationReply", "OperationResult", "ProfileReply", "Reply",
+    "Snapshot", "TokenReply",
+]
+
+
+class OperationResult(TypedDict):
+    """The outcome of one event or operation (``realtime.api.result_view``)."""
+
+    id: Annotated[str | None, Field(description="the event's or operation's id; null for a batch entry with no string id")]
+    member: NotRequired[Annotated[str, Field(description="absent when rejected")]]
+    status: Literal["applied", "duplicate", "rejected"]
+    effects: NotRequired[Annotated[list[Effect], Field(
+        description="absent when rejected; a duplicate replays the first call's while the feed keeps them, else []")]]
+    original: NotRequired[Annotated[str | None, Field(
+        description="duplicate only: the first call's feed entry id, null if it had no effect")]]
+    error: NotRequired[Annotated[ErrorDetail, Field(
+        description="rejected only: idempotency_conflict, a refund refusal, or (in a batch) why the event is invalid")]]
+    dry_run: NotRequired[Annotated[Literal[True], Field(description="present (true) on a dry run's result")]]
+
+
+class ErrorBody(TypedDict):
+    """Every error reply: ``{"error": {"code", "message", "field"?}}``."""
+
+    error: ErrorDetail
+    results: NotRequired[Annotated[list[OperationResult], Field(
+        description="a single event or operation's 409 idempotency_conflict, or an event's 422 refund refusal: its rejected result")]]
+
+
+class EventsReply(TypedDict):
+    """One result per event posted, in order."""
+
+    results: list[OperationResult]
+
+
+class OperationReply(TypedDict):
+    """The one result of a spend, coupon use or redemption."""
+
+    results: Annotated[list[OperationResult], Field(min_length=1, max_length=1)]
+
+
+class ProfileReply(TypedDict):
+    """Which profile fields were written (by their snapshot names)."""
+
+    member: str
+    updated: Annotated[list[Literal["birthday", "joined_at_ms", "referrer", "tags"]], Field(description="sorted")]
+
+
+class TokenReply(TypedDict):
+    """A member token (HS256 JWT, `sub` the member) and its expiry."""
+
+    member: str
+    token: str
+    expires_at_ms: int
+
+
+class ConfigReply(ConfigVersion):
+    """The active programme and the last 20 versions, newest first."""
+
+    name: str
+    history: list[ConfigVersion]
+
+
+class ConfigPosted(TypedDict):
+    """The version now active."""
+
+    program_version: int
+    program_hash: str
+    name: str
+
+
+class HealthReply(TypedDict):
+    """200 ready; the same shape answers 503 (with Retry-After 2) when a dependency is down."""
+
+    status: Literal["ok", "unavailable"]
+    program_version: NotRequired[Annotated[int, Field(description="ok only")]]
+    live_sockets: NotRequired[Annotated[int, Field(description="ok only: sockets open on this process")]]
+    redis: NotRequired[Annotated[Literal["down"], Field(description="503: the store does not answer")]]
+    live_feed: NotRequired[Annotated[Literal["reconnecting"], Field(description="503: the live feed's store subscription is down")]]
+
+
+class ClockReply(TypedDict):
+    """The clock's new time, in the offset sent, and how many scheduled jobs ran."""
+
+    now: str
+    now_ms: int
+    jobs_run: int
+
+
+#: What ``json_response`` may send.
+Reply: TypeAlias = (ErrorBody | EventsReply | OperationReply | ProfileReply | Snapshot | TokenReply | ConfigReply | ConfigPosted
+         | HealthReply | ClockReply)
