@@ -4,7 +4,9 @@ Public, like the page a developer reads before holding any key: they say what th
 never what it holds. The document is built once per programme version (``realtime.openapi.build``
 is pure) and served from memory until another version is activated. The page is Swagger UI
 (5.x, which reads OpenAPI 3.1) from the pinned ``openapi-ui-bundles`` package, served by this
-service under ``/docs/static``: no CDN, so it works where the service has no internet.
+service under ``/docs/static``: no CDN, so it works where the service has no internet. Its
+online validator is off (``validatorUrl: null``): by default, on any host but localhost, the
+page would send the document's address to validator.swagger.io for a badge.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ window.onload = function () {
     deepLinking: true,
     presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset],
     layout: "StandaloneLayout",
+    validatorUrl: null,
   });
 };
 </script>
