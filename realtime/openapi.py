@@ -191,6 +191,11 @@ def operation(op: Operation, body: dict[str, Any] | None, ref: Any) -> dict[str,
         if op.example_reply is not None:
             reply["example"] = op.example_reply
         responses[str(op.status)] = {"description": op.summary, "content": {"application/json": reply}}
+        if op.links:
+            responses[str(op.status)]["links"] = {
+                link.name: {"operationId": link.operation_id, "parameters": link.parameters, "description": link.description}
+                for link in op.links
+            }
     else:
         responses[str(op.status)] = {"description": op.summary}
     retry_after = {"Retry-After": {"schema": {"type": "integer", "minimum": 1},

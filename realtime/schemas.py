@@ -135,6 +135,17 @@ class Param:
 
 
 @dataclass(frozen=True)
+class Link:
+    """Where a successful answer leads: another operation, with parameters taken from this call
+    (OpenAPI runtime expressions). Client generators and schemathesis's stateful runs follow them."""
+
+    name: str
+    operation_id: str
+    parameters: dict[str, str]
+    description: str
+
+
+@dataclass(frozen=True)
 class Operation:
     """One HTTP route: what it takes, answers and refuses, for ``realtime/openapi.py``."""
 
@@ -155,6 +166,7 @@ class Operation:
     text_body: str | None = None  # a body that is not JSON: its media type (the programme TOML: text/plain)
     #: Answers other than the success and the error bodies, by status (readiness's 503 has its own shape).
     replies: dict[int, type[Reply]] = field(default_factory=dict)
+    links: tuple[Link, ...] = ()  # from the success answer
 
 
 def _id_schema(max_len: int) -> dict[str, Any]:
@@ -162,6 +174,9 @@ def _id_schema(max_len: int) -> dict[str, Any]:
 
 
 _MEMBER = Param("member", "path", _id_schema(64), "The member's id.", required=True)
+_SAME_MEMBER = {"member": "$request.path.member"}
+_TO_SNAPSHOT = Link("snapshot", "getMember", _SAME_MEMBER, "The member's snapshot after this operation.")
+_TO_SPEND = Link("spend", "spendPoints", _SAME_MEMBER, "Spend the member's points.")
 _BODY = {400: ("bad_json",), 413: ("payload_too_large",), 401: ("unauthorized",)}  # a body, behind a credential
 _BUSY = {429: ("overloaded",), 503: ("unavailable",)}
 _RETRY = " Nothing was written on a 429 or 503: send the same request again, with the same id, after Retry-After."
@@ -212,6 +227,10 @@ OPERATIONS: tuple[Operation, ...] = (
         example_body=_EVENT,
         example_reply=_one("order-9912-paid", ("xp", {"amount": 199, "total": 199, "reason": "purchase_xp"}),
                            ("points", {"amount": 199, "balance": 199, "reason": "purchase_points"})),
+        links=(Link("snapshot", "getMember", {"member": "$response.body#/results/0/member"},
+                    "The snapshot of the (first) event's member, with what the event earned."),
+               Link("spend", "spendPoints", {"member": "$response.body#/results/0/member"},
+                    "Spend the points the (first) event's member earned.")),
     ),
     Operation(
         "put", "/v1/members/{member}", "putMember", "Write a member's profile facts",
@@ -221,6 +240,7 @@ OPERATIONS: tuple[Operation, ...] = (
         errors={**_BODY, 422: ("invalid",), **_BUSY, 500: ("internal",)},
         example_body={"joined_at": "2025-03-01T09:30:00+08:00", "birthday": "03-21", "tags": ["vip"]},
         example_reply={"member": "m-42", "updated": ["birthday", "joined_at_ms", "tags"]},
+        links=(_TO_SNAPSHOT,),
     ),
     Operation(
         "get", "/v1/members/{member}", "getMember", "A member's snapshot",
@@ -228,6 +248,8 @@ OPERATIONS: tuple[Operation, ...] = (
         "A valid id with no history answers an empty snapshot, not 404. Reads are shed first under load (429).",
         "members", "shop", None, Snapshot, params=(_MEMBER,),
         errors={401: ("unauthorized",), 422: ("invalid",), **_BUSY, 500: ("internal",)}, example_reply=_SNAPSHOT,
+        links=(Link("use_coupon", "useCoupon", {**_SAME_MEMBER, "coupon": "$response.body#/rewards/0/coupon"},
+                    "Use the member's first coupon (its id from `rewards`)."), _TO_SPEND),
     ),
     Operation(
         "post", "/v1/members/{member}/points/spend", "spendPoints", "Spend a member's points",
@@ -237,6 +259,7 @@ OPERATIONS: tuple[Operation, ...] = (
                 **_BUSY, 500: ("internal", "store_error")},
         example_body={"id": "spend-1", "amount": 120, "reason": "checkout"},
         example_reply=_one("spend-1", ("points", {"amount": -120, "balance": 179, "reason": "checkout"})),
+        links=(_TO_SNAPSHOT,),
     ),
     Operation(
         "post", "/v1/members/{member}/coupons/{coupon}/use", "useCoupon", "Mark a member's coupon used",
@@ -249,6 +272,7 @@ OPERATIONS: tuple[Operation, ...] = (
         example_body={"id": "use-1", "order": "order-77"},
         example_reply=_one("use-1", ("coupon_used", {"coupon": "order-9912-paid:c1", "item": "free-shipping",
                                                      "order": "order-77"})),
+        links=(_TO_SNAPSHOT,),
     ),
     Operation(
         "get", "/v1/me", "getMe", "The calling member's snapshot",

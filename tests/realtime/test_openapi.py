@@ -128,3 +128,20 @@ def test_the_docs_page_is_served_with_its_assets_and_no_cdn(service: Service) ->
             loaded = client.get("/" + asset)
             assert loaded.status_code == 200 and loaded.content, asset
         assert "SwaggerUIBundle" in client.get("/docs/static/swagger-ui-bundle.js").text
+
+
+def test_every_link_leads_to_an_operation_and_fills_its_parameters(document: dict[str, Any]) -> None:
+    """A link names an operation of the document and only parameters that operation declares
+    (every path parameter of it), so a client generator or schemathesis can follow it."""
+    by_id = {op["operationId"]: op for item in document["paths"].values() for op in item.values()}
+    links = [(op["operationId"], link) for op in by_id.values() for reply in op["responses"].values()
+             for link in reply.get("links", {}).values()]
+    assert {"getMember", "useCoupon", "spendPoints"} <= {link["operationId"] for _, link in links}
+    for source, link in links:
+        target = by_id[link["operationId"]]
+        declared = {p["name"] for p in target.get("parameters", [])}
+        in_path = {p["name"] for p in target.get("parameters", []) if p["in"] == "path"}
+        assert set(link["parameters"]) <= declared, (source, link)
+        assert in_path <= set(link["parameters"]), (source, link)
+        for expression in link["parameters"].values():
+            assert expression.startswith(("$request.path.", "$response.body#/")), expression
