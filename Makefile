@@ -19,8 +19,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	@touch $@
 
+# make run DEV_CLOCK=1: with the dev clock (POST /v1/admin/clock moves it); ARGS passes other serve flags.
 run: install
-	$(BIN)/rekindle serve --config config/member_day.toml --host $(HOST) --port $(PORT)
+	$(BIN)/rekindle serve --config config/member_day.toml --host $(HOST) --port $(PORT) $(if $(filter-out 0,$(DEV_CLOCK)),--dev-clock) $(ARGS)
 
 # A local three-primary Valkey Cluster (a replica each) in the foreground; prints its REDIS_URL.
 cluster: install
@@ -67,6 +68,7 @@ schema: install
 docs: install
 	$(BIN)/python -m engine.reference > docs/programme.md
 	$(BIN)/rekindle openapi --config config/member_day.toml > docs/openapi.json
+	$(BIN)/python -m realtime.live_doc docs/live-feed.md
 
 # Not .data: it holds the embedded server's AOF (every member's state) and the dev keys.
 clean:

@@ -12,6 +12,13 @@ from typing import Protocol, runtime_checkable
 
 DAY_MS = 86_400_000
 
+#: The latest moment a clock may show: 2999-12-31T23:59:59.999Z. Every date the engine works out
+#: from "now" stays inside what Python's datetime holds (year 9999) from there with ages of
+#: margin: a lot's expiry (the end of next year, or up to 3,650 days on, engine/calendar.py),
+#: local days and ISO weeks in any zone, the jobs scheduled at those times.
+LATEST_MS = 32_503_679_999_999
+LATEST_ISO = "2999-12-31T23:59:59.999Z"
+
 
 class Clock(Protocol):
     def now_ms(self) -> int: ...
@@ -66,7 +73,9 @@ class OffsetClock:
         return time.time_ns() // 1_000_000 + self._offset_ms
 
     def set(self, now_ms: int) -> None:
-        """Move to ``now_ms``; ValueError if that is earlier than now."""
+        """Move to ``now_ms``; ValueError if that is earlier than now or past ``LATEST_MS``."""
         if now_ms < self.now_ms():
             raise ValueError("the dev clock only moves forward")
+        if now_ms > LATEST_MS:
+            raise ValueError(f"the dev clock goes no later than {LATEST_ISO}")
         self._offset_ms = now_ms - time.time_ns() // 1_000_000

@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, fiel
 from engine.calendar import Calendar
 from engine.clock import DAY_MS
 from engine.errors import ConfigError, ConfigProblem
+from engine.ids import EVENT_ID_MAX
 
 # --- limits: a valid programme must not be able to cripple the service ------------------------
 # Inclusive; each is named in the error a designer sees and listed in docs/programme.md. The tier
@@ -116,6 +117,13 @@ class ProgramInfo(_Model):
         ge=1,
         le=730,
         description="how long after an event a refund (an event type that `reverses` it) can take back what it granted",
+    )
+    coupon_history_days: Int = Field(
+        90,
+        ge=1,
+        le=3650,
+        description="how long a coupon used, revoked or past its end stays in the member's record (and snapshot) "
+        "before it is forgotten; a coupon still usable is kept until its end",
     )
 
     @field_validator("timezone")
@@ -710,6 +718,11 @@ def _cross_check(p: Program, dropped: dict[str, set[str]] | None = None) -> list
         of = et.fields.get("of")
         if of is None or of.type is not FieldType.STR or not of.required:
             out.append((f"events.{name}.fields.of", "a refund needs a required str field `of`: the original event's id"))
+        elif of.max_length < EVENT_ID_MAX or of.one_of is not None:
+            # Any valid event id may be refunded: an `of` that cannot hold one would answer 422
+            # to the refund of an order the shop was allowed to post.
+            out.append((f"events.{name}.fields.of", f"must accept every event id: max_length at least {EVENT_ID_MAX} "
+                        f"(an event id may be {EVENT_ID_MAX} characters) and no one_of"))
         amount = et.fields.get("amount")
         if amount is not None and amount.type is not FieldType.INT:
             out.append((f"events.{name}.fields.amount", "a refund's `amount` is an int (the share of the original's)"))
@@ -880,6 +893,7 @@ class CompiledProgram:
     calendar: Calendar  # days and weeks in the programme's zone (remembers the last found)
     refund_window_ms: int = 90 * DAY_MS
     ledger_keep_ms: int = 400 * DAY_MS
+    coupon_history_ms: int = 90 * DAY_MS
     #: Event types some refund type ``reverses``: their operations keep a grant record.
     refundable: frozenset[str] = frozenset()
 
@@ -954,6 +968,7 @@ def compile_program(program: Program, source: bytes) -> CompiledProgram:
         calendar=Calendar(ZoneInfo(info.timezone)),
         refund_window_ms=info.refund_window_days * DAY_MS,
         ledger_keep_ms=program.points.ledger_keep_days * DAY_MS,
+        coupon_history_ms=info.coupon_history_days * DAY_MS,
         refundable=frozenset(et.reverses for et in program.events.values() if et.reverses is not None),
     )
 

@@ -96,8 +96,10 @@ def parse_event(raw: object, program: CompiledProgram, now_ms: int, window_ms: i
 def parse_time(value: object, field: str) -> int:
     """ISO 8601 with an offset, or integer epoch milliseconds, to epoch milliseconds."""
     if isinstance(value, int) and not isinstance(value, bool):
-        if not 0 <= value <= _INT_MAX:
-            raise InvalidEvent("epoch milliseconds out of range", field=field)
+        if value > _INT_MAX:
+            raise InvalidEvent(f"is above the maximum, {_INT_MAX} (epoch milliseconds)", field=field)
+        if value < 0:
+            raise InvalidEvent("epoch milliseconds must not be negative", field=field)
         return value
     if isinstance(value, str) and len(value) <= 40:
         try:
@@ -139,7 +141,7 @@ def _check_data(data: object, program: CompiledProgram, etype: str) -> dict[str,
             if value < low:
                 raise InvalidEvent(f"must be at least {low}", field=path)
             if value > high:
-                raise InvalidEvent(f"must be at most {high}", field=path)
+                raise InvalidEvent(f"is above the maximum, {high}", field=path)
         elif spec.type is FieldType.STR:
             if not isinstance(value, str):
                 raise InvalidEvent(f"must be a string, not {ids.kind_of(value)}", field=path)

@@ -21,6 +21,13 @@ MEMBER_ID_MAX = 64
 EVENT_ID_MAX = 128
 NAME_MAX = 64
 
+#: Operation ids the engine makes for itself (a scheduled expiry, a game's or a care moment's
+#: member step) start with this, and no client id may: an operation id is its dedupe key, so a
+#: client that could post ``rk:expire:m-42:<ms>`` first would make the job a duplicate (or a
+#: conflict) and its work would never happen. Within the id alphabet on purpose: a derived
+#: operation's coupons are named after it and must be usable through the same routes.
+DERIVED_PREFIX = "rk:"
+
 
 def check_id(value: object, field: str, max_len: int) -> str:
     """Return ``value`` if it is a safe id of at most ``max_len`` chars, else raise."""
@@ -41,7 +48,22 @@ def member_id(value: object, field: str = "member") -> MemberId:
 
 
 def event_id(value: object, field: str = "id") -> EventId:
-    return EventId(check_id(value, field, EVENT_ID_MAX))
+    """A client's operation id (an event's, a spend's...): any safe id outside the engine's own
+    namespace (``DERIVED_PREFIX``)."""
+    checked = check_id(value, field, EVENT_ID_MAX)
+    if checked.startswith(DERIVED_PREFIX):
+        raise InvalidInput(f"may not start with {DERIVED_PREFIX!r}: that prefix is reserved for the engine's own operations", field=field)
+    return EventId(checked)
+
+
+def derived_id(*parts: object) -> EventId:
+    """The id of an operation the engine derives (``rk:expire:m-42:1798732800000``): made here
+    only, so no client id can be one. Parts are joined with ``:``; the result must still be a
+    safe id of at most ``EVENT_ID_MAX`` characters (a bug otherwise, hence ``ValueError``)."""
+    value = DERIVED_PREFIX + ":".join(str(p) for p in parts)
+    if len(value) > EVENT_ID_MAX or _SAFE.fullmatch(value) is None:
+        raise ValueError(f"not a safe derived id: {value!r}")
+    return EventId(value)
 
 
 def kind_of(value: object) -> str:
@@ -50,21 +72,21 @@ def kind_of(value: object) -> str:
     )
 
 
-_EXACT = 2**53  # beyond this a JSON number's integer value is not exact in a double
-
-
 def whole(value: object) -> int | None:
     """``value`` as an integer if JSON would call it one, else None.
 
     JSON has one number type, and JSON Schema's ``integer`` is any number with no fraction: a
     client whose encoder writes ``100.0`` sends an integer. So does ``100``. A boolean is not one
-    (Python's bool is an int), nor is ``100.5``, nor a float too large to hold an exact integer.
+    (Python's bool is an int), nor is ``100.5``. A number too large for a 64-bit integer reaches
+    us as a float (orjson parses ``100000000000000000000000`` to ``1e+23``): it is an integer
+    still, returned as the nearest int, which is not exact past 2**53 but is past every bound a
+    caller checks, so the caller's answer is "above the maximum", not "not an integer".
     """
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, float) and value.is_integer() and -_EXACT <= value <= _EXACT:
+    if isinstance(value, float) and value.is_integer():  # finite: orjson refuses 1e400
         return int(value)
     return None
 

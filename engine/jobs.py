@@ -1,8 +1,10 @@
 """Scheduled jobs, the pure part: ids, shards, and what each kind of job plans.
 
 A job is an operation waiting for its time. Its id is deterministic and parseable,
-``<kind>:<member>:<param>`` (``expire:m-42:1798732800000``), and it is also the id of the
-operation it applies, so a job run twice (two workers, a retry after a crash) applies once.
+``rk:<kind>:<member>:<param>`` (``rk:expire:m-42:1798732800000``), and it is also the id of the
+operation it applies, so a job run twice (two workers, a retry after a crash) applies once. The
+``rk:`` prefix is the engine's own (``ids.DERIVED_PREFIX``): no client operation can take a job's
+id before the job runs.
 The kind names a handler, a pure function from the job and the time to a ``MemberPlan`` (or
 None: nothing to do); the scheduler (``engine/scheduler.py``) does the I/O around it.
 
@@ -45,6 +47,11 @@ class Job(NamedTuple):
     param: str  # the kind's own parameter (expire: the lots' expiry in epoch ms)
     due_ms: int  # its score when it was read: when it was due (or retried, after a failure)
 
+    @property
+    def op_id(self) -> ids.EventId:
+        """The id of the operation the job applies: always in the engine's namespace."""
+        return ids.EventId(job_id(self.kind, self.member, self.param))
+
 
 #: What a job does, by kind: the job and the time in, the plan to apply out (None: nothing to
 #: do, the job is done). Pure: no I/O, no clock; it may raise, and the job is retried later.
@@ -57,14 +64,17 @@ def shard_of(member: str) -> int:
 
 
 def job_id(kind: str, member: str, param: object) -> str:
-    return f"{kind}:{member}:{param}"
+    return ids.derived_id(kind, member, param)
 
 
 def parse_job(raw: str, due_ms: int) -> Job:
     """The job named by ``raw``. Member ids may hold ``:``, kinds and parameters never do, so
-    the kind ends at the first colon and the parameter starts after the last. Raises ValueError
-    for an id of no known shape."""
-    kind, sep, rest = raw.partition(":")
+    the kind ends at the first colon after the prefix and the parameter starts after the last.
+    Raises ValueError for an id of no known shape. An id without the prefix was scheduled by a
+    build that had none: it still parses, and its operation takes the prefixed id
+    (``Job.op_id``), which no client can have used."""
+    body = raw[len(ids.DERIVED_PREFIX):] if raw.startswith(ids.DERIVED_PREFIX) else raw
+    kind, sep, rest = body.partition(":")
     member, sep2, param = rest.rpartition(":")
     if not (sep and sep2 and kind and member and param):
         raise ValueError(f"not a job id: {raw!r}")
@@ -107,7 +117,7 @@ def plan_expire(job: Job, program: CompiledProgram, now_ms: int) -> MemberPlan:
     expiry_ms = int(job.param)
     if expiry_ms <= 0:
         raise ValueError(f"{job.id}: expiry must be a positive epoch ms")
-    op = Operation(ids.EventId(job.id), job.member, expiry_ms, fingerprint(EXPIRE, expiry_ms))
+    op = Operation(job.op_id, job.member, expiry_ms, fingerprint(EXPIRE, expiry_ms))
     return member_plan(program, op, expiry_ms)
 
 

@@ -124,10 +124,7 @@ class MemberStore:
                 _quest_view(q, int(raw or 0), marker is not None, period_end_ms, now_ms)
                 for (q, _, period_end_ms), raw, marker in zip(quest_fields, progress, done)
             ],
-            rewards=sorted(
-                (_coupon_view(cid.decode(), raw, program, now_ms) for cid, raw in coupons.items()),
-                key=lambda c: (c["granted_at_ms"], c["coupon"]),
-            ),
+            rewards=_rewards_view([_coupon_view(cid.decode(), raw, program, now_ms) for cid, raw in coupons.items()]),
             profile=ProfileView(
                 joined_at_ms=int(p["joined_at_ms"]) if "joined_at_ms" in p else None,
                 birthday=p.get("birthday"),
@@ -186,6 +183,27 @@ def _points_view(balance: int, debt: int, lots: dict[bytes, bytes], now_ms: int)
 
 
 _COUPON_STATES: dict[int, CouponState] = {0: "granted", 1: "used", 2: "revoked"}
+
+#: What a snapshot shows of a member's coupons: every app screen fits in these, and the reply
+#: stays small however many a member holds (the record itself forgets history on its own).
+SNAPSHOT_USABLE_MAX = 100
+SNAPSHOT_HISTORY_MAX = 20
+
+
+def _rewards_view(coupons: list[CouponView]) -> list[CouponView]:
+    """The usable coupons that end soonest and the newest history, in grant order."""
+    usable = [c for c in coupons if c["state"] == "granted"]
+    history = [c for c in coupons if c["state"] != "granted"]
+    usable.sort(key=lambda c: (c["expires_at_ms"] or 2**63, c["granted_at_ms"], c["coupon"]))
+    history.sort(key=lambda c: (c.get("used_at_ms") or c["expires_at_ms"] or c["granted_at_ms"], c["coupon"]), reverse=True)
+    shown = usable[:SNAPSHOT_USABLE_MAX] + history[:SNAPSHOT_HISTORY_MAX]
+    return sorted(shown, key=_grant_order)
+
+
+def _grant_order(coupon: CouponView) -> tuple[int, str, int]:
+    """Grant time, then the operation and the n of ``<operation id>:c<n>`` (c10 after c9)."""
+    op, _, n = coupon["coupon"].rpartition(":c")
+    return coupon["granted_at_ms"], op, int(n) if n.isdigit() else 0
 
 
 def _coupon_view(coupon: str, raw: bytes, program: CompiledProgram, now_ms: int) -> CouponView:

@@ -3,8 +3,9 @@
 An operation has an id (its dedupe key, unique per member), a member, a time and a fingerprint
 (what makes a retry "the same operation"). A shop event is one source of operations; a spend, a
 coupon use, a game step, a redemption's member side or a scheduled care moment are others.
-Operations derived from another get derived ids (``<op>:owner``, ``expire:<member>:<day>``), so
-every retry and every double sweep applies once.
+Operations the engine derives (a scheduled expiry, a game's member step) get derived ids in a
+namespace no client id may enter (``ids.derived_id``: ``rk:expire:<member>:<ms>``), so every
+retry and every double sweep applies once, and no client can take the id first.
 
 Each ``plan_*`` function is pure: programme, operation and time in, a ``MemberPlan`` out. The
 store applies a plan with one ``member.lua`` call, which decides whatever depends on stored
@@ -83,6 +84,7 @@ class MemberArgs(NamedTuple):
     record: Record
     reverse: Reversal
     ledger_keep_ms: int
+    coupon_history_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +159,7 @@ def member_plan(
         record=[] if record is None else [_record_until_ms(program, bucket), record[1], op.at_ms, record[0]],
         reverse=[] if reverse is None else [id_digest(reverse[0]), reverse[1], program.refund_window_ms, reverse[2]],
         ledger_keep_ms=program.ledger_keep_ms,
+        coupon_history_ms=program.coupon_history_ms,
     )
     record_buckets: tuple[int, ...] = ()
     if reverse is not None:
@@ -202,8 +205,10 @@ def parse_spend(raw: object, member: ids.MemberId, now_ms: int) -> SpendRequest:
     body = request_object(raw, ("id", "amount", "reason"))
     op_id = ids.event_id(body.get("id"), "id")
     amount = ids.whole(body.get("amount"))
-    if amount is None or not 1 <= amount <= SPEND_MAX:
+    if amount is None or amount < 1:
         raise InvalidInput(f"must be an integer from 1 to {SPEND_MAX:,}", field="amount")
+    if amount > SPEND_MAX:
+        raise InvalidInput(f"is above the maximum, {SPEND_MAX:,}", field="amount")
     reason = body.get("reason", "spend")
     ids.check_id(reason, "reason", ids.NAME_MAX)
     return SpendRequest(Operation(op_id, member, now_ms, fingerprint("spend", amount, reason)), amount, reason)

@@ -19,6 +19,8 @@ import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
 
 from redis.asyncio import Redis
 
@@ -63,6 +65,13 @@ class ActiveProgram:
         return window
 
 
+class FileActivation(NamedTuple):
+    """What starting from a programme file left active, and whether it is that file's content."""
+
+    active: ActiveProgram
+    applied: bool  # False: the store last started from this same file, and a version since stays
+
+
 class ProgramRegistry:
     def __init__(self, redis: Redis, keys: Keys, clock: Clock, on_change: Callable[[int], None] | None = None) -> None:
         self._redis = redis
@@ -94,6 +103,14 @@ class ProgramRegistry:
         # If another process activated a newer version in between, theirs is what we now hold.
         await self.refresh()
         return self.current
+
+    async def activate_file(self, path: Path) -> FileActivation:
+        """Start from the programme file at ``path``: activated unless the store last started from
+        this same content, in which case what is active stays (maybe a version posted since, so
+        that a restart never undoes ``POST /v1/config``; ``activate.lua`` decides)."""
+        source = path.read_bytes()
+        active = await self.activate(source, origin=f"file:{path}", file=str(path))
+        return FileActivation(active, applied=active.program.source == source)
 
     async def refresh(self) -> bool:
         """Load the active version if it differs from the one held; True when it changed."""

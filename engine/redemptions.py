@@ -55,6 +55,7 @@ class Reserve(Enum):
     OUT_OF_STOCK = 0  # nothing written
     PENDING = 2  # another call (or a crashed one, for the sweep) holds this redemption
     SETTLED = 3  # delivered already (within SETTLED_KEEP_MS): a retry
+    LIMIT_REACHED = 4  # the member holds their limit of the item already: nothing written
 
 
 class Settle(Enum):
@@ -66,7 +67,7 @@ class Settle(Enum):
 def catalog_keys(keys: Keys, item: str) -> list[str]:
     """catalog.lua's KEYS (see its header): every one under the item's tag."""
     tag = keys.object("cat", item)
-    return [f"{tag}:sold", f"{tag}:o", f"{tag}:oz", f"{tag}:done"]
+    return [f"{tag}:sold", f"{tag}:o", f"{tag}:oz", f"{tag}:done", f"{tag}:held"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,9 +90,11 @@ class RedemptionStore:
     # --- the object's steps -----------------------------------------------------------------------
 
     async def reserve(self, redemption: Redemption, stock: int | None) -> tuple[Reserve, int]:
-        """Take a unit for ``redemption`` unless it is pending, delivered or out of stock; the
-        stock comes from the caller's programme, so a programme change applies at once."""
-        args = ["reserve", redemption.key, redemption.at_ms, -1 if stock is None else stock, redemption.pack()]
+        """Take a unit for ``redemption`` unless it is pending, delivered, over the member's limit
+        or out of stock; the stock comes from the caller's programme, so a programme change
+        applies at once. The limit is the record's, checked before the stock."""
+        args = ["reserve", redemption.key, redemption.at_ms, -1 if stock is None else stock, redemption.pack(),
+                redemption.member, redemption.limit]
         reply = await self._call(redemption.item, args)
         status = Reserve(int(reply[0]))
         return status, int(reply[1]) if len(reply) > 1 else 0
@@ -122,6 +125,8 @@ class RedemptionStore:
             return OpResult(OpStatus.REFUSED, refusal="out_of_stock")
         if status is Reserve.PENDING:
             return OpResult(OpStatus.REFUSED, refusal="in_progress")
+        if status is Reserve.LIMIT_REACHED:
+            return OpResult(OpStatus.REFUSED, refusal="limit_reached")
         if status is Reserve.RESERVED and self._crash_point == CRASH_AFTER_RESERVE:
             os.kill(os.getpid(), signal.SIGKILL)
         # A store error here propagates and leaves the entry: the step may have applied.

@@ -46,10 +46,78 @@ missing, invalid or shared).
   midnight in `program.timezone`.
 """
 
+#: The smallest useful programme, shown first. tests/engine/test_reference.py reads it back out
+#: of docs/programme.md and loads it as `rekindle check` does, so the example cannot rot.
+MINIMAL_PROGRAMME = """\
+[program]
+name = "Corner café"          # the only key [program] requires
+timezone = "Asia/Shanghai"    # whose midnight starts a day (daily caps, daily quests)
+
+[events.purchase]
+fields.amount = { type = "int", min = 1, description = "order total in cents" }
+
+[events.checkin]              # no fields: post it without `data`
+
+[rules.purchase_xp]
+event = "purchase"
+grant = "xp"
+per = { field = "amount", every = 100, amount = 1 }   # 1 XP per whole 100 cents
+
+[rules.purchase_points]
+event = "purchase"
+grant = "points"
+per = { field = "amount", every = 100, amount = 1 }
+daily_cap = 500               # points a member gets from this rule per day, multiplier included
+
+[rules.checkin_points]
+event = "checkin"
+grant = "points"
+fixed = 5
+
+[[tiers]]                     # at least one; the first at xp 0
+id = "member"
+name = "Member"
+xp = 0
+
+[[tiers]]
+id = "gold"
+name = "Gold"
+xp = 1000
+points_multiplier = 1.5
+"""
+
+_MINIMAL = f"""\
+## A minimal programme
+
+`[program]` with a `name`, at least one event type under `[events]`, and `[[tiers]]` whose first
+tier is at xp 0 are required; every other section may be left out. This one earns XP and points
+on purchases and points on check-ins, with a daily cap and a gold tier (`rekindle check` accepts
+it: tests/engine/test_reference.py holds it to that):
+
+```toml
+{MINIMAL_PROGRAMME}```
+
+## What the tables do not say
+
+- **A `where` test on an optional field the event does not carry fails**, whatever the test:
+  `ne` and `not_in` too. An absent field is not a value, so with `where.channel = {{ ne = "app" }}`
+  an event without `channel` does not fire the rule (or move the quest). Likewise `per` on an
+  absent field grants nothing, and a quest's `sum` of one does not move it.
+- **`daily_cap` counts points after the tier multiplier.** A rule's points are multiplied by the
+  `points_multiplier` of the tier the member holds before the event (a tier the event reaches
+  applies from the next one) and rounded down; the cap then bounds that amount. Above, a gold
+  member's ¥400 purchase makes 400 × 1.5 = 600 points, capped to 500. A grant that would pass the
+  cap is cut to what is left of it; once it is used up the rule grants nothing until the next
+  local day (of the event's `at`, in `program.timezone`). Each rule's cap is its own, per member.
+  XP rules have no multiplier; `rewards` (quests, tiers) are neither multiplied nor capped.
+- **`data` may be omitted when the event type declares no required field**: no `data` and
+  `"data": {{}}` are the same event. `"data": null` is refused (`data: must be an object`).
+"""
+
 
 def programme_reference() -> str:
     """The whole reference as Markdown: the limits, then one section per model."""
-    out = [_INTRO, "## Limits", "", "A programme past any of these is refused, with the limit named in the error.", ""]
+    out = [_INTRO, _MINIMAL, "## Limits", "", "A programme past any of these is refused, with the limit named in the error.", ""]
     out += ["| limit | value | what it bounds |", "| --- | --- | --- |"]
     out += [f"| `{name}` | {getattr(config, name):,} | {what} |" for name, what in config.LIMITS.items()]
     for model, places in _sections():

@@ -208,8 +208,14 @@ class Scheduler:
                     log.error("job %s failed in the store: %s", raw, type(result).__name__)
                     failed.setdefault(shard, []).extend((raw, score))
                     continue
-                if result.status is OpStatus.CONFLICT:  # the id was used with another body: a bug
-                    log.error("job %s: its operation id was applied before with another body", raw)
+                if result.status is OpStatus.CONFLICT:
+                    # Its id was applied with another body. No client can use the namespace, so
+                    # this is a bug (two kinds of job minting one id, a fingerprint changed
+                    # between builds): the job fails, stays in its set and is retried with the
+                    # backoff, logged every time, rather than dropped with its work undone.
+                    log.error("job %s failed: its operation id was applied before with another body", raw)
+                    failed.setdefault(shard, []).extend((raw, score))
+                    continue
                 done.setdefault(shard, []).extend((raw, score))
 
         settle: list[Call] = []

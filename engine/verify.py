@@ -113,7 +113,7 @@ async def _catalog_checks(redis: Redis, keys: Keys, redeemed: Counter[str], now_
     if program is not None:
         items |= {i for i, c in program.model.catalog.items() if c.points_cost is not None}
     for item in sorted(items):
-        sold_key, outbox, by_time, _ = catalog_keys(keys, item)
+        sold_key, outbox, by_time = catalog_keys(keys, item)[:3]
         pipe = redis.pipeline(transaction=True)
         pipe.get(sold_key)
         pipe.hlen(outbox)

@@ -42,16 +42,128 @@ class ErrorDetail(TypedDict):
     problems: NotRequired[Annotated[list[ConfigProblem], Field(description="`invalid_config` only: every mistake found")]]
 
 
+# --- what each effect's `data` holds (the live feed adds `event` to each) -------------------------
+# member.lua builds these tables; tests/engine/test_views.py holds them to the keys it writes.
+
+_REASON = "the rule id, `quest:<id>`, `tier:<id>`, a spend's reason, `redeem:<item>` or `refund`"
+_COUPON = "the coupon id (`<operation id>:c<n>`), for `/coupons/{coupon}/use`"
+
+
+class XpData(TypedDict):
+    """XP granted, or taken back by a refund."""
+
+    amount: Annotated[int, Field(description="XP added; negative when a refund takes it back")]
+    total: Annotated[int, Field(description="lifetime XP after it")]
+    reason: Annotated[str, Field(description="the rule id, `quest:<id>`, `tier:<id>` or `refund`")]
+
+
+class PointsData(TypedDict):
+    """Points granted, spent, redeemed or taken back by a refund."""
+
+    amount: Annotated[int, Field(description="points added; negative for a spend, a redemption or a refund")]
+    balance: Annotated[int, Field(description="the live balance after it")]
+    reason: Annotated[str, Field(description=_REASON)]
+
+
+class QuestData(TypedDict):
+    """A quest moved: an event counted toward it (or a refund of one took that back)."""
+
+    quest: Annotated[str, Field(description="the quest id")]
+    progress: Annotated[int, Field(description="count or sum in the current period, at most `target`")]
+    target: int
+
+
+class QuestCompletedData(QuestData):
+    """A quest reached its target (once per period); its rewards follow."""
+
+
+TierUpData = TypedDict("TierUpData", {
+    "from": Annotated[str, Field(description="the tier id left")],
+    "to": Annotated[str, Field(description="the tier id reached")],
+})
+TierUpData.__doc__ = """The member reached a higher tier (once per rung climbed)."""
+
+
+class RewardData(TypedDict):
+    """A coupon granted: a quest's or a tier's reward, or a redemption."""
+
+    kind: Literal["coupon"]
+    item: Annotated[str, Field(description="the catalog item")]
+    coupon: Annotated[str, Field(description=_COUPON)]
+    reason: Annotated[str, Field(description="`quest:<id>`, `tier:<id>` or `redeem`")]
+    expires_at_ms: Annotated[int, Field(description="when it expires (0: never)")]
+
+
+class PointsExpiredData(TypedDict):
+    """A lot of points reached its expiry and left the balance."""
+
+    amount: Annotated[int, Field(description="points that expired")]
+    balance: Annotated[int, Field(description="the live balance after it")]
+    expired_at_ms: Annotated[int, Field(description="the lot's expiry")]
+
+
+class CouponUsedData(TypedDict):
+    """A coupon was used on an order."""
+
+    coupon: Annotated[str, Field(description="the coupon id")]
+    item: Annotated[str, Field(description="the catalog item")]
+    order: Annotated[str, Field(description="the order it was used for")]
+
+
+class RewardRevokedData(TypedDict):
+    """A coupon not yet used was taken back by a refund of the order that earned it."""
+
+    coupon: Annotated[str, Field(description="the coupon id")]
+    item: Annotated[str, Field(description="the catalog item")]
+    reason: Annotated[str, Field(description="`refund`")]
+
+
+class DebtData(TypedDict):
+    """A refund took back more points than the balance held: the rest is owed."""
+
+    amount: Annotated[int, Field(description="points added to the debt")]
+    debt: Annotated[int, Field(description="points owed after it")]
+
+
+class DebtSettledData(TypedDict):
+    """Points just granted went to the debt first (follows the `points` effect that granted them)."""
+
+    amount: Annotated[int, Field(description="points taken for the debt")]
+    balance: Annotated[int, Field(description="the live balance after it")]
+    debt: Annotated[int, Field(description="points still owed")]
+
+
+#: Each effect type's `data`, in ``EffectType``'s order: the API document's description of
+#: ``Effect.data`` and the frame table of docs/live-feed.md (``realtime.live_doc``) are built from it.
+EFFECT_DATA: dict[EffectType, type] = {
+    "xp": XpData, "points": PointsData, "quest_progress": QuestData, "quest_completed": QuestCompletedData,
+    "tier_up": TierUpData, "reward": RewardData, "points_expired": PointsExpiredData,
+    "coupon_used": CouponUsedData, "reward_revoked": RewardRevokedData, "debt": DebtData,
+    "debt_settled": DebtSettledData,
+}
+
+
+def _effect_data_text() -> str:
+    """``by type: xp {amount, total, reason}; ...``: neighbours with the same keys are named together."""
+    groups: list[tuple[list[str], list[str]]] = []
+    for kind, shape in EFFECT_DATA.items():
+        keys = list(shape.__annotations__)
+        if groups and groups[-1][1] == keys:
+            groups[-1][0].append(kind)
+        else:
+            groups.append(([kind], keys))
+    return "by type: " + "; ".join(f"{', '.join(kinds)} {{{', '.join(keys)}}}" for kinds, keys in groups)
+
+
+_EFFECT_DATA_TEXT = _effect_data_text()
+
+
 class Effect(TypedDict):
     """One consequence of an operation, as the live feed sends it (without `data.event`)."""
 
     id: NotRequired[Annotated[str, Field(description="feed id `<ms>-<seq>-<i>`; absent in a dry run, which makes no feed entry")]]
     type: EffectType
-    data: Annotated[dict[str, Any], Field(description=(
-        "by type: xp {amount, total, reason}; points {amount, balance, reason}; quest_progress, quest_completed "
-        "{quest, progress, target}; tier_up {from, to}; reward {kind, item, coupon, reason, expires_at_ms}; "
-        "points_expired {amount, balance, expired_at_ms}; coupon_used {coupon, item, order}; "
-        "reward_revoked {coupon, item, reason}; debt {amount, debt}; debt_settled {amount, balance, debt}"))]
+    data: Annotated[dict[str, Any], Field(description=_EFFECT_DATA_TEXT)]
 
 
 class TierNext(TypedDict):
@@ -148,7 +260,10 @@ class Snapshot(TypedDict):
     tier: TierView
     points: PointsView
     quests: list[QuestView]
-    rewards: Annotated[list[CouponView], Field(description="by grant time")]
+    rewards: Annotated[list[CouponView], Field(
+        description="by grant time: the coupons still usable (at most 100, the soonest to end first) and the "
+                    "history (used, revoked or past their end; at most 20, the newest), each kept for the "
+                    "programme's `coupon_history_days` after it became history")]
     profile: ProfileView
     feed_id: Annotated[str, Field(description='the newest effect\'s id ("0-0" for none): connect the live feed with since=<feed_id>')]
     program_hash: str

@@ -298,8 +298,10 @@ async def post_token(request: Request) -> Response:
             raise InvalidInput("unknown key (expected member, ttl_s)", field=str(key))
     member = ids.member_id(body.get("member"), "member")
     ttl_s = ids.whole(body.get("ttl_s", svc.settings.token_ttl_s))
-    if ttl_s is None or not 60 <= ttl_s <= MAX_TOKEN_TTL_S:
+    if ttl_s is None or ttl_s < 60:
         raise InvalidInput(f"must be an integer from 60 to {MAX_TOKEN_TTL_S}", field="ttl_s")
+    if ttl_s > MAX_TOKEN_TTL_S:
+        raise InvalidInput(f"is above the maximum, {MAX_TOKEN_TTL_S} s", field="ttl_s")
     token, expires_ms = svc.auth.mint(member, svc.clock.now_ms(), ttl_s)
     return json_response(TokenReply(member=member, token=token, expires_at_ms=expires_ms))
 

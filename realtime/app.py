@@ -54,6 +54,9 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
         Route("/v1/config", api.get_config, methods=["GET"]),
         Route("/v1/config", api.post_config, methods=["POST"]),
         WebSocketRoute("/v1/live", live.live),
+        # Every other WebSocket path (this one matches no HTTP request): 404, not a bare 403.
+        # A WebSocket route added later goes above it.
+        WebSocketRoute("/{path:path}", live.no_such_socket),
         Route("/healthz", api.healthz, methods=["GET"]),
         Route("/metrics", api.get_metrics, methods=["GET"]),
         Route("/openapi.json", docs.get_openapi, methods=["GET"]),
@@ -61,6 +64,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
         Mount("/docs/static", app=docs.STATIC, name="docs-static"),
     ]
     if settings.dev_clock:  # without --dev-clock the route does not exist: 404 like any unknown path
+        routes.append(Route("/v1/admin/clock", admin.get_clock, methods=["GET"]))
         routes.append(Route("/v1/admin/clock", admin.post_clock, methods=["POST"]))
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)
 

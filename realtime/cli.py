@@ -25,13 +25,14 @@ import orjson
 from engine import ids
 from engine.clock import SystemClock
 from engine.config import json_schema, load_program
-from engine.errors import ConfigError, InvalidInput
+from engine.errors import ConfigError, InvalidInput, NotFound
 from engine.keys import Keys
 from realtime.auth import check_secret
 from realtime.embedded import DataDirInUse, EmbeddedError, EmbeddedValkey, answers, running_url
 from realtime.settings import Settings
 
 if TYPE_CHECKING:
+    from engine.programs import FileActivation
     from realtime.app import EventsFastPath
 
 
@@ -45,7 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--config", type=Path, help="programme TOML (default config/member_day.toml)")
     serve.add_argument("--data-dir", type=Path, help="embedded server data and dev secrets (REKINDLE_DATA_DIR, .data)")
     serve.add_argument("--workers", type=int, default=1, help="service processes sharing the port")
-    serve.add_argument("--redis-url", help="an external Redis 7.4+ / Valkey 9+ (REDIS_URL)")
+    serve.add_argument(
+        "--redis-url",
+        help="an external Redis 8.0+ / Valkey 9.0+, for HSETEX (REDIS_URL); refused at start-up if it or"
+        " its ACL user lacks a command the scripts run",
+    )
     serve.add_argument(
         "--dev-clock", action="store_true",
         help="a clock POST /v1/admin/clock moves forward, for rehearsals and tests (REKINDLE_DEV_CLOCK=1; one worker)",
@@ -239,8 +244,10 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _run_service(args: argparse.Namespace) -> int:
     import uvicorn
+    from redis.exceptions import RedisClusterException, RedisError
 
     from realtime.logs import LOG_CONFIG
+    from realtime.service import UnsupportedServer, check_server
 
     settings = Settings.from_env(
         data_dir=args.data_dir,
@@ -282,6 +289,23 @@ def _run_service(args: argparse.Namespace) -> int:
                 return 2
             settings = replace(settings, redis_url=embedded.url)
 
+        try:  # a server that would fail every award is refused before the banner and the workers
+            asyncio.run(check_server(settings))
+        except UnsupportedServer as exc:
+            print(f"rekindle serve: {exc}", file=sys.stderr)
+            return 2
+        except (RedisError, RedisClusterException, OSError) as exc:
+            print(f"rekindle serve: cannot check the Redis server: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 2
+        try:  # here, so that the banner names what is active: a restart may keep a version posted since
+            started = asyncio.run(_activate_file(settings))
+        except (RedisError, RedisClusterException, OSError) as exc:
+            print(f"rekindle serve: cannot activate {settings.config_path}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 2
+        except NotFound as exc:  # the active version no longer validates (a newer engine's rules): logged
+            print(f"rekindle serve: {exc}", file=sys.stderr)
+            return 2
+
         env = settings.worker_env()
         if settings.workers > 1:
             metrics_dir = settings.data_dir / "metrics"
@@ -291,7 +315,7 @@ def _run_service(args: argparse.Namespace) -> int:
             env[SERVE_PID_ENV] = str(os.getpid())  # whom each worker watches (worker_app)
         os.environ.update(env)
 
-        _banner(settings, program.name, embedded)
+        _banner(settings, program.name, started, embedded)
         uvicorn.run(
             "realtime.app:app_from_env" if settings.workers == 1 else "realtime.cli:worker_app",
             factory=True,
@@ -347,12 +371,33 @@ def worker_app() -> "EventsFastPath":
     return app_from_env()
 
 
-def _banner(settings: Settings, program_name: str, embedded: EmbeddedValkey | None) -> None:
+async def _activate_file(settings: Settings) -> "FileActivation":
+    """Activate the programme file as each service process does when it starts (theirs then
+    changes nothing), on a client of its own: what is active, and whether it is the file's."""
+    from engine.programs import ProgramRegistry
+    from realtime.service import own_client
+
+    async with own_client(settings) as redis:
+        return await ProgramRegistry(redis, Keys(settings.key_prefix), SystemClock()).activate_file(settings.config_path)
+
+
+def _banner(settings: Settings, file_program: str, started: "FileActivation", embedded: EmbeddedValkey | None) -> None:
     where = f"embedded Valkey at {embedded.url} (AOF in {embedded.data_dir})" if embedded else "external Redis"
+    active = started.active
+    origin = "posted to /v1/config" if active.origin == "api" else f"from {active.origin.removeprefix('file:')}"
+    url = f"http://{settings.host}:{settings.port}"
     lines = [
-        f"rekindle: http://{settings.host}:{settings.port}  programme {program_name!r} ({settings.config_path})",
-        f"  store: {where}",
+        f"rekindle: {url}  programme {active.program.name!r} (program_version {active.program_version}, {origin})",
     ]
+    if not started.applied:
+        config = shlex.quote(str(settings.config_path))
+        lines += [
+            f"  NOT APPLIED: {settings.config_path} ({file_program!r}). The store last started from this same file,",
+            f"  and version {active.program_version}, activated since, stays active. To apply the file, post it:",
+            f"    curl {url}/v1/config -H \"Authorization: Bearer $ADMIN\" --data-binary @{config}",
+            "  (or change the file: a changed file is applied when the service starts)",
+        ]
+    lines.append(f"  store: {where}")
     if "api_key" in settings.dev_generated:
         lines.append(f"  development API key:   {next(iter(settings.api_keys))}")
     if "admin_key" in settings.dev_generated:
@@ -362,7 +407,7 @@ def _banner(settings: Settings, program_name: str, embedded: EmbeddedValkey | No
                      " set REKINDLE_API_KEYS, REKINDLE_ADMIN_KEYS, REKINDLE_TOKEN_SECRET in production)")
     lines.append(f"  member token:          {_token_command(settings)}")
     if settings.dev_clock:
-        lines.append("  dev clock: on (POST /v1/admin/clock moves it forward)")
+        lines.append("  dev clock: on (GET /v1/admin/clock reads it, POST moves it forward)")
     print("\n".join(lines), flush=True)
 
 

@@ -16,6 +16,8 @@ reason names before reconnecting, so refused sockets do not come straight back.
     async with LiveClient("ws://127.0.0.1:8000", fetch_token) as client:
         async for frame in client:
             ...  # {"id", "type", "data"} in order, each once; or {"type": "reset"}
+
+docs/live-feed.md shows it in an app that resumes after its own restart, and the same in a browser.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import random
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import msgpack
 import orjson
@@ -39,8 +41,13 @@ from realtime.frames import FATAL_CLOSE_CODES, CloseCode, Encoding
 TokenProvider = Callable[[], str | Awaitable[str]]
 
 
+#: The feed's path; a URL that does not end with it gets it appended.
+LIVE_PATH = "/v1/live"
+
+
 class LiveRefused(Exception):
-    """The server closed with a code after which retrying as is cannot help."""
+    """The server closed with a code, or refused the handshake with an HTTP status (a 404 for a
+    wrong path, a 403), after which retrying as is cannot help."""
 
     def __init__(self, code: int, reason: str) -> None:
         super().__init__(f"{code}: {reason}")
@@ -56,10 +63,43 @@ def retry_after_s(code: int | None, reason: str | None) -> float:
     return float(match.group(1)) if match else 0.0  # e.g. a node draining: reconnect at once
 
 
+def feed_url(url: str) -> str:
+    """The feed's WebSocket URL from the service's base URL or the feed's own.
+
+    ``ws://host:8000``, ``http://host:8000/`` and ``ws://host:8000/v1/live`` all give
+    ``ws://host:8000/v1/live`` (``https``/``wss`` give ``wss``); a path before it is kept, for a
+    service behind a prefix. The token and ``since`` are the client's to add: a query is refused.
+    """
+    parts = urlsplit(url)
+    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
+    if scheme not in ("ws", "wss") or not parts.netloc:
+        raise ValueError(f"{url!r}: expected the service's URL, such as ws://host:8000 or ws://host:8000{LIVE_PATH}")
+    if parts.query or parts.fragment:
+        raise ValueError(f"{url!r}: give the token and since as arguments, not in the URL")
+    path = parts.path.rstrip("/")
+    if not path.endswith(LIVE_PATH):
+        path += LIVE_PATH
+    return urlunsplit((scheme, parts.netloc, path, "", ""))
+
+
 class LiveClient:
+    """Follow one member's live feed: ``async for frame in client`` yields each feed frame once,
+    in order, across reconnects, until ``close()`` or a refusal (``LiveRefused``).
+
+    ``url``: the service's base URL (``ws://host:8000``; ``http``/``https`` are taken as
+    ``ws``/``wss``) or the feed's full URL (``ws://host:8000/v1/live``), without a query: the
+    client adds ``?token=`` and ``&since=`` itself. ``token``: the member token, or a provider
+    called before every connection. ``since``: the last feed id the app handled (saved across its
+    restarts), or the snapshot's ``feed_id`` from ``GET /v1/me``; None starts when the socket is
+    accepted. ``last_id`` is the id to save: the newest feed frame yielded. After a ``reset``
+    frame, ``resume_from(snapshot["feed_id"])``. A handshake refused with a 4xx (a 404 for a path
+    that is not the feed's) raises ``LiveRefused``; an unreachable service is retried with backoff,
+    at most ``max_attempts`` times in a row when given.
+    """
+
     def __init__(
         self,
-        base_url: str,
+        url: str,
         token: str | TokenProvider,
         since: str | None = None,
         encoding: Encoding = Encoding.JSON,
@@ -67,7 +107,7 @@ class LiveClient:
         backoff_max_s: float = 5.0,
         max_attempts: int | None = None,
     ) -> None:
-        self._base = base_url.rstrip("/")
+        self._feed_url = feed_url(url)
         self._token = token
         self.last_id = since
         self.encoding = encoding
@@ -164,8 +204,9 @@ class LiveClient:
                     raise LiveRefused(code, exc.rcvd.reason if exc.rcvd else "") from None
                 asked_s = retry_after_s(code, exc.rcvd.reason if exc.rcvd else "")
             except InvalidStatus as exc:
-                if exc.response.status_code in (401, 403):
-                    raise LiveRefused(exc.response.status_code, "handshake refused") from None
+                status = exc.response.status_code
+                if 400 <= status < 500 and status not in (408, 429):  # the same request cannot succeed
+                    raise LiveRefused(status, _refusal(exc.response.body, self._feed_url)) from None
             except (OSError, InvalidHandshake, asyncio.TimeoutError):
                 pass  # not reachable right now: back off and try again
             finally:
@@ -186,4 +227,13 @@ class LiveClient:
         params = {"token": token}
         if self.last_id is not None:
             params["since"] = self.last_id
-        return f"{self._base}/v1/live?{urlencode(params)}"
+        return f"{self._feed_url}?{urlencode(params)}"
+
+
+def _refusal(body: bytes | bytearray, url: str) -> str:
+    """What a refused handshake says: the error body's message, else that it was refused."""
+    try:
+        message = orjson.loads(body)["error"]["message"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        message = None
+    return message if isinstance(message, str) else f"handshake refused at {url}"

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -39,9 +38,10 @@ from engine.ids import MemberId
 from realtime import metrics
 from realtime.auth import MemberToken
 from realtime.admission import Admission, Kind, admit, gate_of
-from realtime.errors import STORE_ERRORS, Overloaded, Unauthorized
+from realtime.errors import STORE_ERRORS, Overloaded, Unauthorized, json_response
 from realtime.frames import CloseCode, Encoding, control, frames_of
 from realtime.hub import LiveConnection, TooManySockets
+from realtime.replies import ErrorBody, ErrorDetail
 
 log = logging.getLogger("rekindle.live")
 
@@ -93,7 +93,7 @@ async def live(websocket: WebSocket) -> None:
         return
     metrics.LIVE_SOCKETS.inc()
     expiry = asyncio.get_running_loop().call_later(
-        max(0.0, opening.expires_at_ms / 1000 - time.time()),
+        max(0.0, (opening.expires_at_ms - svc.clock.now_ms()) / 1000),  # by the clock the token was checked on
         conn.evict,
         CloseCode.UNAUTHORIZED,
         "member token has expired; reconnect with a fresh token and ?since=<last id>",
@@ -256,3 +256,17 @@ def _answer(conn: LiveConnection, op: dict[str, Any]) -> None:
         conn.enqueue(control("pong", conn.encoding))
     else:
         conn.enqueue(control("error", conn.encoding, code="unknown_op", message="ops are ping and resume"))
+
+
+async def no_such_socket(websocket: WebSocket) -> None:
+    """A WebSocket to any other path: an HTTP 404 before the upgrade, naming the feed's path.
+
+    Starlette's default closes before accepting, which the server answers 403: a client with a
+    wrong URL would read "forbidden" and look for the mistake in its token. Without the denial
+    response extension (another ASGI server) that close is all there is.
+    """
+    if "websocket.http.response" not in websocket.scope.get("extensions", {}):
+        await websocket.close()
+        return
+    message = f"no WebSocket at {websocket.url.path}; the live feed is /v1/live"
+    await websocket.send_denial_response(json_response(ErrorBody(error=ErrorDetail(code="not_found", message=message)), 404))

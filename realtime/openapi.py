@@ -94,7 +94,8 @@ def event_schemas(program: CompiledProgram) -> dict[str, dict[str, Any]]:
             "description": event.description or f"A `{name}` event.",
             "properties": {
                 "id": id_schema(ids.EVENT_ID_MAX, "The event's id, unique per shop: a retry with the same id "
-                                                  "is answered `duplicate` and changes nothing."),
+                                                  "is answered `duplicate` and changes nothing. Ids starting "
+                                                  "`rk:` are the engine's own (422)."),
                 "member": id_schema(ids.MEMBER_ID_MAX, "The member the event is about."),
                 "type": {"const": name},
                 "at": {"description": "When it happened (default: when it arrives): ISO 8601 with an offset, or "

@@ -100,7 +100,8 @@ class HealthReply(TypedDict):
 
 
 class ClockReply(TypedDict):
-    """The clock's new time, in the offset sent, and how many scheduled jobs ran."""
+    """The dev clock's time (after a move: the new time, in the offset sent) and how many scheduled
+    jobs the call ran (reading it runs none)."""
 
     now: str
     now_ms: int

@@ -15,6 +15,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, StrictInt, StrictStr, StringConstraints
 
+from engine.clock import LATEST_ISO
+
 from realtime.replies import (
     ClockReply, ConfigPosted, ConfigReply, EventsReply, HealthReply, OperationReply, ProfileReply, Reply, Snapshot,
     TokenReply,
@@ -117,7 +119,7 @@ class TokenIn(Closed):
 class ClockIn(Closed):
     """The moment to move the dev clock to."""
 
-    now: str = Field(description="ISO 8601 with a UTC offset, not earlier than the service's clock")
+    now: str = Field(description=f"ISO 8601 with a UTC offset, not earlier than the service's clock, not later than {LATEST_ISO}")
 
 
 # --- the routes -----------------------------------------------------------------------------------
@@ -182,7 +184,8 @@ _BUSY = {429: ("overloaded",), 503: ("unavailable",)}
 _RETRY = " Nothing was written on a 429 or 503: send the same request again, with the same id, after Retry-After."
 _ID = ("The id is the idempotency key, per member and shared with events: the same id and body again answers "
        "`duplicate`, writes nothing and replays the first call's effects; another body under it is 409 "
-       "`idempotency_conflict`. A refusal writes nothing.")
+       "`idempotency_conflict`. A refusal writes nothing. Ids starting `rk:` are reserved for the engine's own "
+       "operations (scheduled expiries, game steps) and answered 422.")
 _EVENT = {"id": "order-9912-paid", "member": "m-42", "type": "purchase", "at": "2026-11-11T10:00:03+08:00",
           "data": {"amount": 19900, "sku": "tea-01"}}
 _SNAPSHOT = {
@@ -334,10 +337,20 @@ OPERATIONS: tuple[Operation, ...] = (
         "operations", None, None, None,
     ),
     Operation(
+        "get", "/v1/admin/clock", "getClock", "Read the dev clock",
+        "Exists only on a service started with `rekindle serve --dev-clock` (one worker); elsewhere it is 404 "
+        "like any unknown path. The service's clock now, in UTC; `jobs_run` is 0 (reading runs no job).",
+        "operations", "admin", None, ClockReply,
+        errors={401: ("unauthorized",), 404: ("not_found",), 500: ("internal",)},
+        example_reply={"now": "2027-01-01T00:00:05.250+00:00", "now_ms": 1798761605250, "jobs_run": 0},
+    ),
+    Operation(
         "post", "/v1/admin/clock", "setClock", "Move the dev clock forward",
         "Exists only on a service started with `rekindle serve --dev-clock` (one worker); elsewhere it is 404 "
-        "like any unknown path. Moves the service's clock forward (never back: 422), runs every scheduled job "
-        "now due before answering, and keeps ticking from there; a restart is back at real time.",
+        "like any unknown path. Moves the service's clock forward (never back: 422), no later than "
+        f"{LATEST_ISO} (422: every date the engine computes, such as a lot's expiry, holds up to "
+        "there), runs every scheduled job now due before answering, and keeps ticking from there; a restart is "
+        "back at real time. Member tokens are checked against this clock.",
         "operations", "admin", ClockIn, ClockReply,
         errors={**_BODY, 404: ("not_found",), 422: ("invalid",), 500: ("internal", "store_error"), 503: ("unavailable",)},
         example_body={"now": "2027-01-01T00:00:00+08:00"},

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from typing import Any
@@ -11,8 +13,9 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
-from engine.cluster import Client, Shards, cluster_from_url, is_cluster_url, runner_for
+from engine.cluster import Client, Shards, client_from_url, cluster_from_url, is_cluster_url, runner_for
 from engine.clock import Clock, OffsetClock, SystemClock
+from engine import servercheck
 from engine.feed import FeedStore
 from engine.keys import Keys
 from engine.members import MemberStore
@@ -59,7 +62,7 @@ class Service:
         if not settings.redis_url:
             raise ValueError("settings.redis_url is required (rekindle serve starts the embedded server)")
         clock = clock or (OffsetClock() if settings.dev_clock else SystemClock())
-        auth = Auth(settings.api_keys, settings.admin_keys, settings.token_secret)  # before any I/O
+        auth = Auth(settings.api_keys, settings.admin_keys, settings.token_secret, clock)  # before any I/O
         keys = Keys(settings.key_prefix)
         scripts = Scripts()
         redis: Client
@@ -82,7 +85,7 @@ class Service:
         try:
             if isinstance(redis, RedisCluster):
                 await redis.initialize()  # the slot map, before the first call routes by it
-            await _check_server(redis)
+            await _check_server(redis, scripts, settings.wait_replicas)
             await scripts.load(redis)
             source = settings.config_path.read_bytes()
             await programs.activate(source, origin=f"file:{settings.config_path}", file=str(settings.config_path))
@@ -128,16 +131,51 @@ class Service:
         await self.redis.aclose()
 
 
-async def _check_server(redis: Client) -> None:
-    """Per-field hash expiry (Redis 7.4+, Valkey 9+) keeps quest and cap counters bounded. On a
-    cluster, the probe reaches the slot's primary and the memory policy is read from every primary."""
+@asynccontextmanager
+async def own_client(settings: Settings) -> AsyncIterator[Client]:
+    """A client of its own for one step ``rekindle serve`` takes before its workers start (the
+    slot map read first on a cluster), closed after."""
+    if not settings.redis_url:
+        raise ValueError("settings.redis_url is required")
+    redis = client_from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
     try:
-        # On a key that does not exist this changes nothing and answers [-2].
-        await redis.execute_command("HPEXPIREAT", "rk:probe:{none}", 1, "FIELDS", 1, "f")
-    except ResponseError:
-        server = await redis.info("server")
-        version = server.get("valkey_version") or server.get("redis_version")
-        raise UnsupportedServer(f"the Redis server ({version}) lacks HPEXPIREAT: use Redis 7.4+ or Valkey 9+") from None
+        if isinstance(redis, RedisCluster):
+            await redis.initialize()
+        yield redis
+    finally:
+        await redis.aclose()
+
+
+async def check_server(settings: Settings) -> None:
+    """The start-up check on a client of its own, for ``rekindle serve`` to refuse a server before
+    it prints its banner or forks workers (a worker's failed start-up leaves the parent exiting 0).
+    ``Service.open`` runs the same check, for every other way the app is started."""
+    async with own_client(settings) as redis:
+        await _check_server(redis, Scripts(), settings.wait_replicas)
+
+
+async def _check_server(redis: Client, scripts: Scripts, wait_replicas: int) -> None:
+    """Refuse a server the service would start on and then fail every call of: one that lacks a
+    command the scripts or the client use (HSETEX: Redis 8.0+, Valkey 9.0+), or whose user an ACL
+    denies one (scripts run their commands as the caller's user), or that evicts keys. Writes
+    nothing. On a cluster every primary is asked (ACLs, versions and memory policy are per node)."""
+    required = servercheck.required_commands(scripts.all(), wait_replicas)
+    try:
+        verdicts = await servercheck.probe(redis, list(required))
+    except ResponseError as exc:  # no script flags (before Redis 7.0), or EVALSHA / SCRIPT LOAD denied
+        raise UnsupportedServer(
+            f"the Redis server could not run the start-up check's script ({exc}): rekindle needs"
+            f" {servercheck.MINIMUM}, with SCRIPT LOAD and EVALSHA allowed to its user"
+        ) from None
+    version = ""
+    if servercheck.Verdict.UNKNOWN in verdicts.values():  # name the version that lacks it
+        try:
+            version = await servercheck.server_version(redis)
+        except ResponseError:  # INFO denied to this user: the refusal stands without it
+            version = "version unknown"
+    refusal = servercheck.refusal(verdicts, required, version)
+    if refusal:
+        raise UnsupportedServer(refusal)
     if isinstance(redis, RedisCluster):
         replies = await redis.info("memory", target_nodes=RedisCluster.PRIMARIES)
         memories = list(replies.values()) if isinstance(replies, dict) and "maxmemory" not in replies else [replies]

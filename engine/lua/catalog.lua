@@ -8,11 +8,15 @@
 -- KEYS[3] outbox by time  (zset: redemption key, scored by its reservation time ms)
 -- KEYS[4] settled hash    (redemption key -> "1", each field expiring on its own: a retry of a
 --                          delivered redemption is told so without taking stock again)
+-- KEYS[5] held hash       (member -> units the member holds of the item, pending or delivered:
+--                          the per-member limit is checked here, before a unit is taken, so a
+--                          member over their limit never holds stock, not even for a moment)
 -- ARGV[1] action: reserve | settle | release | due
 --   reserve  ARGV[2] redemption key  ARGV[3] now ms  ARGV[4] stock (-1: unlimited)
---            ARGV[5] msgpack record
+--            ARGV[5] msgpack record  ARGV[6] member  ARGV[7] per-member limit (0: none)
 --            returns {1, sold} reserved | {0, sold} out of stock, nothing written |
---                    {2} pending already (another call holds it) | {3} settled already
+--                    {2} pending already (another call holds it) | {3} settled already |
+--                    {4} the member holds their limit already, nothing written
 --   settle   ARGV[2] redemption key  ARGV[3] settled marker kept until ms
 --            returns 1 settled | 0 settled already | 2 late: the entry had been released while
 --            its member step applied after all, so the unit is taken again (sold may exceed stock)
@@ -31,14 +35,20 @@ end
 if action == 'reserve' then
   if redis.call('HEXISTS', KEYS[4], key) == 1 then return {3} end
   if redis.call('HEXISTS', KEYS[2], key) == 1 then return {2} end
+  local limit = tonumber(ARGV[7])
+  if limit > 0 and (tonumber(redis.call('HGET', KEYS[5], ARGV[6])) or 0) >= limit then return {4} end
   local sold = tonumber(redis.call('GET', KEYS[1])) or 0
   local stock = tonumber(ARGV[4])
   if stock >= 0 and sold >= stock then return {0, sold} end
   sold = redis.call('INCR', KEYS[1])
+  redis.call('HINCRBY', KEYS[5], ARGV[6], 1)
   redis.call('HSET', KEYS[2], key, ARGV[5])
   redis.call('ZADD', KEYS[3], tonumber(ARGV[3]), key)
   return {1, sold}
 end
+
+-- The member of a redemption key "<member>/<operation id>" ('/' is outside the id alphabet).
+local function member_of(k) return string.match(k, '^([^/]+)/') end
 
 if action == 'settle' then
   if redis.call('HDEL', KEYS[2], key) == 1 then
@@ -48,6 +58,7 @@ if action == 'settle' then
   end
   if redis.call('HEXISTS', KEYS[4], key) == 1 then return 0 end
   redis.call('INCR', KEYS[1])
+  redis.call('HINCRBY', KEYS[5], member_of(key), 1)
   mark_settled(ARGV[3])
   return 2
 end
@@ -56,6 +67,8 @@ if action == 'release' then
   if redis.call('HDEL', KEYS[2], key) == 0 then return 0 end
   redis.call('ZREM', KEYS[3], key)
   redis.call('DECR', KEYS[1])
+  local member = member_of(key)
+  if redis.call('HINCRBY', KEYS[5], member, -1) <= 0 then redis.call('HDEL', KEYS[5], member) end
   return 1
 end
 

@@ -10,7 +10,10 @@
 --                         d points delta, b balance after, r reason, e operation id)
 -- KEYS[4] feed stream    (one entry an operation: d = msgpack {{type, data}...}, e = operation id), capped
 -- KEYS[5] coupons hash   (coupon id -> msgpack [item, granted at ms, reason, operation id,
---                         state 0 granted | 1 used | 2 revoked, valid until ms, used at ms, order])
+--                         state 0 granted | 1 used | 2 revoked, valid until ms, used at ms, order];
+--                         a field expires once the coupon is history: used or revoked, the
+--                         history period after that; with an end, the period after the end;
+--                         without one and unused, never)
 -- KEYS[6] lots hash      (expiry ms, "0" for never -> points left of every grant expiring then)
 -- KEYS[7] grant records of the operation's own time bucket, "<tag>:g:<bucket>" (field: 10-byte
 --         id digest; value: msgpack record of what a refundable operation granted, see RECORD)
@@ -23,7 +26,8 @@
 --   [1 operation id, 2 fingerprint, 3 now ms, 4 dedupe field, 5 dedupe bucket expiry ms,
 --    6 feed length, 7 grants, 8 quests, 9 lot expiry ms (0 never), 10 debits, 11 coupon uses,
 --    12 limited counters, 13 effects, 14 coupons to grant, 15 record, 16 reverse,
---    17 ledger audit period ms (entries older, by the server's clock, are trimmed)]
+--    17 ledger audit period ms (entries older, by the server's clock, are trimmed),
+--    18 coupon history ms (how long a coupon used, revoked or past its end is kept)]
 --   grant:   [currency "x"|"p", amount, reason, cap field, cap (0 none), cap field expiry ms,
 --             1 when the tier's points multiplier applies]
 --   quest:   [id, field, increment, target, field expiry ms (0 never), xp, points, {{item, valid ms}}]
@@ -51,7 +55,7 @@
 local plan = cmsgpack.unpack(ARGV[1])
 local op_id, fingerprint, now_ms, dd_field, dd_expire_ms, feed_length = plan[1], plan[2], plan[3], plan[4], plan[5], plan[6]
 local grants, quests, lot_expiry, debits, uses, counters, passed = plan[7], plan[8], plan[9], plan[10], plan[11], plan[12], plan[13]
-local coupon_grants, record, reverse, ledger_keep_ms = plan[14], plan[15], plan[16], plan[17]
+local coupon_grants, record, reverse, ledger_keep_ms, coupon_keep_ms = plan[14], plan[15], plan[16], plan[17], plan[18]
 local RECORDS, DEDUPE = 7, 8
 local last_dedupe = #KEYS - (reverse[5] or 0)
 
@@ -276,13 +280,17 @@ local function grant_points(n, reason)
 end
 
 local coupon_seq = 0
-local new_coupons = {} -- coupon id, record, ...: written in one HSET
+-- New coupons by the expiry of their field (0: none), each list id, record, ...: one write each.
+local new_coupons, coupon_expiries = {}, {}
 local function grant_coupon(item, valid_ms, reason)
   coupon_seq = coupon_seq + 1
   local id = op_id .. ':c' .. coupon_seq
   local until_ms = valid_ms > 0 and now_ms + valid_ms or 0
-  new_coupons[#new_coupons + 1] = id
-  new_coupons[#new_coupons + 1] = cmsgpack.pack({item, now_ms, reason, op_id, 0, until_ms, 0, ''})
+  local forget_ms = until_ms > 0 and until_ms + coupon_keep_ms or 0
+  local batch = new_coupons[forget_ms]
+  if not batch then batch = {}; new_coupons[forget_ms] = batch; coupon_expiries[#coupon_expiries + 1] = forget_ms end
+  batch[#batch + 1] = id
+  batch[#batch + 1] = cmsgpack.pack({item, now_ms, reason, op_id, 0, until_ms, 0, ''})
   effect('reward', {kind = 'coupon', item = item, coupon = id, reason = reason, expires_at_ms = until_ms})
   return id
 end
@@ -330,7 +338,7 @@ end
 for i, u in ipairs(uses) do
   local c = coupon_records[i]
   c[5], c[7], c[8] = 1, now_ms, u[2]
-  redis.call('HSET', KEYS[5], u[1], cmsgpack.pack(c))
+  redis.call('HSETEX', KEYS[5], 'PXAT', int(now_ms + coupon_keep_ms), 'FIELDS', 1, u[1], cmsgpack.pack(c))
   effect('coupon_used', {coupon = u[1], item = c[1], order = u[2]})
 end
 
@@ -396,7 +404,7 @@ if refund then
       local c = cmsgpack.unpack(raw)
       if c[5] == 0 then
         c[5] = 2
-        redis.call('HSET', KEYS[5], id, cmsgpack.pack(c))
+        redis.call('HSETEX', KEYS[5], 'PXAT', int(now_ms + coupon_keep_ms), 'FIELDS', 1, id, cmsgpack.pack(c))
         effect('reward_revoked', {coupon = id, item = c[1], reason = reason})
       end
     end
@@ -513,7 +521,11 @@ end
 
 write_state()
 write_lot()
-if #new_coupons > 0 then redis.call('HSET', KEYS[5], unpack(new_coupons)) end
+for _, e in ipairs(coupon_expiries) do
+  local batch = new_coupons[e]
+  if e == 0 then redis.call('HSET', KEYS[5], unpack(batch))
+  else redis.call('HSETEX', KEYS[5], 'PXAT', int(e), 'FIELDS', #batch / 2, unpack(batch)) end
+end
 
 if #record > 0 then
   local rec = {record[3], record[2], granted_xp, granted_points, lot_expiry, granted_quests, 0, 0, 0, 0, record[4]}

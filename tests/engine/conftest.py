@@ -94,9 +94,10 @@ class Engine:
         return [(int(f[b"d"]), int(f[b"b"])) for _, f in entries]
 
     async def coupons(self, member: str) -> list[str]:
+        """The member's coupons' items in grant order (time, then the n of ``<op>:c<n>``)."""
         raw = await self.redis.hgetall(self.keys.member(member).coupons)
-        records = sorted((msgpack.unpackb(r, raw=False) for r in raw.values()), key=lambda c: c[1])
-        return [c[0] for c in records]
+        records = [(msgpack.unpackb(r, raw=False), int(k.rpartition(b":c")[2])) for k, r in raw.items()]
+        return [c[0] for c, _ in sorted(records, key=lambda pair: (pair[0][1], pair[1]))]
 
 
 EngineFactory = Callable[..., Any]

@@ -33,3 +33,18 @@ def test_a_year_end_is_local_midnight() -> None:
     at = int(datetime(2026, 12, 31, 23, 59, tzinfo=tz).timestamp() * 1000)
     assert Calendar(tz).year_end(at, 1) == int(datetime(2028, 1, 1, tzinfo=tz).timestamp() * 1000)
     assert Calendar(tz).year_end(at + 60_000, 1) == int(datetime(2029, 1, 1, tzinfo=tz).timestamp() * 1000)
+
+
+def test_every_date_is_computable_up_to_the_latest_clock() -> None:
+    """At the latest moment a clock may show, in the zones furthest ahead and behind, a day, a week,
+    the longest expiry in days and the end of next year are all computed (no year-10000 error)."""
+    from engine.clock import LATEST_MS
+    from engine.config import Points
+
+    [longest_days] = [m.le for m in Points.model_fields["expiry_days"].metadata if hasattr(m, "le")]
+    for zone in ("Pacific/Kiritimati", "Etc/GMT+12", "Asia/Shanghai"):
+        calendar = Calendar(ZoneInfo(zone))
+        for at_ms in (LATEST_MS, LATEST_MS - 1):
+            assert calendar.day(at_ms)[1] > at_ms and calendar.week(at_ms)[1] > at_ms
+            assert calendar.days_after(at_ms, longest_days) > at_ms
+            assert calendar.year_end(at_ms, 1) > at_ms

@@ -283,6 +283,49 @@ def test_the_per_member_limit_refuses_and_releases(engine, compile_toml) -> None
     asyncio.run(run())
 
 
+def test_a_member_over_their_limit_never_holds_stock(engine, compile_toml) -> None:
+    """The limit is the item's to check, before the stock: 20 reservations by one member (limit
+    2) take 2 units and are told limit_reached for the rest, writing nothing, so the others can
+    still have the 3 units left; a released reservation frees the member's place again."""
+
+    async def run() -> None:
+        async with engine(program_=shop(compile_toml, mug_stock=5)) as e:
+            store = store_of(e)
+            replies = [await store.reserve(record(e, "m-1", f"r-{i}"), 5) for i in range(20)]
+            assert [status for status, _ in replies] == [Reserve.RESERVED] * 2 + [Reserve.LIMIT_REACHED] * 18
+            assert await sold(e) == 2 and await outbox(e) == (2, 2)
+            for member in ("m-2", "m-3", "m-4"):
+                assert (await store.reserve(record(e, member, "r-0"), 5))[0] is Reserve.RESERVED
+            assert await store.release(record(e, "m-1", "r-0"))
+            assert (await store.reserve(record(e, "m-1", "r-9"), 5))[0] is Reserve.RESERVED
+
+    asyncio.run(run())
+
+
+def test_concurrent_redemptions_by_one_member_leave_the_stock_to_others(engine, compile_toml) -> None:
+    """One member firing 20 redemptions at once (limit 2, stock 5) while three others redeem
+    one each: the member gets 2, every other member gets theirs, and the stock is exactly sold."""
+
+    async def run() -> None:
+        async with engine(program_=shop(compile_toml, mug_stock=5)) as e:
+            store = store_of(e)
+            members = ["m-1", "m-2", "m-3", "m-4"]
+            for m in members:
+                await pay(e, m, 1_000)
+            results = await asyncio.gather(
+                *(redeem(e, store, "m-1", f"r-{i}") for i in range(20)),
+                *(redeem(e, store, m, "r-0") for m in members[1:]),
+            )
+            mine, theirs = results[:20], results[20:]
+            assert sum(r.status is APPLIED for r in mine) == 2
+            assert {r.refusal for r in mine if r.status is not APPLIED} == {"limit_reached"}
+            assert [r.status for r in theirs] == [APPLIED] * 3
+            assert await sold(e) == 5 and await outbox(e) == (0, 0)
+            assert (await verify(e.redis, e.keys)).ok
+
+    asyncio.run(run())
+
+
 def test_insufficient_points_releases_the_stock(engine, compile_toml) -> None:
     """A member who cannot pay is refused insufficient_points; the unit is back, the member untouched."""
 

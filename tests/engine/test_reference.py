@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any, get_args
 
+import pytest
 from pydantic import BaseModel
 
 from engine import config
+from engine.config import load_program
+from engine.errors import InvalidEvent
+from engine.events import parse_event
 from engine.reference import programme_reference
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,3 +83,37 @@ def test_bounds_and_descriptions_come_from_the_models() -> None:
     quest = _section(text, config.Quest)
     assert config.Quest.model_fields["starts"].description in quest
     assert "a daily or weekly quest still resets" in quest
+
+
+def _minimal_programme_in_the_docs() -> str:
+    """The TOML block under "## A minimal programme" in the committed docs/programme.md."""
+    text = REFERENCE.read_text()
+    section = text[text.index("\n## A minimal programme\n") :]
+    section = section[: section.index("\n## ", 1)]
+    (block,) = re.findall(r"^```toml\n(.*?)^```$", section, re.M | re.S)
+    return block
+
+
+def test_the_minimal_programme_in_the_docs_passes_rekindle_check(tmp_path: Path) -> None:
+    """The docs' minimal programme loads as `rekindle check` loads a file: valid, compiled, rules and tiers as shown."""
+    path = tmp_path / "minimal.toml"
+    path.write_text(_minimal_programme_in_the_docs())
+    program = load_program(path)  # what `rekindle check` runs; raises ConfigError naming each mistake
+    assert set(program.events) == {"purchase", "checkin"}
+    assert [t.id for t in program.tiers] == ["member", "gold"]
+    assert {r.id: r.daily_cap for rules in program.rules_by_event.values() for r in rules} == {
+        "purchase_xp": 0, "purchase_points": 500, "checkin_points": 0,
+    }
+
+
+def test_the_minimal_programme_takes_a_checkin_without_data(tmp_path: Path) -> None:
+    """As the docs say: a type without fields takes no `data` (or `{}`, the same event) and refuses `null`."""
+    path = tmp_path / "minimal.toml"
+    path.write_text(_minimal_programme_in_the_docs())
+    program = load_program(path)
+    now_ms = 1_780_000_000_000
+    bare = parse_event({"id": "c-1", "member": "m-1", "type": "checkin"}, program, now_ms)
+    empty = parse_event({"id": "c-1", "member": "m-1", "type": "checkin", "data": {}}, program, now_ms)
+    assert bare.data == {} and bare.fingerprint == empty.fingerprint
+    with pytest.raises(InvalidEvent, match="must be an object"):
+        parse_event({"id": "c-2", "member": "m-1", "type": "checkin", "data": None}, program, now_ms)

@@ -167,6 +167,71 @@ def test_partial_refunds_never_take_more_than_was_granted(refunds: Any, amount: 
     asyncio.run(run())
 
 
+#: A grant that does not divide by the order's amount: every partial share has a remainder to round.
+UNEVEN = """
+[program]
+name = "uneven"
+timezone = "Asia/Shanghai"
+refund_window_days = 30
+
+[events.order]
+fields.amount = { type = "int", min = 1 }
+
+[events.cancel]
+reverses = "order"
+fields.of = { type = "str" }
+fields.amount = { type = "int", required = false }
+
+[rules.order_points]
+event = "order"
+grant = "points"
+fixed = 10
+
+[rules.order_xp]
+event = "order"
+grant = "xp"
+fixed = 7
+
+[[tiers]]
+id = "base"
+name = "Base"
+xp = 0
+
+[points]
+expiry = "days"
+expiry_days = 365
+"""
+
+
+def test_partial_refunds_round_what_they_take_in_the_members_favour(engine: Any, compile_toml: Any) -> None:
+    """Each share taken back is floor(granted * refunded / amount) less what was taken; the last takes the remainder."""
+
+    async def run() -> None:
+        async with engine(program_=compile_toml(UNEVEN)) as e:
+            await e.apply("o-1", "m", "order", {"amount": 3})  # 10 points, 7 XP
+            taken = []
+            for op_id, amount in (("c-1", 1), ("c-2", 1), ("c-3", None)):
+                data = {"of": "o-1"} | ({} if amount is None else {"amount": amount})
+                result = await e.apply(op_id, "m", "cancel", data)
+                assert result.status is APPLIED
+                taken.append(effects(result))
+            assert taken == [
+                # 1 of 3: floor(7 / 3) = 2 XP, floor(10 / 3) = 3 points
+                [("xp", {"amount": -2, "total": 5, "reason": "refund"}),
+                 ("points", {"amount": -3, "balance": 7, "reason": "refund"})],
+                # 2 of 3: floor(14 / 3) - 2 = 2 XP, floor(20 / 3) - 3 = 3 points
+                [("xp", {"amount": -2, "total": 3, "reason": "refund"}),
+                 ("points", {"amount": -3, "balance": 4, "reason": "refund"})],
+                # the rest: 7 - 4 = 3 XP, 10 - 6 = 4 points
+                [("xp", {"amount": -3, "total": 0, "reason": "refund"}),
+                 ("points", {"amount": -4, "balance": 0, "reason": "refund"})],
+            ]
+            assert (await e.balance("m"), await e.xp("m")) == (0, 0)
+            assert (await verify(e.redis, e.keys)).ok
+
+    asyncio.run(run())
+
+
 def test_points_already_spent_become_a_debt_that_later_grants_settle(refunds: Any) -> None:
     async def run() -> None:
         async with refunds() as e:
@@ -181,6 +246,43 @@ def test_points_already_spent_become_a_debt_that_later_grants_settle(refunds: An
             settled = await e.apply("o-2", "m", "pay", {"amount": 100})
             assert ("debt_settled", {"amount": 80, "balance": 20, "debt": 0}) in effects(settled)
             assert await e.balance("m") == 20 and await lots_of(e, "m") == {e.program.lot_expiry_ms(e.now_ms): 20}
+            assert (await verify(e.redis, e.keys)).ok
+
+    asyncio.run(run())
+
+
+async def ledger_kinds(e: Any, member: str) -> list[tuple[str, int, int]]:
+    """(kind, delta, balance after) of every ledger entry, oldest first."""
+    entries = await e.redis.xrange(e.keys.member(member).ledger)
+    return [(f[b"k"].decode(), int(f[b"d"]), int(f[b"b"])) for _, f in entries]
+
+
+def test_a_debt_larger_than_a_grant_takes_the_whole_grant_and_stays_owed_in_part(refunds: Any) -> None:
+    """Debt 80, a grant of 30: all 30 settle it, the balance stays 0, 50 is still owed, no lot is made."""
+
+    async def run() -> None:
+        async with refunds() as e:
+            await e.apply("o-1", "m", "pay", {"amount": 100})
+            assert (await spend(e, "m", "s-1", 80)).status is APPLIED
+            assert (await refund(e, "m", "r-1", "o-1")).status is APPLIED
+            assert (await e.profile("m"))["debt"] == "80" and await e.balance("m") == 0
+            before = len(await ledger_kinds(e, "m"))
+            result = await e.apply("o-2", "m", "pay", {"amount": 30})
+            assert effects(result)[:2] == [
+                ("points", {"amount": 30, "balance": 30, "reason": "pay_points"}),
+                ("debt_settled", {"amount": 30, "balance": 0, "debt": 50}),
+            ]
+            profile = await e.profile("m")
+            assert (profile["pts"], profile["debt"]) == ("0", "50")
+            assert await lots_of(e, "m") == {}
+            assert (await ledger_kinds(e, "m"))[before:] == [("g", 30, 30), ("d", -30, 0)]
+            assert (await verify(e.redis, e.keys)).ok
+            # The next grant settles the 50 left; only what exceeds it lands in a lot.
+            result = await e.apply("o-3", "m", "pay", {"amount": 70})
+            assert ("debt_settled", {"amount": 50, "balance": 20, "debt": 0}) in effects(result)
+            profile = await e.profile("m")
+            assert (profile["pts"], profile["debt"]) == ("20", "0")
+            assert await lots_of(e, "m") == {e.program.lot_expiry_ms(e.now_ms): 20}
             assert (await verify(e.redis, e.keys)).ok
 
     asyncio.run(run())
@@ -299,6 +401,25 @@ def test_refused_refunds_write_nothing(refunds: Any, case: str, refusal: str) ->
     asyncio.run(run())
 
 
+def test_a_refund_at_exactly_the_window_applies_and_one_millisecond_later_is_too_late(refunds: Any) -> None:
+    """The window is inclusive: refund_window_days after the original applies; 1 ms more is refund_window_passed."""
+
+    async def run() -> None:
+        async with refunds() as e:
+            old = e.now_ms - 10 * DAY_MS
+            await e.apply("o-1", "m", "pay", {"amount": 100}, at=old, now_ms=old)
+            end = old + e.program.refund_window_ms
+            before = await dump(e, "m")
+            late = await refund(e, "m", "r-1", "o-1", now_ms=end + 1, at=end + 1)
+            assert (late.status, late.refusal) == (REFUSED, "refund_window_passed")
+            assert await dump(e, "m") == before
+            on_time = await refund(e, "m", "r-2", "o-1", now_ms=end, at=end)
+            assert on_time.status is APPLIED
+            assert (await e.balance("m"), await e.xp("m")) == (0, 0)
+
+    asyncio.run(run())
+
+
 def test_a_refund_is_an_event_like_any_other_a_retry_is_a_duplicate(refunds: Any) -> None:
     async def run() -> None:
         async with refunds() as e:
@@ -354,6 +475,9 @@ def test_a_refund_must_name_another_event_and_a_positive_amount(refunds: Any) ->
         (('fields.of = { type = "str" }\nfields.amount = { type = "int", required = false }\n\n[events.untip]', 'fields.of = { type = "int" }\nfields.amount = { type = "int", required = false }\n\n[events.untip]'), "events.refund.fields.of"),
         (('fields.of = { type = "str" }\nfields.amount = { type = "int", required = false }\n\n[events.untip]', 'fields.of = { type = "str" }\nfields.amount = { type = "str", required = false }\n\n[events.untip]'), "events.refund.fields.amount"),
         (('[events.tip]\nfields.amount = { type = "int", min = 1, required = false }', '[events.tip]\nfields.cents = { type = "int", min = 1, required = false }'), "events.untip.fields.amount"),
+        # `of` must hold any event id (128 characters), or a long order id could not be refunded.
+        (('fields.of = { type = "str" }\nfields.amount = { type = "int", required = false }\n\n[events.untip]', 'fields.of = { type = "str", max_length = 64 }\nfields.amount = { type = "int", required = false }\n\n[events.untip]'), "events.refund.fields.of"),
+        (('fields.of = { type = "str" }\nfields.amount = { type = "int", required = false }\n\n[events.untip]', 'fields.of = { type = "str", one_of = ["o-1"] }\nfields.amount = { type = "int", required = false }\n\n[events.untip]'), "events.refund.fields.of"),
     ],
 )
 def test_refund_types_are_checked(compile_toml: Any, edit: tuple[str, str], path: str) -> None:

@@ -50,7 +50,7 @@ async def feed_effects(e: Any, member: str) -> list[tuple[str, dict[str, Any]]]:
 
 
 def test_granting_points_schedules_the_lots_expiry_job(engine, compile_toml) -> None:
-    """A grant with an expiry leaves job expire:<member>:<expiry> due at the expiry, in the
+    """A grant with an expiry leaves job rk:expire:<member>:<expiry> due at the expiry, in the
     member's shard, once however many grants share the lot; a spend schedules nothing."""
 
     async def run() -> None:
@@ -59,8 +59,8 @@ def test_granting_points_schedules_the_lots_expiry_job(engine, compile_toml) -> 
             await e.apply("p-1", "m-1", "pay", {"cents": 100})
             await e.apply("p-2", "m-1", "pay", {"cents": 50})
             await spend(e, "m-1", "s-1", 10)
-            assert await jobs(e) == {f"expire:m-1:{expiry}": expiry}
-            assert await e.redis.zscore(jobs_key(e.keys, shard_of("m-1")), f"expire:m-1:{expiry}") == expiry
+            assert await jobs(e) == {f"rk:expire:m-1:{expiry}": expiry}
+            assert await e.redis.zscore(jobs_key(e.keys, shard_of("m-1")), f"rk:expire:m-1:{expiry}") == expiry
 
     asyncio.run(run())
 
@@ -275,5 +275,68 @@ def test_the_scheduler_survives_script_flush(engine, compile_toml) -> None:
             async with scheduler_of(e, clock) as scheduler:
                 assert (await scheduler.tick()).ran == 1
             assert await ledger_kinds(e, "m-1") == [b"g", b"x"]
+
+    asyncio.run(run())
+
+
+def test_a_client_id_cannot_take_a_jobs_operation_id() -> None:
+    """A spend, an event or a redemption posted under a job's id (``rk:expire:<member>:<ms>``)
+    is refused at parsing, naming the field: the engine's namespace is its own."""
+    import pytest
+
+    from engine.errors import InvalidInput
+    from engine.operations import parse_spend
+
+    job = expire_job_id("m-1", 1_798_732_800_000)
+    assert job.startswith("rk:")
+    with pytest.raises(InvalidInput) as caught:
+        parse_spend({"id": job, "amount": 10}, "m-1", 0)
+    assert caught.value.field == "id" and "reserved" in str(caught.value)
+    parse_spend({"id": "expire:m-1:1798732800000", "amount": 10}, "m-1", 0)  # outside it: a client's to use
+
+
+def test_a_job_whose_id_was_taken_fails_loudly_and_stays(engine, compile_toml, caplog) -> None:
+    """A job whose operation id was applied with another body (only a bug can do it now) is not
+    dropped: it fails, stays in its set for a retry and logs an error each time."""
+    from engine.ids import EventId
+    from engine.operations import Operation, fingerprint, member_plan
+
+    async def run() -> None:
+        async with engine(program_=lots_program(compile_toml)) as e:
+            clock = ManualClock(e.now_ms)
+            expiry = local_midnight_after(e.now_ms, 3)
+            job = expire_job_id("m-1", expiry)
+            await e.apply("p-1", "m-1", "pay", {"cents": 100})
+            squatter = Operation(EventId(job), "m-1", e.now_ms, fingerprint("not", "the job"))
+            await e.store.apply(member_plan(e.program, squatter, e.now_ms, debits=([5, "squat"],)), e.program)
+            clock.set(expiry)
+            async with scheduler_of(e, clock) as scheduler:
+                report = await scheduler.tick()
+            assert (report.ran, report.failed) == (0, 1)
+            assert job in await jobs(e)
+            assert any(job in r.message and "another body" in r.message and r.levelname == "ERROR" for r in caplog.records)
+
+    asyncio.run(run())
+
+
+def test_a_job_scheduled_before_the_prefix_applies_under_the_prefixed_id(engine, compile_toml) -> None:
+    """A job a build without the prefix left waiting (``expire:<member>:<ms>``) still runs, under
+    ``rk:expire:...``, so a client operation that used the bare id cannot pre-empt it."""
+
+    async def run() -> None:
+        async with engine(program_=lots_program(compile_toml)) as e:
+            clock = ManualClock(e.now_ms)
+            expiry = local_midnight_after(e.now_ms, 3)
+            await e.apply("p-1", "m-1", "pay", {"cents": 100})
+            await e.redis.delete(jobs_key(e.keys, shard_of("m-1")))
+            legacy = f"expire:m-1:{expiry}"
+            await spend(e, "m-1", legacy, 10)  # a client's id, the same text as the old job's
+            await e.redis.zadd(jobs_key(e.keys, shard_of("m-1")), {legacy: expiry})
+            clock.set(expiry)
+            async with scheduler_of(e, clock) as scheduler:
+                assert (await scheduler.tick()).ran == 1
+            assert await e.balance("m-1") == 0
+            assert await ledger_kinds(e, "m-1") == [b"g", b"s", b"x"]
+            assert await jobs(e) == {}
 
     asyncio.run(run())

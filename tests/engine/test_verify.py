@@ -78,7 +78,7 @@ def test_a_redemption_left_pending_is_counted_then_reported_once_overdue(engine:
             report = await verify_all(e.redis, e.keys)
             assert report.ok, report.table()  # pending, within the sweep's time: accounted for
             # Pending for longer than the sweep ever takes: reported.
-            _, _, by_time, _ = catalog_keys(e.keys, "mug")
+            by_time = catalog_keys(e.keys, "mug")[2]
             assert await e.redis.zadd(by_time, {"d/r-d": e.now_ms - OUTBOX_OVERDUE_MS - 60_000}, xx=True, ch=True) == 1
             assert breaches(await verify_all(e.redis, e.keys)) == {"redemption outboxes drained": 1}
             await store.sweep(e.program, e.now_ms, 0)
@@ -98,5 +98,24 @@ def test_a_doubled_grant_is_reported_as_an_operation_applied_twice(engine: Any, 
             await e.redis.hincrby(e.keys.member("a").lots, next(iter(await e.redis.hkeys(e.keys.member("a").lots))), 500)
             report = await verify_all(e.redis, e.keys)
             assert breaches(report) == {"operations applied once": 1}
+
+    asyncio.run(run())
+
+
+def test_a_lot_that_disagrees_with_the_balance_is_a_points_breach(engine: Any, compile_toml: Any) -> None:
+    """A lot changed alone (balance and ledger intact) is one breach of the points check, and no other."""
+
+    async def run() -> None:
+        async with engine(program_=shop(compile_toml)) as e:
+            for m in ("a", "b"):
+                await pay(e, m, 500)
+            assert (await verify_all(e.redis, e.keys)).ok
+            lots = e.keys.member("a").lots
+            [expiry] = await e.redis.hkeys(lots)
+            await e.redis.hincrby(lots, expiry, 7)
+            report = await verify_all(e.redis, e.keys)
+            assert breaches(report) == {"points: balance = lots = ledger": 1}
+            [points] = [c for c in report.checks if c.name == "points: balance = lots = ledger"]
+            assert points.checked == 2 and [d.split(":")[0] for d in points.details] == ["member a"]
 
     asyncio.run(run())

@@ -3,12 +3,14 @@ real service processes; points expire from the scheduler when the clock passes t
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 import msgpack
 import pytest
 import redis
@@ -16,6 +18,7 @@ import redis
 from tests.realtime.conftest import (
     ADMIN_KEY,
     API_KEY,
+    TOKEN_SECRET,
     Service,
     error_of,
     free_port,
@@ -90,6 +93,8 @@ def test_moving_the_clock_past_an_expiry_expires_the_points(dev: Service, sync_r
         ({"now": "next tuesday"}, "now"),
         ({"now": "2031-01-01T00:00:00"}, "now"),  # no offset: a wall time of no known zone
         ({"now": "2000-01-01T00:00:00+08:00"}, "now"),  # backwards
+        ({"now": "0001-01-01T00:00:00+14:00"}, "now"),  # backwards, as far as ISO 8601 goes
+        ({"now": "9999-12-31T23:59:59.999999-23:59"}, "now"),  # past the latest clock, as far as it goes
         ({"now": "2031-01-01T00:00:00Z", "jobs": 1}, "jobs"),
         (["2031-01-01T00:00:00Z"], "body"),
     ],
@@ -130,3 +135,76 @@ def test_a_bad_dev_clock_setting_is_refused(cli_env: dict[str, str]) -> None:
     result = run_cli("serve", "--port", str(free_port()), env={**cli_env, "REKINDLE_DEV_CLOCK": "maybe"})
     assert result.returncode == 2
     assert "REKINDLE_DEV_CLOCK" in result.stderr
+
+
+def test_the_clock_goes_no_later_than_every_date_supports(redis_url: str, tmp_path: Path) -> None:
+    """Past 2999-12-31T23:59:59.999Z the clock is refused (422 naming the limit, the clock unmoved);
+    at that limit a purchase is awarded and its points get an expiry (no 500 from the calendar)."""
+    svc = start_dev_service(redis_url, tmp_path)
+    try:
+        admin, shop = svc.client(ADMIN_KEY), svc.client(API_KEY)
+        for late in ("9998-06-01T00:00:00+08:00", "3000-01-01T00:00:00Z", "2999-12-31T23:59:59.999-00:01"):
+            refused = admin.post("/v1/admin/clock", json={"now": late})
+            assert refused.status_code == 422, refused.text
+            assert (error_of(refused)["field"], "2999-12-31T23:59:59.999Z" in error_of(refused)["message"]) == ("now", True)
+        assert admin.get("/v1/admin/clock").json()["now_ms"] < 2_000_000_000_000  # not moved
+        latest = admin.post("/v1/admin/clock", json={"now": "2999-12-31T23:59:59.999Z"})
+        assert latest.status_code == 200, latest.text
+        member = unique("m")
+        awarded = shop.post("/v1/events", json=purchase(member))
+        assert awarded.status_code == 200, awarded.text
+        [lot] = shop.get(f"/v1/members/{member}").json()["points"]["expiring"]
+        assert lot["expires_at_ms"] > latest.json()["now_ms"]
+    finally:
+        svc.stop()
+
+
+def test_get_reads_the_clock_as_post_answers_it(dev: Service) -> None:
+    """GET /v1/admin/clock answers the clock now (UTC, no job run); after a move it reads the moved clock."""
+    admin = dev.client(ADMIN_KEY)
+    before = admin.get("/v1/admin/clock")
+    assert before.status_code == 200, before.text
+    body = before.json()
+    assert set(body) == {"now", "now_ms", "jobs_run"} and body["jobs_run"] == 0
+    assert datetime.fromisoformat(body["now"]) == datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(milliseconds=body["now_ms"])
+    target = body["now_ms"] + 400 * 86_400_000
+    assert admin.post("/v1/admin/clock", json={"now": iso(target)}).status_code == 200
+    after = admin.get("/v1/admin/clock").json()
+    assert target <= after["now_ms"] < target + 60_000
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_the_clock_routes_take_the_admin_key_and_say_so(dev: Service, method: str) -> None:
+    """The shop's key on either clock route: 401 saying the route takes an admin key."""
+    response = dev.client(API_KEY).request(method, "/v1/admin/clock", json={"now": "2031-01-01T00:00:00Z"} if method == "POST" else None)
+    assert response.status_code == 401, response.text
+    assert error_of(response)["message"] == "this route takes an admin key, not a shop API key"
+
+
+def test_without_the_flag_get_does_not_exist_either(admin: httpx.Client) -> None:
+    """The session's service (no --dev-clock) answers GET /v1/admin/clock 404 exactly as an unknown path."""
+    response = admin.get("/v1/admin/clock")
+    assert response.status_code == 404
+    assert response.json() == admin.get("/v1/admin/no-such-route").json()
+
+
+def test_member_tokens_are_checked_against_the_dev_clock(dev: Service) -> None:
+    """A token minted after the dev clock moved a year on redeems and reads /v1/me; one minted by the
+    wall clock has expired by the dev clock (401 saying so)."""
+    admin, shop = dev.client(ADMIN_KEY), dev.client(API_KEY)
+    now_ms = admin.get("/v1/admin/clock").json()["now_ms"]
+    assert admin.post("/v1/admin/clock", json={"now": iso(now_ms + 365 * 86_400_000)}).status_code == 200
+    member = unique("m")
+    assert shop.post("/v1/events", json=purchase(member, amount=100_000)).status_code == 200
+    minted = shop.post("/v1/tokens", json={"member": member, "ttl_s": 600})
+    assert minted.status_code == 200, minted.text
+    as_member = dev.client(minted.json()["token"])
+    assert as_member.get("/v1/me").status_code == 200
+    redeemed = as_member.post("/v1/me/redeem", json={"id": unique("r"), "item": "tea-voucher-20"})
+    assert redeemed.status_code == 200, redeemed.text
+
+    wall_s = int(time.time())
+    walled = jwt.encode({"sub": member, "iat": wall_s, "exp": wall_s + 600}, TOKEN_SECRET, algorithm="HS256")
+    refused = dev.client(walled).get("/v1/me")
+    assert refused.status_code == 401, refused.text
+    assert error_of(refused)["message"] == "member token has expired"

@@ -98,6 +98,34 @@ def test_member_token_is_not_an_api_key(shop: httpx.Client, anonymous: httpx.Cli
     assert_401(anonymous.post("/v1/events", headers=bearer(token), json=purchase(known_member)))
 
 
+ROUTE_TAKES = {"/v1/members/m-1": "a shop API key", "/v1/config": "an admin key", "/v1/me": "a member token"}
+
+
+@pytest.mark.parametrize(
+    ("path", "given"),
+    [(path, given) for path, takes in ROUTE_TAKES.items()
+     for given in ("a shop API key", "an admin key", "a member token", "an unknown key", None) if given != takes],
+)
+def test_a_refused_credential_is_told_which_credential_the_route_takes(
+    shop: httpx.Client, anonymous: httpx.Client, path: str, given: str | None
+) -> None:
+    """Each kind of route refuses each other kind of credential (and none) with a 401 naming the
+    credential it takes and, for a known kind, the one it was given."""
+    takes = ROUTE_TAKES[path]
+    credential = {"a shop API key": API_KEY, "an admin key": ADMIN_KEY, "a member token": mint(shop, "m-1"),
+                  "an unknown key": "not-a-key", None: None}[given]
+    response = anonymous.get(path, headers=bearer(credential) if credential else {})
+    assert_401(response)
+    message = error_of(response)["message"]
+    if given in ROUTE_TAKES.values():
+        assert message == f"this route takes {takes}, not {given}"
+    elif given is None:
+        assert message == f"missing Authorization: Bearer <credential>; this route takes {takes}"
+    else:
+        assert message == ("member token is invalid" if takes == "a member token" else
+                           f"this route takes {takes}: the credential given is not one")
+
+
 def test_api_key_is_not_a_member_token(anonymous: httpx.Client) -> None:
     """The shop's API key presented to /v1/me answers 401."""
     assert_401(anonymous.get("/v1/me", headers=bearer(API_KEY)))

@@ -203,3 +203,32 @@ def test_bad_member_id_in_path_is_422(shop: httpx.Client, path: str) -> None:
     response = shop.get(path)
     assert response.status_code == 422, response.text
     assert error_of(response)["field"] == "member"
+
+
+HUGE = b"100000000000000000000000"  # 10**23: past 64 bits, so orjson reads it as the float 1e+23
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field", "message"),
+    [
+        ("/v1/members/{m}/points/spend", b'{"id": "s-1", "amount": %s}', "amount", "is above the maximum, 1,000,000,000"),
+        ("/v1/events", b'{"id": "e-1", "member": "{m}", "type": "purchase", "data": {"amount": %s}}',
+         "data.amount", "is above the maximum, 100000000"),
+        ("/v1/events", b'{"id": "e-1", "member": "{m}", "type": "purchase", "at": %s}', "at",
+         "is above the maximum, 9007199254740991 (epoch milliseconds)"),
+        ("/v1/tokens", b'{"member": "{m}", "ttl_s": %s}', "ttl_s", "is above the maximum, 2592000 s"),
+    ],
+    ids=["spend_amount", "event_data", "event_at", "token_ttl"],
+)
+def test_a_huge_integer_is_above_the_maximum(
+    shop: httpx.Client, sync_redis: redis.Redis, service: Service, path: str, body: bytes, field: str, message: str
+) -> None:
+    """An integer too large for 64 bits is an integer above the field's maximum (422 saying so), not "not an integer"."""
+    m = unique("m")
+    assert shop.post("/v1/events", json=purchase(m)).status_code == 200
+    before = member_dump(sync_redis, service.prefix, m)
+    content = (body % HUGE).replace(b"{m}", m.encode())
+    response = shop.post(path.format(m=m), content=content, headers={"content-type": "application/json"})
+    assert response.status_code == 422, response.text
+    assert (error_of(response)["field"], error_of(response)["message"]) == (field, message)
+    assert member_dump(sync_redis, service.prefix, m) == before

@@ -272,6 +272,24 @@ def test_refusals_are_logged_as_one_line_warnings(busy: Busy) -> None:
 # --- the live feed's heartbeat --------------------------------------------------------------------
 
 
+async def _pings_answered(client: Redis) -> int:
+    """PINGs the server has answered so far: on a server of the test's own, the subscriber's heartbeats."""
+    stats = await client.info("commandstats")
+    return int(stats.get("cmdstat_ping", {}).get("calls", 0))
+
+
+async def _await_heartbeats(client: Redis, n: int, lost: asyncio.Event) -> None:
+    """Await ``n`` more heartbeats answered (or the subscription's loss, which the caller asserts against).
+    The subscriber sends a PING only while the connection is not silent past its deadline, so ``n``
+    PINGs spanning longer than the deadline show that the answers are what keep it alive."""
+    target = await _pings_answered(client) + n
+    deadline = time.monotonic() + WAIT_S
+    while not lost.is_set() and await _pings_answered(client) < target:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not {n} heartbeats answered after {WAIT_S} s")
+        await asyncio.sleep(0.05)  # polling a server count, bounded by the deadline
+
+
 def test_subscription_heartbeat_reports_a_frozen_server(tmp_path: Path) -> None:
     """A subscription whose server stops answering (SIGSTOP: TCP stays up) is reported lost within the deadline."""
     server = ValkeyServer(data_dir=tmp_path / "frozen")
@@ -280,16 +298,21 @@ def test_subscription_heartbeat_reports_a_frozen_server(tmp_path: Path) -> None:
 
     async def run() -> None:
         client = Redis.from_url(server.connection_url)
-        lost = asyncio.Event()
+        lost, received = asyncio.Event(), asyncio.Event()
         messages: list[bytes] = []
-        subscriber = Subscriber(
-            client, lambda _, data: messages.append(data), lambda _: lost.set(), ping_interval_s=0.2, ping_deadline_s=1.0
-        )
+
+        def on_message(_: bytes, data: bytes) -> None:
+            messages.append(data)
+            received.set()
+
+        subscriber = Subscriber(client, on_message, lambda _: lost.set(), ping_interval_s=0.2, ping_deadline_s=1.0)
         await subscriber.connect()
         try:
             await subscriber.subscribe(b"ch")
             await client.spublish("ch", "one")  # sharded, as the member script publishes
-            await asyncio.sleep(1.5)  # several heartbeats answered: a healthy subscription is kept
+            await asyncio.wait_for(received.wait(), WAIT_S)
+            # 8 heartbeats (1.6 s) answered, past the 1 s deadline: a healthy subscription is kept.
+            await _await_heartbeats(client, 8, lost)
             assert not lost.is_set() and subscriber.connected
             assert messages == [b"one"]
             os.kill(pid, signal.SIGSTOP)
@@ -319,11 +342,11 @@ def test_heartbeat_before_any_subscription(tmp_path: Path) -> None:
         subscriber = Subscriber(client, lambda *_: None, lambda _: lost.set(), ping_interval_s=0.1, ping_deadline_s=1.0)
         await subscriber.connect()
         try:
-            await asyncio.sleep(1.0)
+            await _await_heartbeats(client, 15, lost)  # 1.5 s of heartbeats, past the 1 s deadline
             assert not lost.is_set() and subscriber.connected
             await subscriber.subscribe(b"ch")
             subscriber.unsubscribe(b"ch")
-            await asyncio.sleep(1.0)
+            await _await_heartbeats(client, 15, lost)
             assert not lost.is_set() and subscriber.connected
         finally:
             subscriber.close()

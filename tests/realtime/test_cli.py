@@ -235,3 +235,43 @@ def test_cluster_runs_a_local_cluster_until_stopped(tmp_path: Path) -> None:
     with redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=1) as stopped:
         with pytest.raises(redis.ConnectionError):
             stopped.ping()
+
+
+def test_the_banner_names_the_active_programme_and_says_when_the_file_was_not_applied(tmp_path: Path, redis_url: str) -> None:
+    """After POST /v1/config, a restart from the same file names the posted programme and its
+    program_version, says the file was not applied, and prints a command that, run as printed, applies it."""
+    from tests.realtime.conftest import ADMIN_KEY
+
+    prefix, data_dir = unique("p"), tmp_path / "data"
+    first = start_service(redis_url, prefix, data_dir)
+    try:
+        assert first.stdout_text().splitlines()[0].endswith(
+            f"programme 'Tea House member programme' (program_version 1, from {EXAMPLE_CONFIG})")
+        assert "NOT APPLIED" not in first.stdout_text()
+        bakery = EXAMPLE_CONFIG.read_bytes().replace(b'name = "Tea House member programme"', b'name = "Bakery"', 1)
+        posted = first.client(ADMIN_KEY).post("/v1/config", content=bakery)
+        assert posted.json()["program_version"] == 2, posted.text
+    finally:
+        first.stop()
+
+    again = start_service(redis_url, prefix, data_dir)
+    try:
+        banner = again.stdout_text().splitlines()
+        assert banner[0].endswith("programme 'Bakery' (program_version 2, posted to /v1/config)"), banner
+        assert banner[1].strip().startswith(f"NOT APPLIED: {EXAMPLE_CONFIG} ('Tea House member programme')"), banner
+        [command] = [line.strip() for line in banner if line.strip().startswith("curl ")]
+        applied = subprocess.run(["bash", "-c", command], env={"ADMIN": ADMIN_KEY, "PATH": "/usr/bin:/bin"},
+                                 capture_output=True, text=True, timeout=30)
+        assert applied.returncode == 0 and json.loads(applied.stdout)["name"] == "Tea House member programme", applied
+        assert again.client(ADMIN_KEY).get("/v1/config").json()["program_version"] == 3
+    finally:
+        again.stop()
+
+
+@pytest.mark.parametrize(("variables", "dev_clock"), [((), False), (("DEV_CLOCK=1",), True), (("DEV_CLOCK=0",), False)])
+def test_make_run_passes_the_dev_clock_when_asked(variables: tuple[str, ...], dev_clock: bool) -> None:
+    """`make run DEV_CLOCK=1` starts serve with --dev-clock (as the README says); without it, or with 0, it does not."""
+    done = subprocess.run(["make", "-n", "run", *variables], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    [serve] = [line for line in done.stdout.splitlines() if "rekindle serve" in line]
+    assert ("--dev-clock" in shlex.split(serve)) is dev_clock, serve

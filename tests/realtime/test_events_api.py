@@ -130,6 +130,23 @@ def test_same_id_other_body_is_idempotency_conflict(shop: httpx.Client, member: 
     assert balance(shop, member) == 299
 
 
+def test_an_id_in_the_engines_namespace_is_refused_everywhere(shop: httpx.Client, member: str) -> None:
+    """An event, a spend or a coupon use whose id starts with ``rk:`` (the engine's own operations,
+    such as a points-expiry job's ``rk:expire:<member>:<ms>``) is refused with 422 on field id,
+    and nothing is written: no client can take a scheduled operation's id first."""
+    job_id = f"rk:expire:{member}:1798732800000"
+    response = shop.post("/v1/events", json=purchase(member, 19900, event_id=job_id))
+    assert response.status_code == 422, response.text
+    assert error_of(response)["field"] == "id" and "reserved" in error_of(response)["message"]
+    response = shop.post(f"/v1/members/{member}/points/spend", json={"id": job_id, "amount": 1})
+    assert response.status_code == 422, response.text
+    assert error_of(response)["field"] == "id"
+    response = shop.post(f"/v1/members/{member}/coupons/c-1/use", json={"id": job_id, "order": "o-1"})
+    assert response.status_code == 422, response.text
+    assert error_of(response)["field"] == "id"
+    assert balance(shop, member) == 0
+
+
 def test_explicit_at_is_part_of_the_body(shop: httpx.Client, member: str) -> None:
     """The same id again with an explicit `at` the first post did not give is a 409 conflict."""
     event = purchase(member)

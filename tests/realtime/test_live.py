@@ -24,7 +24,7 @@ import psutil
 import pytest
 import redis
 import websockets
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from engine.feed import FeedId, parse_feed_id
 from engine.keys import Keys
@@ -809,5 +809,25 @@ def test_every_opening_gets_an_award_made_right_after_connecting(service: Servic
                 assert [f for f in rest if "id" in f] == []
                 expected_controls = [{"type": "pong"}] if first == {"op": "ping"} else []
                 assert [c for c in controls + rest if not too_late([c])] == expected_controls
+
+    asyncio.run(main())
+
+
+# --- wrong paths ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/v1/lives", "/v1/live/", "/", "/v1/events", "/v2/live", "/docs/static/x"])
+def test_a_websocket_to_another_path_is_refused_404_naming_the_feed(service: Service, path: str) -> None:
+    """A WebSocket to any path but /v1/live gets an HTTP 404 before the upgrade, its body naming /v1/live (not a bare 403)."""
+
+    async def main() -> None:
+        with pytest.raises(InvalidStatus) as info:
+            async with websockets.connect(f"{ws_base(service)}{path}?token={member_token(unique('m'))}"):
+                pass
+        response = info.value.response
+        assert response.status_code == 404
+        assert orjson.loads(response.body) == {
+            "error": {"code": "not_found", "message": f"no WebSocket at {path}; the live feed is /v1/live"}
+        }
 
     asyncio.run(main())

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import httpx
+import msgpack
 import pytest
 import redis
 
+from engine.keys import Keys
 from tests.realtime.conftest import Service, error_of, member_dump, purchase, unique
+
+WAIT_S = 10.0  # the longest a pub/sub message is awaited: a safety net, not a timing
 
 
 def balance(shop: httpx.Client, member: str) -> int:
@@ -115,6 +120,32 @@ def test_a_dry_run_answers_what_applying_would_and_writes_nothing(
     assert [timeless(e) for e in would["effects"]] == [timeless(e) for e in real["effects"]]
     [again] = shop.post("/v1/events?dry_run=1", json=event).json()["results"]
     assert again["status"] == "duplicate"
+
+
+def next_message(pubsub: Any) -> dict[str, Any]:
+    """The next message (or subscription confirmation) on a sharded subscription, awaited."""
+    deadline = time.monotonic() + WAIT_S
+    while (message := pubsub.get_sharded_message(timeout=0.5)) is None:
+        assert time.monotonic() < deadline, f"nothing arrived within {WAIT_S} s"
+    return message  # type: ignore[no-any-return]
+
+
+def test_a_dry_run_publishes_nothing_on_the_members_live_channel(
+    shop: httpx.Client, sync_redis: redis.Redis, service: Service, member: str
+) -> None:
+    """A subscriber of the member's channel hears nothing of a dry run: the first message after it is the real event's."""
+    shop.post("/v1/events", json=purchase(member, 5000))
+    with sync_redis.pubsub() as pubsub:
+        pubsub.ssubscribe(Keys(service.prefix).member(member).channel)
+        assert next_message(pubsub)["type"] == "ssubscribe"
+        [would] = shop.post("/v1/events?dry_run=1", json=purchase(member, 30_000)).json()["results"]
+        assert would["dry_run"] is True and would["status"] == "applied" and would["effects"]
+        real = purchase(member, 100)
+        [applied] = shop.post("/v1/events", json=real).json()["results"]
+        assert applied["status"] == "applied"
+        message = next_message(pubsub)  # what member.lua publishes: [feed entry id, operation id, effects]
+        assert message["type"] == "smessage"
+        assert msgpack.unpackb(message["data"], raw=False)[1] == real["id"]
 
 
 def timeless(effect: dict[str, Any]) -> tuple[str, dict[str, Any]]:

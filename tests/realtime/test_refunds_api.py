@@ -103,3 +103,13 @@ def test_a_dry_run_of_a_refund_answers_its_effects_and_writes_nothing(shop: http
     assert dry.status_code == 200, dry.text
     assert ("points", {"amount": -before["points"]["balance"], "balance": 0, "reason": "refund"}) in effects_of(dry)
     assert shop.get(f"/v1/members/{member}").json()["points"] == before["points"]
+
+
+def test_an_order_with_the_longest_id_can_be_refunded(shop: httpx.Client, member: str) -> None:
+    """Any id a purchase may have (128 characters) is one a refund's `of` accepts: the example
+    programme's refund takes back an order whose id is as long as ids go."""
+    order = purchase(member, 10_000, event_id="o" * 128)
+    assert shop.post("/v1/events", json=order).status_code == 200
+    response = shop.post("/v1/events", json=refund(member, order["id"]))
+    assert response.status_code == 200, response.text
+    assert [r["status"] for r in response.json()["results"]] == ["applied"]

@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, seed, settings
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
@@ -150,6 +150,14 @@ def test_every_operation_keeps_its_contract(label: str, api_schema: Any, fuzzed:
     run()
 
 
+#: The stateful run's seeds, so a run is the same sequence of calls every time. Unseeded, about 1
+#: run in 12 draws sequences that follow no link; a single fixed seed broke the first time the
+#: document changed. So seeds are tried in this order until a run follows a link (every run's
+#: answers are checked all the same): deterministic for a given document, and one change to it
+#: cannot leave the test without a linked run. ``REKINDLE_SCHEMATHESIS_SEED=<n>`` starts from n.
+LINKED_SEEDS = range(int(os.environ.get("REKINDLE_SCHEMATHESIS_SEED", "18")), 10_000)[:8]
+
+
 def test_linked_operations_keep_their_contract(api_schema: Any, fuzzed: Service, batch_check: BatchCheck) -> None:
     """The document's links, followed: an event, then its member's snapshot, then a coupon from
     that snapshot used, points spent, the snapshot again. Sequences of calls whose ids come from
@@ -178,7 +186,10 @@ def test_linked_operations_keep_their_contract(api_schema: Any, fuzzed: Service,
                                    excluded_checks=[negative_data_rejection] if batch else None,
                                    transport_kwargs=kwargs or None, recorder=getattr(self, "recorder", None))
 
-    Linked.run(settings=settings(max_examples=EXAMPLES, stateful_step_count=6, deadline=None,
-                                 suppress_health_check=list(HealthCheck), database=None))
-    assert followed, "no link was followed: the stateful run exercised nothing the single calls did not"
+    for linked_seed in LINKED_SEEDS:
+        seed(linked_seed)(Linked).run(settings=settings(max_examples=EXAMPLES, stateful_step_count=6, deadline=None,
+                                                         suppress_health_check=list(HealthCheck), database=None))
+        if followed:
+            break
+    assert followed, f"no link was followed under seeds {list(LINKED_SEEDS)}: the stateful run exercised nothing the single calls did not"
     print(f"links followed {len(followed)} times:", sorted(set(followed)))
