@@ -25,11 +25,13 @@ error (a primary down) fails the calls on it, which the HTTP layer answers 503 w
 and refreshes the slot map in the background, so that once a replica has taken over the next
 call goes to it.
 
-**Order.** On one server a ``run_many`` is applied in the order given. On a cluster, calls for
-one slot keep their order (one connection per primary carries them in order), and calls for
-different primaries run side by side. The one cross-slot pair the engine makes, a points lot's
-expiry job and the member call that creates the lot, tolerates that: a schedule that fails is
-recorded by ``ExpiryJobs.settle`` the same way on either.
+**Order.** A ``run_many``'s calls for one slot keep their order (one connection per primary
+carries them in order) but for one redirected or answered NOSCRIPT, sent again after the rest;
+calls for different primaries run side by side. A pair that must apply in order across slots (a
+points lot's expiry job, then the member call that creates the lot; a cross-slot intent, then
+the object step) is a ``run_chain``: consecutive calls to one slot go in one transaction on that
+slot's primary when all but the last are Commands (as on one server), else call by call, and
+the next slot's calls are sent only once the previous reply is in.
 """
 
 from __future__ import annotations
@@ -43,11 +45,12 @@ from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.crc import key_slot
 from redis.exceptions import MovedError, ResponseError
 
 from engine.pipelining import AutoPipeline
-from engine.runner import Call, Runner
-from engine.scripts import LuaScript
+from engine.runner import Call, ChainBroken, Runner, Target, broken_after
+from engine.scripts import Command
 
 log = logging.getLogger("rekindle.cluster")
 
@@ -116,6 +119,11 @@ def _is_tryagain(exc: BaseException) -> bool:
     return isinstance(exc, ResponseError) and str(exc).startswith("TRYAGAIN")
 
 
+def _redirected(reply: Any) -> bool:
+    """A MOVED, ASK or TRYAGAIN error reply: the call was not applied where it was sent."""
+    return isinstance(reply, BaseException) and (redirect_of(reply) is not None or _is_tryagain(reply))
+
+
 class ClusterRunner:
     """The ``Runner`` for a cluster: each call on the auto-pipeline of its slot's primary."""
 
@@ -142,7 +150,7 @@ class ClusterRunner:
 
     # --- Runner -------------------------------------------------------------------------------
 
-    async def call(self, script: LuaScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    async def call(self, target: Target, keys: Sequence[str], args: Sequence[Any]) -> Any:
         asking: tuple[str, int] | None = None
         redirects = 0
         waiting_since = 0.0  # TRYAGAIN: when this call first met its slot half-migrated
@@ -153,7 +161,7 @@ class ClusterRunner:
                 node = await self._node_for(keys[0])
                 pipe = self._pipe(node.host, int(node.port))
             try:
-                return await (pipe.call_asking(script, keys, args) if asking else pipe.call(script, keys, args))
+                return await (pipe.call_asking(target, keys, args) if asking else pipe.call(target, keys, args))
             except ConnectionError:
                 self._refresh_soon()
                 raise
@@ -193,12 +201,60 @@ class ClusterRunner:
         for i, reply in enumerate(replies):
             if isinstance(reply, ConnectionError):
                 self._refresh_soon()
-            elif redirect_of(reply) is not None or (isinstance(reply, BaseException) and _is_tryagain(reply)):
-                try:
-                    replies[i] = await self.call(*calls[i])
-                except Exception as exc:  # noqa: BLE001 - an error reply is a value here
-                    replies[i] = exc
+            elif _redirected(reply):
+                replies[i] = await self._reply(calls[i])
         return replies
+
+    async def run_chain(self, calls: Sequence[Call]) -> list[Any]:
+        """Each call applied only after the one before it succeeded, whatever their slots. Runs of
+        consecutive calls to one slot whose calls but the last are Commands go in one transaction
+        on the slot's primary; a run refused by a redirection (nothing of it applied) is sent
+        again call by call, following it. Every other call is sent alone, once the reply before
+        it is in; the first failure leaves the rest unsent, each answered ``ChainBroken``."""
+        replies: list[Any] = []
+        start = 0
+        while start < len(calls):
+            slot = key_slot(calls[start][1][0].encode())
+            end = start + 1
+            while end < len(calls) and isinstance(calls[end - 1][0], Command) and key_slot(calls[end][1][0].encode()) == slot:
+                end += 1
+            got = await self._run(calls[start:end])
+            # A ChainBroken names the failed call by its index in the whole chain, not in its run.
+            replies += [ChainBroken(r.failed + start, calls[r.failed + start][0], r.cause) if isinstance(r, ChainBroken) else r for r in got]
+            failed = next((i for i, r in enumerate(got) if isinstance(r, BaseException) and not isinstance(r, ChainBroken)), None)
+            if failed is not None:
+                replies += [ChainBroken(start + failed, calls[start + failed][0], got[failed]) for _ in calls[end:]]
+                break
+            start = end
+        return replies
+
+    async def _run(self, run: Sequence[Call]) -> list[Any]:
+        """One run of ``run_chain``: calls to one slot, a transaction when it holds more than one."""
+        if len(run) > 1:
+            try:
+                node = await self._node_for(run[0][1][0])
+                got = await self._pipe(node.host, int(node.port)).run_chain(run)
+            except Exception as exc:  # noqa: BLE001 - the runner closed, the slot map unreadable
+                return broken_after(run, [exc, *[None] * (len(run) - 1)])
+            failure = next((r for r in got if isinstance(r, BaseException) and not isinstance(r, ChainBroken)), None)
+            if isinstance(failure, ConnectionError):
+                self._refresh_soon()
+            if not _redirected(failure):
+                return got
+            # Refused by a redirection, so the transaction applied nothing: call by call, following it.
+        got = []
+        for call in run:
+            got.append(await self._reply(call))
+            if isinstance(got[-1], BaseException):
+                return broken_after(run, got + [None] * (len(run) - len(got)))
+        return got
+
+    async def _reply(self, call: Call) -> Any:
+        """``call``'s reply, redirections followed, an error reply as a value."""
+        try:
+            return await self.call(*call)
+        except Exception as exc:  # noqa: BLE001 - an error reply is a value here
+            return exc
 
     async def aclose(self) -> None:
         self._closed = True

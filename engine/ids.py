@@ -27,6 +27,9 @@ NAME_MAX = 64
 #: conflict) and its work would never happen. Within the id alphabet on purpose: a derived
 #: operation's coupons are named after it and must be usable through the same routes.
 DERIVED_PREFIX = "rk:"
+#: A derived id may be longer than a client's: it may hold one (``rk:undo:<operation id>``).
+#: Never a key: an id reaches Redis only as a digest, or inside a value.
+DERIVED_ID_MAX = 256
 
 
 def check_id(value: object, field: str, max_len: int) -> str:
@@ -59,9 +62,9 @@ def event_id(value: object, field: str = "id") -> EventId:
 def derived_id(*parts: object) -> EventId:
     """The id of an operation the engine derives (``rk:expire:m-42:1798732800000``): made here
     only, so no client id can be one. Parts are joined with ``:``; the result must still be a
-    safe id of at most ``EVENT_ID_MAX`` characters (a bug otherwise, hence ``ValueError``)."""
+    safe id of at most ``DERIVED_ID_MAX`` characters (a bug otherwise, hence ``ValueError``)."""
     value = DERIVED_PREFIX + ":".join(str(p) for p in parts)
-    if len(value) > EVENT_ID_MAX or _SAFE.fullmatch(value) is None:
+    if len(value) > DERIVED_ID_MAX or _SAFE.fullmatch(value) is None:
         raise ValueError(f"not a safe derived id: {value!r}")
     return EventId(value)
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import zlib
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, NamedTuple
 
 from engine import ids
@@ -27,7 +27,7 @@ from engine.config import CompiledProgram
 from engine.keys import Keys
 from engine.operations import MemberPlan, Operation, fingerprint, member_plan
 from engine.runner import Call
-from engine.scripts import LuaScript
+from engine.scripts import Command
 
 log = logging.getLogger("rekindle.jobs")
 
@@ -56,6 +56,9 @@ class Job(NamedTuple):
 #: What a job does, by kind: the job and the time in, the plan to apply out (None: nothing to
 #: do, the job is done). Pure: no I/O, no clock; it may raise, and the job is retried later.
 Handler = Callable[[Job, CompiledProgram, int], "MemberPlan | None"]
+#: A job kind that does its own I/O (a cross-slot entry finished by the seam): done when it
+#: returns; ``DeadJob`` sends it to the dead list; any other error retries it later.
+Task = Callable[[Job, CompiledProgram, int], Awaitable[None]]
 
 
 def shard_of(member: str) -> int:
@@ -89,6 +92,15 @@ def jobs_key(keys: Keys, shard: int) -> str:
 def lease_key(keys: Keys, shard: int) -> str:
     """Which process works the shard now (a token, with an expiry)."""
     return keys.schedule(shard) + ":lease"
+
+
+def dead_key(keys: Keys, shard: int) -> str:
+    """Jobs given up for an operator (sorted set: job id -> when), never run again by themselves."""
+    return keys.schedule(shard) + ":dead"
+
+
+class DeadJob(Exception):
+    """A job that must not run again by itself (retrying could do harm): it goes to the dead list."""
 
 
 def tries_key(keys: Keys, shard: int) -> str:
@@ -135,13 +147,19 @@ SCHEDULED_CACHE = 65_536
 CACHE_TRUST_MS = DAY_MS
 
 
+#: Adds a job to its shard's set; ``NX``: a job already waiting keeps its time (and backoff).
+ZADD = Command("ZADD")
+
+
 class ExpiryJobs:
     """The ``expire`` job of each lot a plan may create, scheduled before the plan is applied.
 
-    The store sends this call first, in the same write as the member call, so the job exists
-    before the lot: a crash between the two leaves a job with nothing to expire (harmless), never
-    a lot with no job. ``ZADD NX``: scheduling again is a no-op, and leaves a failed job's backoff
-    alone.
+    The store chains this call before the member call (``Runner.run_chain``: on one server both
+    go in one write, as one transaction), so the job exists before the lot: a crash between the
+    two leaves a job with nothing to expire (harmless), and a schedule that fails leaves the
+    member call unapplied, never a lot with no job. A plain ``ZADD NX`` (what ``schedule.lua``'s
+    "keep" does), not a script: it cannot be answered NOSCRIPT and sent again after the member
+    call. Scheduling again is a no-op, and leaves a failed job's backoff alone.
 
     The process remembers which (member, expiry) it has scheduled, so repeat awards of the same
     member and expiry period (every purchase of the year, under "end_of_next_year") skip the call
@@ -154,9 +172,8 @@ class ExpiryJobs:
     counts expired points.
     """
 
-    def __init__(self, keys: Keys, script: LuaScript, size: int = SCHEDULED_CACHE) -> None:
+    def __init__(self, keys: Keys, size: int = SCHEDULED_CACHE) -> None:
         self._keys = keys
-        self._script = script
         self._size = size
         self._scheduled: OrderedDict[tuple[str, int], None] = OrderedDict()
 
@@ -172,11 +189,11 @@ class ExpiryJobs:
         member = plan.op.member
         if expiry > a.now_ms + CACHE_TRUST_MS and (member, expiry) in self._scheduled:
             return None
-        return self._script, [jobs_key(self._keys, shard_of(member))], ["keep", expiry, expire_job_id(member, expiry)]
+        return ZADD, [jobs_key(self._keys, shard_of(member))], ["NX", expiry, expire_job_id(member, expiry)]
 
     def settle(self, plan: MemberPlan, reply: Any) -> None:
-        """Remember a job that was scheduled; log one that was not (its lot is then expired by
-        the member's next operation, and the next grant of that expiry schedules it again)."""
+        """Remember a job that was scheduled; log one that was not (its member call was not
+        applied, and the next grant of that expiry schedules it again)."""
         key = (plan.op.member, plan.args.lot_expiry_ms)
         if isinstance(reply, Exception):
             log.error("could not schedule expire job member=%s expiry_ms=%d: %s", key[0], key[1], type(reply).__name__)

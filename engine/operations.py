@@ -58,7 +58,9 @@ QuestStep = list[Any]  # [id, field, increment, target, field expiry ms (0 never
 Debit = list[Any]  # [points, reason]
 CouponUse = list[Any]  # [coupon id, order]
 Counter = list[Any]  # [state field, increment, limit, field expiry ms (0 never)]
-Effect = list[Any]  # [type, data]
+Effect = bytes  # msgpack [type, data] (pack_effect): member.lua passes it to the feed untouched
+InventoryLine = list[Any]  # [state field, delta, cap (0 none), field expiry ms (0 never), item label]
+StreakStep = list[Any]  # [] or [state field, day, make-up day (0: check-in), max age days, thresholds, name]
 CouponGrant = list[Any]  # [catalog item, valid ms (0: no end), reason]
 Record = list[Any]  # [] or [kept until ms, the operation's amount (0: none), its time ms, type tag]
 Reversal = list[Any]  # [] or [id digest of the original, amount (0: all that remains), window ms, type tag, buckets]
@@ -85,6 +87,9 @@ class MemberArgs(NamedTuple):
     reverse: Reversal
     ledger_keep_ms: int
     coupon_history_ms: int
+    revokes: tuple[str, ...]  # coupon ids to revoke if still unused (a compensation)
+    inventory: tuple[InventoryLine, ...]
+    streak: StreakStep
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +115,7 @@ class MemberPlan:
         a = self.args
         return not (
             a.grants or a.quests or a.debits or a.coupon_uses or a.counters or a.effects or a.coupons or a.reverse
+            or a.revokes or a.inventory or a.streak
         )
 
 
@@ -127,6 +133,9 @@ def member_plan(
     coupons: tuple[CouponGrant, ...] = (),
     record: tuple[int, int] | None = None,
     reverse: tuple[str, int, int] | None = None,
+    revokes: tuple[str, ...] = (),
+    inventory: tuple[InventoryLine, ...] = (),
+    streak: StreakStep | None = None,
 ) -> MemberPlan:
     """The plan for ``op``, with its dedupe and its points' lot expiry worked out.
 
@@ -160,6 +169,9 @@ def member_plan(
         reverse=[] if reverse is None else [id_digest(reverse[0]), reverse[1], program.refund_window_ms, reverse[2]],
         ledger_keep_ms=program.ledger_keep_ms,
         coupon_history_ms=program.coupon_history_ms,
+        revokes=revokes,
+        inventory=inventory,
+        streak=[] if streak is None else streak,
     )
     record_buckets: tuple[int, ...] = ()
     if reverse is not None:
@@ -168,6 +180,12 @@ def member_plan(
         record_buckets = tuple(range(oldest, last + 1))
         args.reverse.append(len(record_buckets))
     return MemberPlan(op, args, bucket, tuple(range(first, last + 1)), record_buckets)
+
+
+def pack_effect(kind: str, data: Any) -> Effect:
+    """A game's effect for ``member_plan(effects=...)``, packed here: the script never unpacks
+    it, so a ``{}`` stays a map and an integer past 2**53 stays exact on the feed."""
+    return msgpack.packb([kind, data], use_bin_type=False)
 
 
 def id_digest(op_id: str) -> bytes:

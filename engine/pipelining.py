@@ -16,6 +16,13 @@ A READONLY reply (a failover made the server a replica) retires the connection a
 ``engine.resp``): ``_send`` finds it closed and the next call opens a fresh one, whose address
 lookup finds the new primary. Busy or recovering replies (LOADING, BUSY, OOM...) are per call,
 like any error reply; the HTTP layer makes them 503 with Retry-After.
+
+**Order.** One connection answers in the order it was written, so ``run_many``'s calls are
+applied in the order given but for a NOSCRIPT call, sent again after the rest. ``run_chain``
+needs more: a call must not apply unless the one before it did. Commands before a last call
+go with it in one MULTI/EXEC (a Command cannot meet NOSCRIPT, and a refusal of any of them
+aborts the lot), so the award that schedules its lot's expiry job keeps its one write; any
+other chain is sent call by call, each awaited.
 """
 
 from __future__ import annotations
@@ -27,11 +34,11 @@ from typing import Any
 
 import hiredis
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
-from engine.resp import RespConnection, open_connection
-from engine.runner import Call
-from engine.scripts import LuaScript
+from engine.resp import RespConnection, open_connection, reply_error
+from engine.runner import Call, ChainBroken, Target, broken_after
+from engine.scripts import Command
 
 
 
@@ -63,11 +70,11 @@ class AutoPipeline:
         self._watchdog: asyncio.Task[None] | None = None
         self._closed = False
 
-    def evalsha(self, script: LuaScript, keys: Sequence[str], args: Sequence[Any]) -> asyncio.Future[Any]:
+    def queue(self, target: Target, keys: Sequence[str], args: Sequence[Any]) -> asyncio.Future[Any]:
         """Queue one call for this tick's write; the future resolves to its reply or error."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._queue.append(_evalsha(script.sha, keys, args))
+        self._queue.append(target.encode(keys, args))
         self._futures.append(future)
         if len(self._queue) >= self._max_batch:
             self._flush()
@@ -76,49 +83,67 @@ class AutoPipeline:
             loop.call_soon(self._flush)
         return future
 
-    async def call(self, script: LuaScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        """One call, reloading the script once if the server lost it."""
+    async def call(self, target: Target, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """One call, reloading the script once if the server lost it (a Command never meets NOSCRIPT)."""
         try:
-            return await self.evalsha(script, keys, args)
+            return await self.queue(target, keys, args)
         except NoScriptError:
-            await script.load(self._redis)
-            return await self.evalsha(script, keys, args)
+            await target.load(self._redis)
+            return await self.queue(target, keys, args)
 
-    async def call_asking(self, script: LuaScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    async def call_asking(self, target: Target, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """One call preceded by ASKING, in one write (a cluster slot half-way through a migration:
         the target node takes the call only so announced)."""
         for _ in range(2):
-            _, reply = await self._write_now([_ASKING, _evalsha(script.sha, keys, args)])
+            _, reply = await self._write_now([_ASKING, target.encode(keys, args)])
             if isinstance(reply, NoScriptError):
-                await script.load(self._redis)
+                await target.load(self._redis)
                 continue
             if isinstance(reply, BaseException):
                 raise reply
             return reply
-        raise NoScriptError(f"NOSCRIPT {script.name} still missing after loading it")
+        raise NoScriptError(f"NOSCRIPT {target.name} still missing after loading it")
 
     async def run_many(self, calls: Sequence[Call]) -> list[Any]:
-        """Apply calls in the order given; replies in order, errors as values. A few calls (an
-        award and the job it schedules first) join this tick's writes like any call; a batch is
-        sent as one write of its own. Either way one connection carries them in order."""
+        """Replies in order, errors as values; applied in the order given, but for a call answered
+        NOSCRIPT, sent again after the others once its script is loaded. A few calls join this
+        tick's writes like any call; a batch is sent as one write of its own. Either way one
+        connection carries them in order."""
         if len(calls) <= self._max_batch:
             replies = []
             # Replies come in order: once the first is in, the rest are too (no gather needed).
-            for future in [self.evalsha(s, k, a) for s, k, a in calls]:
+            for future in [self.queue(t, k, a) for t, k, a in calls]:
                 try:
                     replies.append(await future)
                 except Exception as exc:  # noqa: BLE001 - an error reply is a value here
                     replies.append(exc)
         else:
-            replies = await self._write_now([_evalsha(s.sha, k, a) for s, k, a in calls])
+            replies = await self._write_now([t.encode(k, a) for t, k, a in calls])
         missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
         if missing:
-            for script in {calls[i][0] for i in missing}:
-                await script.load(self._redis)
-            retried = await self._write_now([_evalsha(calls[i][0].sha, calls[i][1], calls[i][2]) for i in missing])
+            for target in {calls[i][0] for i in missing}:
+                await target.load(self._redis)
+            retried = await self._write_now([calls[i][0].encode(calls[i][1], calls[i][2]) for i in missing])
             for i, reply in zip(missing, retried):
                 replies[i] = reply
         return replies
+
+    async def run_chain(self, calls: Sequence[Call]) -> list[Any]:
+        """Each call applied only after the one before it succeeded; replies in order, errors as
+        values, a ``ChainBroken`` for each call not applied because another failed. When every
+        call but the last is a ``Command``, all go in one transaction joining this tick's write
+        (no round trip more than a lone call: the award path's schedule-then-award); otherwise
+        call by call, each reply awaited before the next call is sent."""
+        if len(calls) > 1 and all(isinstance(t, Command) for t, _, _ in calls[:-1]):
+            return await self._transaction(calls)
+        replies: list[Any] = []
+        for call in calls:
+            try:
+                replies.append(await self.call(*call))
+            except Exception as exc:  # noqa: BLE001 - an error reply is a value here
+                replies.append(exc)
+                break
+        return broken_after(calls, replies + [None] * (len(calls) - len(replies)))
 
     async def aclose(self) -> None:
         self._closed = True  # calls from now on fail; none opens a connection again
@@ -132,6 +157,45 @@ class AutoPipeline:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+    async def _transaction(self, calls: Sequence[Call]) -> list[Any]:
+        """``calls`` (every one but the last a Command) in MULTI/EXEC, queued whole in this tick's
+        write: applied in order, back to back. A refusal of any (OOM, LOADING, READONLY, a
+        cluster's MOVED...) aborts the lot, and that call's error names the chain's break; a last
+        call answered NOSCRIPT is sent again once the Commands applied and its script is loaded.
+        A Command that fails only when run (a wrong type) leaves the rest applied: their own replies."""
+        loop = asyncio.get_running_loop()
+        commands = [_MULTI, *(t.encode(k, a) for t, k, a in calls), _EXEC]
+        futures = [loop.create_future() for _ in commands]
+        # Queued together, so no other call of the tick lands inside the transaction.
+        self._queue += commands
+        self._futures += futures
+        if len(self._queue) >= self._max_batch:
+            self._flush()
+        elif not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
+        began, *queued, done = await asyncio.gather(*futures, return_exceptions=True)
+        if isinstance(began, ResponseError):  # no transaction (MULTI denied): each ran on its own
+            return queued
+        if isinstance(done, list):  # applied: each call's own reply (a Command may fail when run)
+            replies = [reply_error(r) if isinstance(r, hiredis.ReplyError) else r for r in done]
+            if isinstance(replies[-1], NoScriptError):  # the last did not run: once more, after the rest
+                failed = next((i for i, r in enumerate(replies) if isinstance(r, BaseException)), len(replies) - 1)
+                if failed < len(replies) - 1:
+                    replies[-1] = ChainBroken(failed, calls[failed][0], replies[failed])
+                else:
+                    try:
+                        replies[-1] = await self.call(*calls[-1])
+                    except Exception as exc:  # noqa: BLE001 - an error reply is a value here
+                        replies[-1] = exc
+            return replies
+        if not isinstance(done, ResponseError):  # the connection failed (or WAIT fell short): each call shares its fate
+            return [done] * len(calls)
+        # EXECABORT, or EXEC refused: nothing was applied; the first refused call broke the chain.
+        failed = next((i for i, r in enumerate(queued) if isinstance(r, ResponseError)), 0)
+        cause = queued[failed] if isinstance(queued[failed], ResponseError) else done
+        return [cause if i == failed else ChainBroken(failed, calls[failed][0], cause) for i in range(len(calls))]
 
     async def _write_now(self, commands: list[bytes]) -> list[Any]:
         loop = asyncio.get_running_loop()
@@ -222,8 +286,5 @@ def _hand_over(
 
 
 _ASKING = hiredis.pack_command(("ASKING",))
-
-
-def _evalsha(sha: str, keys: Sequence[str], args: Sequence[Any]) -> bytes:
-    """One EVALSHA in RESP (hiredis packs in C)."""
-    return hiredis.pack_command(("EVALSHA", sha, len(keys), *keys, *args))  # type: ignore[no-any-return]
+_MULTI = hiredis.pack_command(("MULTI",))
+_EXEC = hiredis.pack_command(("EXEC",))

@@ -18,15 +18,13 @@ from engine import ids
 from engine.clock import DAY_MS
 from engine.config import CompiledProgram
 from engine.errors import InvalidInput
+from engine.crossing import Step, undo_id
 from engine.operations import MemberPlan, Operation, fingerprint, member_plan, request_object
 
-#: How long a delivered redemption is remembered by its item (``catalog.lua``'s settled hash), so
-#: a retry answers ``duplicate`` without taking a unit, even when the item has sold out since.
-#: The least dedupe retention a programme may set: the member script remembers the operation at
-#: least this long, so a retry it answers is never one the item had forgotten first.
-SETTLED_KEEP_MS = 7 * DAY_MS
-
 BODY_KEYS = ("id", "item")
+#: The catalog's object kind (its tag ``{cat:<item>}``) and its member step's kind.
+CATALOG = "cat"
+REDEEM = "redeem"
 
 
 class RedeemRequest(NamedTuple):
@@ -60,6 +58,26 @@ class Redemption(NamedTuple):
     def unpack(cls, raw: bytes) -> "Redemption":
         member, op_id, at_ms, cost, limit, valid_ms, item = msgpack.unpackb(raw, raw=False)
         return cls(ids.MemberId(member), ids.EventId(op_id), int(at_ms), int(cost), int(limit), int(valid_ms), item)
+
+
+def redemption_step(r: Redemption) -> Step:
+    """The member step of a redemption, as its item's entry records it."""
+    return Step(REDEEM, r.member, r.op_id, r.at_ms, (r.points_cost, r.limit, r.valid_ms, r.item))
+
+
+def redemption_of_step(step: Step) -> Redemption:
+    points_cost, limit, valid_ms, item = step.terms
+    return Redemption(step.member, step.op_id, step.at_ms, int(points_cost), int(limit), int(valid_ms), str(item))
+
+
+class RedeemStep:
+    """The catalog's member step (``engine.crossing.StepKind``): planned from the entry's terms."""
+
+    def plan(self, program: CompiledProgram, step: Step, now_ms: int) -> MemberPlan:
+        return plan_redeem_member(program, redemption_of_step(step), now_ms)
+
+    def compensate(self, program: CompiledProgram, step: Step, now_ms: int) -> MemberPlan:
+        return plan_redeem_undo(program, redemption_of_step(step), now_ms)
 
 
 def redemption_key(member: str, op_id: str) -> str:
@@ -132,4 +150,21 @@ def plan_redeem_member(program: CompiledProgram, redemption: Redemption, now_ms:
         debits=([redemption.points_cost, f"redeem:{redemption.item}"],),
         counters=counters,
         coupons=([redemption.item, redemption.valid_ms, "redeem"],),
+    )
+
+
+def plan_redeem_undo(program: CompiledProgram, redemption: Redemption, now_ms: int) -> MemberPlan:
+    """Reverse a redemption whose member step applied after its item released the unit: the
+    points back (as a grant of now, into the lot of now), the limit's count back, the coupon
+    revoked if still unused. Under ``rk:undo:<operation id>``, so it applies once."""
+    r = redemption
+    op = Operation(undo_id(r.op_id), r.member, now_ms, fingerprint("undo", r.op_id))
+    counters: tuple[list[Any], ...] = ([limit_field(r.item), -1, r.limit, 0],) if r.limit else ()
+    return member_plan(
+        program,
+        op,
+        now_ms,
+        grants=(["p", r.points_cost, f"redeem_undo:{r.item}", "", 0, 0, 0],),
+        counters=counters,
+        revokes=(f"{r.op_id}:c1",),
     )

@@ -32,7 +32,9 @@ from dataclasses import dataclass
 
 from engine.clock import Clock
 from engine.config import CompiledProgram
-from engine.jobs import HANDLERS, SHARDS, Handler, jobs_key, lease_key, parse_job, shard_of, tries_key
+from engine.jobs import (
+    HANDLERS, SHARDS, DeadJob, Handler, Job, Task, dead_key, jobs_key, lease_key, parse_job, shard_of, tries_key,
+)
 from engine.keys import Keys
 from engine.operations import MemberPlan
 from engine.runner import Call, Runner
@@ -55,6 +57,7 @@ RETRY_LONGEST_MS = 3_600_000
 class TickReport:
     ran: int  # jobs done: applied, a duplicate, refused, or nothing to do
     failed: int  # jobs that failed and wait for their retry
+    dead: int  # jobs given up for an operator (the shard's dead list)
     shards: int  # shards this scheduler held
     more: bool  # a shard had a full batch due: more work may be waiting
 
@@ -70,6 +73,7 @@ class Scheduler:
         program: Callable[[], CompiledProgram],
         *,
         handlers: Mapping[str, Handler] = HANDLERS,
+        tasks: Mapping[str, Task] | None = None,
         batch: int = BATCH,
         lease_ms: int = LEASE_MS,
         retry_first_ms: int = RETRY_FIRST_MS,
@@ -82,6 +86,7 @@ class Scheduler:
         self._clock = clock
         self._program = program  # the active programme, read once per tick (it may be reloaded)
         self._handlers = handlers
+        self._tasks: Mapping[str, Task] = tasks or {}
         self._batch = batch
         self._lease_ms = lease_ms
         self._retry = (retry_first_ms, retry_longest_ms)
@@ -95,6 +100,7 @@ class Scheduler:
     async def schedule(self, jobs: Iterable[tuple[str, int]], *, move: bool = False) -> int:
         """Add (job id, due ms) pairs, each to its member's shard; returns how many were new.
         ``move``: a job already waiting takes the new time (else it keeps its own)."""
+        # No order needed: one call per shard, and the shards' jobs are independent of each other.
         replies = await self._runner.run_many(schedule_calls(self._keys, self._scripts, jobs, move=move))
         for reply in replies:
             if isinstance(reply, Exception):
@@ -141,7 +147,7 @@ class Scheduler:
             (self._scripts.lease, [lease_key(self._keys, s), jobs_key(self._keys, s)], [self.owner, 0, 0, 0])
             for s in range(SHARDS)
         ]
-        await self._runner.run_many(calls)
+        await self._runner.run_many(calls)  # one lease per shard, each on its own: no order needed
 
     async def _loop(self, interval_s: float) -> None:
         failing = False
@@ -163,6 +169,7 @@ class Scheduler:
             (scripts.lease, [lease_key(keys, s), jobs_key(keys, s)], [self.owner, self._lease_ms, now_ms, self._batch])
             for s in range(SHARDS)
         ]
+        # Each shard's lease and its due jobs are one call in the shard's slot: shards need no order.
         replies = await self._runner.run_many(leases)
         due: list[tuple[int, str, str]] = []  # shard, job id, score as read
         held = 0
@@ -177,16 +184,22 @@ class Scheduler:
             more = more or len(flat) // 2 >= self._batch
             due += [(shard, _text(flat[i]), _text(flat[i + 1])) for i in range(0, len(flat), 2)]
         if not due:
-            return TickReport(0, 0, held, more)
+            return TickReport(0, 0, 0, held, more)
 
         program = self._program()
         done: dict[int, list[str]] = {}
         failed: dict[int, list[str]] = {}
+        dead: dict[int, list[str]] = {}
         plans: list[MemberPlan] = []
         planned: list[tuple[int, str, str]] = []
+        tasks: list[tuple[int, str, str, Job, Task]] = []
         for shard, raw, score in due:
             try:
                 job = parse_job(raw, int(float(score)))
+                task = self._tasks.get(job.kind)
+                if task is not None:
+                    tasks.append((shard, raw, score, job, task))
+                    continue
                 handler = self._handlers.get(job.kind)
                 if handler is None:
                     raise LookupError(f"no handler for job kind {job.kind!r} in this build")
@@ -218,20 +231,36 @@ class Scheduler:
                     continue
                 done.setdefault(shard, []).extend((raw, score))
 
+        if tasks:
+            outcomes = await asyncio.gather(
+                *(task(job, program, now_ms) for _, _, _, job, task in tasks), return_exceptions=True
+            )
+            for (shard, raw, score, _, _), outcome in zip(tasks, outcomes):
+                if isinstance(outcome, DeadJob):
+                    log.error("job %s given up for an operator (the shard's dead list): %s", raw, outcome)
+                    dead.setdefault(shard, []).extend((raw, score))
+                elif isinstance(outcome, BaseException):
+                    log.error("job %s failed: %s: %s", raw, type(outcome).__name__, outcome)
+                    failed.setdefault(shard, []).extend((raw, score))
+                else:
+                    done.setdefault(shard, []).extend((raw, score))
+
         settle: list[Call] = []
         first_ms, longest_ms = self._retry
-        for shard in sorted(done.keys() | failed.keys()):
-            ok, bad = done.get(shard, []), failed.get(shard, [])
+        for shard in sorted(done.keys() | failed.keys() | dead.keys()):
+            ok, gone, bad = done.get(shard, []), dead.get(shard, []), failed.get(shard, [])
             settle.append((
                 scripts.schedule_done,
-                [jobs_key(keys, shard), tries_key(keys, shard)],
-                [now_ms, first_ms, longest_ms, len(ok) // 2, *ok, *bad],
+                [jobs_key(keys, shard), tries_key(keys, shard), dead_key(keys, shard)],
+                [now_ms, first_ms, longest_ms, len(ok) // 2, len(gone) // 2, *ok, *gone, *bad],
             ))
+        # One settle per shard, in its own slot; sent after the jobs' replies are in, so the
+        # jobs are applied before they are removed (a run_many orders nothing across slots).
         for reply in await self._runner.run_many(settle):
             if isinstance(reply, Exception):  # the jobs stay due: the next tick runs them again (duplicates)
                 raise reply
         ran = sum(len(v) // 2 for v in done.values())
-        return TickReport(ran, sum(len(v) // 2 for v in failed.values()), held, more)
+        return TickReport(ran, sum(len(v) // 2 for v in failed.values()), sum(len(v) // 2 for v in dead.values()), held, more)
 
 
 def schedule_calls(keys: Keys, scripts: Scripts, jobs: Iterable[tuple[str, int]], *, move: bool = False) -> list[Call]:

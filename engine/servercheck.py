@@ -44,14 +44,19 @@ class Command(NamedTuple):
 
 
 #: What the Python side sends itself that an older server lacks (SSUBSCRIBE 7.0, COPY 6.2) or
-#: without which nothing runs (scripts), with where it is sent. The rest it sends (GET, XRANGE,
-#: MULTI ...) every server since 6.2 has.
+#: without which nothing runs (scripts), with where it is sent; and every ``scripts.Command`` a
+#: runner sends, with the transaction ``run_chain`` wraps them in, since an ACL denying one
+#: fails the award path. The rest it sends (GET, XRANGE, HGETALL ...) every server since 6.2 has.
 CLIENT_COMMANDS: dict[Command, str] = {
     Command("EVALSHA"): "every script call",
     Command("SCRIPT", "LOAD"): "loading the scripts",
     Command("SSUBSCRIBE"): "the live feed (realtime/subscriber.py)",
     Command("SUBSCRIBE"): "programme changes (engine/programs.py)",
     Command("COPY"): "dry runs (engine/dryrun.py)",
+    Command("ZADD"): "scheduling a job before the call it covers (engine/jobs.py, engine/crossing.py)",
+    Command("ZREM"): "dropping a decided entry's intent (engine/crossing.py)",
+    Command("MULTI"): "a chain of calls in one write (engine/pipelining.py)",
+    Command("EXEC"): "a chain of calls in one write (engine/pipelining.py)",
 }
 #: Sent after every write only when the service waits for replicas (REKINDLE_WAIT_REPLICAS).
 WAIT = Command("WAIT")

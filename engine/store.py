@@ -20,7 +20,7 @@ from engine.errors import StoreError
 from engine.jobs import ExpiryJobs
 from engine.keys import Keys
 from engine.operations import MemberPlan
-from engine.runner import Call, Runner
+from engine.runner import Call, ChainBroken, Runner
 from engine.scripts import Scripts
 from engine.views import Effect
 
@@ -58,40 +58,63 @@ def member_args(plan: MemberPlan, program: CompiledProgram, channel: str) -> lis
 
 class OperationStore:
     """Applies plans; a plan that may create a points lot with an expiry first schedules the
-    lot's ``expire`` job (``engine.jobs.ExpiryJobs``), in the same write as the member call."""
+    lot's ``expire`` job (``engine.jobs.ExpiryJobs``): the member call is applied only once the
+    job is in, so no lot is ever without its job."""
 
     def __init__(self, runner: Runner, keys: Keys, scripts: Scripts) -> None:
         self._runner = runner
         self._keys = keys
         self._scripts = scripts
-        self._expiries = ExpiryJobs(keys, scripts.schedule)
+        self._expiries = ExpiryJobs(keys)
 
     async def apply(self, plan: MemberPlan, program: CompiledProgram) -> OpResult:
         keys, args = member_call(self._keys, plan, program)
         schedule = self._expiries.call(plan)
         if schedule is None:  # the usual case: one call, batched with the tick's others
             return decode_reply(await self._runner.call(self._scripts.member, keys, args))
-        scheduled, reply = await self._runner.run_many([schedule, (self._scripts.member, keys, args)])
+        # A chain, not a run_many: the job's slot is not the member's, and a run_many orders
+        # calls within a slot only. On one server the two still share one write (a ZADD, then
+        # the script, in one transaction); on a cluster the member call waits for the ZADD.
+        scheduled, reply = await self._runner.run_chain([schedule, (self._scripts.member, keys, args)])
         self._expiries.settle(plan, scheduled)
         if isinstance(reply, Exception):
             raise reply
         return decode_reply(reply)
 
     async def apply_many(self, plans: Sequence[MemberPlan], program: CompiledProgram) -> list[OpResult | Exception]:
-        """Apply plans in order in one pipeline; a failed call is returned, not raised. The
-        expire jobs the plans need go first, once each."""
+        """Apply plans in one pipeline; a failed call is returned, not raised. A member's plans
+        are applied in order (one slot), but for a call answered NOSCRIPT, sent again after the
+        rest (``Runner.run_many``); different members' have no order.
+
+        The expire jobs the plans need are scheduled first, once each, by a ``run_many`` of
+        their own that is answered before any member call is sent (one round trip more, only
+        when a job is new to this process): jobs and members live in different slots, so one
+        ``run_many`` of both would not order them on a cluster. A plan whose job could not be
+        scheduled is not sent; its result is a ``ChainBroken`` naming the failed schedule."""
         member = self._scripts.member
         schedules: dict[tuple[str, int], tuple[MemberPlan, Call]] = {}
+        needs: list[tuple[str, int] | None] = []  # per plan: the job it needs first, if any
         for p in plans:
             call = self._expiries.call(p)
+            need: tuple[str, int] | None = None
             if call is not None:
-                schedules.setdefault((p.op.member, p.args.lot_expiry_ms), (p, call))
-        calls = [call for _, call in schedules.values()]
-        calls += [(member, *member_call(self._keys, p, program)) for p in plans]
-        replies = await self._runner.run_many(calls)
-        for (p, _), reply in zip(schedules.values(), replies):
-            self._expiries.settle(p, reply)
-        return [r if isinstance(r, Exception) else decode_reply(r) for r in replies[len(schedules) :]]
+                need = (p.op.member, p.args.lot_expiry_ms)
+                schedules.setdefault(need, (p, call))
+            needs.append(need)
+        broken: dict[tuple[str, int], ChainBroken] = {}
+        if schedules:
+            scheduled = await self._runner.run_many([call for _, call in schedules.values()])
+            for (need, (p, call)), reply in zip(schedules.items(), scheduled):
+                self._expiries.settle(p, reply)
+                if isinstance(reply, Exception):
+                    broken[need] = ChainBroken(0, call[0], reply)
+        sent = [p for p, need in zip(plans, needs) if need not in broken]
+        replies = iter(await self._runner.run_many([(member, *member_call(self._keys, p, program)) for p in sent]))
+        results: list[OpResult | Exception] = []
+        for need in needs:
+            reply = broken[need] if need is not None and need in broken else next(replies)
+            results.append(reply if isinstance(reply, Exception) else decode_reply(reply))
+        return results
 
 
 def decode_reply(raw: bytes) -> OpResult:

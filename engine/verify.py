@@ -6,11 +6,13 @@ own counts), so it also holds for data written by another process, version or ho
 
 - points: each member's balance equals the sum of its lots and of its ledger (``engine.ledger``);
 - operations applied once: no operation granted points twice for the same reason;
+- objects: every count an object of the cross-slot seam keeps (a catalog item's units sold, a
+  member's units held) equals its settled part plus what its pending entries hold (nothing
+  lost, nothing doubled between the slots, for catalog items and every game alike);
 - stock: no catalog item has more units reserved or delivered than its stock;
-- redemptions: the units an item counts as taken equal the coupons members hold from
-  redeeming it plus the redemptions still pending in its outbox (nothing lost, nothing doubled);
-- outboxes drained: no redemption pending longer than the sweep's grace (a crash not yet
-  finished, or a sweep that is not running).
+- entries finished: no cross-slot entry pending longer than the scheduler takes to finish one (a
+  crash not yet finished, or no scheduler running);
+- no job given up: the scheduler's dead lists are empty (a job there waits for an operator).
 
 Games add their own (card conservation, bargain sums) beside these. It walks members with SCAN,
 so it is an offline tool: never point it at a hot path's schedule.
@@ -30,10 +32,12 @@ from engine.config import CompiledProgram
 from engine.keys import Keys
 from engine.ledger import members_of, server_ms, verify_member
 from engine.programs import ProgramRegistry
-from engine.redemptions import catalog_keys
+from engine.crossing import EntryState
+from engine.jobs import SHARDS, dead_key
+from engine.redeem import CATALOG
 
-#: A redemption pending longer than this is reported: the service's sweep finishes crashed ones
-#: within its grace (30 s by default) and interval.
+#: An entry pending longer than this is reported: the scheduler finishes one a crash left within
+#: the grace (30 s by default) and a tick.
 OUTBOX_OVERDUE_MS = 5 * 60_000
 #: Breaches listed per check (the count is always whole).
 SHOWN = 20
@@ -81,7 +85,6 @@ async def verify_all(redis: Redis, keys: Keys, progress: Progress | None = None)
     now_ms = await server_ms(redis)
     points = Check("points: balance = lots = ledger")
     once = Check("operations applied once")
-    redeemed: Counter[str] = Counter()  # coupons held from redeeming each item
     members = entries = 0
     async for member in members_of(redis, keys):
         members += 1
@@ -92,45 +95,76 @@ async def verify_all(redis: Redis, keys: Keys, progress: Progress | None = None)
         if mismatch is not None:
             target = once if "twice" in mismatch.detail else points
             target.breach(f"member {member}: {mismatch.detail} (balance {mismatch.balance}, ledger {mismatch.ledger_sum})")
-        for raw in await redis.hvals(keys.member(member).coupons):
-            record = msgpack.unpackb(raw, raw=False)
-            if record[2] == "redeem":
-                redeemed[record[0]] += 1
         if progress is not None and members % 1000 == 0:
             progress(members)
     if progress is not None:
         progress(members)
-    checks = [points, once, *await _catalog_checks(redis, keys, redeemed, now_ms)]
+    checks = [points, once, *await _object_checks(redis, keys, now_ms), await _dead_jobs(redis, keys)]
     return Report(checks, members, entries)
 
 
-async def _catalog_checks(redis: Redis, keys: Keys, redeemed: Counter[str], now_ms: int) -> list[Check]:
+async def _object_checks(redis: Redis, keys: Keys, now_ms: int) -> list[Check]:
+    counts = Check("objects: counts = settled + pending")
     stock = Check("catalog stock not exceeded")
-    delivered = Check("units taken = coupons redeemed + pending")
-    drained = Check("redemption outboxes drained")
+    finished = Check("cross-slot entries finished")
     program = await _active_program(redis, keys)
-    items = set(redeemed)
-    if program is not None:
-        items |= {i for i, c in program.model.catalog.items() if c.points_cost is not None}
-    for item in sorted(items):
-        sold_key, outbox, by_time = catalog_keys(keys, item)[:3]
+    objects: set[str] = set()
+    async for key in redis.scan_iter(match=f"{keys.prefix}:{{*}}:n", count=1000):
+        objects.add(_text(key)[: -len(":n")])
+    if program is not None:  # an item never redeemed still has its stock checked
+        objects |= {keys.object(CATALOG, i) for i, c in program.model.catalog.items() if c.points_cost is not None}
+    for tag in sorted(objects):
         pipe = redis.pipeline(transaction=True)
-        pipe.get(sold_key)
-        pipe.hlen(outbox)
-        pipe.zcount(by_time, "-inf", now_ms - OUTBOX_OVERDUE_MS)
-        sold_raw, pending, overdue = await pipe.execute()
-        sold = int(sold_raw or 0)
-        limit = program.model.catalog[item].stock if program is not None and item in program.model.catalog else None
-        stock.checked += 1
-        if limit is not None and sold > limit:
-            stock.breach(f"item {item}: {sold} units taken, stock {limit}")
-        delivered.checked += 1
-        if sold != redeemed[item] + pending:
-            delivered.breach(f"item {item}: {sold} units taken, {redeemed[item]} coupons redeemed, {pending} pending")
-        drained.checked += 1
-        if overdue:
-            drained.breach(f"item {item}: {overdue} redemptions pending over {OUTBOX_OVERDUE_MS // 60_000} min")
-    return [stock, delivered, drained]
+        pipe.hgetall(f"{tag}:n")
+        pipe.hgetall(f"{tag}:e")
+        raw_counts, raw_entries = await pipe.execute()
+        counters = {_text(k): int(v) for k, v in raw_counts.items()}
+        pending: Counter[str] = Counter()
+        for entry, raw in raw_entries.items():
+            name = _text(entry)
+            if name.endswith("|s"):
+                continue
+            state, at_ms, undo, _ = msgpack.unpackb(raw, raw=False)
+            if state != EntryState.PENDING:
+                continue
+            for field_name, delta in zip(undo[::2], undo[1::2]):
+                pending[field_name] += int(delta)
+            finished.checked += 1
+            if at_ms < now_ms - OUTBOX_OVERDUE_MS:
+                finished.breach(f"{tag}: entry {name} pending since {at_ms} ({(now_ms - at_ms) // 60_000} min)")
+        for name, value in counters.items():
+            if name.startswith("s:"):
+                continue
+            counts.checked += 1
+            expected = counters.get(f"s:{name}", 0) + pending[name]
+            if value != expected:
+                counts.breach(f"{tag}: {name} is {value}, settled {counters.get(f's:{name}', 0)} + pending {pending[name]}")
+        kind, _, object_id = tag[len(keys.prefix) + 2 : -1].partition(":")
+        if kind == CATALOG:
+            limit = _stock(program, object_id)
+            stock.checked += 1
+            if limit is not None and counters.get("sold", 0) > limit:
+                stock.breach(f"item {object_id}: {counters['sold']} units taken, stock {limit}")
+    return [counts, stock, finished]
+
+
+def _stock(program: CompiledProgram | None, item: str) -> int | None:
+    if program is None or item not in program.model.catalog:
+        return None
+    return program.model.catalog[item].stock
+
+
+async def _dead_jobs(redis: Redis, keys: Keys) -> Check:
+    dead = Check("no job given up")
+    for shard in range(SHARDS):
+        dead.checked += 1
+        for job, at_ms in await redis.zrange(dead_key(keys, shard), 0, -1, withscores=True):
+            dead.breach(f"shard {shard}: {_text(job)} given up at {int(at_ms)}")
+    return dead
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 async def _active_program(redis: Redis, keys: Keys) -> CompiledProgram | None:

@@ -19,7 +19,7 @@ from pydantic import Field
 from typing_extensions import TypedDict
 
 EffectType = Literal["xp", "points", "quest_progress", "quest_completed", "tier_up", "reward", "points_expired",
-                     "coupon_used", "reward_revoked", "debt", "debt_settled"]
+                     "coupon_used", "reward_revoked", "debt", "debt_settled", "inventory", "streak"]
 QuestKindName = Literal["once", "daily", "weekly", "window"]
 QuestState = Literal["upcoming", "active", "completed", "ended"]
 CouponState = Literal["granted", "used", "revoked", "expired"]
@@ -45,7 +45,7 @@ class ErrorDetail(TypedDict):
 # --- what each effect's `data` holds (the live feed adds `event` to each) -------------------------
 # member.lua builds these tables; tests/engine/test_views.py holds them to the keys it writes.
 
-_REASON = "the rule id, `quest:<id>`, `tier:<id>`, a spend's reason, `redeem:<item>` or `refund`"
+_REASON = "the rule id, `quest:<id>`, `tier:<id>`, a spend's reason, `redeem:<item>`, `redeem_undo:<item>` (a reversed redemption), `streak:<name>:<days>` or `refund`"
 _COUPON = "the coupon id (`<operation id>:c<n>`), for `/coupons/{coupon}/use`"
 
 
@@ -115,7 +115,7 @@ class RewardRevokedData(TypedDict):
 
     coupon: Annotated[str, Field(description="the coupon id")]
     item: Annotated[str, Field(description="the catalog item")]
-    reason: Annotated[str, Field(description="`refund`")]
+    reason: Annotated[str, Field(description="`refund`, or `undo` when a member step that landed after its item released it is reversed")]
 
 
 class DebtData(TypedDict):
@@ -133,13 +133,31 @@ class DebtSettledData(TypedDict):
     debt: Annotated[int, Field(description="points still owed")]
 
 
+class InventoryData(TypedDict):
+    """A count of something a member holds for a game (spins, make-up cards) changed."""
+
+    item: Annotated[str, Field(description="`<game>:<item>`, e.g. `checkin:makeup`")]
+    amount: Annotated[int, Field(description="the change: negative when spent; a grant past the cap counts only what fitted")]
+    count: Annotated[int, Field(description="how many the member holds after it")]
+
+
+class StreakData(TypedDict):
+    """A check-in (or a make-up of a missed day) moved a streak."""
+
+    streak: Annotated[str, Field(description="the streak's name")]
+    current: Annotated[int, Field(description="consecutive days, ending at the last day checked in")]
+    longest: Annotated[int, Field(description="the longest the member has had")]
+    day: Annotated[int, Field(description="the day checked in or made up: days since 1970-01-01 in the programme's time zone")]
+    made_up: Annotated[bool, Field(description="a make-up repaired a missed day")]
+
+
 #: Each effect type's `data`, in ``EffectType``'s order: the API document's description of
 #: ``Effect.data`` and the frame table of docs/live-feed.md (``realtime.live_doc``) are built from it.
 EFFECT_DATA: dict[EffectType, type] = {
     "xp": XpData, "points": PointsData, "quest_progress": QuestData, "quest_completed": QuestCompletedData,
     "tier_up": TierUpData, "reward": RewardData, "points_expired": PointsExpiredData,
     "coupon_used": CouponUsedData, "reward_revoked": RewardRevokedData, "debt": DebtData,
-    "debt_settled": DebtSettledData,
+    "debt_settled": DebtSettledData, "inventory": InventoryData, "streak": StreakData,
 }
 
 

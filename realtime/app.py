@@ -17,9 +17,9 @@ from starlette.types import Receive, Scope, Send
 
 from engine.clock import Clock
 from engine.errors import RekindleError
-from realtime import api, live
+from realtime import live
 from realtime.admission import Admission, Limits
-from realtime.routes import admin, docs, points, redeem
+from realtime.routes import admin, config, docs, events, health, members, points, redeem, tokens
 from realtime.errors import STORE_ERRORS, http_error, rekindle_error, store_unreachable, unexpected_error
 from realtime.gcpacer import GcPacer
 from realtime.service import Service
@@ -43,22 +43,22 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
             await service.close()
 
     routes = [
-        Route("/v1/events", api.post_events, methods=["POST"]),
-        Route("/v1/members/{member}", api.put_member, methods=["PUT"]),
-        Route("/v1/members/{member}", api.get_member, methods=["GET"]),
+        Route("/v1/events", events.post_events, methods=["POST"]),
+        Route("/v1/members/{member}", members.put_member, methods=["PUT"]),
+        Route("/v1/members/{member}", members.get_member, methods=["GET"]),
         Route("/v1/members/{member}/points/spend", points.post_spend, methods=["POST"]),
         Route("/v1/members/{member}/coupons/{coupon}/use", points.post_coupon_use, methods=["POST"]),
-        Route("/v1/me", api.get_me, methods=["GET"]),
+        Route("/v1/me", members.get_me, methods=["GET"]),
         Route("/v1/me/redeem", redeem.post_redeem, methods=["POST"]),
-        Route("/v1/tokens", api.post_token, methods=["POST"]),
-        Route("/v1/config", api.get_config, methods=["GET"]),
-        Route("/v1/config", api.post_config, methods=["POST"]),
+        Route("/v1/tokens", tokens.post_token, methods=["POST"]),
+        Route("/v1/config", config.get_config, methods=["GET"]),
+        Route("/v1/config", config.post_config, methods=["POST"]),
         WebSocketRoute("/v1/live", live.live),
         # Every other WebSocket path (this one matches no HTTP request): 404, not a bare 403.
         # A WebSocket route added later goes above it.
         WebSocketRoute("/{path:path}", live.no_such_socket),
-        Route("/healthz", api.healthz, methods=["GET"]),
-        Route("/metrics", api.get_metrics, methods=["GET"]),
+        Route("/healthz", health.healthz, methods=["GET"]),
+        Route("/metrics", health.get_metrics, methods=["GET"]),
         Route("/openapi.json", docs.get_openapi, methods=["GET"]),
         Route("/docs", docs.get_docs, methods=["GET"]),
         Mount("/docs/static", app=docs.STATIC, name="docs-static"),
@@ -114,7 +114,7 @@ class EventsFastPath:
         scope["app"] = self.app  # what Starlette sets: request.app.state holds the service
         request = Request(scope, receive)
         try:
-            response = await api.post_events(request)
+            response = await events.post_events(request)
         except ClientDisconnect:
             return  # nobody to answer; the admission ticket was released on the way out
         except Exception as exc:

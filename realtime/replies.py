@@ -25,7 +25,7 @@ __all__ = [
 
 
 class OperationResult(TypedDict):
-    """The outcome of one event or operation (``realtime.api.result_view``)."""
+    """The outcome of one event or operation (``realtime.http.result_view``)."""
 
     id: Annotated[str | None, Field(description="the event's or operation's id; null for a batch entry with no string id")]
     member: NotRequired[Annotated[str, Field(description="absent when rejected")]]

@@ -24,7 +24,9 @@ from engine.programs import ProgramRegistry
 from engine.scripts import Scripts
 from engine.dryrun import DryRun
 from engine.store import OperationStore
-from engine.redemptions import RedemptionStore, Sweeper
+from engine.crossing import CROSS, Crossing
+from engine.redeem import CATALOG, REDEEM, RedeemStep
+from engine.redemptions import RedemptionStore
 from engine.scheduler import Scheduler
 from realtime import metrics
 from realtime.auth import Auth
@@ -54,7 +56,7 @@ class Service:
     feed: FeedStore
     hub: Hub
     redemptions: RedemptionStore
-    sweeper: Sweeper  # finishes redemptions a crash left between the item and the member
+    crossing: Crossing  # the cross-slot seam: object steps, member steps, their decisions
     scheduler: Scheduler  # due jobs (points expiry, ...), by this service's clock
 
     @classmethod
@@ -98,10 +100,16 @@ class Service:
             await redis.aclose()
             raise
         ops = OperationStore(pipeline, keys, scripts)
-        redemptions = RedemptionStore(pipeline, keys, scripts, ops, crash_point=settings.test_crash)
-        sweeper = Sweeper(redemptions, programs, clock, interval_s=settings.sweep_s, grace_s=settings.sweep_grace_s)
-        sweeper.start()  # its first round runs now: what a crash left is finished at start-up
-        scheduler = Scheduler(pipeline, keys, scripts, ops, clock, lambda: programs.current.program)
+        crossing = Crossing(
+            pipeline, keys, ops, objects={CATALOG: scripts.catalog}, steps={REDEEM: RedeemStep()},
+            grace_ms=int(settings.sweep_grace_s * 1000),
+        )
+        redemptions = RedemptionStore(crossing, crash_point=settings.test_crash)
+        # The sweep of the seam is the scheduler's: an entry a crash left is finished by its
+        # intent job, in the member's shard, by whichever process holds the shard's lease.
+        scheduler = Scheduler(
+            pipeline, keys, scripts, ops, clock, lambda: programs.current.program, tasks={CROSS: crossing.run_job}
+        )
         scheduler.start(settings.scheduler_s)
         return cls(
             settings=settings,
@@ -118,13 +126,13 @@ class Service:
             feed=FeedStore(redis, keys, scripts),
             hub=hub,
             redemptions=redemptions,
-            sweeper=sweeper,
+            crossing=crossing,
             scheduler=scheduler,
         )
 
     async def close(self) -> None:
         await self.scheduler.stop()  # gives its leases up: another process takes the shards at once
-        await self.sweeper.stop()
+        await self.crossing.aclose()
         await self.hub.close()
         await self.programs.stop_watching()
         await self.pipeline.aclose()

@@ -33,8 +33,7 @@ class Settings:
     max_batch: int = 1000
     token_ttl_s: int = 24 * 3600
     gc_full_every_s: float = 3600.0  # the live node's scheduled full garbage collection (gcpacer)
-    sweep_s: float = 5.0  # how often the redemption sweep looks for redemptions a crash left half done
-    sweep_grace_s: float = 30.0  # how long a redemption may be pending before the sweep finishes it
+    sweep_grace_s: float = 30.0  # how long a cross-slot step (a redemption) has before the scheduler may finish it
     test_crash: str = ""  # test-only: a crash point (engine.redemptions.CRASH_AFTER_RESERVE)
     scheduler_s: float = 1.0  # how often the scheduler looks for due jobs (points expiry, ...)
     dev_clock: bool = False  # a clock POST /v1/admin/clock moves (rehearsals, tests); one worker only
@@ -67,7 +66,6 @@ class Settings:
             config_path=Path(env.get("REKINDLE_CONFIG", "config/member_day.toml")),
             key_prefix=_prefix(env.get("REKINDLE_KEY_PREFIX", "rk")),
             gc_full_every_s=float(env.get("REKINDLE_GC_FULL_S", "3600")),
-            sweep_s=_seconds("REKINDLE_SWEEP_S", env.get("REKINDLE_SWEEP_S", "5"), least=0.01),
             sweep_grace_s=_seconds("REKINDLE_SWEEP_GRACE_S", env.get("REKINDLE_SWEEP_GRACE_S", "30"), least=0.0),
             test_crash=env.get("REKINDLE_TEST_CRASH", ""),
             scheduler_s=_seconds("REKINDLE_SCHEDULER_S", env.get("REKINDLE_SCHEDULER_S", "1"), least=0.01),
@@ -115,7 +113,6 @@ class Settings:
             "REKINDLE_CONFIG": str(self.config_path),
             "REKINDLE_KEY_PREFIX": self.key_prefix,
             "REKINDLE_GC_FULL_S": str(self.gc_full_every_s),
-            "REKINDLE_SWEEP_S": str(self.sweep_s),
             "REKINDLE_SWEEP_GRACE_S": str(self.sweep_grace_s),
             "REKINDLE_TEST_CRASH": self.test_crash,
             "REKINDLE_SCHEDULER_S": str(self.scheduler_s),

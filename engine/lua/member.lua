@@ -27,14 +27,23 @@
 --    6 feed length, 7 grants, 8 quests, 9 lot expiry ms (0 never), 10 debits, 11 coupon uses,
 --    12 limited counters, 13 effects, 14 coupons to grant, 15 record, 16 reverse,
 --    17 ledger audit period ms (entries older, by the server's clock, are trimmed),
---    18 coupon history ms (how long a coupon used, revoked or past its end is kept)]
+--    18 coupon history ms (how long a coupon used, revoked or past its end is kept),
+--    19 coupons to revoke (ids: a compensation takes back what a reversed step granted),
+--    20 inventory, 21 streak]
 --   grant:   [currency "x"|"p", amount, reason, cap field, cap (0 none), cap field expiry ms,
 --             1 when the tier's points multiplier applies]
 --   quest:   [id, field, increment, target, field expiry ms (0 never), xp, points, {{item, valid ms}}]
 --   debit:   [amount of points, reason]  (refused whole when the live balance cannot cover it)
 --   coupon use: [coupon id, order]
 --   counter: [field, increment, limit, field expiry ms (0 never)]
---   effect:  [type, data]  (a game's effects, passed to the feed as they are)
+--   effect:  msgpack [type, data], packed by the caller: passed to the feed byte for byte (never
+--            unpacked here, so {} stays a map and integers past 2^53 stay exact)
+--   inventory: [state field, delta, cap (0 none), field expiry ms (0 never), item label]: counted
+--            items a member holds (spins, cards); a debit below zero refuses the whole operation,
+--            a grant past the cap is cut to it
+--   streak:  {} or [state field, day number, make-up day (0: a check-in of that day), make-up
+--            max age days, thresholds {{days, xp, points, {{item, valid ms}}}...}, name]: the
+--            rules of engine/streaks.py (state "last:current:longest:gap:before:paid:before_paid")
 --   coupon:  [item, valid ms (0: no end), reason]
 --   record:  {} or [kept until ms, the operation's amount (0 none), its time ms, its type's tag]:
 --             keep what the operation grants, for a refund, under its id digest (as dedupe)
@@ -48,7 +57,8 @@
 --   [[type, data]...]] (entry id "" when the operation had no effect); [2] same id, other body;
 --   [3, reason, index] refused, nothing written (reason: insufficient_points | not_found |
 --   already_used | revoked | expired | limit_reached | unknown_original | already_refunded |
---   refund_window_passed | no_amount | amount_exceeds_original; index: which debit, use or counter);
+--   refund_window_passed | no_amount | amount_exceeds_original | insufficient_items | not_missed |
+--   too_old | out_of_order; index: which debit, use, counter or inventory line);
 --   a duplicate: [0, feed entry id, effects] while the feed keeps the original entry,
 --   [0, feed entry id] once trimmed, [0] when the original had no effect
 
@@ -56,6 +66,7 @@ local plan = cmsgpack.unpack(ARGV[1])
 local op_id, fingerprint, now_ms, dd_field, dd_expire_ms, feed_length = plan[1], plan[2], plan[3], plan[4], plan[5], plan[6]
 local grants, quests, lot_expiry, debits, uses, counters, passed = plan[7], plan[8], plan[9], plan[10], plan[11], plan[12], plan[13]
 local coupon_grants, record, reverse, ledger_keep_ms, coupon_keep_ms = plan[14], plan[15], plan[16], plan[17], plan[18]
+local revokes, inventory, streak = plan[19], plan[20], plan[21]
 local RECORDS, DEDUPE = 7, 8
 local last_dedupe = #KEYS - (reverse[5] or 0)
 
@@ -116,7 +127,8 @@ local next_expiry = tonumber(stored[5]) or 0
 local expiring = next_expiry > 0 and next_expiry <= now_ms
 
 if #grants == 0 and #quests == 0 and #debits == 0 and #uses == 0 and #counters == 0 and #passed == 0
-  and #coupon_grants == 0 and #record == 0 and #reverse == 0 and not expiring then
+  and #coupon_grants == 0 and #record == 0 and #reverse == 0 and #revokes == 0 and #inventory == 0
+  and #streak == 0 and not expiring then
   remember(nil)
   return message_of('', cmsgpack.pack({}))
 end
@@ -169,6 +181,60 @@ for i, n in ipairs(counters) do
   local used = tonumber(redis.call('HGET', KEYS[2], n[1])) or 0
   if used + n[2] > n[3] then return cmsgpack.pack({3, 'limit_reached', i - 1}) end
   counter_values[i] = used
+end
+
+-- Inventory: a debit may not take a count below zero; a grant stops at the cap.
+local inventory_after = {}
+if #inventory > 0 then
+  local fields = {}
+  for i, v in ipairs(inventory) do fields[i] = v[1] end
+  local held = redis.call('HMGET', KEYS[2], unpack(fields))
+  local running = {}
+  for i, v in ipairs(inventory) do
+    local before = running[v[1]] or tonumber(held[i]) or 0
+    local after = before + v[2]
+    if after < 0 then return cmsgpack.pack({3, 'insufficient_items', i - 1}) end
+    if v[3] > 0 and after > v[3] then after = math.max(v[3], before) end
+    running[v[1]] = after
+    inventory_after[i] = {before, after}
+  end
+end
+
+-- Streak (engine/streaks.py, rule for rule): the next state, and the thresholds reached.
+local streak_next, streak_due, streak_was = nil, {}, nil
+if #streak > 0 then
+  local raw = redis.call('HGET', KEYS[2], streak[1])
+  local s = {0, 0, 0, 0, 0, 0, 0} -- last, current, longest, gap, before, paid, before_paid
+  if raw then
+    local i = 1
+    for n in string.gmatch(raw, '[^:]+') do s[i] = tonumber(n); i = i + 1 end
+  end
+  streak_was = s[2]
+  local day, makeup, max_age = streak[2], streak[3], streak[4]
+  local n = nil
+  if makeup == 0 then
+    if s[1] > 0 and day < s[1] then return cmsgpack.pack({3, 'out_of_order', 0}) end
+    if day ~= s[1] then
+      if s[1] > 0 and day == s[1] + 1 then n = {day, s[2] + 1, s[3], s[4], s[5], s[6], s[7]}
+      elseif s[1] > 0 and day == s[1] + 2 then n = {day, 1, s[3], day - 1, s[2], 0, s[6]}
+      else n = {day, 1, s[3], 0, 0, 0, 0} end
+    end
+  else
+    if makeup >= day or (s[1] > 0 and makeup <= s[1] and makeup ~= s[4]) then return cmsgpack.pack({3, 'not_missed', 0}) end
+    if makeup < day - max_age then return cmsgpack.pack({3, 'too_old', 0}) end
+    if s[1] > 0 and makeup == s[1] + 1 then n = {makeup, s[2] + 1, s[3], s[4], s[5], s[6], s[7]}
+    elseif s[4] > 0 and makeup == s[4] then n = {s[1], s[5] + 1 + s[2], s[3], 0, 0, math.max(s[6], s[7]), 0}
+    else return cmsgpack.pack({3, 'not_missed', 0}) end
+  end
+  if n then
+    for _, t in ipairs(streak[5]) do
+      if t[1] > n[6] and t[1] <= n[2] then streak_due[#streak_due + 1] = t end
+    end
+    table.sort(streak_due, function(a, b) return a[1] < b[1] end)
+    if #streak_due > 0 then n[6] = streak_due[#streak_due][1] end
+    n[3] = math.max(n[3], n[2])
+    streak_next = n
+  end
 end
 
 -- RECORD: what a refundable operation granted, kept for its refund window:
@@ -347,6 +413,29 @@ for i, n in ipairs(counters) do
   if n[4] > 0 and counter_values[i] == 0 then redis.call('HPEXPIREAT', KEYS[2], n[4], 'FIELDS', 1, n[1]) end
 end
 
+for i, v in ipairs(inventory) do
+  local before, after = inventory_after[i][1], inventory_after[i][2]
+  if after ~= before then
+    if v[4] > 0 then redis.call('HSETEX', KEYS[2], 'PXAT', v[4], 'FIELDS', 1, v[1], int(after))
+    else redis.call('HSET', KEYS[2], v[1], int(after)) end
+  end
+  effect('inventory', {item = v[5], amount = after - before, count = after})
+end
+
+-- A coupon not yet used is revoked (used, revoked or gone: nothing to take back).
+local function revoke_coupon(id, reason)
+  local raw = redis.call('HGET', KEYS[5], id)
+  if raw then
+    local c = cmsgpack.unpack(raw)
+    if c[5] == 0 then
+      c[5] = 2
+      redis.call('HSETEX', KEYS[5], 'PXAT', int(now_ms + coupon_keep_ms), 'FIELDS', 1, id, cmsgpack.pack(c))
+      effect('reward_revoked', {coupon = id, item = c[1], reason = reason})
+    end
+  end
+end
+for _, id in ipairs(revokes) do revoke_coupon(id, 'undo') end
+
 -- A refund takes back a share of what the rules granted (all that remains when it is the last),
 -- and, when it refunds the whole, the quest progress made and its bonuses, revoking coupons not
 -- yet used. Points come out of the original's lot first; a shortfall becomes a debt. XP never
@@ -398,17 +487,7 @@ if refund then
       effect('debt', {amount = take_points - n, debt = debt})
     end
   end
-  for _, id in ipairs(revoke) do
-    local raw = redis.call('HGET', KEYS[5], id)
-    if raw then
-      local c = cmsgpack.unpack(raw)
-      if c[5] == 0 then
-        c[5] = 2
-        redis.call('HSETEX', KEYS[5], 'PXAT', int(now_ms + coupon_keep_ms), 'FIELDS', 1, id, cmsgpack.pack(c))
-        effect('reward_revoked', {coupon = id, item = c[1], reason = reason})
-      end
-    end
-  end
+  for _, id in ipairs(revoke) do revoke_coupon(id, reason) end
   rec[7] = refund.refunded
   if refund.full then rec[10] = 1 end
   redis.call('HSET', refund.key, refund.field, cmsgpack.pack(rec))
@@ -505,7 +584,16 @@ for _, q in ipairs(quests) do
 end
 
 for _, c in ipairs(coupon_grants) do grant_coupon(c[1], c[2], c[3]) end
-for _, e in ipairs(passed) do effect(e[1], e[2]) end
+if streak_next then
+  redis.call('HSET', KEYS[2], streak[1], table.concat(streak_next, ':'))
+  effect('streak', {streak = streak[6], current = streak_next[2], longest = streak_next[3],
+    day = streak[3] > 0 and streak[3] or streak[2], made_up = streak[3] > 0})
+  for _, t in ipairs(streak_due) do grant_bundle(t[2], t[3], t[4], 'streak:' .. streak[6] .. ':' .. t[1]) end
+end
+
+-- A game's effects are bytes packed by the caller: kept as they are (see the header).
+local raw_effects = false
+for _, e in ipairs(passed) do effects[#effects + 1] = e; raw_effects = true end
 
 -- Tiers: climb while lifetime XP reaches the next threshold; each rung's rewards are granted
 -- on the way (their XP may lift the member further).
@@ -550,7 +638,16 @@ redis.call('HSET', KEYS[1], unpack(profile))
 
 -- One feed entry per operation (an XADD costs more than packing all the effects once); effect i
 -- of entry <ms>-<seq> is feed id <ms>-<seq>-<i> to clients.
-local packed = cmsgpack.pack(effects)
+local packed
+if raw_effects then
+  -- A msgpack array by hand: its header, then each effect packed (or as the caller packed it).
+  local n = #effects
+  local parts = {n < 16 and string.char(0x90 + n) or ('\220' .. struct.pack('>I2', n))}
+  for i, e in ipairs(effects) do parts[i + 1] = type(e) == 'string' and e or cmsgpack.pack(e) end
+  packed = table.concat(parts)
+else
+  packed = cmsgpack.pack(effects)
+end
 local entry_id = redis.call('XADD', KEYS[4], 'MAXLEN', '~', feed_length, '*', 'd', packed, 'e', op_id)
 local message = message_of(entry_id, packed)
 remember(entry_id)

@@ -19,7 +19,7 @@ from starlette.responses import Response
 from engine import ids
 from engine.clock import LATEST_ISO, LATEST_MS, SettableClock
 from engine.errors import InvalidInput, NotFound
-from realtime.api import read_json, service, store_failure
+from realtime.http import read_json, service, store_failure
 from realtime.errors import json_response
 from realtime.replies import ClockReply
 

@@ -19,7 +19,7 @@ from starlette.responses import HTMLResponse
 from starlette.staticfiles import StaticFiles
 
 from realtime import openapi
-from realtime.api import service
+from realtime.http import service
 
 import openapi_ui_bundles.swagger_ui
 

@@ -12,7 +12,7 @@ from engine.errors import NotFound, Refused
 from engine.operations import MemberPlan, parse_coupon_use, parse_spend, plan_coupon_use, plan_spend
 from engine.store import OpResult, OpStatus
 from realtime.admission import Kind, admit, gate_of
-from realtime.api import store_failure, read_json, result_view, service
+from realtime.http import store_failure, read_json, result_view, service
 from realtime.errors import json_response
 from realtime.replies import ErrorBody, OperationReply
 from realtime.service import Service

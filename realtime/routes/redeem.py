@@ -12,7 +12,7 @@ from engine.errors import Refused
 from engine.redeem import parse_redeem
 from engine.store import OpResult, OpStatus
 from realtime.admission import Kind, admit, gate_of
-from realtime.api import read_json, result_view, service, store_failure
+from realtime.http import read_json, result_view, service, store_failure
 from realtime.errors import json_response
 from realtime.replies import ErrorBody, OperationReply
 from realtime.routes.points import REFUSALS

@@ -6,20 +6,28 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import msgpack
 import pytest
 
 from engine.clock import DAY_MS
 from engine.errors import InvalidInput
 from engine.ledger import verify
+from engine.clock import ManualClock
+from engine.crossing import CROSS, Crossing, EntryState, ObjectRef
+from engine.jobs import SHARDS, jobs_key
 from engine.redeem import (
-    SETTLED_KEEP_MS,
+    CATALOG,
+    REDEEM,
+    RedeemStep,
     Redemption,
     limit_field,
     parse_redeem,
     plan_redeem_member,
     redemption_of,
+    redemption_step,
 )
-from engine.redemptions import RedemptionStore, Reserve, Settle, catalog_keys
+from engine.redemptions import RedemptionStore, Reserve, catalog_keys
+from engine.scheduler import Scheduler
 from engine.store import OpResult, OpStatus
 
 APPLIED, DUPLICATE, CONFLICT, REFUSED = OpStatus.APPLIED, OpStatus.DUPLICATE, OpStatus.CONFLICT, OpStatus.REFUSED
@@ -66,8 +74,27 @@ def shop(compile_toml: Any, mug_stock: int = 50, mug_cost: int = 100) -> Any:
     return compile_toml(SHOP.format(mug_stock=mug_stock, mug_cost=mug_cost))
 
 
+def crossing_of(e: Any) -> Crossing:
+    return Crossing(e.pipeline, e.keys, e.store, {CATALOG: e.scripts.catalog}, {REDEEM: RedeemStep()}, grace_ms=GRACE_MS)
+
+
 def store_of(e: Any) -> RedemptionStore:
-    return RedemptionStore(e.pipeline, e.keys, e.scripts, e.store)
+    return RedemptionStore(crossing_of(e))
+
+
+async def sweep(e: Any, now_ms: int, program: Any = None) -> int:
+    """The seam's sweep: a scheduler at ``now_ms`` running every due job; how many ran."""
+    scheduler = Scheduler(e.pipeline, e.keys, e.scripts, e.store, ManualClock(now_ms), lambda: program or e.program,
+                          tasks={CROSS: crossing_of(e).run_job})
+    try:
+        return await scheduler.run_due()
+    finally:
+        await scheduler.stop()
+
+
+async def intents(e: Any) -> int:
+    """Cross-slot intents waiting in the scheduler's shards."""
+    return sum([await e.redis.zcard(jobs_key(e.keys, s)) for s in range(SHARDS)])
 
 
 async def redeem(e: Any, store: RedemptionStore, member: str, op_id: str, item: str = "mug", program: Any = None) -> OpResult:
@@ -85,12 +112,16 @@ async def pay(e: Any, member: str, cents: int) -> None:
 
 
 async def sold(e: Any, item: str = "mug") -> int:
-    return int(await e.redis.get(catalog_keys(e.keys, item)[0]) or 0)
+    return int(await e.redis.hget(catalog_keys(e.keys, item)[1], "sold") or 0)
 
 
 async def outbox(e: Any, item: str = "mug") -> tuple[int, int]:
-    keys = catalog_keys(e.keys, item)
-    return await e.redis.hlen(keys[1]), await e.redis.zcard(keys[2])
+    """Entries the item holds pending, and cross-slot intents waiting (the background drop of a
+    decided entry's intent is awaited first)."""
+    await asyncio.sleep(0.01)  # lets the background ZREMs of this test's stores go out
+    entries = await e.redis.hgetall(catalog_keys(e.keys, item)[0])
+    pending = sum(1 for k, v in entries.items() if not k.endswith(b"|s") and msgpack.unpackb(v)[0] == EntryState.PENDING)
+    return pending, await intents(e)
 
 
 async def item_dump(e: Any, item: str = "mug") -> dict[str, Any]:
@@ -153,45 +184,69 @@ def test_the_member_plan_debits_counts_and_grants(compile_toml) -> None:
 
 
 def test_reserve_settle_release_are_idempotent(engine, compile_toml) -> None:
-    """A second reserve of a pending redemption takes nothing; settle and release act once; a
-    settled redemption is not reserved again; a release after settle gives nothing back."""
+    """A second reserve of a pending redemption takes nothing; settle and release decide once and
+    a second answers the first decision; a settled redemption is not reserved again; a release
+    after settle gives nothing back; a decision is kept for the dedupe retention and a day."""
 
     async def run() -> None:
         async with engine(program_=shop(compile_toml)) as e:
-            store = store_of(e)
+            store, crossing = store_of(e), crossing_of(e)
             a, b = record(e, "m-1", "r-1"), record(e, "m-2", "r-1")
-            assert await store.reserve(a, 50) == (Reserve.RESERVED, 1)
-            assert (await store.reserve(a, 50))[0] is Reserve.PENDING
+            mug = ObjectRef(CATALOG, "mug")
+            assert (await store.reserve(a, 50, e.now_ms))[:2] == (Reserve.RESERVED, 1)
+            again = await store.reserve(a, 50, e.now_ms)
+            assert (again.status, again.state) == (Reserve.EXISTS, EntryState.PENDING)
             assert await sold(e) == 1 and await outbox(e) == (1, 1)
-            assert await store.settle(a) is Settle.SETTLED
-            assert await store.settle(a) is Settle.ALREADY
-            assert (await store.reserve(a, 50))[0] is Reserve.SETTLED
-            assert await store.release(a) is False
-            assert await sold(e) == 1 and await outbox(e) == (0, 0)
-            settled = catalog_keys(e.keys, "mug")[3]
-            expires = await e.redis.execute_command("HPEXPIRETIME", settled, "FIELDS", 1, a.key)
-            assert expires == [a.at_ms + SETTLED_KEEP_MS]
+            keep = e.now_ms + e.program.retention_ms + DAY_MS
+            assert await crossing._decide(mug, a.key, "settle", keep) == (EntryState.SETTLED, True, "")
+            assert await crossing._decide(mug, a.key, "settle", keep) == (EntryState.SETTLED, False, "")
+            assert (await store.reserve(a, 50, e.now_ms))[0::2] == (Reserve.EXISTS, EntryState.SETTLED)
+            assert (await crossing._decide(mug, a.key, "release", keep, "x")).state is EntryState.SETTLED
+            assert await sold(e) == 1
+            entries = catalog_keys(e.keys, "mug")[0]
+            assert await e.redis.execute_command("HPEXPIRETIME", entries, "FIELDS", 2, a.key, f"{a.key}|s") == [keep, keep]
 
-            assert await store.reserve(b, 50) == (Reserve.RESERVED, 2)
-            assert await store.release(b) is True
-            assert await store.release(b) is False
-            assert await sold(e) == 1 and await outbox(e) == (0, 0)
+            assert (await store.reserve(b, 50, e.now_ms))[:2] == (Reserve.RESERVED, 2)
+            assert await crossing._decide(mug, b.key, "release", keep, "insufficient_points") == (
+                EntryState.RELEASED, True, "")
+            assert await crossing._decide(mug, b.key, "release", keep, "x") == (
+                EntryState.RELEASED, False, "insufficient_points")
+            assert await sold(e) == 1
 
     asyncio.run(run())
 
 
-def test_a_settle_after_a_release_takes_the_unit_again(engine, compile_toml) -> None:
-    """A member step that applied after its entry was released (a race) is counted, not lost."""
+def test_a_member_step_landing_after_its_release_is_reversed_not_sold_again(engine, compile_toml) -> None:
+    """The object decides once. The sweep's member step was refused and released the unit; then
+    a stalled request's step (the same id) applied after all: its settle is told "released", so
+    the member's step is reversed by rk:undo:<id> (points back, limit count back, coupon
+    revoked), the unit is not taken again, the caller is told refused, and verify is clean."""
 
     async def run() -> None:
-        async with engine(program_=shop(compile_toml)) as e:
-            store = store_of(e)
+        async with engine(program_=shop(compile_toml, mug_stock=1)) as e:
+            store, crossing = store_of(e), crossing_of(e)
             a = record(e, "m-1", "r-1")
-            await store.reserve(a, 50)
-            await store.release(a)
-            assert await store.settle(a) is Settle.LATE
-            assert await sold(e) == 1 and await outbox(e) == (0, 0)
-            assert (await store.reserve(a, 50))[0] is Reserve.SETTLED
+            mug = ObjectRef(CATALOG, "mug")
+            assert (await store.reserve(a, 1, e.now_ms)).status is Reserve.RESERVED
+            # The sweep (the request stalled): the member cannot pay, so the unit goes back.
+            await sweep(e, e.now_ms + GRACE_MS)
+            assert await sold(e) == 0 and await outbox(e) == (0, 0)
+            # The member is paid meanwhile; the stalled request's step lands, then it settles.
+            await pay(e, "m-1", 500)
+            outcome = await crossing.finish(e.program, mug, [redemption_step(a)], e.now_ms, opened_now=True)
+            assert outcome.state is EntryState.RELEASED
+            assert (outcome.result.status, outcome.result.refusal) == (REFUSED, "insufficient_points")
+            assert await sold(e) == 0  # never taken again: sold may not pass the stock
+            assert await e.balance("m-1") == 500
+            coupons = await e.redis.hgetall(e.keys.member("m-1").coupons)
+            assert [msgpack.unpackb(c, raw=False)[4] for c in coupons.values()] == [2]  # revoked
+            assert await e.redis.hget(e.keys.member("m-1").state, limit_field("mug")) == b"0"
+            # Another member can have the unit; the retry of the first answers its decision.
+            await pay(e, "m-2", 500)
+            assert (await redeem(e, store, "m-2", "r-1")).status is APPLIED
+            retry = await redeem(e, store, "m-1", "r-1")
+            assert (retry.status, retry.refusal) == (REFUSED, "insufficient_points")
+            assert (await verify(e.redis, e.keys)).ok
 
     asyncio.run(run())
 
@@ -203,13 +258,14 @@ def test_out_of_stock_writes_nothing_and_the_programme_stock_applies_at_once(eng
     async def run() -> None:
         async with engine(program_=shop(compile_toml)) as e:
             store = store_of(e)
-            assert (await store.reserve(record(e, "m-1", "r-1"), 1))[0] is Reserve.RESERVED
+            assert (await store.reserve(record(e, "m-1", "r-1"), 1, e.now_ms)).status is Reserve.RESERVED
             before = await item_dump(e)
-            assert await store.reserve(record(e, "m-2", "r-1"), 1) == (Reserve.OUT_OF_STOCK, 1)
-            assert await store.reserve(record(e, "m-2", "r-1"), 0) == (Reserve.OUT_OF_STOCK, 1)
+            refused = Reserve.REFUSED, 1, EntryState.PENDING, "out_of_stock"
+            assert await store.reserve(record(e, "m-2", "r-1"), 1, e.now_ms) == refused
+            assert await store.reserve(record(e, "m-2", "r-1"), 0, e.now_ms) == refused
             assert await item_dump(e) == before
-            assert await store.reserve(record(e, "m-2", "r-1"), 2) == (Reserve.RESERVED, 2)
-            assert await store.reserve(record(e, "m-3", "r-1"), None) == (Reserve.RESERVED, 3)  # unlimited
+            assert (await store.reserve(record(e, "m-2", "r-1"), 2, e.now_ms))[:2] == (Reserve.RESERVED, 2)
+            assert (await store.reserve(record(e, "m-3", "r-1"), None, e.now_ms))[:2] == (Reserve.RESERVED, 3)  # unlimited
 
     asyncio.run(run())
 
@@ -291,13 +347,16 @@ def test_a_member_over_their_limit_never_holds_stock(engine, compile_toml) -> No
     async def run() -> None:
         async with engine(program_=shop(compile_toml, mug_stock=5)) as e:
             store = store_of(e)
-            replies = [await store.reserve(record(e, "m-1", f"r-{i}"), 5) for i in range(20)]
-            assert [status for status, _ in replies] == [Reserve.RESERVED] * 2 + [Reserve.LIMIT_REACHED] * 18
-            assert await sold(e) == 2 and await outbox(e) == (2, 2)
+            replies = [await store.reserve(record(e, "m-1", f"r-{i}"), 5, e.now_ms) for i in range(20)]
+            assert [(r.status, r.reason) for r in replies] == (
+                [(Reserve.RESERVED, "")] * 2 + [(Reserve.REFUSED, "limit_reached")] * 18)
+            assert await sold(e) == 2 and (await outbox(e))[0] == 2
             for member in ("m-2", "m-3", "m-4"):
-                assert (await store.reserve(record(e, member, "r-0"), 5))[0] is Reserve.RESERVED
-            assert await store.release(record(e, "m-1", "r-0"))
-            assert (await store.reserve(record(e, "m-1", "r-9"), 5))[0] is Reserve.RESERVED
+                assert (await store.reserve(record(e, member, "r-0"), 5, e.now_ms)).status is Reserve.RESERVED
+            keep = e.now_ms + DAY_MS
+            released = await crossing_of(e)._decide(ObjectRef(CATALOG, "mug"), record(e, "m-1", "r-0").key, "release", keep, "x")
+            assert released.now
+            assert (await store.reserve(record(e, "m-1", "r-9"), 5, e.now_ms)).status is Reserve.RESERVED
 
     asyncio.run(run())
 
@@ -356,7 +415,7 @@ def test_a_retry_is_a_duplicate_and_takes_no_stock(engine, compile_toml) -> None
             again = await redeem(e, store, "m-1", "r-1")
             assert (again.status, again.effects) == (DUPLICATE, first.effects)
             assert await sold(e) == 1
-            await e.redis.delete(catalog_keys(e.keys, "mug")[3])  # as after SETTLED_KEEP_MS
+            await e.redis.delete(catalog_keys(e.keys, "mug")[0])  # as once the decision's keep time passed
             program = shop(compile_toml, mug_stock=2)
             late = await redeem(e, store, "m-1", "r-1", program=program)
             assert (late.status, late.effects) == (DUPLICATE, first.effects)
@@ -388,7 +447,7 @@ def test_a_pending_redemption_answers_in_progress(engine, compile_toml) -> None:
         async with engine(program_=shop(compile_toml)) as e:
             store = store_of(e)
             await pay(e, "m-1", 500)
-            await store.reserve(record(e, "m-1", "r-1"), 50)
+            await store.reserve(record(e, "m-1", "r-1"), 50, e.now_ms)
             busy = await redeem(e, store, "m-1", "r-1")
             assert (busy.status, busy.refusal) == (REFUSED, "in_progress")
             assert await sold(e) == 1 and await e.balance("m-1") == 500
@@ -412,20 +471,19 @@ def test_the_sweep_delivers_what_a_crash_left_and_compensates_what_cannot_pay(en
             await pay(e, "m-3", 50)
             reserved, applied, broke = record(e, "m-1", "r-1"), record(e, "m-2", "r-1"), record(e, "m-3", "r-1")
             for r in (reserved, applied, broke):
-                assert (await store.reserve(r, 50))[0] is Reserve.RESERVED
+                assert (await store.reserve(r, 50, e.now_ms)).status is Reserve.RESERVED
             assert (await e.store.apply(plan_redeem_member(e.program, applied, e.now_ms), e.program)).status is APPLIED
             broke_before = await member_dump(e, "m-3")
 
-            early = await store.sweep(e.program, e.now_ms + GRACE_MS - 1, GRACE_MS)
-            assert (early.settled, early.released) == (0, 0) and await outbox(e) == (3, 3)
+            assert await sweep(e, e.now_ms + GRACE_MS - 1) == 0
+            assert await outbox(e) == (3, 3)
 
-            report = await store.sweep(e.program, e.now_ms + GRACE_MS, GRACE_MS)
-            assert (report.settled, report.released, report.failed) == (2, 1, 0)
+            assert await sweep(e, e.now_ms + GRACE_MS) == 3
             assert await sold(e) == 2 and await outbox(e) == (0, 0)
             assert [await e.balance(m) for m in ("m-1", "m-2", "m-3")] == [400, 400, 50]
             assert await e.coupons("m-1") == await e.coupons("m-2") == ["mug"]
             assert await member_dump(e, "m-3") == broke_before
-            assert await store.sweep(e.program, e.now_ms + GRACE_MS, GRACE_MS) == type(report)()
+            assert await sweep(e, e.now_ms + GRACE_MS) == 0
             assert (await redeem(e, store, "m-1", "r-1")).status is DUPLICATE  # settled: no unit taken
             assert await sold(e) == 2
             assert (await verify(e.redis, e.keys)).ok
@@ -440,10 +498,9 @@ def test_the_sweep_keeps_the_terms_of_the_reservation(engine, compile_toml) -> N
         async with engine(program_=shop(compile_toml, mug_cost=100)) as e:
             store = store_of(e)
             await pay(e, "m-1", 150)
-            await store.reserve(record(e, "m-1", "r-1"), 50)
+            await store.reserve(record(e, "m-1", "r-1"), 50, e.now_ms)
             dearer = shop(compile_toml, mug_cost=1_000)
-            report = await store.sweep(dearer, e.now_ms + GRACE_MS, GRACE_MS)
-            assert report.settled == 1
+            assert await sweep(e, e.now_ms + GRACE_MS, dearer) == 1
             assert await e.balance("m-1") == 50
 
     asyncio.run(run())
@@ -458,9 +515,11 @@ def test_sweeps_racing_apply_once(engine, compile_toml) -> None:
             members = [f"m-{i}" for i in range(20)]
             await asyncio.gather(*(pay(e, m, 100) for m in members))
             for m in members:
-                await store.reserve(record(e, m, "r-1"), 50)
-            reports = await asyncio.gather(*(store.sweep(e.program, e.now_ms + GRACE_MS, GRACE_MS) for _ in range(4)))
-            assert sum(r.failed + r.released for r in reports) == 0
+                await store.reserve(record(e, m, "r-1"), 50, e.now_ms)
+            # Four schedulers at once (four workers): the leases give each shard to one at a time,
+            # and a job run twice (a lease lost while slow) finishes its entry once.
+            ran = await asyncio.gather(*(sweep(e, e.now_ms + GRACE_MS) for _ in range(4)))
+            assert sum(ran) >= 20
             assert await sold(e) == 20 and await outbox(e) == (0, 0)
             assert [await e.balance(m) for m in members] == [0] * 20
             assert [len(await e.coupons(m)) for m in members] == [1] * 20

@@ -8,9 +8,10 @@ from typing import Any
 
 from engine.clock import ManualClock
 from engine.programs import ProgramRegistry
+from engine.jobs import dead_key
 from engine.redemptions import catalog_keys
 from engine.verify import OUTBOX_OVERDUE_MS, verify_all
-from tests.engine.test_redemptions import pay, record, redeem, shop, store_of
+from tests.engine.test_redemptions import GRACE_MS, pay, record, redeem, shop, store_of, sweep
 
 
 def breaches(report: Any) -> dict[str, int]:
@@ -37,19 +38,23 @@ def test_a_clean_run_passes_every_check_and_counts_what_it_read(engine: Any, com
             checked = {c.name: c.checked for c in report.checks}
             assert checked["points: balance = lots = ledger"] == 3
             assert checked["catalog stock not exceeded"] == 2  # mug and sticker are redeemable
-            assert "| units taken = coupons redeemed + pending |" in report.table()
+            assert checked["objects: counts = settled + pending"] == 4  # the mug's sold, and held by a, b, c
+            assert "| objects: counts = settled + pending |" in report.table()
 
     asyncio.run(run())
 
 
-def test_a_unit_taken_without_its_coupon_is_a_breach(engine: Any, compile_toml: Any) -> None:
+def test_a_unit_taken_without_its_entry_is_a_breach(engine: Any, compile_toml: Any) -> None:
+    """A unit counted taken that no entry, settled or pending, accounts for: one breach, named."""
+
     async def run() -> None:
         async with engine(program_=shop(compile_toml)) as e:
             await redeemed_mugs(e)
-            await e.redis.incr(catalog_keys(e.keys, "mug")[0])  # a unit lost between the slots
+            await e.redis.hincrby(catalog_keys(e.keys, "mug")[1], "sold", 1)  # a unit lost between the slots
             report = await verify_all(e.redis, e.keys)
-            assert breaches(report) == {"units taken = coupons redeemed + pending": 1}
-            assert "item mug: 4 units taken, 3 coupons redeemed, 0 pending" in report.checks[3].details
+            assert breaches(report) == {"objects: counts = settled + pending": 1}
+            [counts] = [c for c in report.checks if c.name == "objects: counts = settled + pending"]
+            assert counts.details == [f"{e.keys.object('cat', 'mug')}: sold is 4, settled 3 + pending 0"]
 
     asyncio.run(run())
 
@@ -59,8 +64,8 @@ def test_stock_exceeded_is_a_breach(engine: Any, compile_toml: Any) -> None:
         async with engine(program_=shop(compile_toml, mug_stock=3)) as e:
             await redeemed_mugs(e)
             assert (await verify_all(e.redis, e.keys)).ok
-            await e.redis.set(catalog_keys(e.keys, "mug")[0], 4)
-            assert breaches(await verify_all(e.redis, e.keys))["catalog stock not exceeded"] == 1
+            await e.redis.hset(catalog_keys(e.keys, "mug")[1], mapping={"sold": 4, "s:sold": 4})
+            assert breaches(await verify_all(e.redis, e.keys)) == {"catalog stock not exceeded": 1}
 
     asyncio.run(run())
 
@@ -74,14 +79,14 @@ def test_a_redemption_left_pending_is_counted_then_reported_once_overdue(engine:
             await redeemed_mugs(e)
             await pay(e, "d", 500)
             store = store_of(e)
-            await store.reserve(record(e, "d", "r-d"), 50)  # a crash right after the item's step
+            late = record(e, "d", "r-d")._replace(at_ms=e.now_ms - OUTBOX_OVERDUE_MS - 60_000)
+            await store.reserve(record(e, "d", "r-d2"), 50, e.now_ms)  # a crash right after the item's step
             report = await verify_all(e.redis, e.keys)
             assert report.ok, report.table()  # pending, within the sweep's time: accounted for
             # Pending for longer than the sweep ever takes: reported.
-            by_time = catalog_keys(e.keys, "mug")[2]
-            assert await e.redis.zadd(by_time, {"d/r-d": e.now_ms - OUTBOX_OVERDUE_MS - 60_000}, xx=True, ch=True) == 1
-            assert breaches(await verify_all(e.redis, e.keys)) == {"redemption outboxes drained": 1}
-            await store.sweep(e.program, e.now_ms, 0)
+            await store.reserve(late, 50, e.now_ms)
+            assert breaches(await verify_all(e.redis, e.keys)) == {"cross-slot entries finished": 1}
+            await sweep(e, e.now_ms + GRACE_MS)
             assert (await verify_all(e.redis, e.keys)).ok
 
     asyncio.run(run())
@@ -117,5 +122,20 @@ def test_a_lot_that_disagrees_with_the_balance_is_a_points_breach(engine: Any, c
             assert breaches(report) == {"points: balance = lots = ledger": 1}
             [points] = [c for c in report.checks if c.name == "points: balance = lots = ledger"]
             assert points.checked == 2 and [d.split(":")[0] for d in points.details] == ["member a"]
+
+    asyncio.run(run())
+
+
+def test_a_job_given_up_is_a_breach_until_an_operator_clears_it(engine: Any, compile_toml: Any) -> None:
+    """A job on a shard's dead list is one breach naming it."""
+
+    async def run() -> None:
+        async with engine(program_=shop(compile_toml)) as e:
+            await redeemed_mugs(e)
+            await e.redis.zadd(dead_key(e.keys, 3), {"rk:cross:m:x": e.now_ms})
+            report = await verify_all(e.redis, e.keys)
+            assert breaches(report) == {"no job given up": 1}
+            await e.redis.delete(dead_key(e.keys, 3))
+            assert (await verify_all(e.redis, e.keys)).ok
 
     asyncio.run(run())

@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgpack
 import pytest
 import redis
 
+from engine.crossing import EntryState
 from engine.keys import Keys
 from engine.redemptions import CRASH_AFTER_RESERVE, catalog_keys
 from tests.realtime.conftest import (
@@ -59,11 +61,13 @@ def coupons(shop: httpx.Client, member: str, item: str = ITEM) -> list[dict[str,
 
 
 def sold(sync_redis: redis.Redis, prefix: str, item: str = ITEM) -> int:
-    return int(sync_redis.get(catalog_keys(Keys(prefix), item)[0]) or 0)
+    return int(sync_redis.hget(catalog_keys(Keys(prefix), item)[1], "sold") or 0)
 
 
 def pending(sync_redis: redis.Redis, prefix: str, item: str = ITEM) -> int:
-    return int(sync_redis.hlen(catalog_keys(Keys(prefix), item)[1]))
+    """The item's entries still pending (each entry is two fields: its record and its steps)."""
+    entries = sync_redis.hgetall(catalog_keys(Keys(prefix), item)[0])
+    return sum(1 for k, v in entries.items() if not k.endswith(b"|s") and msgpack.unpackb(v)[0] == EntryState.PENDING)
 
 
 def test_a_redemption_debits_grants_and_answers_the_coupon(
@@ -217,7 +221,9 @@ def crash_while_redeeming(redis_url: str, prefix: str, data_dir: Path, member: s
     """Start a service that SIGKILLs itself right after the item's step, give the member points,
     redeem: the connection drops, the process is gone, the reservation is left in the outbox.
     Returns the member's balance before the redemption."""
-    service = start_service(redis_url, prefix, data_dir, env={"REKINDLE_TEST_CRASH": CRASH_AFTER_RESERVE})
+    # A grace of a second: the intent's job falls due soon after, for the next process to find.
+    service = start_service(redis_url, prefix, data_dir, env={"REKINDLE_TEST_CRASH": CRASH_AFTER_RESERVE,
+                                                             "REKINDLE_SWEEP_GRACE_S": "1"})
     try:
         with service.client() as shop:
             start = with_points(shop, member, purchase_cents)
@@ -230,8 +236,8 @@ def crash_while_redeeming(redis_url: str, prefix: str, data_dir: Path, member: s
 
 
 def restart_sweeping(redis_url: str, prefix: str, data_dir: Path) -> Service:
-    """A service without the crash point whose sweep runs at once and often, with no grace."""
-    return start_service(redis_url, prefix, data_dir, env={"REKINDLE_SWEEP_S": "0.05", "REKINDLE_SWEEP_GRACE_S": "0"})
+    """A service without the crash point whose scheduler (the seam's sweep) looks for due jobs often."""
+    return start_service(redis_url, prefix, data_dir, env={"REKINDLE_SCHEDULER_S": "0.05"})
 
 
 def await_outbox_empty(sync_redis: redis.Redis, prefix: str) -> None:

@@ -1,0 +1,46 @@
+"""Members (shop, and the member app for itself): write a member's profile facts, read a
+member's snapshot, ``/v1/me`` for the member a token names. Thin: authenticate, parse, act, answer."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from engine import ids
+from engine.members import parse_profile
+from realtime.admission import Kind, admit, gate_of
+from realtime.errors import json_response
+from realtime.http import read_json, service
+from realtime.replies import ProfileReply
+from realtime.service import Service
+
+
+async def put_member(request: Request) -> Response:
+    svc = service(request)
+    svc.auth.shop(request.headers.get("authorization"))
+    member = ids.member_id(request.path_params["member"], "member")
+    body = await read_json(request, 64 * 1024)
+    with admit(gate_of(request), Kind.AWARD):  # a write the shop retries as is (PUT is idempotent)
+        profile = parse_profile(body, member)
+        await svc.members.put_profile(member, profile)
+    return json_response(ProfileReply(member=member, updated=sorted(profile.fields)))  # type: ignore[arg-type]  # parse_profile's keys
+
+
+async def get_member(request: Request) -> Response:
+    svc = service(request)
+    svc.auth.shop(request.headers.get("authorization"))
+    member = ids.member_id(request.path_params["member"], "member")
+    with admit(gate_of(request), Kind.READ):
+        return await _snapshot(svc, member)
+
+
+async def get_me(request: Request) -> Response:
+    svc = service(request)
+    member = svc.auth.member(request.headers.get("authorization"))
+    with admit(gate_of(request), Kind.READ):
+        return await _snapshot(svc, member)
+
+
+async def _snapshot(svc: Service, member: ids.MemberId) -> Response:
+    program = svc.programs.current.program
+    return json_response(await svc.members.snapshot(member, program, svc.clock.now_ms()))
