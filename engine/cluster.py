@@ -142,6 +142,7 @@ class ClusterRunner:
         self._max_batch = max_batch
         self._wait = (wait_replicas, wait_timeout_ms)
         self._pipes: dict[str, tuple[Redis, AutoPipeline]] = {}  # by node name (host:port)
+        self._sending: set[asyncio.Task[None]] = set()  # send()'s calls in flight
         self._map = SlotMap(cluster)
         self._closed = False
         self._ready = False
@@ -255,6 +256,24 @@ class ClusterRunner:
             return await self.call(*call)
         except Exception as exc:  # noqa: BLE001 - an error reply is a value here
             return exc
+
+    def send(self, target: Target, keys: Sequence[str], args: Sequence[Any]) -> None:
+        """A call nobody awaits (see ``Runner.send``), its error dropped: queued at once on its
+        slot's primary (behind what was queued there before it, ahead of what comes after), or,
+        before the slot map is read or when redirected, a task of its own."""
+        if self._ready and not self._closed:
+            node = self._cluster.get_node_from_key(keys[0])
+            self._pipe(node.host, int(node.port)).send(target, keys, args)
+            return
+        task = asyncio.get_running_loop().create_task(self._quiet(target, keys, args))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _quiet(self, target: Target, keys: Sequence[str], args: Sequence[Any]) -> None:
+        try:
+            await self.call(target, keys, args)
+        except Exception:  # noqa: BLE001 - nobody waits for this reply (Runner.send)
+            pass
 
     async def aclose(self) -> None:
         self._closed = True

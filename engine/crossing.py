@@ -3,19 +3,23 @@
 A step that involves an object shared by many members (a catalog item's stock, a flash sale, a
 wheel's budget) and a member cannot be one script: their keys live in different slots. So:
 
-1. **Intent.** A job of kind ``cross`` goes into the member's scheduler shard, due after a grace
-   (``Keys.schedule``, the scheduler's sharded sets with a lease per shard): whatever happens to
-   this process from here on, some scheduler finishes the entry. It is applied *before* the object
-   step (``Runner.run_chain``: on one server the two share one write), so no entry can exist
-   without its job.
+1. **Intent.** Before a process sends its first object step of a second to an object, a job of
+   kind ``cross`` for that object and second goes into the scheduler's sharded sets (a lease per
+   shard), due after the grace: whatever happens to this process from then on, some scheduler
+   looks at that object's entries of that second. Applied *before* the steps it covers
+   (``Runner.run_chain``: on one server the first shares their write; the others of the second
+   wait for its reply, which is in already, almost always), so no entry can exist without a job
+   that will find it. A hot object costs one intent a second a process, not one a step.
 2. **Object step.** The object's script (``object.lua`` before its own) decides: it takes what
    it takes (a unit, a prize) and opens an entry under ``<member>/<operation id>`` recording the
    member steps the decision implies (``Step``), fixed then, so whoever finishes it applies the
-   terms the member was offered. A refusal writes nothing.
+   terms the member was offered. A refusal writes nothing. A step whose time the object's sweep
+   has looked at already (a request that stalled past it) is refused as stale, so no entry can
+   appear where the sweep of its second will never look.
 3. **Member steps**, through ``member.lua`` like every change to a member: the first under the
    client's operation id (a retry is a duplicate), the others under derived ids.
 4. **Decision.** All applied (or duplicates of their own earlier application): *settle*. One
-   refused: *release*, which gives back what the object step took. Then the intent goes.
+   refused: *release*, which gives back what the object step took.
 
 **The object decides once.** Whoever settles or releases first (this request, or the sweep of a
 request that died or stalled) fixes the outcome; the other is told the decision and follows it.
@@ -23,12 +27,11 @@ A member step that lands after its entry was released is reversed by a compensat
 operation (``rk:undo:<operation id>``, from the step kind's ``compensate``), never by taking from
 the object again; a caller whose step was refused while the sweep's applied answers applied.
 
-**The sweep** is the scheduler running due ``cross`` jobs (``run_job``): an entry still pending
-is finished as above; one never opened (the object step never ran) is *abandoned*, closed for a
-while so a stalled step cannot open it late; one decided is left alone. An entry pending longer
-than the programme's dedupe retention is *not* finished: its member step may have applied before
-the outage and been forgotten since, so applying it again could apply it twice. Its job goes to
-the shard's dead list for an operator (``rekindle verify`` lists it), and its unit stays held.
+**The sweep** is the scheduler running due ``cross`` jobs (``run_job``): the object's entries
+still pending from that second or before are finished as above. An entry pending longer than
+the programme's dedupe retention is *not* finished: its member step may have applied before the
+outage and been forgotten since, so applying it again could apply it twice. Its job goes to the
+shard's dead list for an operator (``rekindle verify`` lists it), and its unit stays held.
 
 No script touches two slots, so all of it runs unchanged on a cluster.
 """
@@ -37,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import logging
 from collections.abc import Mapping, Sequence
 from enum import IntEnum
@@ -57,9 +61,12 @@ from engine.store import OperationStore, OpResult, OpStatus
 
 log = logging.getLogger("rekindle.crossing")
 
-CROSS = "cross"  #: the scheduler job kind that finishes an entry
-#: How long an abandoned key stays closed: past it, a retry under the same id starts afresh.
-ABANDONED_KEEP_MS = 10 * 60_000
+CROSS = "cross"  #: the scheduler job kind that finishes an object's entries of a second
+_ZADD = Command("ZADD")
+#: One intent covers an object's steps of this long, by the process's clock.
+WINDOW_MS = 1000
+#: Entries one sweep call reads (a job loops until it has seen them all).
+DUE_BATCH = 200
 #: An entry older than the dedupe retention less this is left to an operator, not finished.
 HORIZON_MARGIN_MS = 3_600_000
 
@@ -68,7 +75,6 @@ class EntryState(IntEnum):
     PENDING = 0
     SETTLED = 1
     RELEASED = 2
-    ABANDONED = 3
 
 
 class Step(NamedTuple):
@@ -116,9 +122,18 @@ class ObjectRef(NamedTuple):
     id: str
 
     def keys(self, keys: Keys) -> list[str]:
-        """The two keys every object script starts with (``object.lua``)."""
+        """The three keys every object script starts with (``object.lua``)."""
         tag = keys.object(self.kind, self.id)
-        return [f"{tag}:e", f"{tag}:n"]
+        return [f"{tag}:e", f"{tag}:n", f"{tag}:p"]
+
+
+def entry_record(raw: bytes) -> tuple[EntryState, int, list[Any]]:
+    """An entry's state, time and undo list from its stored value (the member steps that may
+    follow the record are left unread)."""
+    unpacker = msgpack.Unpacker(raw=False)
+    unpacker.feed(raw)
+    state, at_ms, undo, _ = next(unpacker)
+    return EntryState(state), int(at_ms), list(undo)
 
 
 def entry_key(member: str, op_id: str) -> str:
@@ -126,16 +141,22 @@ def entry_key(member: str, op_id: str) -> str:
     return f"{member}/{op_id}"
 
 
-def intent_id(obj: ObjectRef, member: str, op_id: str) -> str:
-    """The ``cross`` job of an entry: ``rk:cross:<member>:<object and op id, base64url>``."""
-    param = base64.urlsafe_b64encode(msgpack.packb([obj.kind, obj.id, op_id])).rstrip(b"=").decode()
-    return job_id(CROSS, member, param)
+def intent_id(obj: ObjectRef, window: int) -> str:
+    """The ``cross`` job of an object's steps of one second: ``rk:cross:<kind>.<id>:<second>``
+    (a kind holds no ``.``; the job's shard is the object's)."""
+    return job_id(CROSS, _object_name(obj), window)
 
 
-def parse_intent(job: Job) -> tuple[ObjectRef, ids.EventId]:
-    raw = base64.urlsafe_b64decode(job.param + "=" * (-len(job.param) % 4))
-    kind, object_id, op_id = msgpack.unpackb(raw, raw=False)
-    return ObjectRef(kind, object_id), ids.EventId(op_id)
+def _object_name(obj: ObjectRef) -> str:
+    return f"{obj.kind}.{obj.id}"
+
+
+def parse_intent(job: Job) -> tuple[ObjectRef, int]:
+    kind, _, object_id = job.member.partition(".")
+    return ObjectRef(kind, object_id), int(job.param)
+
+
+_DONE = (OpStatus.APPLIED, OpStatus.DUPLICATE)
 
 
 class Decision(NamedTuple):
@@ -181,61 +202,70 @@ class Crossing:
         self._objects = objects  # object kind -> its script (object.lua first)
         self._steps = steps  # step kind -> its planner
         self.grace_ms = grace_ms
-        self._background: set[asyncio.Task[Any]] = set()
+        #: The intent of each (object, second) this process has sent steps in: its reply.
+        self._intents: dict[tuple[ObjectRef, int], asyncio.Future[None]] = {}
 
     # --- the request's side ------------------------------------------------------------------------
 
-    async def open(self, obj: ObjectRef, member: str, op_id: str, now_ms: int, args: Sequence[Any],
-                   extra_keys: Sequence[str] = ()) -> Any:
-        """The intent, then the object's own step (``args``, its script's ARGV); its reply."""
-        intent: Call = (
-            Command("ZADD"), [jobs_key(self._keys, shard_of(member))],
-            ["NX", now_ms + self.grace_ms, intent_id(obj, member, op_id)],
-        )
+    async def open(self, obj: ObjectRef, now_ms: int, args: Sequence[Any], extra_keys: Sequence[str] = ()) -> Any:
+        """The object's own step (``args``, its script's ARGV), after the intent of its second."""
         step: Call = (self._objects[obj.kind], [*obj.keys(self._keys), *extra_keys], args)
-        replies = await self._runner.run_chain([intent, step])
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
-        return replies[1]
+        window = now_ms // WINDOW_MS
+        key = (obj, window)
+        intent = self._intents.get(key)
+        if intent is None or (intent.done() and (intent.cancelled() or intent.exception() is not None)):
+            intent = asyncio.get_running_loop().create_future()
+            self._intents[key] = intent
+            if len(self._intents) > 4096:
+                self._forget_windows(window)
+            job = intent_id(obj, window)
+            call: Call = (_ZADD, [jobs_key(self._keys, shard_of(_object_name(obj)))],
+                          ["NX", (window + 1) * WINDOW_MS + self.grace_ms, job])
+            replies = await self._runner.run_chain([call, step])
+            if isinstance(replies[0], Exception):
+                intent.set_exception(replies[0])
+                intent.exception()  # retrieved: the next step of the second tries again
+                raise replies[0]
+            intent.set_result(None)
+            reply = replies[1]
+        else:
+            await intent  # almost always in already: the first step of the second is back
+            reply = await self._runner.call(*step)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
 
-    def forget(self, obj: ObjectRef, member: str, op_id: str) -> None:
-        """Drop the intent of an entry decided (or never opened: a refusal), in the background:
-        left behind, its job finds the decision and does nothing."""
-        call: Call = (Command("ZREM"), [jobs_key(self._keys, shard_of(member))], [intent_id(obj, member, op_id)])
-        task = asyncio.get_running_loop().create_task(self._runner.call(*call))
-        self._background.add(task)
-        task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task[Any]) -> None:
-        self._background.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.debug("dropping an intent failed (its job will find the entry decided): %s", task.exception())
-
-    async def aclose(self) -> None:
-        """Let the background calls finish (they are one round trip each)."""
-        if self._background:
-            await asyncio.wait(list(self._background), timeout=5)
+    def _forget_windows(self, window: int) -> None:
+        for key in [k for k in self._intents if k[1] < window - 1]:
+            del self._intents[key]
 
     async def finish(self, program: CompiledProgram, obj: ObjectRef, steps: Sequence[Step], now_ms: int,
-                     *, opened_now: bool) -> Outcome:
+                     *, opened_now: bool, opened_at: float = 0.0) -> Outcome:
         """Apply the member steps, then settle or release, and follow the object's decision.
 
         ``opened_now``: the caller's own object step just opened the entry, so no step of it can
         have applied yet and a duplicate is an earlier operation's under the same id (released:
         the object takes nothing for it). Otherwise (a sweep, a late request) a duplicate is the
-        entry's own step, applied by someone else: settled."""
+        entry's own step, applied by someone else: settled.
+
+        ``opened_at`` (the loop's clock when the caller opened it): while less than half the grace
+        has passed, no sweep can have decided the entry, so when every step applied the settle
+        is sent without waiting for its reply (lost, the sweep settles the entry)."""
         first = steps[0]
         key = entry_key(first.member, first.op_id)
         results: list[OpResult] = []
         for step in steps:
             result = await self._ops.apply(self._steps[step.kind].plan(program, step, now_ms), program)
             results.append(result)
-            if result.status not in (OpStatus.APPLIED, OpStatus.DUPLICATE):
+            if result.status not in _DONE:
                 break
-        done = len(results) == len(steps) and all(r.status in (OpStatus.APPLIED, OpStatus.DUPLICATE) for r in results)
-        earlier = opened_now and results[0].status is OpStatus.DUPLICATE
         keep_ms = now_ms + program.retention_ms + DAY_MS
+        if (opened_now and opened_at and len(results) == len(steps) and all(r.status is OpStatus.APPLIED for r in results)
+                and asyncio.get_running_loop().time() - opened_at < self.grace_ms / 2000):
+            self._runner.send(self._objects[obj.kind], obj.keys(self._keys), ["settle", key, keep_ms])
+            return Outcome(results[0], EntryState.SETTLED)
+        done = len(results) == len(steps) and all(r.status in _DONE for r in results)
+        earlier = opened_now and results[0].status is OpStatus.DUPLICATE
         if done and not earlier:
             decision = await self._decide(obj, key, "settle", keep_ms)
         else:
@@ -258,7 +288,7 @@ class Crossing:
 
     async def answer_existing(self, program: CompiledProgram, state: EntryState, reason: str,
                               steps: Sequence[Step], now_ms: int) -> Outcome:
-        """A retry of an entry the object already holds: pending or abandoned, ``in_progress``;
+        """A retry of an entry the object already holds: pending, ``in_progress``;
         settled, the steps' duplicates (replaying what they applied); released, its refusal."""
         if state is EntryState.SETTLED:
             step = steps[0]
@@ -272,24 +302,33 @@ class Crossing:
     # --- the sweep's side: the scheduler's ``cross`` jobs ------------------------------------------
 
     async def run_job(self, job: Job, program: CompiledProgram, now_ms: int) -> None:
-        """Finish one entry whose intent fell due (see the module's docstring). Raises to be
-        retried later (a store error), or ``DeadEntry`` for an operator."""
-        obj, op_id = parse_intent(job)
+        """Finish an object's entries pending from the job's second or before (see the module's
+        docstring). Raises to be retried later (a store error), or ``DeadEntry`` for an operator
+        once the others are finished."""
+        obj, window = parse_intent(job)
         if obj.kind not in self._objects:
             raise LookupError(f"no object kind {obj.kind!r} in this build")
-        entry = await self.status(obj, entry_key(job.member, op_id))
-        if entry is None:  # the object step never ran: close the key to a stalled one
-            await self._decide(obj, entry_key(job.member, op_id), "abandon", now_ms + ABANDONED_KEEP_MS)
-            return
-        if entry.state is not EntryState.PENDING:
-            return
-        if now_ms - entry.at_ms > program.retention_ms - HORIZON_MARGIN_MS:
+        before_ms = (window + 1) * WINDOW_MS - 1
+        dead: list[str] = []
+        seen: set[str] = set()
+        while True:
+            reply = await self._runner.call(self._objects[obj.kind], obj.keys(self._keys), ["due", before_ms, DUE_BATCH])
+            batch = [(_text(reply[i]), int(reply[i + 1]), reply[i + 2]) for i in range(0, len(reply), 3)]
+            fresh = [b for b in batch if b[0] not in seen]
+            for key, at_ms, steps in fresh:
+                seen.add(key)
+                if now_ms - at_ms > program.retention_ms - HORIZON_MARGIN_MS:
+                    dead.append(key)
+                    continue
+                outcome = await self.finish(program, obj, unpack_steps(steps), now_ms, opened_now=False)
+                log.info("sweep: %s of %s:%s %s", key, obj.kind, obj.id, outcome.state.name.lower())
+            if len(batch) < DUE_BATCH or not fresh:
+                break
+        if dead:
             raise DeadEntry(
-                f"entry {entry_key(job.member, op_id)} of {obj.kind}:{obj.id} pending since {entry.at_ms}: "
-                "past the dedupe retention its member step may have applied and been forgotten"
+                f"{obj.kind}:{obj.id}: entries {', '.join(dead[:5])} pending past the dedupe retention: "
+                "their member steps may have applied and been forgotten"
             )
-        outcome = await self.finish(program, obj, entry.steps, now_ms, opened_now=False)
-        log.info("sweep: %s of %s:%s %s", entry_key(job.member, op_id), obj.kind, obj.id, outcome.state.name.lower())
 
     async def status(self, obj: ObjectRef, key: str) -> Entry | None:
         reply = await self._runner.call(self._objects[obj.kind], obj.keys(self._keys), ["status", key])

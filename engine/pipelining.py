@@ -64,6 +64,7 @@ class AutoPipeline:
         self._conn: RespConnection | None = None
         self._connecting: asyncio.Task[None] | None = None
         self._queue: list[bytes] = []
+        self._queued_calls = 0  # calls in the queue: a transaction is one, though four commands
         self._futures: list[asyncio.Future[Any]] = []
         self._waiting: list[tuple[list[bytes], list[asyncio.Future[Any]]]] = []
         self._flush_scheduled = False
@@ -76,7 +77,8 @@ class AutoPipeline:
         future: asyncio.Future[Any] = loop.create_future()
         self._queue.append(target.encode(keys, args))
         self._futures.append(future)
-        if len(self._queue) >= self._max_batch:
+        self._queued_calls += 1
+        if self._queued_calls >= self._max_batch:
             self._flush()
         elif not self._flush_scheduled:
             self._flush_scheduled = True
@@ -145,6 +147,11 @@ class AutoPipeline:
                 break
         return broken_after(calls, replies + [None] * (len(calls) - len(replies)))
 
+    def send(self, target: Target, keys: Sequence[str], args: Sequence[Any]) -> None:
+        """One call whose reply nobody waits for (joining this tick's write); an error is dropped:
+        the caller only sends what something else makes good if it is lost."""
+        self.queue(target, keys, args).add_done_callback(_consume)
+
     async def aclose(self) -> None:
         self._closed = True  # calls from now on fail; none opens a connection again
         if self._connecting is not None:
@@ -170,12 +177,20 @@ class AutoPipeline:
         # Queued together, so no other call of the tick lands inside the transaction.
         self._queue += commands
         self._futures += futures
-        if len(self._queue) >= self._max_batch:
+        self._queued_calls += 1
+        if self._queued_calls >= self._max_batch:
             self._flush()
         elif not self._flush_scheduled:
             self._flush_scheduled = True
             loop.call_soon(self._flush)
-        began, *queued, done = await asyncio.gather(*futures, return_exceptions=True)
+        # Replies come in order: awaited one by one (no gather: this is a hot path's call).
+        answers: list[Any] = []
+        for future in futures:
+            try:
+                answers.append(await future)
+            except Exception as exc:  # noqa: BLE001 - an error reply is a value here
+                answers.append(exc)
+        began, *queued, done = answers
         if isinstance(began, ResponseError):  # no transaction (MULTI denied): each ran on its own
             return queued
         if isinstance(done, list):  # applied: each call's own reply (a Command may fail when run)
@@ -208,6 +223,7 @@ class AutoPipeline:
         self._flush_scheduled = False
         commands, futures = self._queue, self._futures
         self._queue, self._futures = [], []
+        self._queued_calls = 0
         if commands:
             self._send(commands, futures)
 
@@ -263,6 +279,11 @@ class AutoPipeline:
             conn = self._conn
             if conn is not None and conn.pending and loop.time() - conn.last_progress > self._timeout_s:
                 conn.abort()  # its pending calls fail; the next call opens a new connection
+
+
+def _consume(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()  # retrieved, so asyncio does not log it as never retrieved
 
 
 def _hand_over(

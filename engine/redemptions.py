@@ -15,6 +15,7 @@ was decided.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -68,7 +69,9 @@ class RedemptionStore:
         args = ["reserve", entry_key(redemption.member, redemption.op_id), redemption.at_ms,
                 -1 if stock is None else stock, pack_steps([redemption_step(redemption)]),
                 redemption.member, redemption.limit]
-        reply = await self._crossing.open(catalog_object(redemption.item), redemption.member, redemption.op_id, now_ms, args)
+        reply = await self._crossing.open(catalog_object(redemption.item), now_ms, args)
+        if int(reply[0]) == 3:  # this request stalled past the sweep of its time: nothing taken
+            raise TimeoutError("the redemption took too long to reach its item; send it again")
         status = Reserve(int(reply[0]))
         if status is Reserve.RESERVED:
             return Reserved(status, sold=int(reply[1]))
@@ -83,19 +86,16 @@ class RedemptionStore:
         redemption = redemption_of(program, request)
         obj = catalog_object(redemption.item)
         step = redemption_step(redemption)
+        opened_at = asyncio.get_running_loop().time()
         reserved = await self.reserve(redemption, stock_of(program, redemption.item), now_ms)
-        if reserved.status is Reserve.REFUSED:  # nothing written but the intent
-            self._crossing.forget(obj, redemption.member, redemption.op_id)
+        if reserved.status is Reserve.REFUSED:  # nothing written
             return OpResult(OpStatus.REFUSED, refusal=reserved.reason)
         if reserved.status is Reserve.EXISTS:  # a retry: the entry's state answers it
-            if reserved.state is not EntryState.PENDING:
-                self._crossing.forget(obj, redemption.member, redemption.op_id)
             outcome = await self._crossing.answer_existing(program, reserved.state, reserved.reason, [step], now_ms)
             return outcome.result
         if self._crash_point == CRASH_AFTER_RESERVE:
             os.kill(os.getpid(), signal.SIGKILL)
-        outcome = await self._crossing.finish(program, obj, [step], now_ms, opened_now=True)
-        self._crossing.forget(obj, redemption.member, redemption.op_id)
+        outcome = await self._crossing.finish(program, obj, [step], now_ms, opened_now=True, opened_at=opened_at)
         return outcome.result
 
 

@@ -79,6 +79,11 @@ class Runner(Protocol):
         malformed number: the caller's defect), whose later calls' replies are then their own."""
         ...
 
+    def send(self, target: Target, keys: Sequence[str], args: Sequence[Any]) -> None:
+        """One call whose reply nobody awaits, its error dropped: only for a call whose loss
+        something else makes good (a decided entry's intent: its job finds the decision)."""
+        ...
+
     async def aclose(self) -> None:
         """Close the runner's connections; calls from then on fail."""
         ...

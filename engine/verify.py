@@ -24,7 +24,6 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import msgpack
 from redis.asyncio import Redis
 
 from engine.clock import SystemClock
@@ -32,7 +31,7 @@ from engine.config import CompiledProgram
 from engine.keys import Keys
 from engine.ledger import members_of, server_ms, verify_member
 from engine.programs import ProgramRegistry
-from engine.crossing import EntryState
+from engine.crossing import EntryState, entry_record
 from engine.jobs import SHARDS, dead_key
 from engine.redeem import CATALOG
 
@@ -122,10 +121,8 @@ async def _object_checks(redis: Redis, keys: Keys, now_ms: int) -> list[Check]:
         pending: Counter[str] = Counter()
         for entry, raw in raw_entries.items():
             name = _text(entry)
-            if name.endswith("|s"):
-                continue
-            state, at_ms, undo, _ = msgpack.unpackb(raw, raw=False)
-            if state != EntryState.PENDING:
+            state, at_ms, undo = entry_record(raw)
+            if state is not EntryState.PENDING:
                 continue
             for field_name, delta in zip(undo[::2], undo[1::2]):
                 pending[field_name] += int(delta)
@@ -133,7 +130,7 @@ async def _object_checks(redis: Redis, keys: Keys, now_ms: int) -> list[Check]:
             if at_ms < now_ms - OUTBOX_OVERDUE_MS:
                 finished.breach(f"{tag}: entry {name} pending since {at_ms} ({(now_ms - at_ms) // 60_000} min)")
         for name, value in counters.items():
-            if name.startswith("s:"):
+            if name.startswith(("s:", "#")):
                 continue
             counts.checked += 1
             expected = counters.get(f"s:{name}", 0) + pending[name]

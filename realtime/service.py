@@ -132,7 +132,6 @@ class Service:
 
     async def close(self) -> None:
         await self.scheduler.stop()  # gives its leases up: another process takes the shards at once
-        await self.crossing.aclose()
         await self.hub.close()
         await self.programs.stop_watching()
         await self.pipeline.aclose()

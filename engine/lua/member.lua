@@ -42,7 +42,8 @@
 --            items a member holds (spins, cards); a debit below zero refuses the whole operation,
 --            a grant past the cap is cut to it
 --   streak:  {} or [state field, day number, make-up day (0: a check-in of that day), make-up
---            max age days, thresholds {{days, xp, points, {{item, valid ms}}}...}, name]: the
+--            max age days, thresholds {{days, xp, points, {{item, valid ms}}, {inventory}}...},
+--            name]: the
 --            rules of engine/streaks.py (state "last:current:longest:gap:before:paid:before_paid")
 --   coupon:  [item, valid ms (0: no end), reason]
 --   record:  {} or [kept until ms, the operation's amount (0 none), its time ms, its type's tag]:
@@ -588,7 +589,16 @@ if streak_next then
   redis.call('HSET', KEYS[2], streak[1], table.concat(streak_next, ':'))
   effect('streak', {streak = streak[6], current = streak_next[2], longest = streak_next[3],
     day = streak[3] > 0 and streak[3] or streak[2], made_up = streak[3] > 0})
-  for _, t in ipairs(streak_due) do grant_bundle(t[2], t[3], t[4], 'streak:' .. streak[6] .. ':' .. t[1]) end
+  for _, t in ipairs(streak_due) do
+    grant_bundle(t[2], t[3], t[4], 'streak:' .. streak[6] .. ':' .. t[1])
+    for _, v in ipairs(t[5] or {}) do -- inventory the reward grants: [field, amount, cap, expiry, label]
+      local before = tonumber(redis.call('HGET', KEYS[2], v[1])) or 0
+      local after = before + v[2]
+      if v[3] > 0 and after > v[3] then after = math.max(v[3], before) end
+      if after ~= before then redis.call('HSET', KEYS[2], v[1], int(after)) end
+      effect('inventory', {item = v[5], amount = after - before, count = after})
+    end
+  end
 end
 
 -- A game's effects are bytes packed by the caller: kept as they are (see the header).

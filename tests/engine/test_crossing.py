@@ -1,14 +1,17 @@
 """The cross-slot seam on the real server (``engine/crossing.py``), through its first user, the
-catalog: intents before object steps, the sweep as scheduler jobs, entries whose item left the
-programme, intents whose object step never ran, and an outage longer than the dedupe retention."""
+catalog: an intent a second before the object steps it covers, the sweep as scheduler jobs,
+entries whose item left the programme, a step that stalled past its sweep, and an outage longer
+than the dedupe retention."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
+import pytest
+
 from engine.clock import DAY_MS
-from engine.crossing import CROSS, EntryState, ObjectRef, entry_key, intent_id, parse_intent
+from engine.crossing import CROSS, WINDOW_MS, EntryState, ObjectRef, intent_id, parse_intent
 from engine.jobs import SHARDS, dead_key, jobs_key, parse_job, shard_of
 from engine.ledger import verify
 from engine.redeem import CATALOG
@@ -16,7 +19,7 @@ from engine.redemptions import Reserve
 from engine.store import OpStatus
 from engine.verify import verify_all
 from tests.engine.test_redemptions import (
-    GRACE_MS, SHOP, crossing_of, outbox, pay, record, redeem, shop, sold, store_of, sweep,
+    DUE_MS, GRACE_MS, SHOP, crossing_of, outbox, pay, record, redeem, shop, sold, store_of, sweep,
 )
 
 MUG = ObjectRef(CATALOG, "mug")
@@ -26,29 +29,38 @@ async def dead_jobs(e: Any) -> list[str]:
     return [j.decode() for s in range(SHARDS) for j in await e.redis.zrange(dead_key(e.keys, s), 0, -1)]
 
 
-def test_an_intent_names_its_entry_and_waits_in_the_members_shard() -> None:
-    """The job id is in the engine's namespace, parses back to the object and the operation id
-    (which may hold ':' and '.'), and lands in the member's own shard."""
-    job = intent_id(MUG, "m:1", "order.9:a")
-    assert job.startswith("rk:cross:m:1:")
+def test_an_intent_names_its_object_and_second() -> None:
+    """The job id is in the engine's namespace and parses back to the object (whose id may hold
+    ':' and '.') and the second it covers; its shard is the object's."""
+    odd = ObjectRef(CATALOG, "tea:box.1")
+    job = intent_id(odd, 1_796_529_600)
+    assert job == "rk:cross:cat.tea:box.1:1796529600"
     parsed = parse_job(job, 0)
-    assert (parsed.kind, parsed.member) == (CROSS, "m:1")
-    assert parse_intent(parsed) == (MUG, "order.9:a")
+    assert parsed.kind == CROSS and parse_intent(parsed) == (odd, 1_796_529_600)
 
 
-def test_the_intent_is_written_with_the_reservation_and_dropped_once_decided(engine, compile_toml) -> None:
-    """While an entry is pending its intent waits, due after the grace; once decided it goes."""
+def test_one_intent_covers_every_step_of_a_second_and_waits_for_its_sweep(engine, compile_toml) -> None:
+    """Twenty redemptions of the mug within one second leave one intent, due the grace after the
+    second ends, in the object's shard; the next second gets its own; the sweep of each finds
+    nothing left to do once the requests have settled their entries, and removes it."""
 
     async def run() -> None:
         async with engine(program_=shop(compile_toml)) as e:
             store = store_of(e)
-            r = record(e, "m-1", "r-1")
-            assert (await store.reserve(r, 50, e.now_ms)).status is Reserve.RESERVED
-            job = intent_id(MUG, "m-1", "r-1")
-            assert await e.redis.zscore(jobs_key(e.keys, shard_of("m-1")), job) == e.now_ms + GRACE_MS
-            await pay(e, "m-2", 500)
-            assert (await redeem(e, store, "m-2", "r-1")).status is OpStatus.APPLIED
-            assert await outbox(e) == (1, 1)  # m-1's, still pending; m-2's intent gone
+            members = [f"m-{i}" for i in range(20)]
+            for m in members:
+                await pay(e, m, 500)
+            await asyncio.gather(*(redeem(e, store, m, "r-1") for m in members))
+            await redeem(e, store, "m-0", "r-2", now_ms=e.now_ms + WINDOW_MS)
+            shard_key = jobs_key(e.keys, shard_of(f"{MUG.kind}.{MUG.id}"))
+            second = e.now_ms // WINDOW_MS
+            assert await e.redis.zrange(shard_key, 0, -1, withscores=True) == [
+                (intent_id(MUG, second).encode(), float(e.now_ms + DUE_MS)),
+                (intent_id(MUG, second + 1).encode(), float(e.now_ms + DUE_MS + WINDOW_MS)),
+            ]
+            assert await sold(e) == 21 and await outbox(e) == (0, 0)
+            assert await sweep(e, e.now_ms + DUE_MS + WINDOW_MS) == 2
+            assert await e.redis.zcard(shard_key) == 0
 
     asyncio.run(run())
 
@@ -65,37 +77,33 @@ def test_an_entry_whose_item_left_the_programme_is_still_finished(engine, compil
             start, end = SHOP.index("[catalog.mug]"), SHOP.index("[catalog.sticker]")
             without_mug = compile_toml(SHOP[:start].format(mug_stock=0, mug_cost=0) + SHOP[end:])
             assert "mug" not in without_mug.model.catalog
-            assert await sweep(e, e.now_ms + GRACE_MS, without_mug) == 1
+            assert await sweep(e, e.now_ms + DUE_MS, without_mug) == 1
             assert await e.balance("m-1") == 400 and await e.coupons("m-1") == ["mug"]
             assert await sold(e) == 1 and await outbox(e) == (0, 0)
             # A retry now answers what was decided, not in_progress.
-            retry = await redeem(e, store, "m-1", "r-1")
+            retry = await redeem(e, store, "m-1", "r-1", now_ms=e.now_ms + DUE_MS)
             assert retry.status is OpStatus.DUPLICATE
 
     asyncio.run(run())
 
 
-def test_an_intent_whose_object_step_never_ran_closes_the_key_for_a_while(engine, compile_toml) -> None:
-    """The process died between the intent and the item's step: the sweep finds no entry and
-    abandons the key, so a stalled step cannot open it late (a retry meanwhile is in_progress);
-    once the abandonment's keep time passes, the same id starts afresh."""
+def test_a_step_that_stalled_past_its_sweep_takes_nothing(engine, compile_toml) -> None:
+    """A request whose time the item's sweep has looked at already (it stalled for longer than
+    the grace) is refused as stale, taking nothing: the sweep would never see its entry. Sent
+    again it is a new step, of now, and applies."""
 
     async def run() -> None:
         async with engine(program_=shop(compile_toml)) as e:
             store = store_of(e)
             await pay(e, "m-1", 500)
-            job = intent_id(MUG, "m-1", "r-1")
-            await e.redis.zadd(jobs_key(e.keys, shard_of("m-1")), {job: e.now_ms + GRACE_MS})
-            assert await sweep(e, e.now_ms + GRACE_MS) == 1
-            stalled = await store.reserve(record(e, "m-1", "r-1"), 50, e.now_ms)
-            assert (stalled.status, stalled.state) == (Reserve.EXISTS, EntryState.ABANDONED)
-            busy = await redeem(e, store, "m-1", "r-1")
-            assert (busy.status, busy.refusal) == (OpStatus.REFUSED, "in_progress")
-            assert await sold(e) == 0 and await e.balance("m-1") == 500
-            key = entry_key("m-1", "r-1")
-            await e.redis.hdel(MUG.keys(e.keys)[0], key, f"{key}|s")  # as once its keep time passed
-            assert (await redeem(e, store, "m-1", "r-1")).status is OpStatus.APPLIED
-            assert await sold(e) == 1 and await e.balance("m-1") == 400
+            await pay(e, "m-2", 500)
+            assert (await redeem(e, store, "m-2", "r-1")).status is OpStatus.APPLIED
+            assert await sweep(e, e.now_ms + DUE_MS) == 1
+            with pytest.raises(TimeoutError):
+                await redeem(e, store, "m-1", "r-1")  # its time: the second swept already
+            assert await sold(e) == 1 and await e.balance("m-1") == 500 and await outbox(e) == (0, 0)
+            assert (await redeem(e, store, "m-1", "r-1", now_ms=e.now_ms + DUE_MS)).status is OpStatus.APPLIED
+            assert await sold(e) == 2 and await e.balance("m-1") == 400
 
     asyncio.run(run())
 
@@ -119,7 +127,8 @@ def test_an_entry_pending_past_the_dedupe_retention_is_left_to_an_operator(engin
                 await e.redis.delete(key)  # the dedupe buckets, as the retention forgets them
             later = e.now_ms + e.program.retention_ms + DAY_MS
             assert await sweep(e, later) == 0
-            assert await dead_jobs(e) == [intent_id(MUG, "m-1", "r-1")]
+            job = intent_id(MUG, e.now_ms // WINDOW_MS)
+            assert await dead_jobs(e) == [job]
             assert await e.balance("m-1") == 400 and await e.coupons("m-1") == ["mug"]
             assert await sold(e) == 1 and (await outbox(e))[0] == 1
             assert (await verify(e.redis, e.keys)).ok  # the member's points are sound
@@ -127,7 +136,7 @@ def test_an_entry_pending_past_the_dedupe_retention_is_left_to_an_operator(engin
             # the dead job is what names it here.
             report = await verify_all(e.redis, e.keys)
             assert {c.name: c.details for c in report.checks if c.breaches} == {
-                "no job given up": [f"shard {shard_of('m-1')}: {intent_id(MUG, 'm-1', 'r-1')} given up at {later}"]}
+                "no job given up": [f"shard {shard_of('cat.mug')}: {job} given up at {later}"]}
 
     asyncio.run(run())
 
@@ -143,7 +152,7 @@ def test_a_request_that_reserved_answers_what_the_sweep_decided(engine, compile_
             await pay(e, "m-1", 100)
             r = record(e, "m-1", "r-1")
             assert (await store.reserve(r, 50, e.now_ms)).status is Reserve.RESERVED
-            assert await sweep(e, e.now_ms + GRACE_MS) == 1
+            assert await sweep(e, e.now_ms + DUE_MS) == 1
             assert await e.balance("m-1") == 0
             from engine.redeem import redemption_step
 

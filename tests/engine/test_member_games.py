@@ -141,3 +141,25 @@ def test_a_join_pays_no_threshold_twice() -> None:
     assert (s.current, s.longest, paid) == (7, 7, [3, 7])
     assert make_up(s, 7, 8, MAX_AGE, THRESHOLDS).refusal == "not_missed"
     assert make_up(StreakState(), 3, 9, MAX_AGE, THRESHOLDS).refusal == "too_old"
+
+
+def test_a_streak_reward_can_grant_inventory_up_to_its_cap(engine) -> None:
+    """A threshold's reward may carry counted items (a make-up card at day 2): granted once, with
+    an inventory effect, never past the cap."""
+
+    async def run() -> None:
+        async with engine() as e:
+            card = ["i:checkin:makeup", 1, 1, 0, "checkin:makeup"]
+            thresholds = [[2, 0, 0, [], [card]], [3, 0, 0, [], [card]]]
+            effects = []
+            for day in (100, 101, 102):
+                plan = ["k:daily", day, 0, MAX_AGE, thresholds, "daily"]
+                result = await apply(e, "m-1", f"c-{day}", streak=plan)
+                effects.append([(x["type"], x["data"]) for x in result.effects if x["type"] == "inventory"])
+            assert effects == [
+                [],
+                [("inventory", {"item": "checkin:makeup", "amount": 1, "count": 1})],
+                [("inventory", {"item": "checkin:makeup", "amount": 0, "count": 1})],  # at its cap
+            ]
+
+    asyncio.run(run())

@@ -11,7 +11,7 @@ from engine.programs import ProgramRegistry
 from engine.jobs import dead_key
 from engine.redemptions import catalog_keys
 from engine.verify import OUTBOX_OVERDUE_MS, verify_all
-from tests.engine.test_redemptions import GRACE_MS, pay, record, redeem, shop, store_of, sweep
+from tests.engine.test_redemptions import DUE_MS, pay, settled, record, redeem, shop, store_of, sweep
 
 
 def breaches(report: Any) -> dict[str, int]:
@@ -25,6 +25,7 @@ async def redeemed_mugs(e: Any) -> None:
     for m in ("a", "b", "c"):
         await pay(e, m, 500)
         assert (await redeem(e, store, m, f"r-{m}")).status.value == "applied"
+    await settled(e)  # the settles were sent without waiting for their replies
 
 
 def test_a_clean_run_passes_every_check_and_counts_what_it_read(engine: Any, compile_toml: Any) -> None:
@@ -86,7 +87,7 @@ def test_a_redemption_left_pending_is_counted_then_reported_once_overdue(engine:
             # Pending for longer than the sweep ever takes: reported.
             await store.reserve(late, 50, e.now_ms)
             assert breaches(await verify_all(e.redis, e.keys)) == {"cross-slot entries finished": 1}
-            await sweep(e, e.now_ms + GRACE_MS)
+            await sweep(e, e.now_ms + DUE_MS)
             assert (await verify_all(e.redis, e.keys)).ok
 
     asyncio.run(run())

@@ -10,11 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import msgpack
 import pytest
 import redis
 
-from engine.crossing import EntryState
+from engine.crossing import EntryState, entry_record
 from engine.keys import Keys
 from engine.redemptions import CRASH_AFTER_RESERVE, catalog_keys
 from tests.realtime.conftest import (
@@ -65,9 +64,9 @@ def sold(sync_redis: redis.Redis, prefix: str, item: str = ITEM) -> int:
 
 
 def pending(sync_redis: redis.Redis, prefix: str, item: str = ITEM) -> int:
-    """The item's entries still pending (each entry is two fields: its record and its steps)."""
+    """The item's entries still pending."""
     entries = sync_redis.hgetall(catalog_keys(Keys(prefix), item)[0])
-    return sum(1 for k, v in entries.items() if not k.endswith(b"|s") and msgpack.unpackb(v)[0] == EntryState.PENDING)
+    return sum(1 for v in entries.values() if entry_record(v)[0] is EntryState.PENDING)
 
 
 def test_a_redemption_debits_grants_and_answers_the_coupon(
