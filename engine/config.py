@@ -363,6 +363,11 @@ class Program(_Model):
         default_factory=dict, max_length=MAX_CATALOG_ITEMS, description="coupons that rewards name, by item name"
     )
     points: Points = Field(Points(), description="how long points live")
+    games: dict[Name, Any] = Field(
+        default_factory=dict,
+        description="the games of the programme, by game: `[games.<game>]`, each checked by its game's own "
+        "section (see the games below)",
+    )
 
 
 # --- loading and checking -------------------------------------------------------------------
@@ -395,9 +400,38 @@ def parse_program(source: str | bytes, file: str) -> Program:
             problems += [ConfigProblem(file, path, reason) for path, reason in _cross_check(partial, dropped)]
         raise ConfigError(f"{file}: {len(problems)} problem(s)", _capped(problems, file)) from None
     problems = [ConfigProblem(file, path, reason) for path, reason in _cross_check(program)]
+    program, game_problems = _game_sections(program, raw)
+    problems += [ConfigProblem(file, path, reason) for path, reason in game_problems]
     if problems:
         raise ConfigError(f"{file}: {len(problems)} problem(s)", _capped(problems, file))
     return program
+
+
+def _game_sections(program: Program, raw: dict[str, Any]) -> tuple[Program, list[tuple[str, str]]]:
+    """Each ``[games.<game>]`` through its installed game's section model and cross-checks, with
+    key paths under ``games.<game>``; the programme keeps the validated sections."""
+    from engine.plugins import installed  # the games' modules import this one
+
+    games = {game.name: game for game in installed()}
+    problems: list[tuple[str, str]] = []
+    sections: dict[str, Any] = {}
+    for name, section_raw in program.games.items():
+        game = games.get(name)
+        if game is None or game.section is None:
+            known = ", ".join(sorted(g for g, x in games.items() if x.section is not None)) or "none"
+            problems.append((f"games.{name}", f"no game {name!r} is installed (installed: {known})"))
+            continue
+        try:
+            section = game.section.model_validate(section_raw)
+        except ValidationError as exc:
+            raw_games = raw.get("games", {})
+            problems += [(f"games.{name}.{path}" if path else f"games.{name}", reason)
+                         for path, reason in _shape_problems(exc.errors(), raw_games.get(name, {}))]
+            continue
+        if game.check is not None:
+            problems += game.check(program, section)
+        sections[name] = section
+    return program.model_copy(update={"games": sections}), problems
 
 
 def _toml_reason(exc: tomllib.TOMLDecodeError) -> str:
@@ -477,9 +511,30 @@ def load_program(path: str | Path) -> "CompiledProgram":
 def json_schema() -> dict[str, Any]:
     """The JSON Schema editors use to complete and check programme files."""
     schema = Program.model_json_schema()
+    _game_schemas(schema)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "rekindle programme"
     return schema
+
+
+def _game_schemas(schema: dict[str, Any]) -> None:
+    """``games`` in the schema: each installed game's section, so an editor completes and checks
+    ``[games.<game>]`` like the rest."""
+    from engine.plugins import installed
+
+    defs = schema.setdefault("$defs", {})
+    properties: dict[str, Any] = {}
+    for game in installed():
+        if game.section is None:
+            continue
+        sub = game.section.model_json_schema(ref_template="#/$defs/{model}")
+        defs.update(sub.pop("$defs", {}))
+        properties[game.name] = sub
+    games = schema["properties"]["games"]
+    games.pop("additionalProperties", None)
+    games.pop("propertyNames", None)
+    games["properties"] = properties
+    games["additionalProperties"] = False
 
 
 # --- shape mistakes in the designer's words -----------------------------------------------------
@@ -900,6 +955,11 @@ class CompiledProgram:
     @property
     def name(self) -> str:
         return self.model.program.name
+
+    @property
+    def games(self) -> dict[str, Any]:
+        """Each game's section, validated by its game's model (``[games.<game>]``)."""
+        return self.model.games
 
     def lot_expiry_ms(self, at_ms: int) -> int:
         """When points granted at ``at_ms`` expire (0: never), by the programme's ``[points]``."""

@@ -131,6 +131,7 @@ class MemberStore:
                 referrer=p.get("referrer"),
                 tags=orjson.loads(p["tags"]) if "tags" in p else [],
             ),
+            games={},  # each game's part is the service's to add (engine.plugins.Game.snapshot)
             feed_id=_last_feed_id(last_feed),
             program_hash=program.program_hash,
         )

@@ -283,6 +283,9 @@ class Snapshot(TypedDict):
                     "history (used, revoked or past their end; at most 20, the newest), each kept for the "
                     "programme's `coupon_history_days` after it became history")]
     profile: ProfileView
+    games: Annotated[dict[str, Any], Field(
+        description="the member's state in each game of the programme, by game (`checkin`: the streak, "
+                    "make-up cards, whether today is checked in)")]
     feed_id: Annotated[str, Field(description='the newest effect\'s id ("0-0" for none): connect the live feed with since=<feed_id>')]
     program_hash: str
 

@@ -1,18 +1,20 @@
-"""Mini-games (bargain, collect cards, flash sale, lottery, check-in): none is built yet.
+"""Mini-games: each a package here, found by the engine through one line of pyproject.toml.
 
-Each game will plug into the operations seam in ``engine/``, never beside it:
+A game declares what it adds in one ``engine.plugins.Game`` (its ``GAME``) and plugs into the
+operations seam in ``engine/``, never beside it:
 
-- ``games/<game>/config.py``: its programme section (pydantic), cross-checked with the programme;
-- ``games/<game>/rules.py``: pure rules (cut schedules, draws, payouts), seeded and property-tested;
-- ``games/<game>/lua/*.lua``: the object's own script (a bargain, a campaign's budget, a sale's
-  stock) under ``Keys.object(kind, id)``, holding the object's invariant, as
-  ``engine/lua/catalog.lua`` does for a catalog item's stock;
-- ``games/<game>/store.py``: object step first (recording what remains in its outbox), then
-  member steps as ``MemberPlan``s with derived ids (``engine/operations.member_plan``: debits,
-  limited counters, coupons, effects passed to the feed) through ``OperationStore``, settled or
-  compensated as ``engine/redemptions.py`` does, with a sweep for what a crash left;
-- time-driven steps as scheduler jobs (``engine/jobs.HANDLERS``);
-- ``realtime/routes/<game>.py``: thin handlers, added where the app assembles its routes.
+- ``games/<game>/config.py``: its programme section ``[games.<game>]`` (pydantic), cross-checked
+  with the programme (``rekindle check``, the JSON Schema and docs/programme.md include it);
+- ``games/<game>/rules.py``: pure rules (cut schedules, draws, payouts), seeded, property-tested;
+- ``games/<game>/plans.py``: the member operations its steps are (``member_plan``: grants,
+  debits, inventory, streaks, effects passed to the feed), applied through ``member.lua``;
+- ``games/<game>/lua/*.lua``: an object's script (a sale's stock, a wheel's budget, a bargain)
+  under ``Keys.object(kind, id)``, with ``engine/lua/object.lua`` before it; its steps cross
+  slots through ``engine/crossing.py`` (intent, object step, member steps, settle or release,
+  compensation, the scheduler's sweep), as the catalog's redemption does;
+- ``games/<game>/routes.py``: its routes as data (``engine.plugins.Route``); the service serves,
+  authenticates, admits and documents them in one place (``realtime/routes/games.py``).
 
-A game never writes member keys itself and never copies the member script.
+A game never writes member keys itself, never copies the member script, never sweeps on its own.
+Installed: ``checkin`` (daily check-in with streaks).
 """

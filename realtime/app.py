@@ -17,9 +17,10 @@ from starlette.types import Receive, Scope, Send
 
 from engine.clock import Clock
 from engine.errors import RekindleError
+from engine.plugins import installed
 from realtime import live
 from realtime.admission import Admission, Limits
-from realtime.routes import admin, config, docs, events, health, members, points, redeem, tokens
+from realtime.routes import admin, config, docs, events, games, health, members, points, redeem, tokens
 from realtime.errors import STORE_ERRORS, http_error, rekindle_error, store_unreachable, unexpected_error
 from realtime.gcpacer import GcPacer
 from realtime.service import Service
@@ -63,6 +64,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
         Route("/docs", docs.get_docs, methods=["GET"]),
         Mount("/docs/static", app=docs.STATIC, name="docs-static"),
     ]
+    routes += games.starlette_routes(installed())  # every installed game's, through one adapter
     if settings.dev_clock:  # without --dev-clock the route does not exist: 404 like any unknown path
         routes.append(Route("/v1/admin/clock", admin.get_clock, methods=["GET"]))
         routes.append(Route("/v1/admin/clock", admin.post_clock, methods=["POST"]))

@@ -21,7 +21,7 @@ from engine import ids
 from engine.config import CompiledProgram, EventType, FieldSpec, FieldType
 from engine.events import DATA_INT_MAX
 from realtime.replies import ErrorBody
-from realtime.schemas import LIVE_DESCRIPTION, OPERATIONS, Operation
+from realtime.schemas import LIVE_DESCRIPTION, Operation, all_operations
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]*$"  # engine.ids: what may reach a Redis key
 SCHEMAS = "#/components/schemas/"
@@ -118,8 +118,9 @@ def event_schemas(program: CompiledProgram) -> dict[str, dict[str, Any]]:
 
 def build(program: CompiledProgram, max_batch: int = 1000) -> dict[str, Any]:
     """The document for ``program``: deterministic (a programme gives the same bytes every time)."""
+    operations = all_operations()
     types: list[type] = [ErrorBody]
-    for op in OPERATIONS:  # the events body is the programme's (below), not the generic model
+    for op in operations:  # the events body is the programme's (below), not the generic model
         types += [t for t in (None if op.path == EVENTS else op.body, op.reply, *op.replies.values()) if t is not None]
     refs, defs = TypeAdapter.json_schemas(
         [(t, "validation", TypeAdapter(t)) for t in dict.fromkeys(types)], ref_template=SCHEMAS + "{model}"
@@ -146,7 +147,7 @@ def build(program: CompiledProgram, max_batch: int = 1000) -> dict[str, Any]:
 
     events_body = {"oneOf": [{"$ref": SCHEMAS + "Event"}, {"$ref": SCHEMAS + "EventBatch"}]}
     paths: dict[str, dict[str, Any]] = {}
-    for op in OPERATIONS:
+    for op in operations:
         body = events_body if op.path == EVENTS and op.method == "post" else ref(op.body) if op.body else None
         paths.setdefault(op.path, {})[op.method] = operation(op, body, ref)
     return {
@@ -159,7 +160,7 @@ def build(program: CompiledProgram, max_batch: int = 1000) -> dict[str, Any]:
                            f"The live feed (`GET /v1/live`, a WebSocket) is not an HTTP operation: {LIVE_DESCRIPTION}",
             "x-programme": {"name": program.name, "hash": program.program_hash},
         },
-        "tags": [{"name": t} for t in dict.fromkeys(op.tag for op in OPERATIONS)],
+        "tags": [{"name": t} for t in dict.fromkeys(op.tag for op in operations)],
         "paths": paths,
         "components": {"schemas": dict(sorted(schemas.items())), "securitySchemes": SECURITY},
     }

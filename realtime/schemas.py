@@ -10,12 +10,14 @@ left out where it does not apply (never null) is declared ``_omitted``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, StrictInt, StrictStr, StringConstraints
 
 from engine.clock import LATEST_ISO
+from engine.plugins import Game, Link, Param, installed  # one shape for the service's routes and the games'
 
 from realtime.replies import (
     ClockReply, ConfigPosted, ConfigReply, EventsReply, HealthReply, OperationReply, ProfileReply, Reply, Snapshot,
@@ -123,28 +125,6 @@ class ClockIn(Closed):
 
 
 # --- the routes -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Param:
-    """A path, query or header parameter of an operation."""
-
-    name: str
-    where: str  # "path" | "query" | "header"
-    schema: dict[str, Any]  # JSON Schema of the value
-    description: str
-    required: bool = False
-
-
-@dataclass(frozen=True)
-class Link:
-    """Where a successful answer leads: another operation, with parameters taken from this call
-    (OpenAPI runtime expressions). Client generators and schemathesis's stateful runs follow them."""
-
-    name: str
-    operation_id: str
-    parameters: dict[str, str]
-    description: str
 
 
 @dataclass(frozen=True)
@@ -370,3 +350,28 @@ LIVE_DESCRIPTION = (
     "Close codes say what to do: 4401 get a fresh token, 4408/4409/1012/1013 reconnect with `since=<last id>`, "
     "4400 fix the request, 4429 close one of the member's 16 sockets; see docs/live-feed.md."
 )
+
+
+def game_operations(games: Sequence[Game]) -> tuple[Operation, ...]:
+    """The installed games' routes as the document describes every route: their own errors, and
+    those every route of the service may answer (credentials, the body, load, the store)."""
+    out: list[Operation] = []
+    for game in games:
+        for route in game.routes:
+            errors: dict[int, tuple[str, ...]] = dict(_BODY) if route.method == "post" else {401: ("unauthorized",)}
+            for status, codes in route.errors.items():
+                errors[status] = tuple(dict.fromkeys((*errors.get(status, ()), *codes)))
+            if route.reply is None:  # a member operation: its id may be taken by another body
+                errors[409] = tuple(dict.fromkeys((*errors.get(409, ()), "idempotency_conflict")))
+            errors.update({**_BUSY, 500: ("internal", "store_error")})
+            out.append(Operation(
+                route.method, route.path, route.operation_id, route.summary, route.description + _RETRY, game.name,
+                route.caller, route.body, route.reply or OperationReply, route.status, route.params, errors,
+                example_body=route.example_body, links=route.links,
+            ))
+    return tuple(out)
+
+
+def all_operations() -> tuple[Operation, ...]:
+    """Every route of the service: its own, then the installed games'."""
+    return OPERATIONS + game_operations(installed())

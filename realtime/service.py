@@ -27,6 +27,8 @@ from engine.store import OperationStore
 from engine.crossing import CROSS, Crossing
 from engine.redeem import CATALOG, REDEEM, RedeemStep
 from engine.redemptions import RedemptionStore
+from engine.jobs import HANDLERS
+from engine.plugins import Context, installed
 from engine.scheduler import Scheduler
 from realtime import metrics
 from realtime.auth import Auth
@@ -57,6 +59,7 @@ class Service:
     hub: Hub
     redemptions: RedemptionStore
     crossing: Crossing  # the cross-slot seam: object steps, member steps, their decisions
+    games: Context  # what the games' routes, jobs and snapshot parts may use
     scheduler: Scheduler  # due jobs (points expiry, ...), by this service's clock
 
     @classmethod
@@ -100,15 +103,22 @@ class Service:
             await redis.aclose()
             raise
         ops = OperationStore(pipeline, keys, scripts)
+        games = installed()
         crossing = Crossing(
-            pipeline, keys, ops, objects={CATALOG: scripts.catalog}, steps={REDEEM: RedeemStep()},
+            pipeline, keys, ops,
+            objects={CATALOG: scripts.catalog, **{k: v for g in games for k, v in g.objects.items()}},
+            steps={REDEEM: RedeemStep(), **{k: v for g in games for k, v in g.steps.items()}},
             grace_ms=int(settings.sweep_grace_s * 1000),
         )
         redemptions = RedemptionStore(crossing, crash_point=settings.test_crash)
         # The sweep of the seam is the scheduler's: an entry a crash left is finished by its
-        # intent job, in the member's shard, by whichever process holds the shard's lease.
+        # intent job, in the object's shard, by whichever process holds the shard's lease. The
+        # games' jobs run there too.
+        ctx = Context(keys, pipeline, ops, crossing, redis, clock, lambda: programs.current.program)
         scheduler = Scheduler(
-            pipeline, keys, scripts, ops, clock, lambda: programs.current.program, tasks={CROSS: crossing.run_job}
+            pipeline, keys, scripts, ops, clock, lambda: programs.current.program,
+            handlers={**HANDLERS, **{k: v for g in games for k, v in g.jobs.items()}},
+            tasks={CROSS: crossing.run_job, **{k: make(ctx) for g in games for k, make in g.tasks.items()}},
         )
         scheduler.start(settings.scheduler_s)
         return cls(
@@ -127,6 +137,7 @@ class Service:
             hub=hub,
             redemptions=redemptions,
             crossing=crossing,
+            games=ctx,
             scheduler=scheduler,
         )
 

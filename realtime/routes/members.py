@@ -8,6 +8,7 @@ from starlette.responses import Response
 
 from engine import ids
 from engine.members import parse_profile
+from engine.plugins import installed
 from realtime.admission import Kind, admit, gate_of
 from realtime.errors import json_response
 from realtime.http import read_json, service
@@ -43,4 +44,12 @@ async def get_me(request: Request) -> Response:
 
 async def _snapshot(svc: Service, member: ids.MemberId) -> Response:
     program = svc.programs.current.program
-    return json_response(await svc.members.snapshot(member, program, svc.clock.now_ms()))
+    snapshot = await svc.members.snapshot(member, program, svc.clock.now_ms())
+    if program.games:
+        ctx = svc.games
+        for game in installed():
+            if game.snapshot is not None and game.name in program.games:
+                part = await game.snapshot(ctx, program, member)
+                if part is not None:
+                    snapshot["games"][game.name] = part
+    return json_response(snapshot)

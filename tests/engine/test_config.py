@@ -289,7 +289,10 @@ def test_json_schema_is_a_dict_describing_the_programme() -> None:
     assert isinstance(schema, dict)
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     assert schema["title"] == "rekindle programme"
-    assert set(schema["properties"]) == {"program", "events", "rules", "tiers", "quests", "catalog", "points"}
+    assert set(schema["properties"]) == {"program", "events", "rules", "tiers", "quests", "catalog", "points", "games"}
+    # Each installed game's section is described under games, for editors to complete and check.
+    assert schema["properties"]["games"]["properties"]["checkin"]["title"] == "Checkin"
+    assert schema["properties"]["games"]["additionalProperties"] is False
     assert schema["additionalProperties"] is False
 
 
@@ -581,3 +584,22 @@ def test_a_flood_of_problems_is_cut_short() -> None:
     problems = problems_of(text)
     assert len(problems) == config.MAX_PROBLEMS + 1
     assert problems[-1].reason == f"and 200 more problems (the first {config.MAX_PROBLEMS} are listed)"
+
+
+def test_a_games_section_is_checked_by_its_game(compile_toml) -> None:
+    """[games.checkin] goes through the check-in game's model and cross-checks, named under
+    games.checkin; a game that is not installed is named too."""
+    base = (ROOT / "config" / "member_day.toml").read_text()
+    broken = base.replace("days = 3\n", "days = 0\n").replace("makeup_cards_cap = 3", "makeup_cards_cap = -1")
+    broken += '\n[games.roulette]\nspins = 3\n'
+    with pytest.raises(ConfigError) as caught:
+        compile_toml(broken)
+    problems = {(p.path, p.reason) for p in caught.value.problems}
+    paths = {path for path, _ in problems}
+    assert "games.checkin.makeup_cards_cap" in paths
+    assert ("games.roulette", "no game 'roulette' is installed (installed: checkin)") in problems
+    fixed = broken.replace("makeup_cards_cap = -1", "makeup_cards_cap = 3").replace("\n[games.roulette]\nspins = 3\n", "")
+    with pytest.raises(ConfigError) as caught:
+        compile_toml(fixed)
+    assert [(p.path, p.reason) for p in caught.value.problems] == [
+        ("games.checkin.streak_rewards[0].days", "a streak is at least 1 day long: day 0 can never be reached")]

@@ -1,0 +1,160 @@
+"""What a game adds to the engine, declared in one place, and how the engine finds the games.
+
+A game is a package under ``games/`` with a ``GAME`` of type ``Game``: its programme section, its
+effect types, its objects and member steps on the cross-slot seam, its jobs, its routes (as
+data: the service turns them into HTTP routes, documents them in /openapi.json and maps their
+errors), its part of the member snapshot and its ``rekindle verify`` checks. The engine names no
+game: it loads every ``Game`` listed under the ``rekindle.games`` entry points of the installed
+distribution (``pyproject.toml``: one line a game), the way pytest finds its plugins. Adding a
+game touches its package and that one line.
+
+Nothing here imports Starlette: a route is a method, a path and an async handler over a
+``GameCall``; ``realtime`` does the HTTP (credentials, admission, JSON, error bodies).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any, Literal, NamedTuple
+
+from pydantic import BaseModel
+
+from engine import ids
+from engine.clock import Clock
+from engine.config import CompiledProgram
+from engine.crossing import Crossing, StepKind
+from engine.jobs import Handler, Task
+from engine.keys import Keys
+from engine.runner import Runner
+from engine.scripts import LuaScript
+from engine.store import OperationStore, OpResult
+
+ENTRY_POINTS = "rekindle.games"
+
+
+@dataclass(frozen=True)
+class Param:
+    """A path, query or header parameter of an operation, for the API document."""
+
+    name: str
+    where: str  # "path" | "query" | "header"
+    schema: dict[str, Any]  # JSON Schema of the value
+    description: str
+    required: bool = False
+
+
+@dataclass(frozen=True)
+class Link:
+    """Where a successful answer leads: another operation, with parameters taken from this call
+    (OpenAPI runtime expressions). Client generators and schemathesis's stateful runs follow them."""
+
+    name: str
+    operation_id: str
+    parameters: dict[str, str]
+    description: str
+
+
+class Context(NamedTuple):
+    """What a game's handlers and jobs may use: the engine's stores, never a member key directly."""
+
+    keys: Keys
+    runner: Runner  # object scripts and reads by script
+    ops: OperationStore  # member plans, through member.lua
+    crossing: Crossing  # the seam: intents, object steps, member steps, decisions
+    redis: Any  # plain reads (a sale's state for GET); never a write to a member's keys
+    clock: Clock
+    program: Callable[[], CompiledProgram]  # the active programme
+
+
+class GameCall(NamedTuple):
+    """One HTTP call to a game route, checked by the service before the handler sees it."""
+
+    ctx: Context
+    member: ids.MemberId | None  # the token's member, for member routes
+    params: Mapping[str, str]  # path parameters
+    body: Any  # the parsed JSON body (None for GET)
+    program: CompiledProgram  # the active programme, read once for the call
+    now_ms: int
+
+
+class Answer(NamedTuple):
+    """A handler's reply: a body built through the route's reply type, or a member operation's
+    result, answered as every operation is (``{"results": [...]}``, a refusal 409 with its code)."""
+
+    body: Mapping[str, Any] | None = None
+    status: int = 200
+    operation: tuple[ids.EventId, OpResult] | None = None  # (operation id, its result)
+
+
+Caller = Literal["member", "shop", "admin"]
+
+
+@dataclass(frozen=True)
+class Route:
+    """One HTTP route of a game: what ``realtime`` serves and documents. Business refusals are
+    raised as ``engine.errors.Refused`` (409 with a code), bad input as ``InvalidInput`` (422 naming
+    the field), an unknown campaign as ``NotFound`` (404): the service maps them in one place."""
+
+    method: Literal["get", "post"]
+    path: str  # "/v1/games/flash/{sale}/claim"
+    operation_id: str
+    summary: str
+    description: str
+    caller: Caller
+    handler: Callable[[GameCall], Awaitable[Answer]]
+    #: The success body's schema, a TypedDict; None: the answer of a member operation
+    #: (``{"results": [...]}``, as spends and coupon uses answer), documented as such.
+    reply: type | None = None
+    body: type[BaseModel] | None = None  # the request body's schema (the handler checks it itself)
+    status: int = 200
+    params: tuple[Param, ...] = ()
+    errors: dict[int, tuple[str, ...]] = field(default_factory=dict)  # status -> every error.code
+    example_body: dict[str, Any] | None = None
+    links: tuple[Link, ...] = ()
+    #: Weight for admission control: "award" for a write to members, "read" otherwise.
+    kind: Literal["award", "read"] = "award"
+    #: The route's own refusal codes (a member operation's, or the object's): message and field.
+    refusals: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+
+
+#: A programme's cross-checks of a game's section: (key path, problem) pairs.
+Check = Callable[[Any, Any], list[tuple[str, str]]]
+#: The member's part of the snapshot under ``games.<name>``: (ctx, program, member) -> data.
+SnapshotPart = Callable[[Context, CompiledProgram, ids.MemberId], Awaitable[Mapping[str, Any] | None]]
+
+
+@dataclass(frozen=True)
+class Game:
+    """Everything one game adds, read in one place each (see the module's docstring)."""
+
+    name: str  # its section ``[games.<name>]`` and its routes' prefix ``/v1/games/<name>``
+    section: type[BaseModel] | None = None  # the section's model: checked, in the JSON Schema and docs
+    check: Check | None = None  # cross-checks against the rest of the programme
+    effects: Mapping[str, type] = field(default_factory=dict)  # effect type -> its data's TypedDict
+    objects: Mapping[str, LuaScript] = field(default_factory=dict)  # object kind -> its script (seam)
+    steps: Mapping[str, StepKind] = field(default_factory=dict)  # member step kind -> its planner
+    jobs: Mapping[str, Handler] = field(default_factory=dict)  # pure job kinds
+    tasks: Mapping[str, Callable[[Context], Task]] = field(default_factory=dict)  # job kinds with I/O
+    routes: Sequence[Route] = ()
+    snapshot: SnapshotPart | None = None
+
+
+@functools.cache
+def installed() -> tuple[Game, ...]:
+    """Every game of the installed distribution, by name (loaded once per process)."""
+    games: dict[str, Game] = {}
+    for point in entry_points(group=ENTRY_POINTS):
+        game = point.load()
+        if not isinstance(game, Game):
+            raise TypeError(f"entry point {point.name} = {point.value} is not an engine.plugins.Game")
+        if game.name in games:
+            raise ValueError(f"two games named {game.name!r}")
+        games[game.name] = game
+    return tuple(games[name] for name in sorted(games))
+
+
+def all_scripts(games: Sequence[Game]) -> list[LuaScript]:
+    return [script for game in games for script in game.objects.values()]
