@@ -122,6 +122,9 @@ class Route:
 
 #: A programme's cross-checks of a game's section: (key path, problem) pairs.
 Check = Callable[[Any, Any], list[tuple[str, str]]]
+#: A game's own invariants over one of its objects, for ``rekindle verify``: (programme, object
+#: kind, object id, the object's counters) -> breaches, each a line naming what is wrong.
+ObjectCheck = Callable[[CompiledProgram | None, str, str, Mapping[str, int]], list[str]]
 #: The member's part of the snapshot under ``games.<name>``: (ctx, program, member) -> data.
 SnapshotPart = Callable[[Context, CompiledProgram, ids.MemberId], Awaitable[Mapping[str, Any] | None]]
 
@@ -140,6 +143,7 @@ class Game:
     tasks: Mapping[str, Callable[[Context], Task]] = field(default_factory=dict)  # job kinds with I/O
     routes: Sequence[Route] = ()
     snapshot: SnapshotPart | None = None
+    verify: ObjectCheck | None = None  # checked for each object of a kind in ``objects``
 
 
 @functools.cache

@@ -23,7 +23,7 @@ from enum import Enum
 from typing import NamedTuple
 
 from engine.config import CompiledProgram
-from engine.crossing import Crossing, EntryState, ObjectRef, entry_key, pack_steps
+from engine.crossing import Crossing, EntryState, ObjectRef, Step, entry_key, pack_steps
 from engine.keys import Keys
 from engine.redeem import CATALOG, RedeemRequest, Redemption, redemption_of, redemption_step, stock_of
 from engine.store import OpResult, OpStatus
@@ -57,46 +57,58 @@ class Reserved(NamedTuple):
     reason: str = ""  # REFUSED: out_of_stock | limit_reached; EXISTS and released: why
 
 
+async def reserve_unit(crossing: Crossing, obj: ObjectRef, step: Step, stock: int | None, limit: int,
+                       now_ms: int) -> Reserved:
+    """A stock object's step (``catalog.lua``, after its intent): a unit for ``step``, unless the
+    object holds this entry already, the member holds ``limit`` (0: none), or the ``stock`` (the
+    caller's programme's, so a change applies at once; None: unlimited) is gone."""
+    args = ["reserve", entry_key(step.member, step.op_id), step.at_ms, -1 if stock is None else stock,
+            pack_steps([step]), step.member, limit]
+    reply = await crossing.open(obj, now_ms, args)
+    if int(reply[0]) == 3:  # this request stalled past the sweep of its time: nothing taken
+        raise TimeoutError("the step took too long to reach its object; send it again")
+    status = Reserve(int(reply[0]))
+    if status is Reserve.RESERVED:
+        return Reserved(status, sold=int(reply[1]))
+    if status is Reserve.REFUSED:
+        return Reserved(status, sold=int(reply[2]), reason=_text(reply[1]))
+    return Reserved(status, state=EntryState(int(reply[1])), reason=_text(reply[2]))
+
+
+async def claim_unit(crossing: Crossing, program: CompiledProgram, obj: ObjectRef, step: Step, stock: int | None,
+                     limit: int, now_ms: int, *, crash_point: str = "") -> OpResult:
+    """One unit of a stock object for a member, end to end: reserve, the member step, settle or
+    release (the catalog's redemption and a flash sale's claim alike). Refusals come back as
+    ``REFUSED`` with the reason (``out_of_stock``, ``limit_reached``, ``in_progress``, or the
+    member script's); a store error propagates and leaves the entry to the sweep."""
+    opened_at = asyncio.get_running_loop().time()
+    reserved = await reserve_unit(crossing, obj, step, stock, limit, now_ms)
+    if reserved.status is Reserve.REFUSED:  # nothing written
+        return OpResult(OpStatus.REFUSED, refusal=reserved.reason)
+    if reserved.status is Reserve.EXISTS:  # a retry: the entry's state answers it
+        return (await crossing.answer_existing(program, reserved.state, reserved.reason, [step], now_ms)).result
+    if crash_point == CRASH_AFTER_RESERVE:
+        os.kill(os.getpid(), signal.SIGKILL)
+    outcome = await crossing.finish(program, obj, [step], now_ms, opened_now=True, opened_at=opened_at)
+    return outcome.result
+
+
 class RedemptionStore:
     def __init__(self, crossing: Crossing, *, crash_point: str = "") -> None:
         self._crossing = crossing
         self._crash_point = crash_point
 
     async def reserve(self, redemption: Redemption, stock: int | None, now_ms: int) -> Reserved:
-        """The item's step (after its intent): a unit for ``redemption``, unless the item holds it
-        already, the member holds their limit, or the stock (the caller's programme's, so a
-        change applies at once; None: unlimited) is gone."""
-        args = ["reserve", entry_key(redemption.member, redemption.op_id), redemption.at_ms,
-                -1 if stock is None else stock, pack_steps([redemption_step(redemption)]),
-                redemption.member, redemption.limit]
-        reply = await self._crossing.open(catalog_object(redemption.item), now_ms, args)
-        if int(reply[0]) == 3:  # this request stalled past the sweep of its time: nothing taken
-            raise TimeoutError("the redemption took too long to reach its item; send it again")
-        status = Reserve(int(reply[0]))
-        if status is Reserve.RESERVED:
-            return Reserved(status, sold=int(reply[1]))
-        if status is Reserve.REFUSED:
-            return Reserved(status, sold=int(reply[2]), reason=_text(reply[1]))
-        return Reserved(status, state=EntryState(int(reply[1])), reason=_text(reply[2]))
+        """The item's step alone (tests, and a look at what a reservation does)."""
+        return await reserve_unit(self._crossing, catalog_object(redemption.item), redemption_step(redemption),
+                                  stock, redemption.limit, now_ms)
 
     async def redeem(self, program: CompiledProgram, request: RedeemRequest, now_ms: int) -> OpResult:
-        """Reserve, apply the member step, settle or release. Refusals come back as ``REFUSED``
-        with the reason (``out_of_stock``, ``limit_reached``, ``in_progress``, or the member
-        script's); a store error propagates and leaves the entry to the sweep."""
+        """Reserve a unit of the item, apply the member step, settle or release."""
         redemption = redemption_of(program, request)
-        obj = catalog_object(redemption.item)
-        step = redemption_step(redemption)
-        opened_at = asyncio.get_running_loop().time()
-        reserved = await self.reserve(redemption, stock_of(program, redemption.item), now_ms)
-        if reserved.status is Reserve.REFUSED:  # nothing written
-            return OpResult(OpStatus.REFUSED, refusal=reserved.reason)
-        if reserved.status is Reserve.EXISTS:  # a retry: the entry's state answers it
-            outcome = await self._crossing.answer_existing(program, reserved.state, reserved.reason, [step], now_ms)
-            return outcome.result
-        if self._crash_point == CRASH_AFTER_RESERVE:
-            os.kill(os.getpid(), signal.SIGKILL)
-        outcome = await self._crossing.finish(program, obj, [step], now_ms, opened_now=True, opened_at=opened_at)
-        return outcome.result
+        return await claim_unit(self._crossing, program, catalog_object(redemption.item), redemption_step(redemption),
+                                stock_of(program, redemption.item), redemption.limit, now_ms,
+                                crash_point=self._crash_point)
 
 
 def _text(value: bytes | str) -> str:

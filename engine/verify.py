@@ -10,6 +10,7 @@ own counts), so it also holds for data written by another process, version or ho
   member's units held) equals its settled part plus what its pending entries hold (nothing
   lost, nothing doubled between the slots, for catalog items and every game alike);
 - stock: no catalog item has more units reserved or delivered than its stock;
+- games' own invariants: each game's checks of its objects (a flash sale never oversold...);
 - entries finished: no cross-slot entry pending longer than the scheduler takes to finish one (a
   crash not yet finished, or no scheduler running);
 - no job given up: the scheduler's dead lists are empty (a job there waits for an operator).
@@ -33,6 +34,7 @@ from engine.ledger import members_of, server_ms, verify_member
 from engine.programs import ProgramRegistry
 from engine.crossing import EntryState, entry_record
 from engine.jobs import SHARDS, dead_key
+from engine.plugins import installed
 from engine.redeem import CATALOG
 
 #: An entry pending longer than this is reported: the scheduler finishes one a crash left within
@@ -105,6 +107,8 @@ async def verify_all(redis: Redis, keys: Keys, progress: Progress | None = None)
 async def _object_checks(redis: Redis, keys: Keys, now_ms: int) -> list[Check]:
     counts = Check("objects: counts = settled + pending")
     stock = Check("catalog stock not exceeded")
+    games = Check("games' own invariants")
+    checks = {kind: game.verify for game in installed() if game.verify is not None for kind in game.objects}
     finished = Check("cross-slot entries finished")
     program = await _active_program(redis, keys)
     objects: set[str] = set()
@@ -142,7 +146,11 @@ async def _object_checks(redis: Redis, keys: Keys, now_ms: int) -> list[Check]:
             stock.checked += 1
             if limit is not None and counters.get("sold", 0) > limit:
                 stock.breach(f"item {object_id}: {counters['sold']} units taken, stock {limit}")
-    return [counts, stock, finished]
+        elif kind in checks:
+            games.checked += 1
+            for breach in checks[kind](program, kind, object_id, counters):  # type: ignore[misc]
+                games.breach(f"{kind}:{object_id}: {breach}")
+    return [counts, stock, games, finished]
 
 
 def _stock(program: CompiledProgram | None, item: str) -> int | None:

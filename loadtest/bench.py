@@ -13,8 +13,12 @@ taken minutes apart on the same loopback, the same embedded Valkey and the same 
    member's activity: ``loadtest/memberyear.py``) and per retained dedupe entry, against one
    SET-NX key per event;
 4. server cost: Valkey CPU per award, per duplicate, and per award under a programme at every
-   size limit the validator allows (``loadtest/servercost.py``);
-5. operations: spends and redemptions over HTTP, as req/s beside baseline (a).
+   size limit the validator allows (``loadtest/servercost.py``); both awards also as a ratio to
+   a floor script making only the writes every award makes (``loadtest/lua/floor.lua``), its
+   batches taking turns with theirs on the same server;
+5. operations: spends and redemptions over HTTP, as req/s beside baseline (a);
+8. games: flash-sale claims on one sale, and refusals once it sold out, beside the award path
+   (``loadtest/gamesbench.py``).
 
 It is a report: it exits 0 when a target is missed, and non-zero only when something failed to
 run (2) or was interrupted (130).
@@ -33,11 +37,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import redis as redis_sync
@@ -50,7 +54,7 @@ from engine.keys import Keys
 from engine.pipelining import AutoPipeline
 from engine.scripts import Scripts
 from engine.store import OpStatus, OperationStore
-from loadtest import memberyear, redisload, servercost
+from loadtest import gamesbench, memberyear, redisload, servercost
 from loadtest.httpload import LoadResult, LoadSpec
 from loadtest.processes import BenchError, Processes, free_port, wait_healthy
 from loadtest.clusterbench import ClusterRun, run_cluster_pairs
@@ -152,15 +156,16 @@ def rekindle_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "realtime.cli"]
 
 
-def http_load(spec: LoadSpec) -> LoadResult:
-    """One run of the load generator, in a process of its own."""
+def http_load(spec: LoadSpec, *, refusals: bool = False) -> LoadResult:
+    """One run of the load generator, in a process of its own. ``refusals``: the run is of
+    answers that are all refusals by design (a sold-out sale), so none succeeding is no failure."""
     cmd = [sys.executable, "-m", "loadtest.httpload", orjson.dumps(asdict(spec)).decode()]
     budget = spec.warmup_s + spec.duration_s + 60
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, timeout=budget)
     if done.returncode != 0:
         raise BenchError(f"load generator failed ({done.returncode}):\n{done.stderr.decode(errors='replace')[-2000:]}")
     result = LoadResult(**orjson.loads(done.stdout.splitlines()[-1]))
-    if result.requests == 0:
+    if result.requests == 0 and not (refusals and result.statuses):
         raise BenchError(f"no request succeeded against :{spec.port}: {result.statuses} {result.error_samples}")
     return result
 
@@ -426,12 +431,16 @@ def run_memory(opts: Options, url: str, program: CompiledProgram, run_id: str) -
 
 
 def run_server_cost(opts: Options, url: str, program: CompiledProgram, run_id: str) -> servercost.ServerCost:
-    members = 1000 if opts.quick else 5000
-    print(f"\n[5] server cost: Valkey CPU per operation (INFO commandstats: every EVALSHA it takes), {members:,} operations per path", flush=True)
-    cost = servercost.measure(url, DB_COST, program, run_id, int(time.time() * 1000), members)
-    print(f"  purchase, example programme  {cost.award_us:6.1f} us/award")
-    print(f"  the same events again        {cost.duplicate_us:6.1f} us/duplicate (replays the original award)")
-    print(f"  purchase, programme at its limits ({cost.limits})  {cost.at_limits_us:6.1f} us/award", flush=True)
+    members, rounds = (1000, 3) if opts.quick else (5000, 5)
+    print(f"\n[5] server cost: Valkey CPU per operation (INFO commandstats: every EVALSHA it takes), {members:,} operations per "
+          f"path, {rounds} rounds of member.lua and floor.lua batches in turn", flush=True)
+    cost = servercost.measure(url, DB_COST, program, run_id, int(time.time() * 1000), members, rounds)
+    for n, r in enumerate(cost.rounds, 1):
+        print(f"  round {n}: purchase {r.award_us:6.1f} us, floor {r.floor_us:6.1f} us ({r.award_ratio:.2f}x), "
+              f"at its limits {r.at_limits_us:6.1f} us ({r.at_limits_ratio:.2f}x)")
+    print(f"  purchase, example programme  {cost.award_us:6.1f} us/award (median of the rounds)")
+    print(f"  the same events again        {cost.duplicate_us:6.1f} us/duplicate (replays the last round's awards)")
+    print(f"  purchase, programme at its limits ({cost.limits})  {cost.at_limits_us:6.1f} us/award (median)", flush=True)
     return cost
 
 
@@ -467,11 +476,21 @@ class Row:
     verdict: str  # MET, MISSED, or "report" where there is no target
 
 
+T = TypeVar("T")
+
+
 def median_pair(pairs: Sequence[HttpPair]) -> HttpPair:
     """The pair whose ratio is the median, so a row can print figures that belong to its ratio
     (the median of each column apart may come from different pairs). With an even count, the
     lower of the two middle pairs: a real pair, and the stricter reading of the target."""
-    return sorted(pairs, key=lambda p: p.ratio)[(len(pairs) - 1) // 2]
+    return median_by(pairs, lambda p: p.ratio)
+
+
+def median_by(items: Sequence[T], ratio: Callable[[T], float], *, upper: bool = False) -> T:
+    """The item whose ratio is the median. With an even count, one of the two middle items, the
+    stricter for the row's target: the lower for an ``>=`` target, the ``upper`` for ``<=``."""
+    ordered = sorted(items, key=ratio)
+    return ordered[len(ordered) // 2 if upper else (len(ordered) - 1) // 2]
 
 
 def summary_rows(
@@ -484,6 +503,7 @@ def summary_rows(
     hundred_b: float,
     clustered: ClusterRun,
     year: memberyear.YearMemory | None = None,
+    games: gamesbench.Games | None = None,
 ) -> list[Row]:
     def med(values: Iterable[float]) -> float:
         return statistics.median(values)
@@ -498,12 +518,21 @@ def summary_rows(
     batch_ratio = batch.events_per_s / pipeline.per_s
     ops = (operations.spend, operations.redeem)
     errors = sum(p.service.errors + p.baseline.errors for p in pairs) + batch.errors + sum(o.errors for o in ops)
+    if games is not None:  # a sold-out sale answers 409 by design: only other answers are errors
+        errors += games.opening.errors + games.sold_out.errors - games.sold_out.statuses.get("409", 0)
+        not_applied_games = games.opening.requests - games.opening.counted
+    else:
+        not_applied_games = 0
     errors += sum(r.errors for r in clustered.single + clustered.cluster)
     not_applied = sum(p.service.requests - p.service.counted for p in pairs) + (batch.events - batch.counted)
-    not_applied += sum(o.requests - o.counted for o in ops)
+    not_applied += sum(o.requests - o.counted for o in ops) + not_applied_games
     not_applied += sum(r.requests - r.counted for r in clustered.single + clustered.cluster)
     cluster_rps = med(r.requests_per_s for r in clustered.cluster)
     single_rps = med(r.requests_per_s for r in clustered.single)
+    # Each floor row prints the round whose ratio is its median (us of member.lua, then of
+    # floor.lua): its figures and its ratio are one round's, the two rows' maybe not the same one.
+    floored = median_by(cost.rounds, lambda r: r.award_ratio, upper=True)
+    floored_limits = median_by(cost.rounds, lambda r: r.at_limits_ratio, upper=True)
 
     def verdict(ok: bool) -> str:
         return "MET" if ok else "MISSED"
@@ -523,6 +552,17 @@ def summary_rows(
             f"{operations.spend.requests_per_s / base_rps:.2f}x", "-", "report"),
         Row("HTTP redeem, req/s (object, member, settle)", f"{operations.redeem.requests_per_s:,.0f}",
             f"{base_rps:,.0f}", f"{operations.redeem.requests_per_s / base_rps:.2f}x", "-", "report"),
+        *([] if games is None else [
+            # Against the award path's median pair: the service's own rate for one event a request.
+            Row(f"HTTP flash-sale claims, req/s ({gamesbench.CLAIMANTS:,} members, one sale, every claim won)",
+                f"{games.opening.requests_per_s:,.0f}", f"{middle.service.requests_per_s:,.0f}",
+                f"{games.opening.requests_per_s / middle.service.requests_per_s:.2f}x", ">= 0.80x",
+                verdict(games.opening.requests_per_s >= 0.8 * middle.service.requests_per_s)),
+            Row("HTTP flash-sale claims once sold out, refusals/s", f"{gamesbench.refusals_per_s(games.sold_out):,.0f}",
+                f"{middle.service.requests_per_s:,.0f}",
+                f"{gamesbench.refusals_per_s(games.sold_out) / middle.service.requests_per_s:.2f}x", ">= 2.00x",
+                verdict(gamesbench.refusals_per_s(games.sold_out) >= 2 * middle.service.requests_per_s)),
+        ]),
         Row(f"HTTP 1 event/request on a 3-primary cluster, req/s, median of {len(clustered.cluster)}",
             f"{cluster_rps:,.0f}", f"{single_rps:,.0f}", f"{clustered.ratio:.2f}x", "-", "report"),
         Row(f"Redis bytes per member ({memory.events} events)", f"{memory.per_member_b:,.0f}", "-", "-", "-", "report"),
@@ -544,6 +584,11 @@ def summary_rows(
             f"{cost.duplicate_us / cost.award_us:.2f}x", "-", "report"),
         Row("Valkey us per award, programme at its limits", f"{cost.at_limits_us:.1f}", f"{cost.award_us:.1f}",
             f"{cost.at_limits_us / cost.award_us:.2f}x", "-", "report"),
+        Row("Valkey CPU per award / floor script (purchase)", f"{floored.award_us:.1f}",
+            f"{floored.floor_us:.1f}", f"{floored.award_ratio:.2f}x", "<= 2.50x", verdict(floored.award_ratio <= 2.5)),
+        Row("Valkey CPU per award / floor script (programme at its limits)",
+            f"{floored_limits.at_limits_us:.1f}", f"{floored_limits.floor_us:.1f}",
+            f"{floored_limits.at_limits_ratio:.2f}x", "-", "report"),
         Row("HTTP errors (non-2xx) and events not applied", f"{errors + not_applied}", "-", "-", "0",
             verdict(errors + not_applied == 0)),
     ]
@@ -600,7 +645,7 @@ def run(opts: Options, workdir: Path) -> list[Row]:
         api_key = "rk_bench_" + secrets.token_urlsafe(18)
         token_secret = secrets.token_urlsafe(32)
         config = workdir / "bench_programme.toml"  # the example, plus an item to redeem all run long
-        config.write_text(CONFIG.read_text() + BENCH_ITEM_TOML)
+        config.write_text(CONFIG.read_text() + BENCH_ITEM_TOML + gamesbench.BENCH_SALES_TOML)
         env = dict(os.environ)
         env.pop("REDIS_URL", None)
         env.update(
@@ -634,6 +679,10 @@ def run(opts: Options, workdir: Path) -> list[Row]:
             batch = run_batch(opts, service_port, api_key, run_id)
         with phase_noise(url):
             operations = run_operations(opts, service_port, api_key, token_secret, run_id)
+        with phase_noise(url):
+            games = gamesbench.run_games(http_load, describe, port=service_port, token_secret=token_secret,
+                                         connections=opts.connections, warmup_s=opts.warmup_s,
+                                         duration_s=opts.duration_s, run_id=run_id)
         clustered = run_cluster_pairs(
             rounds=opts.rounds, connections=opts.connections, warmup_s=opts.warmup_s, duration_s=opts.duration_s,
             members=opts.members, workdir=workdir, procs=procs, service_command=serve, env=env,
@@ -646,7 +695,7 @@ def run(opts: Options, workdir: Path) -> list[Row]:
         hundred = run_memory_hundred(opts, url, program, run_id)
         year = run_memory_year(opts, url, program, run_id)
         cost = run_server_cost(opts, url, program, run_id)
-        rows = summary_rows(pairs, batch, pipeline, memory, cost, operations, hundred, clustered, year)
+        rows = summary_rows(pairs, batch, pipeline, memory, cost, operations, hundred, clustered, year, games)
         print_summary(rows, pairs)
         return rows
     finally:

@@ -39,7 +39,8 @@ class LoadSpec:
     duration_s: float = 10.0
     #: "single": one event per request; "batch": {"events": [batch_size events]}; "spend": one
     #: point spent per request (POST /v1/members/{m}/points/spend); "redeem": one redemption of
-    #: ``item`` per request, as the member (POST /v1/me/redeem, tokens signed with token_secret)
+    #: ``item`` per request, as the member (POST /v1/me/redeem, tokens signed with token_secret);
+    #: "claim": one claim of the flash sale named ``item`` (POST /v1/games/flash/<item>/claim)
     mode: str = "single"
     batch_size: int = 1000
     item: str = ""
@@ -92,7 +93,7 @@ class RequestMaker:
         ).encode()
         self._rest = f"Host: {spec.host}:{spec.port}\r\nContent-Type: application/json\r\nContent-Length: ".encode()
         self._tokens: list[bytes] = []
-        if spec.mode == "redeem":  # a member token each, minted before the clock starts
+        if spec.mode in ("redeem", "claim"):  # a member token each, minted before the clock starts
             import jwt
 
             exp = int(time.time()) + 3600
@@ -121,13 +122,17 @@ class RequestMaker:
                 member,
                 self._spec.api_key.encode(),
             )
+        elif self._spec.mode == "claim":
+            body = b'{"id":"%s-c%d"}' % (self._run, seq)
+            head = b"POST /v1/games/flash/%s/claim HTTP/1.1\r\nAuthorization: Bearer %s\r\n" % (
+                self._spec.item.encode(), self._tokens[member])
         else:
             body = b'{"id":"%s-r%d","item":"%s"}' % (self._run, seq, self._spec.item.encode())
             head = b"POST /v1/me/redeem HTTP/1.1\r\nAuthorization: Bearer %s\r\n" % self._tokens[member]
         return b"%s%s%d\r\n\r\n%s" % (head, self._rest, len(body), body)
 
     def next(self) -> bytes:
-        if self._spec.mode in ("spend", "redeem"):
+        if self._spec.mode in ("spend", "redeem", "claim"):
             return self._member_request()
         if self._spec.mode == "batch":
             body = b'{"events":[' + b",".join([self._event() for _ in range(self._spec.batch_size)]) + b"]}"

@@ -9,15 +9,23 @@ figure the server time of that path alone (the service's Python is not in it). P
 - a purchase under a programme at every size limit the validator allows (tiers, coupons per
   bundle, quests matching one event), which shows that no valid programme can make an award
   cost many times the typical one.
+
+Absolute us swing 2x between runs on a shared machine, so both purchases are also set against a
+*floor script* (``loadtest/lua/floor.lua``: only the writes every award makes) on the same
+server in the same run. ``usec`` of ``evalsha`` is one figure for every script, so each batch is
+measured alone (stats reset before it, read after), and the batches take turns, round after
+round, so that noise hits both sides of a ratio.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import statistics
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-import redis as redis_sync
+import msgpack
 from redis.asyncio import Redis
 
 from engine import config
@@ -27,16 +35,40 @@ from engine.config import CompiledProgram, compile_program, parse_program
 from engine.events import parse_event
 from engine.keys import Keys
 from engine.pipelining import AutoPipeline
-from engine.scripts import Scripts
+from engine.scripts import LuaScript, Scripts
 from engine.store import OpStatus, OperationStore
 
 
 @dataclass(frozen=True)
+class CostRound:
+    """One round's batches, back to back on one server: a ratio is taken within a round only."""
+
+    award_us: float  # member.lua, a purchase under the example programme
+    floor_us: float  # floor.lua, on the same purchases
+    at_limits_us: float  # member.lua, a purchase under the programme at its limits
+
+    @property
+    def award_ratio(self) -> float:
+        return self.award_us / self.floor_us
+
+    @property
+    def at_limits_ratio(self) -> float:
+        return self.at_limits_us / self.floor_us
+
+
+@dataclass(frozen=True)
 class ServerCost:
-    award_us: float
+    rounds: tuple[CostRound, ...]
     duplicate_us: float
-    at_limits_us: float
     limits: str  # what "at its limits" meant in this run
+
+    @property
+    def award_us(self) -> float:
+        return statistics.median(r.award_us for r in self.rounds)
+
+    @property
+    def at_limits_us(self) -> float:
+        return statistics.median(r.at_limits_us for r in self.rounds)
 
 
 def limits_program() -> CompiledProgram:
@@ -74,40 +106,107 @@ def _plans(program: CompiledProgram, event_type: str, data: dict, members: int, 
     return [plan_award(program, parse_event(raw, program, now_ms), now_ms) for raw in raws]
 
 
-async def _apply(url: str, db: int, prefix: str, program: CompiledProgram, plans: Sequence[MemberPlan], expect: OpStatus) -> float:
-    """Apply ``plans`` (1,000 a pipeline) after a stats reset; the server's us per operation."""
+def floor_script() -> LuaScript:
+    return LuaScript.from_package("floor.lua", package="loadtest")
+
+
+def floor_call(keys: Keys, plan: MemberPlan) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of floor.lua (see its header) for ``plan``: its own amounts, ids and
+    expiries, so the floor writes what the award must write, at the sizes the award writes."""
+    a = plan.args
+    mk = keys.member(plan.op.member)
+    xp = sum(g[1] for g in a.grants if g[0] == "x")
+    points = sum(g[1] for g in a.grants if g[0] == "p")
+    reason = next((g[2] for g in a.grants if g[0] == "p"), "award")
+    effects = msgpack.packb([["xp" if g[0] == "x" else "points", {"amount": g[1], "reason": g[2]}] for g in a.grants],
+                            use_bin_type=False)
+    return [mk.profile, mk.ledger, mk.feed, mk.dedupe(plan.dedupe_bucket)], [
+        a.op_id, a.dedupe_field, a.fingerprint + bytes(5), a.dedupe_expire_ms, xp, points, reason,
+        a.now_ms - a.ledger_keep_ms, a.feed_length, effects, mk.channel,
+    ]
+
+
+#: Sends a chunk of plans one way (member.lua through the store, or floor.lua) and checks the replies.
+Send = Callable[[Sequence[MemberPlan]], Awaitable[None]]
+
+
+def _member_batches(store: OperationStore, program: CompiledProgram, expect: OpStatus) -> Send:
+    async def send(plans: Sequence[MemberPlan]) -> None:
+        results = await store.apply_many(plans, program)
+        bad = [r for r in results if isinstance(r, Exception) or r.status is not expect]
+        if bad:
+            raise RuntimeError(f"server cost: {len(bad)} calls not {expect.value}, e.g. {bad[0]!r}")
+
+    return send
+
+
+def _floor_batches(runner: AutoPipeline, keys: Keys, floor: LuaScript) -> Send:
+    async def send(plans: Sequence[MemberPlan]) -> None:
+        replies = await runner.run_many([(floor, *floor_call(keys, p)) for p in plans])
+        bad = [r for r in replies if isinstance(r, Exception)]
+        if bad:
+            raise RuntimeError(f"server cost: {len(bad)} floor calls failed, e.g. {bad[0]!r}")
+
+    return send
+
+
+async def _server_us(client: Redis, plans: Sequence[MemberPlan], send: Send) -> float:
+    """The server's us of EVALSHA per plan, ``plans`` sent 1,000 a pipeline after a stats reset:
+    every script shares that one figure, so a batch is only ever measured alone. A plan is one
+    script call; the ``ZADD`` that schedules a new lot's expiry job first (engine/jobs.py) is a
+    command of its own, not in this figure."""
+    await client.config_resetstat()
+    for i in range(0, len(plans), 1000):
+        await send(plans[i : i + 1000])
+    stats = await client.info("commandstats")
+    return float(stats["cmdstat_evalsha"]["usec"]) / len(plans)
+
+
+async def _measure(url: str, db: int, program: CompiledProgram, run_id: str, now_ms: int, members: int,
+                   rounds: int) -> ServerCost:
     client = Redis.from_url(url, db=db)
+    runner = AutoPipeline(client)
     try:
-        scripts = Scripts()
-        await scripts.load(client)
-        store = OperationStore(AutoPipeline(client), Keys(prefix), scripts)
-        await client.config_resetstat()
-        for i in range(0, len(plans), 1000):
-            results = await store.apply_many(plans[i : i + 1000], program)
-            bad = [r for r in results if isinstance(r, Exception) or r.status is not expect]
-            if bad:
-                raise RuntimeError(f"server cost: {len(bad)} calls not {expect.value}, e.g. {bad[0]!r}")
-        stats = await client.info("commandstats")
-        # Per operation, not per call: an award may be preceded by the call that schedules its
-        # points' expiry (engine/jobs.py), and that server time is the award's too.
-        return float(stats["cmdstat_evalsha"]["usec"]) / len(plans)
+        scripts, floor = Scripts(), floor_script()
+        await scripts.load(client)  # loaded first: no NOSCRIPT round trip inside a measured batch
+        await floor.load(client)
+        limits = limits_program()
+        purchases = _plans(program, "purchase", {"amount": 12_900}, members, run_id, now_ms)
+        at_limits = _plans(limits, "pay", {"cents": 12_900}, members, run_id, now_ms)
+        measured = []
+        for n in range(rounds):
+            # Every round on an empty database and every batch on keys of its own, so each round
+            # measures the same first purchase of the same members; the order turns each round,
+            # so that no batch always meets the smallest keyspace. SYNC: the server's default
+            # (lazyfree-lazy-user-flush) frees in a thread of its own, which would compete with
+            # the round's first batch for the cores.
+            await client.execute_command("FLUSHDB", "SYNC")
+            store = OperationStore(runner, Keys(f"sc{run_id}{n}"), scripts)
+            batches: list[tuple[str, Sequence[MemberPlan], Send]] = [
+                ("award_us", purchases, _member_batches(store, program, OpStatus.APPLIED)),
+                ("floor_us", purchases, _floor_batches(runner, Keys(f"sf{run_id}{n}"), floor)),
+                ("at_limits_us", at_limits, _member_batches(
+                    OperationStore(runner, Keys(f"sl{run_id}{n}"), scripts), limits, OpStatus.APPLIED)),
+            ]
+            turned = batches[n % len(batches) :] + batches[: n % len(batches)]
+            us = {name: await _server_us(client, plans, send) for name, plans, send in turned}
+            measured.append(CostRound(**us))
+        duplicate = await _server_us(client, purchases, _member_batches(store, program, OpStatus.DUPLICATE))
+        await client.execute_command("FLUSHDB", "SYNC")
     finally:
+        await runner.aclose()
         await client.aclose()
-
-
-def measure(url: str, db: int, program: CompiledProgram, run_id: str, now_ms: int, members: int = 5000) -> ServerCost:
-    """Each path on ``members`` members of their own, in database ``db`` (emptied first)."""
-    redis_sync.Redis.from_url(url, db=db).flushdb()
-    purchases = _plans(program, "purchase", {"amount": 12_900}, members, run_id, now_ms)
-    award = asyncio.run(_apply(url, db, f"sc{run_id}", program, purchases, OpStatus.APPLIED))
-    duplicate = asyncio.run(_apply(url, db, f"sc{run_id}", program, purchases, OpStatus.DUPLICATE))
-    limits = limits_program()
-    at_limits_plans = _plans(limits, "pay", {"cents": 12_900}, members, run_id, now_ms)
-    at_limits = asyncio.run(_apply(url, db, f"sl{run_id}", limits, at_limits_plans, OpStatus.APPLIED))
-    redis_sync.Redis.from_url(url, db=db).flushdb()
     described = (
         f"{config.MAX_TIERS} tiers x {config.MAX_COUPONS_PER_REWARD} coupons, {config.MAX_RULES_PER_EVENT} capped rules "
         f"and {config.MAX_QUESTS_PER_EVENT} quests on the event, "
         f"tiers ARGV {len(limits.tiers_packed):,} B"
     )
-    return ServerCost(award, duplicate, at_limits, described)
+    return ServerCost(tuple(measured), duplicate, described)
+
+
+def measure(url: str, db: int, program: CompiledProgram, run_id: str, now_ms: int, members: int = 5000,
+            rounds: int = 5) -> ServerCost:
+    """Each path on ``members`` members, in database ``db`` (emptied before each round and after):
+    ``rounds`` rounds of award, floor and at-limits batches, then the last round's purchases
+    again, as duplicates."""
+    return asyncio.run(_measure(url, db, program, run_id, now_ms, members, rounds))

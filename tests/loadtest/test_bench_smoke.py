@@ -25,6 +25,8 @@ ROWS = [
     "Redis bytes per dedupe entry (MEMORY USAGE)",
     "Redis bytes per dedupe entry (used_memory)",
     "HTTP 1 event/request on a 3-primary cluster, req/s, median of 2",
+    "Valkey CPU per award / floor script (purchase)",
+    "Valkey CPU per award / floor script (programme at its limits)",
 ]
 NUMBER = r"[0-9][0-9,]*(?:\.[0-9]+)?"
 

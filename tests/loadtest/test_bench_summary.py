@@ -6,11 +6,11 @@ import re
 
 import pytest
 
-from loadtest.bench import HttpPair, Memory, Operations, median_pair, print_summary, summary_rows
+from loadtest.bench import HttpPair, Memory, Operations, median_by, median_pair, print_summary, summary_rows
 from loadtest.clusterbench import ClusterRun
 from loadtest.httpload import LoadResult
 from loadtest.redisload import PipelineResult
-from loadtest.servercost import ServerCost
+from loadtest.servercost import CostRound, ServerCost
 
 
 def pair(service_rps: float, baseline_rps: float) -> HttpPair:
@@ -23,6 +23,12 @@ def pair(service_rps: float, baseline_rps: float) -> HttpPair:
 PAIRS = [pair(7_916, 9_573), pair(7_210, 7_000), pair(12_000, 10_000)]
 
 
+#: Server-cost rounds whose ratios to the floor have their medians in different rounds: purchase
+#: 4.00x in round 1 (of 4, 3, 5), at its limits 10.00x in round 2 (of 15, 10, 5).
+ROUNDS = (CostRound(award_us=60, floor_us=15, at_limits_us=225), CostRound(award_us=60, floor_us=20, at_limits_us=200),
+          CostRound(award_us=50, floor_us=10, at_limits_us=50))
+
+
 def rows_of(pairs: list[HttpPair]) -> dict[str, tuple[str, str, str]]:
     done = LoadResult(requests=10, counted=10, events=10, events_per_s=1_000, requests_per_s=100)
     rows = summary_rows(
@@ -31,7 +37,7 @@ def rows_of(pairs: list[HttpPair]) -> dict[str, tuple[str, str, str]]:
         PipelineResult(replies=1_000, seconds=1.0, errors=0, sampled=0, applied=0),
         Memory(members=10, events=5, per_member_b=900, dedupe_usage_per_entry_b=40, dedupe_delta_per_entry_b=40,
                setnx_per_key_b=90),
-        ServerCost(award_us=30, duplicate_us=10, at_limits_us=50, limits="made up"),
+        ServerCost(rounds=ROUNDS, duplicate_us=10, limits="made up"),
         Operations(spend=done, redeem=done),
         2_000.0,
         ClusterRun(single=[done], cluster=[done]),
@@ -62,3 +68,17 @@ def test_the_ratio_line_names_the_same_median(capsys: pytest.CaptureFixture[str]
     print_summary([], PAIRS)
     out = capsys.readouterr().out
     assert re.search(r"0\.83x, 1\.03x, 1\.20x; best 1\.20x, median 1\.03x", out), out
+
+
+def test_the_floor_rows_print_the_median_rounds_figures() -> None:
+    """Each floor-script row shows the member and floor us of the round whose ratio is its median."""
+    rows = rows_of(PAIRS)
+    assert rows["Valkey CPU per award / floor script (purchase)"] == ("60.0", "15.0", "4.00x")
+    assert rows["Valkey CPU per award / floor script (programme at its limits)"] == ("200.0", "20.0", "10.00x")
+
+
+def test_an_upper_bound_takes_the_higher_middle_of_an_even_count() -> None:
+    """With two rounds, a ratio held to "<=" is read from the higher one (the stricter reading)."""
+    low, high = CostRound(30, 10, 0), CostRound(50, 10, 0)
+    assert median_by([high, low], lambda r: r.award_ratio, upper=True) is high
+    assert median_by([high, low], lambda r: r.award_ratio) is low

@@ -1,0 +1,48 @@
+"""The flash sale's section of a programme: ``[games.flash.<sale>]``, one table a sale."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, RootModel, Strict
+
+from engine.config import Name
+
+Count = Annotated[int, Strict(), Field(ge=0, le=1_000_000_000)]
+
+
+class Sale(BaseModel):
+    """A limited stock of a catalog item, claimed first come first served from an opening instant:
+    never oversold, not by one, however many claim in the opening second."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    title: Annotated[str, Strict(), Field(min_length=1, max_length=120, description="shown to the member")]
+    item: Annotated[str, Strict(), Field(min_length=1, max_length=64, description="the catalog item a winner gets, as a coupon")]
+    stock: Annotated[int, Strict(), Field(ge=1, le=10_000_000, description="units in all")]
+    per_member_limit: Annotated[int, Strict(), Field(ge=1, le=1_000, description="units one member may win")] = 1
+    price_points: Count = Field(0, description="points a claim costs (0: free)")
+    opens_at: AwareDatetime | None = Field(None, description="when claims open, with its UTC offset (not set: open now)")
+    ends_at: AwareDatetime | None = Field(None, description="when claims end (exclusive), with its UTC offset (not set: never)")
+
+
+class FlashSales(RootModel[dict[Name, Sale]]):
+    """The programme's flash sales, by name (the name is in the routes: `/v1/games/flash/<sale>`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+
+def check(program: object, section: FlashSales) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    catalog = getattr(program, "catalog", {})
+    for name, sale in section.root.items():
+        path = f"games.flash.{name}"
+        if sale.item not in catalog:
+            out.append((f"{path}.item", f"no catalog item {sale.item!r} is declared under [catalog]"))
+        if sale.opens_at is not None and sale.ends_at is not None and sale.ends_at <= sale.opens_at:
+            out.append((f"{path}.ends_at", "is not after opens_at"))
+    return out
+
+
+def epoch_ms(moment: datetime | None) -> int | None:
+    return None if moment is None else int(moment.timestamp() * 1000)
