@@ -7,6 +7,7 @@ in one round trip (a MULTI pipeline, so a snapshot never shows half of an award)
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -82,6 +83,12 @@ class MemberStore:
     def __init__(self, redis: Redis, keys: Keys) -> None:
         self._redis = redis
         self._keys = keys
+
+    async def state_fields(self, member: ids.MemberId, fields: Sequence[str]) -> list[str | None]:
+        """Fields of the member's state hash (a game's streak, its inventory counts), read for a
+        snapshot: games name the fields their plans write, never the member's keys."""
+        values = await self._redis.hmget(self._keys.member(member).state, list(fields))
+        return [v.decode() if isinstance(v, bytes) else v for v in values]
 
     async def put_profile(self, member: ids.MemberId, profile: Profile) -> None:
         await self._redis.hset(self._keys.member(member).profile, mapping=profile.fields)  # type: ignore[arg-type]  # Mapping's key is invariant in redis-py's hints

@@ -28,6 +28,7 @@ from engine.config import CompiledProgram
 from engine.crossing import Crossing, StepKind
 from engine.jobs import Handler, Task
 from engine.keys import Keys
+from engine.members import MemberStore
 from engine.runner import Runner
 from engine.scripts import LuaScript
 from engine.store import OperationStore, OpResult
@@ -64,7 +65,8 @@ class Context(NamedTuple):
     runner: Runner  # object scripts and reads by script
     ops: OperationStore  # member plans, through member.lua
     crossing: Crossing  # the seam: intents, object steps, member steps, decisions
-    redis: Any  # plain reads (a sale's state for GET); never a write to a member's keys
+    members: MemberStore  # a member's state read by field (snapshot parts), never by key
+    redis: Any  # plain reads of the game's own objects (a sale's state for GET)
     clock: Clock
     program: Callable[[], CompiledProgram]  # the active programme
 

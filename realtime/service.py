@@ -114,7 +114,8 @@ class Service:
         # The sweep of the seam is the scheduler's: an entry a crash left is finished by its
         # intent job, in the object's shard, by whichever process holds the shard's lease. The
         # games' jobs run there too.
-        ctx = Context(keys, pipeline, ops, crossing, redis, clock, lambda: programs.current.program)
+        members = MemberStore(redis, keys)
+        ctx = Context(keys, pipeline, ops, crossing, members, redis, clock, lambda: programs.current.program)
         scheduler = Scheduler(
             pipeline, keys, scripts, ops, clock, lambda: programs.current.program,
             handlers={**HANDLERS, **{k: v for g in games for k, v in g.jobs.items()}},
@@ -130,7 +131,7 @@ class Service:
             pipeline=pipeline,
             ops=ops,
             dry_run=DryRun(redis, keys, scripts),
-            members=MemberStore(redis, keys),
+            members=members,
             programs=programs,
             auth=auth,
             feed=FeedStore(redis, keys, scripts),

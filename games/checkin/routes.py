@@ -74,8 +74,8 @@ async def snapshot(ctx: Context, program: CompiledProgram, member: ids.MemberId)
     section = program.games.get("checkin")
     if section is None:
         return None
-    streak_raw, cards = await ctx.redis.hmget(ctx.keys.member(member).state, [STREAK_FIELD, CARDS_FIELD])
-    state = StreakState.unpack(streak_raw.decode() if streak_raw else None)
+    streak_raw, cards = await ctx.members.state_fields(member, [STREAK_FIELD, CARDS_FIELD])
+    state = StreakState.unpack(streak_raw)
     today = day_number(program.tz, ctx.clock.now_ms())
     current = state.current if state.last >= today - 1 else 0  # a streak not continued yesterday is over
     repairable = state.gap if state.gap and state.gap >= today - section.makeup_max_age_days else (

@@ -37,3 +37,14 @@ def test_every_games_object_script_is_loaded_with_the_engines() -> None:
     for game in installed():
         for script in game.objects.values():
             assert script in scripts.all()
+
+
+def test_no_game_names_a_members_keys() -> None:
+    """A game changes a member only through plans for the member script, and reads one only
+    through the engine's stores: nothing under games/ builds a member key."""
+    offenders = [
+        f"{path.relative_to(ROOT)}:{n}" for path in (ROOT / "games").rglob("*.py")
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if ".member(" in line.replace("ctx.members", "") or "member_tag(" in line or "member_script_keys(" in line
+    ]
+    assert offenders == []
