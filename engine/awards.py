@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.config import CompiledProgram, CompiledQuest, Currency, Predicate, QuestKind
+from engine.config import CompiledProgram, CompiledQuest, CompiledRule, Currency, Predicate, QuestKind
 from engine.errors import InvalidEvent
 from engine.events import Event
 from engine.operations import Grant, MemberPlan, Operation, QuestStep, member_plan, type_tag
@@ -39,6 +39,9 @@ def plan_award(program: CompiledProgram, event: Event, now_ms: int) -> MemberPla
                 f"would earn {amount:,} {rule.currency.value} under rule {rule.id!r}; one event earns at most {AWARD_MAX:,}",
                 field=f"data.{rule.per_field}",
             )
+        if rule.currency is Currency.ITEM:
+            grants.append(_item_grant(rule, amount, periods, program.retention_ms))
+            continue
         currency = "x" if rule.currency is Currency.XP else "p"
         if rule.daily_cap:
             day, day_end_ms = periods.day()
@@ -61,6 +64,21 @@ def plan_award(program: CompiledProgram, event: Event, now_ms: int) -> MemberPla
         record = (type_tag(event.type), amount if isinstance(amount, int) and amount > 0 else 0)
     reverse = _reversal(program, event)
     return member_plan(program, op, now_ms, grants=tuple(grants), quests=tuple(quests), record=record, reverse=reverse)
+
+
+def _item_grant(rule: CompiledRule, amount: int, periods: "Periods", retention_ms: int) -> Grant:
+    """An item rule's grant: an xp/points grant's seven elements (its daily cap kept as theirs are,
+    no multiplier), then the inventory the script adds to: item field, item cap, item name.
+
+    A grant line, not an inventory line (plan[20]): the rule's daily cap is state the script
+    reads and writes with the other caps, and an inventory line cannot carry it; inventory lines
+    also refuse the operation below zero, which a grant never needs."""
+    if rule.daily_cap:
+        day, day_end_ms = periods.day()
+        cap = [cap_field(rule.id, day), rule.daily_cap, day_end_ms + retention_ms]
+    else:
+        cap = ["", 0, 0]
+    return ["i", amount, rule.id, *cap, 0, rule.item_field, rule.item_cap, rule.item]
 
 
 def _reversal(program: CompiledProgram, event: Event) -> tuple[str, int, int] | None:
@@ -140,7 +158,7 @@ def _quest_step(quest: CompiledQuest, event: Event, periods: "Periods", retentio
         return None
     period, period_end_ms = quest_period(quest, periods)
     r = quest.rewards
-    return [
+    step: QuestStep = [
         quest.id,
         quest_field(quest.id, period),
         increment,
@@ -150,6 +168,9 @@ def _quest_step(quest: CompiledQuest, event: Event, periods: "Periods", retentio
         r.points,
         [list(c) for c in quest.coupons],
     ]
+    if quest.items:  # a 9th element only then: the script unpacks no table for the others
+        step.append([list(line) for line in quest.items])
+    return step
 
 
 class Periods:

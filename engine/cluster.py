@@ -263,8 +263,9 @@ class ClusterRunner:
         before the slot map is read or when redirected, a task of its own."""
         if self._ready and not self._closed:
             node = self._cluster.get_node_from_key(keys[0])
-            self._pipe(node.host, int(node.port)).send(target, keys, args)
-            return
+            if node is not None:  # None only while the slot map is being reread
+                self._pipe(node.host, int(node.port)).send(target, keys, args)
+                return
         task = asyncio.get_running_loop().create_task(self._quiet(target, keys, args))
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)

@@ -19,16 +19,16 @@ import hashlib
 import re
 import tomllib
 import types
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, NamedTuple, Union, get_args, get_origin
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import msgpack
-from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, RootModel, Strict, ValidationError, field_validator
 
 from engine.calendar import Calendar
 from engine.clock import DAY_MS
@@ -47,6 +47,8 @@ MAX_RULES_PER_EVENT = 16  # one award runs every rule and quest of its event typ
 MAX_QUESTS_PER_EVENT = 16  # the work of one award, whatever the programme's size
 MAX_CATALOG_ITEMS = 1_000
 MAX_COUPONS_PER_REWARD = 10
+MAX_ITEMS_PER_REWARD = 10
+MAX_ITEM_NAME_LENGTH = 64
 MAX_CONDITIONS = 16
 MAX_VALUES = 100
 MAX_NAME_LENGTH = 48
@@ -64,6 +66,8 @@ LIMITS: dict[str, str] = {
     "MAX_QUESTS_PER_EVENT": "quests that count one event type (one award moves them all)",
     "MAX_CATALOG_ITEMS": "items under `[catalog]`",
     "MAX_COUPONS_PER_REWARD": "coupons in one `rewards` bundle",
+    "MAX_ITEMS_PER_REWARD": "counted items in one `rewards` bundle (`items`)",
+    "MAX_ITEM_NAME_LENGTH": "characters in an item name (`<game>:<item>`)",
     "MAX_CONDITIONS": "fields tested in one `where` (rule or quest)",
     "MAX_VALUES": "values in one `in`, `not_in` or `one_of`",
     "MAX_NAME_LENGTH": "characters in a name (event type, field, rule, quest, tier id, catalog item)",
@@ -75,6 +79,12 @@ LIMITS: dict[str, str] = {
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
 NAME_RULE = f"names use letters, digits, _ and - (at most {MAX_NAME_LENGTH}), starting with a letter or digit"
+#: A counted item a game declares (``engine.plugins.Game.items``): ``<game>:<item>``.
+ITEM_PATTERN = r"^[a-z0-9_-]+:[A-Za-z0-9_-]+$"
+ITEM_RULE = (
+    f'item names are <game>:<item> as a game declares them, such as "checkin:makeup" '
+    f"(letters, digits, _ and -, at most {MAX_ITEM_NAME_LENGTH} characters)"
+)
 
 # Scalars are strict: `daily_cap = "5000"` or `fixed = true` is a mistake to name, not to coerce.
 Int = Annotated[int, Strict()]
@@ -83,6 +93,8 @@ Str = Annotated[str, Strict()]
 Text = Annotated[str, Strict(), Field(max_length=MAX_DESCRIPTION_LENGTH)]
 Name = Annotated[str, Strict(), Field(pattern=NAME_PATTERN, max_length=MAX_NAME_LENGTH)]
 Count = Annotated[int, Strict(), Field(ge=0, le=1_000_000_000)]
+ItemName = Annotated[str, Strict(), Field(pattern=ITEM_PATTERN, max_length=MAX_ITEM_NAME_LENGTH)]
+ItemCount = Annotated[int, Strict(), Field(ge=1, le=1_000_000_000)]
 
 
 class _Model(BaseModel):
@@ -223,16 +235,31 @@ class Currency(str, Enum):
 
     XP = "xp"
     POINTS = "points"
+    ITEM = "item"  # a counted item a game declares, named by the rule's `item`
 
 
 class Rule(_Model):
     """What one event type earns in one currency; ``fixed`` or ``per``, never both."""
 
     event: Name = Field(description="the event type (under `[events]`) this rule applies to")
-    grant: Currency = Field(description="the currency granted")
+    grant: Currency = Field(
+        description='the currency granted; "item": a counted item a game of the programme declares (spins of '
+        "a wheel, make-up cards), named by `item`, up to the most a member may hold"
+    )
+    item: ItemName | None = Field(
+        None,
+        description='with grant = "item" (and only then): the item granted, `<game>:<item>` as declared by a '
+        'game section of this programme, e.g. "checkin:makeup"',
+    )
     fixed: Int | None = Field(None, ge=1, le=1_000_000, description="granted once per matching event")
     per: PerUnit | None = Field(None, description="granted in proportion to an int field")
-    daily_cap: Int | None = Field(None, ge=1, le=10**12, description="most this rule grants a member per day")
+    daily_cap: Int | None = Field(
+        None,
+        ge=1,
+        le=10**12,
+        description="most this rule grants a member per day (items: counts only what the member got, "
+        "not what the item's cap cut)",
+    )
     where: dict[Name, Condition] = Field(
         default_factory=dict, max_length=MAX_CONDITIONS, description="tests on the event's fields, by field name"
     )
@@ -244,6 +271,24 @@ class Rewards(_Model):
     xp: Count = Field(0, description="XP granted")
     points: Count = Field(0, description="points granted (tier multipliers do not apply)")
     coupons: tuple[Name, ...] = Field((), max_length=MAX_COUPONS_PER_REWARD, description="catalog items granted")
+    items: dict[ItemName, ItemCount] = Field(
+        default_factory=dict,
+        max_length=MAX_ITEMS_PER_REWARD,
+        description='counted items granted, by item name (`items = { "checkin:makeup" = 1 }`): items a game '
+        "section of this programme declares, each up to the most a member may hold",
+    )
+
+
+class Item(NamedTuple):
+    """A counted item members hold (``member.lua``'s inventory): a game declares its own."""
+
+    field: str  # the member state field holding the count: "i:<item name>"
+    cap: int  # the most one member holds (0: no cap); a grant past it is cut to it
+    title: str  # shown to the member
+
+
+def item_field(name: str) -> str:
+    return f"i:{name}"
 
 
 class CatalogItem(_Model):
@@ -400,8 +445,12 @@ def parse_program(source: str | bytes, file: str) -> Program:
             problems += [ConfigProblem(file, path, reason) for path, reason in _cross_check(partial, dropped)]
         raise ConfigError(f"{file}: {len(problems)} problem(s)", _capped(problems, file)) from None
     problems = [ConfigProblem(file, path, reason) for path, reason in _cross_check(program)]
+    asked = set(program.games)
     program, game_problems = _game_sections(program, raw)
     problems += [ConfigProblem(file, path, reason) for path, reason in game_problems]
+    # Items are declared by the games' sections: checked once those are (a section with its own
+    # problems declares nothing, and its items are not reported again as missing).
+    problems += [ConfigProblem(file, path, reason) for path, reason in _item_check(program, asked - set(program.games))]
     if problems:
         raise ConfigError(f"{file}: {len(problems)} problem(s)", _capped(problems, file))
     return program
@@ -432,6 +481,73 @@ def _game_sections(program: Program, raw: dict[str, Any]) -> tuple[Program, list
             problems += game.check(program, section)
         sections[name] = section
     return program.model_copy(update={"games": sections}), problems
+
+
+def declared_items(program: Program) -> dict[str, Item]:
+    """Every counted item the programme's game sections declare, by name (``Game.items``); the
+    programme's ``games`` must hold validated sections (as ``parse_program`` leaves them)."""
+    from engine.plugins import installed  # the games' modules import this one
+
+    games = {game.name: game for game in installed()}
+    out: dict[str, Item] = {}
+    for name, section in program.games.items():
+        game = games.get(name)
+        if game is not None and game.items is not None:
+            out.update(game.items(section))
+    return out
+
+
+def _item_check(program: Program, unchecked: set[str]) -> list[tuple[str, str]]:
+    """Every item a rule or a ``rewards`` names must be declared by a game section of this
+    programme; ``unchecked``: games whose section has problems of its own (not reported again)."""
+    from engine.plugins import installed
+
+    declared = declared_items(program)
+    installed_names = {game.name for game in installed() if game.items is not None}
+    out: list[tuple[str, str]] = []
+
+    def check(path: str, name: str) -> None:
+        game = name.split(":", 1)[0]
+        if name in declared or game in unchecked:
+            return
+        reason = f"no item {name!r} is declared by this programme's games (declared: {', '.join(sorted(declared)) or 'none'})"
+        if game in installed_names and game not in program.games:
+            reason += f"; the {game} game declares its items in [games.{game}], which this programme does not have"
+        out.append((path, reason))
+
+    for rid, rule in program.rules.items():
+        if rule.grant is Currency.ITEM and rule.item is not None:
+            check(f"rules.{rid}.item", rule.item)
+    tier_ids = [tier.id for tier in program.tiers]
+    for i, tier in enumerate(program.tiers):
+        for name in tier.rewards.items:
+            check(f"tiers[{_tier_label(tier_ids, i)}].rewards.items.{name}", name)
+    for qid, quest in program.quests.items():
+        for name in quest.rewards.items:
+            check(f"quests.{qid}.rewards.items.{name}", name)
+    for game, section in program.games.items():  # a game's own rewards (a wheel's prizes, streak days)
+        for path, rewards in _rewards_in(section, f"games.{game}"):
+            for name in rewards.items:
+                check(f"{path}.items.{name}", name)
+    return out
+
+
+def _rewards_in(node: Any, path: str) -> Iterator[tuple[str, Rewards]]:
+    """Every ``Rewards`` inside a validated game section, with its key path: a game that uses
+    the engine's bundle gets its items checked without a line of its own."""
+    if isinstance(node, Rewards):
+        yield path, node
+    elif isinstance(node, RootModel):
+        yield from _rewards_in(node.root, path)
+    elif isinstance(node, BaseModel):
+        for name in type(node).model_fields:
+            yield from _rewards_in(getattr(node, name), f"{path}.{name}")
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            yield from _rewards_in(value, f"{path}.{key}")
+    elif isinstance(node, tuple | list):
+        for i, value in enumerate(node):
+            yield from _rewards_in(value, f"{path}[{i}]")
 
 
 def _toml_reason(exc: tomllib.TOMLDecodeError) -> str:
@@ -638,7 +754,7 @@ _TABLE_OF = {
 }
 _NOUNS = {
     "tiers": "tiers", "events": "event types", "fields": "fields", "rules": "rules", "quests": "quests",
-    "catalog": "catalog items", "coupons": "coupons", "where": "conditions",
+    "catalog": "catalog items", "coupons": "coupons", "where": "conditions", "items": "items",
 }
 _WHEN = "must be a date and time with its UTC offset, such as 2026-12-12T00:00:00+08:00 (no quotes)"
 _REASONS = {
@@ -655,7 +771,7 @@ _REASONS = {
     "dict_type": _TABLE,
     "tuple_type": 'must be an array such as ["a", "b"]',
     "list_type": 'must be an array such as ["a", "b"]',
-    "string_pattern_mismatch": NAME_RULE,  # the only pattern is the one names follow
+    "string_pattern_mismatch": NAME_RULE,  # names' pattern; item names' is told apart in _reason
     "datetime_type": _WHEN,
     "datetime_parsing": _WHEN,
     "datetime_from_date_parsing": _WHEN,
@@ -666,6 +782,8 @@ def _reason(err: Any, path: str) -> str:
     """One pydantic error as a sentence a programme designer reads without knowing pydantic."""
     kind, ctx = err["type"], err.get("ctx") or {}
     noun = _NOUNS.get(re.split(r"[.\[]", path)[-1], "values")
+    if kind == "string_pattern_mismatch" and ctx.get("pattern") == ITEM_PATTERN:
+        return ITEM_RULE
     if kind in _REASONS:
         return _REASONS[kind]
     if kind in ("model_type", "model_attributes_type"):
@@ -800,6 +918,11 @@ def _cross_check(p: Program, dropped: dict[str, set[str]] | None = None) -> list
 
     for name, rule in p.rules.items():
         path = f"rules.{name}"
+        # Whether the item is declared needs the games' sections: _item_check, once they are checked.
+        if rule.grant is Currency.ITEM and rule.item is None:
+            out.append((f"{path}.item", 'a rule with grant = "item" names the item it grants: item = "<game>:<item>"'))
+        elif rule.grant is not Currency.ITEM and rule.item is not None:
+            out.append((f"{path}.item", f'only a rule with grant = "item" names an item; this one grants {rule.grant.value}'))
         if rule.event not in p.events:
             if not gone("events", rule.event):
                 out.append((f"{path}.event", f"no event type {rule.event!r} is declared under [events]"))
@@ -898,6 +1021,8 @@ def _fits(ftype: FieldType, value: object) -> bool:
 
 
 Predicate = tuple[str, str, Any]  # (field, op, operand)
+#: member.lua's inventory line: (state field, amount, cap (0 none), field expiry ms (0 never), item name)
+ItemLine = tuple[str, int, int, int, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -910,6 +1035,10 @@ class CompiledRule:
     per_amount: int
     daily_cap: int
     where: tuple[Predicate, ...]
+    #: currency ITEM: the item granted, its member state field and the most a member holds (0: no cap)
+    item: str | None = None
+    item_field: str = ""
+    item_cap: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -925,6 +1054,7 @@ class CompiledQuest:
     ends_ms: int | None
     rewards: Rewards
     coupons: tuple[tuple[str, int], ...]  # (catalog item, valid ms): what the member script grants
+    items: tuple[ItemLine, ...] = ()  # the counted items it grants, as member.lua's inventory lines
 
 
 @dataclass(frozen=True, slots=True)
@@ -946,6 +1076,8 @@ class CompiledProgram:
     tiers_packed: bytes  # member.lua's ARGV[2] with every call: id, XP, multiplier of each tier
     tier_rewards_packed: bytes  # its ARGV[4]: each tier's rewards
     calendar: Calendar  # days and weeks in the programme's zone (remembers the last found)
+    #: Every counted item the programme's game sections declare, by name (``Game.items``).
+    items: dict[str, Item]
     refund_window_ms: int = 90 * DAY_MS
     ledger_keep_ms: int = 400 * DAY_MS
     coupon_history_ms: int = 90 * DAY_MS
@@ -972,8 +1104,10 @@ class CompiledProgram:
 
 
 def compile_program(program: Program, source: bytes) -> CompiledProgram:
+    items = declared_items(program)
     rules: dict[str, list[CompiledRule]] = {name: [] for name in program.events}
     for rid, r in program.rules.items():
+        item = items[r.item] if r.item is not None else None
         rules[r.event].append(
             CompiledRule(
                 id=rid,
@@ -984,6 +1118,9 @@ def compile_program(program: Program, source: bytes) -> CompiledProgram:
                 per_amount=r.per.amount if r.per else 0,
                 daily_cap=r.daily_cap or 0,
                 where=_predicates(r.where),
+                item=r.item,
+                item_field=item.field if item else "",
+                item_cap=item.cap if item else 0,
             )
         )
     quests: dict[str, list[CompiledQuest]] = {name: [] for name in program.events}
@@ -1001,14 +1138,17 @@ def compile_program(program: Program, source: bytes) -> CompiledProgram:
             ends_ms=_epoch_ms(q.ends),
             rewards=q.rewards,
             coupons=_coupons(program, q.rewards),
+            items=_item_lines(items, q.rewards),
         )
         quests[q.event].append(cq)
         all_quests.append(cq)
     # Flat, so the script unpacks one table a call; the rewards only when a member climbs.
     tiers_packed = msgpack.packb([x for t in program.tiers for x in (t.id, t.xp, round(t.points_multiplier * 1000))])
-    tier_rewards_packed = msgpack.packb(
-        [[t.rewards.xp, t.rewards.points, _coupons(program, t.rewards)] for t in program.tiers]
-    )
+    # A tier's items, a 4th element, only when it grants some: the script reads none for the others.
+    tier_rewards_packed = msgpack.packb([
+        [t.rewards.xp, t.rewards.points, _coupons(program, t.rewards), *_packed_items(items, t.rewards)]
+        for t in program.tiers
+    ])
     info = program.program
     return CompiledProgram(
         model=program,
@@ -1026,6 +1166,7 @@ def compile_program(program: Program, source: bytes) -> CompiledProgram:
         tiers_packed=tiers_packed,
         tier_rewards_packed=tier_rewards_packed,
         calendar=Calendar(ZoneInfo(info.timezone)),
+        items=items,
         refund_window_ms=info.refund_window_days * DAY_MS,
         ledger_keep_ms=program.points.ledger_keep_days * DAY_MS,
         coupon_history_ms=info.coupon_history_days * DAY_MS,
@@ -1035,6 +1176,16 @@ def compile_program(program: Program, source: bytes) -> CompiledProgram:
 
 def _coupons(program: Program, rewards: Rewards) -> tuple[tuple[str, int], ...]:
     return tuple((item, program.catalog[item].valid_days * DAY_MS) for item in rewards.coupons)
+
+
+def _item_lines(items: dict[str, Item], rewards: Rewards) -> tuple[ItemLine, ...]:
+    """The counted items of ``rewards`` as member.lua's inventory lines (never expiring)."""
+    return tuple((items[name].field, count, items[name].cap, 0, name) for name, count in rewards.items.items())
+
+
+def _packed_items(items: dict[str, Item], rewards: Rewards) -> list[list[list[Any]]]:
+    lines = _item_lines(items, rewards)
+    return [[list(line) for line in lines]] if lines else []
 
 
 def _predicates(where: dict[str, Condition]) -> tuple[Predicate, ...]:

@@ -205,6 +205,10 @@ class Crossing:
         #: The intent of each (object, second) this process has sent steps in: its reply.
         self._intents: dict[tuple[ObjectRef, int], asyncio.Future[None]] = {}
 
+    def script(self, kind: str) -> LuaScript:
+        """An object kind's script, for a game's own actions on its objects (a bargain's start)."""
+        return self._objects[kind]
+
     # --- the request's side ------------------------------------------------------------------------
 
     async def open(self, obj: ObjectRef, now_ms: int, args: Sequence[Any], extra_keys: Sequence[str] = ()) -> Any:

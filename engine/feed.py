@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import msgpack
 from redis.asyncio import Redis
@@ -27,6 +27,7 @@ from redis.asyncio import Redis
 from engine.errors import InvalidInput
 from engine.ids import MemberId
 from engine.keys import Keys
+from engine.ledger import StreamPage
 from engine.scripts import Scripts
 
 FeedId = tuple[int, int, int]  # (ms, seq, effect index)
@@ -119,7 +120,7 @@ class FeedStore:
             return Replay(last, True, [])
         awards = [_award(eid, _pairs(fields)) for eid, fields in raw_entries]
         while len(raw_entries) == PAGE:  # longer than a page: read on, after the last entry read
-            raw_entries = await self._redis.xrange(key, min="(" + awards[-1].entry_id, max="+", count=PAGE)
+            raw_entries = cast(StreamPage, await self._redis.xrange(key, min="(" + awards[-1].entry_id, max="+", count=PAGE))
             awards += [_award(eid, fields) for eid, fields in raw_entries]
         return Replay(last, False, awards)
 

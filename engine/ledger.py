@@ -21,11 +21,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import cast
 
 from redis.asyncio import Redis
 
 from engine.ids import MemberId
 from engine.keys import Keys
+
+#: XRANGE's reply as this client gives it (decode_responses off); redis-py's hints are wider.
+StreamPage = list[tuple[bytes, dict[bytes, bytes]]]
 
 PAGE = 1000
 DAY_MS = 86_400_000
@@ -92,7 +96,7 @@ async def verify_member(redis: Redis, keys: Keys, member: MemberId, now_ms: int)
     start = "-"
     granted: set[tuple[bytes, bytes]] = set()
     while end is not None:
-        page = await redis.xrange(mk.ledger, min=start, max=end, count=PAGE)
+        page = cast(StreamPage, await redis.xrange(mk.ledger, min=start, max=end, count=PAGE))
         for entry_id, fields in page:
             if not opened:
                 opened = True

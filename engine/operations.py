@@ -107,8 +107,35 @@ class MemberPlan:
     def now_ms(self) -> int:
         return self.args.now_ms
 
-    def pack(self) -> bytes:
-        return msgpack.packb(self.args, use_bin_type=False)  # the server's cmsgpack predates bin types
+    def script_arg(self) -> bytes:
+        """member.lua's ARGV[1] (its header has the layout): the plan's values back to back, not
+        in an array, every grant and quest spelled out flat (a table the script unpacks costs it
+        more than the scalars in it), the rarer parts only when one of them is not empty."""
+        a = self.args
+        values: list[Any] = [
+            a.op_id, a.fingerprint, a.now_ms, a.dedupe_field, a.dedupe_expire_ms, self.dedupe_bucket * DEDUPE_BUCKET_MS,
+            a.feed_length, a.lot_expiry_ms, a.ledger_keep_ms, a.coupon_history_ms, *(a.record or _NO_RECORD),
+        ]
+        grants = [x for g in a.grants for x in g]
+        values.append(len(grants))
+        values += grants
+        quests: list[Any] = []
+        for q in a.quests:
+            quests += q[:7]
+            quests.append(len(q[7]))
+            for coupon in q[7]:
+                quests += coupon
+            items = q[8] if len(q) > 8 else ()
+            quests.append(len(items))
+            for line in items:
+                quests += line
+        values.append(len(quests))
+        values += quests
+        if (a.debits or a.coupon_uses or a.counters or a.effects or a.coupons or a.reverse or a.revokes or a.inventory
+                or a.streak):
+            values += (a.debits, a.coupon_uses, a.counters, a.effects, a.coupons, a.reverse, a.revokes, a.inventory,
+                       a.streak)
+        return values_of(msgpack.packb(values, use_bin_type=False))  # the server's cmsgpack predates bin types
 
     def is_empty(self) -> bool:
         """Nothing for the script to do but remember the id."""
@@ -180,6 +207,19 @@ def member_plan(
         record_buckets = tuple(range(oldest, last + 1))
         args.reverse.append(len(record_buckets))
     return MemberPlan(op, args, bucket, tuple(range(first, last + 1)), record_buckets)
+
+
+#: A plan without a record: its four values in ``MemberPlan.script_arg`` (kept until 0: none).
+_NO_RECORD = (0, 0, 0, 0)
+#: Bytes of a msgpack array's header, by its first byte: fixarray, array 16, array 32.
+_ARRAY_HEADER = {**{0x90 + n: 1 for n in range(16)}, 0xDC: 3, 0xDD: 5}
+
+
+def values_of(packed_array: bytes) -> bytes:
+    """A msgpack array's values back to back, without the array's header: what member.lua reads
+    with ``{cmsgpack.unpack(...)}``, one table made at its size (cmsgpack grows the table of an
+    array it unpacks one element at a time)."""
+    return packed_array[_ARRAY_HEADER[packed_array[0]] :]
 
 
 def pack_effect(kind: str, data: Any) -> Effect:

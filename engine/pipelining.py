@@ -57,7 +57,8 @@ class AutoPipeline:
         # replicas have the write (a failover can then lose no acknowledged call). One WAIT per
         # write, not per call: it covers everything the connection sent before it.
         self._wait_replicas = wait_replicas
-        self._wait = hiredis.pack_command(("WAIT", wait_replicas, wait_timeout_ms)) if wait_replicas else b""
+        wait: tuple[Any, ...] = ("WAIT", wait_replicas, wait_timeout_ms)
+        self._wait = hiredis.pack_command(wait) if wait_replicas else b""
         # A tick's calls go out in writes of at most this many, the first as soon as it fills:
         # the server starts on them while this process still parses the rest of the tick.
         self._max_batch = max_batch

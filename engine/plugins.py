@@ -3,8 +3,9 @@
 A game is a package under ``games/`` with a ``GAME`` of type ``Game``: its programme section, its
 effect types, its objects and member steps on the cross-slot seam, its jobs, its routes (as
 data: the service turns them into HTTP routes, documents them in /openapi.json and maps their
-errors), its part of the member snapshot and its ``rekindle verify`` checks. The engine names no
-game: it loads every ``Game`` listed under the ``rekindle.games`` entry points of the installed
+errors), its part of the member snapshot, its ``rekindle verify`` checks and the inventory items
+it declares. Its metrics are ``prometheus_client`` metrics of its own package, which ``/metrics``
+serves with the service's. The engine names no game: it loads every ``Game`` listed under the ``rekindle.games`` entry points of the installed
 distribution (``pyproject.toml``: one line a game), the way pytest finds its plugins. Adding a
 game touches its package and that one line.
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from importlib.metadata import entry_points
 from typing import Any, Literal, NamedTuple
 
@@ -24,14 +26,16 @@ from pydantic import BaseModel
 
 from engine import ids
 from engine.clock import Clock
-from engine.config import CompiledProgram
+from engine.config import CompiledProgram, Item
 from engine.crossing import Crossing, StepKind
+from engine.errors import Refused
 from engine.jobs import Handler, Task
 from engine.keys import Keys
 from engine.members import MemberStore
 from engine.runner import Runner
 from engine.scripts import LuaScript
 from engine.store import OperationStore, OpResult
+from engine.views import EFFECT_DATA
 
 ENTRY_POINTS = "rekindle.games"
 
@@ -45,6 +49,46 @@ class Param:
     schema: dict[str, Any]  # JSON Schema of the value
     description: str
     required: bool = False
+
+
+def name_param(name: str, description: str) -> Param:
+    """A path parameter naming one of a game's campaigns (a sale, a wheel) in the programme."""
+    return Param(name, "path", {"type": "string", "minLength": 1, "maxLength": 64,
+                                "pattern": "^[A-Za-z0-9][A-Za-z0-9._:@-]*$"}, description, required=True)
+
+
+#: Where a campaign with an opening and an end (a sale, a wheel) stands at an instant.
+Window = Literal["upcoming", "open", "ended"]
+
+
+def epoch_ms(moment: datetime | None) -> int | None:
+    return None if moment is None else int(moment.timestamp() * 1000)
+
+
+def window(opens_at: datetime | None, ends_at: datetime | None, now_ms: int) -> Window:
+    """Open from ``opens_at`` (not set: always) until ``ends_at`` (exclusive; not set: never)."""
+    opens, ends = epoch_ms(opens_at), epoch_ms(ends_at)
+    if opens is not None and now_ms < opens:
+        return "upcoming"
+    if ends is not None and now_ms >= ends:
+        return "ended"
+    return "open"
+
+
+def require_open(opens_at: datetime | None, ends_at: datetime | None, now_ms: int, what: str, field: str) -> None:
+    """Refuse (409 ``not_open`` or ``ended``, naming ``field``) a call outside the window."""
+    state = window(opens_at, ends_at, now_ms)
+    if state == "upcoming":
+        raise Refused("not_open", f"this {what} has not opened yet", field=field)
+    if state == "ended":
+        raise Refused("ended", f"this {what} has ended", field=field)
+
+
+def window_problems(path: str, opens_at: datetime | None, ends_at: datetime | None) -> list[tuple[str, str]]:
+    """A programme's check of a window: an end at or before the opening could never be open."""
+    if opens_at is not None and ends_at is not None and ends_at <= opens_at:
+        return [(f"{path}.ends_at", "is not after opens_at")]
+    return []
 
 
 @dataclass(frozen=True)
@@ -146,6 +190,9 @@ class Game:
     routes: Sequence[Route] = ()
     snapshot: SnapshotPart | None = None
     verify: ObjectCheck | None = None  # checked for each object of a kind in ``objects``
+    #: The inventory items the game's section declares (spins of a wheel, make-up cards), by name
+    #: ``<game>:<name>``: what rules, quests and tiers may grant (``items = {"lottery:daily" = 1}``).
+    items: Callable[[Any], Mapping[str, Item]] | None = None
 
 
 @functools.cache
@@ -160,6 +207,18 @@ def installed() -> tuple[Game, ...]:
             raise ValueError(f"two games named {game.name!r}")
         games[game.name] = game
     return tuple(games[name] for name in sorted(games))
+
+
+def effect_data(games: Sequence[Game]) -> dict[str, type]:
+    """Every effect type's ``data`` shape: the engine's (``engine.views.EFFECT_DATA``), then each
+    game's, for the API document and the live feed's frame table."""
+    out: dict[str, type] = dict(EFFECT_DATA)
+    for game in games:
+        for kind, shape in game.effects.items():
+            if kind in out:
+                raise ValueError(f"game {game.name!r} declares effect type {kind!r}, which exists already")
+            out[kind] = shape
+    return out
 
 
 def all_scripts(games: Sequence[Game]) -> list[LuaScript]:

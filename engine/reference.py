@@ -15,7 +15,7 @@ from enum import Enum
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from annotated_types import Ge, Gt, Le, Lt, MaxLen, MinLen
-from pydantic import BaseModel
+from pydantic import AwareDatetime, BaseModel, RootModel
 from pydantic.fields import FieldInfo
 
 from engine import config
@@ -25,7 +25,8 @@ _ENTRY = {
     "events": "<event>", "fields": "<field>", "rules": "<rule>",
     "where": "<field>", "quests": "<quest>", "catalog": "<item>",
 }
-_SCALARS = {int: "integer", bool: "boolean", str: "string", float: "number", datetime: "date-time with UTC offset"}
+_SCALARS = {int: "integer", bool: "boolean", str: "string", float: "number", datetime: "date-time with UTC offset",
+            AwareDatetime: "date-time with UTC offset"}
 
 _INTRO = f"""\
 # Programme reference
@@ -39,6 +40,7 @@ rule, and tiers are named by id, `tiers[gold].xp` (by position, `tiers[2]`, when
 missing, invalid or shared).
 
 - Names (event types, fields, rules, quests, tier ids, catalog items): {config.NAME_RULE}.
+- Item names (`rules.<rule>.item`, the keys of `rewards.items`): {config.ITEM_RULE}.
 - Values are typed: `5` is an integer, `"5"` a string; neither is converted to the other.
   Money is always integer cents; there are no float fields except `points_multiplier`.
 - Unknown keys are refused, so a misspelt key never passes silently.
@@ -110,6 +112,15 @@ it: tests/engine/test_reference.py holds it to that):
   cap is cut to what is left of it; once it is used up the rule grants nothing until the next
   local day (of the event's `at`, in `program.timezone`). Each rule's cap is its own, per member.
   XP rules have no multiplier; `rewards` (quests, tiers) are neither multiplied nor capped.
+- **Counted items are a game's, granted by the programme.** A game section declares the items
+  members hold (`[games.checkin]` declares `checkin:makeup`, its make-up cards, with the most a
+  member holds); a rule grants one with `grant = "item"` and `item = "checkin:makeup"` (`fixed` or
+  `per`, and `daily_cap`, as for points), a quest or a tier with
+  `rewards.items = {{ "checkin:makeup" = 1 }}`. An item no game section of the programme declares
+  is refused, naming the items it does. A grant past the item's cap is cut to it (the member
+  sees an `inventory` effect of what fitted); a rule's `daily_cap` counts only what the member
+  got. **A refund takes no item back**, a rule's or a quest's (a spin may be played already), as
+  it keeps a tier's rewards; it does take back the XP, points and unused coupons.
 - **`data` may be omitted when the event type declares no required field**: no `data` and
   `"data": {{}}` are the same event. `"data": null` is refused (`data: must be an object`).
 """
@@ -129,18 +140,31 @@ def programme_reference() -> str:
 
 
 def _sections() -> list[tuple[type[BaseModel], list[str]]]:
-    """Every model reachable from ``Program``, in first-reached order, with the key paths where it sits."""
+    """Every model reachable from ``Program``, then from each installed game's section
+    (``[games.<game>]``), in first-reached order, with the key paths where it sits. A root model
+    (a table of named things, as a game's sales or wheels) has no keys of its own: its entries'
+    model is listed instead."""
+    from engine.plugins import installed  # the games' modules import engine.config
+
     found: dict[type[BaseModel], list[str]] = {config.Program: ["(top level)"]}
-    queue: list[tuple[type[BaseModel], str]] = [(config.Program, "")]
+    roots = [(config.Program, "")] + [(g.section, f"games.{g.name}") for g in installed() if g.section is not None]
+    for root, place in roots:  # the programme's models first, then each game's
+        if place:
+            found.setdefault(root, []).append(place)
+        _walk(found, [(root, place)])
+    return [(model, places) for model, places in found.items() if not issubclass(model, RootModel)]
+
+
+def _walk(found: dict[type[BaseModel], list[str]], queue: list[tuple[type[BaseModel], str]]) -> None:
     while queue:
         model, prefix = queue.pop(0)
         for name, field in model.model_fields.items():
-            key = f"{prefix}.{field.alias or name}".removeprefix(".")
+            is_root = issubclass(model, RootModel) and name == "root"
+            key = prefix if is_root else f"{prefix}.{field.alias or name}".removeprefix(".")
             for child, place in _models_in(field.annotation, key):
                 if place not in found.setdefault(child, []):
                     found[child].append(place)
                     queue.append((child, place))
-    return list(found.items())
 
 
 def _models_in(annotation: Any, place: str) -> Iterator[tuple[type[BaseModel], str]]:
@@ -194,6 +218,8 @@ def _type(annotation: Any, metadata: list[Any] | tuple[Any, ...] = ()) -> str:
         return _type(arms[0] if len(arms) == 1 else Union[arms], metadata)  # noqa: UP007 (a runtime union)
     if annotation is str and any(getattr(m, "pattern", None) == config.NAME_PATTERN for m in _flat(metadata)):
         return "name"
+    if annotation is str and any(getattr(m, "pattern", None) == config.ITEM_PATTERN for m in _flat(metadata)):
+        return "item name"
     if annotation in _SCALARS:
         return _SCALARS[annotation]
     if isinstance(annotation, type) and issubclass(annotation, Enum):

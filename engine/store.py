@@ -8,6 +8,7 @@ it writes.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -19,7 +20,7 @@ from engine.config import CompiledProgram
 from engine.errors import StoreError
 from engine.jobs import ExpiryJobs
 from engine.keys import Keys
-from engine.operations import MemberPlan
+from engine.operations import MemberPlan, values_of
 from engine.runner import Call, ChainBroken, Runner
 from engine.scripts import Scripts
 from engine.views import Effect
@@ -53,7 +54,14 @@ def member_call(keys: Keys, plan: MemberPlan, program: CompiledProgram, publish:
 
 def member_args(plan: MemberPlan, program: CompiledProgram, channel: str) -> list[Any]:
     """member.lua's ARGV for ``plan``; ``channel`` "" publishes nothing."""
-    return [plan.pack(), program.tiers_packed, channel, program.tier_rewards_packed]
+    return [plan.script_arg(), _tier_values(program.tiers_packed), channel, program.tier_rewards_packed]
+
+
+@functools.lru_cache(maxsize=8)
+def _tier_values(tiers_packed: bytes) -> bytes:
+    """The programme's tiers as member.lua reads them (its ARGV[2]): the values of the packed
+    array, once a programme (a bytes object keeps its hash, so a call is one lookup)."""
+    return values_of(tiers_packed)
 
 
 class OperationStore:

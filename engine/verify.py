@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 from redis.asyncio import Redis
 
@@ -86,6 +87,7 @@ async def verify_all(redis: Redis, keys: Keys, progress: Progress | None = None)
     now_ms = await server_ms(redis)
     points = Check("points: balance = lots = ledger")
     once = Check("operations applied once")
+    items = Check("inventory: no count below zero")
     members = entries = 0
     async for member in members_of(redis, keys):
         members += 1
@@ -93,6 +95,10 @@ async def verify_all(redis: Redis, keys: Keys, progress: Progress | None = None)
         entries += count
         points.checked += 1
         once.checked += count
+        async for field_name, value in redis.hscan_iter(keys.member(member).state, match="i:*", count=100):
+            items.checked += 1
+            if int(value) < 0:
+                items.breach(f"member {member}: {_text(field_name)[2:]} is {int(value)}")
         if mismatch is not None:
             target = once if "twice" in mismatch.detail else points
             target.breach(f"member {member}: {mismatch.detail} (balance {mismatch.balance}, ledger {mismatch.ledger_sum})")
@@ -100,7 +106,7 @@ async def verify_all(redis: Redis, keys: Keys, progress: Progress | None = None)
             progress(members)
     if progress is not None:
         progress(members)
-    checks = [points, once, *await _object_checks(redis, keys, now_ms), await _dead_jobs(redis, keys)]
+    checks = [points, once, items, *await _object_checks(redis, keys, now_ms), await _dead_jobs(redis, keys)]
     return Report(checks, members, entries)
 
 
@@ -163,7 +169,7 @@ async def _dead_jobs(redis: Redis, keys: Keys) -> Check:
     dead = Check("no job given up")
     for shard in range(SHARDS):
         dead.checked += 1
-        for job, at_ms in await redis.zrange(dead_key(keys, shard), 0, -1, withscores=True):
+        for job, at_ms in cast(list[tuple[bytes, float]], await redis.zrange(dead_key(keys, shard), 0, -1, withscores=True)):
             dead.breach(f"shard {shard}: {_text(job)} given up at {int(at_ms)}")
     return dead
 

@@ -13,6 +13,7 @@ building one costs a dict, nothing is validated twice. A key that may be absent 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal, NotRequired
 
 from pydantic import Field
@@ -153,7 +154,7 @@ class StreakData(TypedDict):
 
 #: Each effect type's `data`, in ``EffectType``'s order: the API document's description of
 #: ``Effect.data`` and the frame table of docs/live-feed.md (``realtime.live_doc``) are built from it.
-EFFECT_DATA: dict[EffectType, type] = {
+EFFECT_DATA: dict[str, type] = {
     "xp": XpData, "points": PointsData, "quest_progress": QuestData, "quest_completed": QuestCompletedData,
     "tier_up": TierUpData, "reward": RewardData, "points_expired": PointsExpiredData,
     "coupon_used": CouponUsedData, "reward_revoked": RewardRevokedData, "debt": DebtData,
@@ -161,10 +162,11 @@ EFFECT_DATA: dict[EffectType, type] = {
 }
 
 
-def _effect_data_text() -> str:
-    """``by type: xp {amount, total, reason}; ...``: neighbours with the same keys are named together."""
+def effect_data_text(effect_data: Mapping[str, type] = EFFECT_DATA) -> str:
+    """``by type: xp {amount, total, reason}; ...``: neighbours with the same keys are named together
+    (the engine's types, or those and the installed games', ``engine.plugins.effect_data``)."""
     groups: list[tuple[list[str], list[str]]] = []
-    for kind, shape in EFFECT_DATA.items():
+    for kind, shape in effect_data.items():
         keys = list(shape.__annotations__)
         if groups and groups[-1][1] == keys:
             groups[-1][0].append(kind)
@@ -173,7 +175,7 @@ def _effect_data_text() -> str:
     return "by type: " + "; ".join(f"{', '.join(kinds)} {{{', '.join(keys)}}}" for kinds, keys in groups)
 
 
-_EFFECT_DATA_TEXT = _effect_data_text()
+_EFFECT_DATA_TEXT = effect_data_text()
 
 
 class Effect(TypedDict):

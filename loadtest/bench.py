@@ -17,8 +17,12 @@ taken minutes apart on the same loopback, the same embedded Valkey and the same 
    a floor script making only the writes every award makes (``loadtest/lua/floor.lua``), its
    batches taking turns with theirs on the same server;
 5. operations: spends and redemptions over HTTP, as req/s beside baseline (a);
-8. games: flash-sale claims on one sale, and refusals once it sold out, beside the award path
-   (``loadtest/gamesbench.py``).
+7. the award path on a local three-primary cluster next to one server (``loadtest/clusterbench.py``);
+8. games: flash-sale claims on one sale, refusals once it sold out, and daily check-ins, beside
+   the award path (``loadtest/gamesbench.py``).
+
+``--only 8`` (or ``--only 1,6``) runs some phases, with the phases their figures are ratios to:
+[8] and [6] take [1] (the award path's median pair), [3] takes [2] (baseline (b)).
 
 It is a report: it exits 0 when a target is missed, and non-zero only when something failed to
 run (2) or was interrupted (130).
@@ -95,6 +99,29 @@ class Options:
     memory_events: int
     hundred_members: int
     quick: bool
+    phases: frozenset[int] = frozenset()  # what runs: every phase unless --only chose some
+
+
+#: The bench's phases (the numbers they print), and those whose figures another's are ratios to
+#: (or, for [6], whose members the spends draw points from): ``--only`` runs those too.
+PHASES = {1: "single event per request", 2: "baseline (b)", 3: "batch ingest", 4: "memory", 5: "server cost",
+          6: "operations", 7: "cluster", 8: "games"}
+NEEDS = {3: {2}, 6: {1}, 8: {1}}
+
+
+def phases_of(only: str | None) -> frozenset[int]:
+    """The phases ``--only`` names (comma-separated numbers), with the phases they need."""
+    if not only:
+        return frozenset(PHASES)
+    try:
+        chosen = {int(part) for part in only.split(",") if part.strip()}
+    except ValueError:
+        raise ValueError(f"--only takes phase numbers separated by commas, not {only!r}") from None
+    unknown = chosen - PHASES.keys()
+    if unknown or not chosen:
+        raise ValueError(f"--only: no phase {sorted(unknown) or only!r}; the phases are "
+                         + ", ".join(f"{n} ({name})" for n, name in PHASES.items()))
+    return frozenset(chosen.union(*(NEEDS.get(n, set()) for n in chosen)))
 
 
 def parse_args(argv: Sequence[str]) -> Options:
@@ -111,7 +138,14 @@ def parse_args(argv: Sequence[str]) -> Options:
     parser.add_argument("--memory-members", type=int, help="members loaded for the memory figures (default 20000)")
     parser.add_argument("--memory-events", type=int, default=5, help="events per member there (default 5)")
     parser.add_argument("--quick", action="store_true", help="short runs and small loads (the smoke test)")
+    parser.add_argument("--only", metavar="N[,N...]",
+                        help="run only these phases (numbers as printed, e.g. 8), and the phases whose figures theirs "
+                             "are ratios to: 8 and 6 run 1 too, 3 runs 2")
     a = parser.parse_args(argv)
+    try:
+        phases = phases_of(a.only)
+    except ValueError as exc:
+        parser.error(str(exc))
     quick = a.quick
 
     def pick(value: Any, default: Any, quick_default: Any) -> Any:
@@ -131,6 +165,7 @@ def parse_args(argv: Sequence[str]) -> Options:
         memory_events=a.memory_events,
         hundred_members=pick(None, 1_000, 50),
         quick=quick,
+        phases=phases,
     )
 
 
@@ -495,110 +530,124 @@ def median_by(items: Sequence[T], ratio: Callable[[T], float], *, upper: bool = 
 
 def summary_rows(
     pairs: list[HttpPair],
-    batch: LoadResult,
-    pipeline: redisload.PipelineResult,
-    memory: Memory,
-    cost: servercost.ServerCost,
-    operations: Operations,
-    hundred_b: float,
-    clustered: ClusterRun,
+    batch: LoadResult | None,
+    pipeline: redisload.PipelineResult | None,
+    memory: Memory | None,
+    cost: servercost.ServerCost | None,
+    operations: Operations | None,
+    hundred_b: float | None,
+    clustered: ClusterRun | None,
     year: memberyear.YearMemory | None = None,
     games: gamesbench.Games | None = None,
 ) -> list[Row]:
+    """The rows of the phases that ran (``None`` or no pairs: a phase ``--only`` left out)."""
+
     def med(values: Iterable[float]) -> float:
         return statistics.median(values)
-
-    n = len(pairs)
-    middle = median_pair(pairs)  # its figures and its ratio: one pair's, never medians mixed across pairs
-    ratio = middle.ratio
-    best = max(pairs, key=lambda p: p.ratio)
-    base_rps = med(p.baseline.requests_per_s for p in pairs)
-    svc_p50, base_p50 = med(p.service.p50_ms for p in pairs), med(p.baseline.p50_ms for p in pairs)
-    svc_p99, base_p99 = med(p.service.p99_ms for p in pairs), med(p.baseline.p99_ms for p in pairs)
-    batch_ratio = batch.events_per_s / pipeline.per_s
-    ops = (operations.spend, operations.redeem)
-    errors = sum(p.service.errors + p.baseline.errors for p in pairs) + batch.errors + sum(o.errors for o in ops)
-    if games is not None:  # a sold-out sale answers 409 by design: only other answers are errors
-        errors += games.opening.errors + games.sold_out.errors - games.sold_out.statuses.get("409", 0)
-        not_applied_games = games.opening.requests - games.opening.counted
-    else:
-        not_applied_games = 0
-    errors += sum(r.errors for r in clustered.single + clustered.cluster)
-    not_applied = sum(p.service.requests - p.service.counted for p in pairs) + (batch.events - batch.counted)
-    not_applied += sum(o.requests - o.counted for o in ops) + not_applied_games
-    not_applied += sum(r.requests - r.counted for r in clustered.single + clustered.cluster)
-    cluster_rps = med(r.requests_per_s for r in clustered.cluster)
-    single_rps = med(r.requests_per_s for r in clustered.single)
-    # Each floor row prints the round whose ratio is its median (us of member.lua, then of
-    # floor.lua): its figures and its ratio are one round's, the two rows' maybe not the same one.
-    floored = median_by(cost.rounds, lambda r: r.award_ratio, upper=True)
-    floored_limits = median_by(cost.rounds, lambda r: r.at_limits_ratio, upper=True)
 
     def verdict(ok: bool) -> str:
         return "MET" if ok else "MISSED"
 
-    rows = [
-        Row(f"HTTP 1 event/request, req/s, median of {n} pairs", f"{middle.service.requests_per_s:,.0f}",
-            f"{middle.baseline.requests_per_s:,.0f}", f"{ratio:.2f}x", ">= 1.00x", verdict(ratio >= 1.0)),
-        Row("HTTP 1 event/request, req/s, best pair", f"{best.service.requests_per_s:,.0f}",
-            f"{best.baseline.requests_per_s:,.0f}", f"{best.ratio:.2f}x", ">= 1.00x", verdict(best.ratio >= 1.0)),
-        Row(f"HTTP 1 event/request, p50 ms, median of {n}", f"{svc_p50:.2f}", f"{base_p50:.2f}",
-            f"{svc_p50 / base_p50:.2f}x", "-", "report"),
-        Row(f"HTTP 1 event/request, p99 ms, median of {n}", f"{svc_p99:.2f}", f"{base_p99:.2f}",
-            f"{svc_p99 / base_p99:.2f}x", "-", "report"),
-        Row("batch ingest, events/s vs pipelined member.lua", f"{batch.events_per_s:,.0f}", f"{pipeline.per_s:,.0f}",
-            f"{batch_ratio:.2f}x", ">= 0.80x", verdict(batch_ratio >= 0.8)),
-        Row("HTTP spend, req/s (1 member script call)", f"{operations.spend.requests_per_s:,.0f}", f"{base_rps:,.0f}",
-            f"{operations.spend.requests_per_s / base_rps:.2f}x", "-", "report"),
-        Row("HTTP redeem, req/s (object, member, settle)", f"{operations.redeem.requests_per_s:,.0f}",
-            f"{base_rps:,.0f}", f"{operations.redeem.requests_per_s / base_rps:.2f}x", "-", "report"),
-        *([] if games is None else [
-            # Against the award path's median pair: the service's own rate for one event a request.
-            Row(f"HTTP flash-sale claims, req/s ({gamesbench.CLAIMANTS:,} members, one sale, every claim won)",
-                f"{games.opening.requests_per_s:,.0f}", f"{middle.service.requests_per_s:,.0f}",
-                f"{games.opening.requests_per_s / middle.service.requests_per_s:.2f}x", ">= 0.80x",
-                verdict(games.opening.requests_per_s >= 0.8 * middle.service.requests_per_s)),
-            Row("HTTP flash-sale claims once sold out, refusals/s", f"{gamesbench.refusals_per_s(games.sold_out):,.0f}",
-                f"{middle.service.requests_per_s:,.0f}",
-                f"{gamesbench.refusals_per_s(games.sold_out) / middle.service.requests_per_s:.2f}x", ">= 2.00x",
-                verdict(gamesbench.refusals_per_s(games.sold_out) >= 2 * middle.service.requests_per_s)),
-        ]),
-        Row(f"HTTP 1 event/request on a 3-primary cluster, req/s, median of {len(clustered.cluster)}",
-            f"{cluster_rps:,.0f}", f"{single_rps:,.0f}", f"{clustered.ratio:.2f}x", "-", "report"),
-        Row(f"Redis bytes per member ({memory.events} events)", f"{memory.per_member_b:,.0f}", "-", "-", "-", "report"),
-        Row("Redis bytes per member (100 events)", f"{hundred_b:,.0f}", "-", "-", "-", "report"),
-        *([] if year is None else [
+    rows: list[Row] = []
+    errors = not_applied = 0
+    base_rps = 0.0
+    if pairs:
+        n = len(pairs)
+        middle = median_pair(pairs)  # its figures and its ratio: one pair's, never medians mixed across pairs
+        ratio = middle.ratio
+        best = max(pairs, key=lambda p: p.ratio)
+        base_rps = med(p.baseline.requests_per_s for p in pairs)
+        svc_p50, base_p50 = med(p.service.p50_ms for p in pairs), med(p.baseline.p50_ms for p in pairs)
+        svc_p99, base_p99 = med(p.service.p99_ms for p in pairs), med(p.baseline.p99_ms for p in pairs)
+        errors += sum(p.service.errors + p.baseline.errors for p in pairs)
+        not_applied += sum(p.service.requests - p.service.counted for p in pairs)
+        rows += [
+            Row(f"HTTP 1 event/request, req/s, median of {n} pairs", f"{middle.service.requests_per_s:,.0f}",
+                f"{middle.baseline.requests_per_s:,.0f}", f"{ratio:.2f}x", ">= 1.00x", verdict(ratio >= 1.0)),
+            Row("HTTP 1 event/request, req/s, best pair", f"{best.service.requests_per_s:,.0f}",
+                f"{best.baseline.requests_per_s:,.0f}", f"{best.ratio:.2f}x", ">= 1.00x", verdict(best.ratio >= 1.0)),
+            Row(f"HTTP 1 event/request, p50 ms, median of {n}", f"{svc_p50:.2f}", f"{base_p50:.2f}",
+                f"{svc_p50 / base_p50:.2f}x", "-", "report"),
+            Row(f"HTTP 1 event/request, p99 ms, median of {n}", f"{svc_p99:.2f}", f"{base_p99:.2f}",
+                f"{svc_p99 / base_p99:.2f}x", "-", "report"),
+        ]
+    if batch is not None and pipeline is not None:
+        batch_ratio = batch.events_per_s / pipeline.per_s
+        errors += batch.errors
+        not_applied += batch.events - batch.counted
+        rows.append(Row("batch ingest, events/s vs pipelined member.lua", f"{batch.events_per_s:,.0f}",
+                        f"{pipeline.per_s:,.0f}", f"{batch_ratio:.2f}x", ">= 0.80x", verdict(batch_ratio >= 0.8)))
+    if operations is not None:
+        ops = (operations.spend, operations.redeem)
+        errors += sum(o.errors for o in ops)
+        not_applied += sum(o.requests - o.counted for o in ops)
+        rows += [
+            Row("HTTP spend, req/s (1 member script call)", f"{operations.spend.requests_per_s:,.0f}",
+                f"{base_rps:,.0f}", f"{operations.spend.requests_per_s / base_rps:.2f}x", "-", "report"),
+            Row("HTTP redeem, req/s (object, member, settle)", f"{operations.redeem.requests_per_s:,.0f}",
+                f"{base_rps:,.0f}", f"{operations.redeem.requests_per_s / base_rps:.2f}x", "-", "report"),
+        ]
+    if games is not None:  # against the award path's median pair: the service's own rate for one event a request
+        errors += games.errors
+        not_applied += games.not_applied
+        rows += [Row(*row) for row in games.rows()]
+    if clustered is not None:
+        errors += sum(r.errors for r in clustered.single + clustered.cluster)
+        not_applied += sum(r.requests - r.counted for r in clustered.single + clustered.cluster)
+        cluster_rps = med(r.requests_per_s for r in clustered.cluster)
+        single_rps = med(r.requests_per_s for r in clustered.single)
+        rows.append(Row(f"HTTP 1 event/request on a 3-primary cluster, req/s, median of {len(clustered.cluster)}",
+                        f"{cluster_rps:,.0f}", f"{single_rps:,.0f}", f"{clustered.ratio:.2f}x", "-", "report"))
+    if memory is not None:
+        rows.append(Row(f"Redis bytes per member ({memory.events} events)", f"{memory.per_member_b:,.0f}", "-", "-",
+                        "-", "report"))
+    if hundred_b is not None:
+        rows.append(Row("Redis bytes per member (100 events)", f"{hundred_b:,.0f}", "-", "-", "-", "report"))
+    if year is not None:
+        rows += [
             Row(f"Redis bytes per member (a year, {year.operations / year.members:,.0f} operations)",
                 f"{year.per_member_b:,.0f}", "-", "-", "-", "report"),
             Row("Coupons a member's record keeps after a year (of granted)",
                 f"{year.coupons_kept:.1f} of {year.coupons_granted:.1f}", "-", "-", "-", "report"),
-        ]),
-        Row("Redis bytes per dedupe entry (MEMORY USAGE)", f"{memory.dedupe_usage_per_entry_b:.1f}",
-            f"{memory.setnx_per_key_b:.1f}", f"{memory.dedupe_usage_per_entry_b / memory.setnx_per_key_b:.2f}x",
-            "<= 50 B", verdict(memory.dedupe_usage_per_entry_b <= 50)),
-        Row("Redis bytes per dedupe entry (used_memory)", f"{memory.dedupe_delta_per_entry_b:.1f}",
-            f"{memory.setnx_per_key_b:.1f}", f"{memory.dedupe_delta_per_entry_b / memory.setnx_per_key_b:.2f}x",
-            "<= 50 B", verdict(memory.dedupe_delta_per_entry_b <= 50)),
-        Row("Valkey us per award (purchase)", f"{cost.award_us:.1f}", "-", "-", "<= 60 us", verdict(cost.award_us <= 60)),
-        Row("Valkey us per duplicate (replays the award)", f"{cost.duplicate_us:.1f}", f"{cost.award_us:.1f}",
-            f"{cost.duplicate_us / cost.award_us:.2f}x", "-", "report"),
-        Row("Valkey us per award, programme at its limits", f"{cost.at_limits_us:.1f}", f"{cost.award_us:.1f}",
-            f"{cost.at_limits_us / cost.award_us:.2f}x", "-", "report"),
-        Row("Valkey CPU per award / floor script (purchase)", f"{floored.award_us:.1f}",
-            f"{floored.floor_us:.1f}", f"{floored.award_ratio:.2f}x", "<= 2.50x", verdict(floored.award_ratio <= 2.5)),
-        Row("Valkey CPU per award / floor script (programme at its limits)",
-            f"{floored_limits.at_limits_us:.1f}", f"{floored_limits.floor_us:.1f}",
-            f"{floored_limits.at_limits_ratio:.2f}x", "-", "report"),
-        Row("HTTP errors (non-2xx) and events not applied", f"{errors + not_applied}", "-", "-", "0",
-            verdict(errors + not_applied == 0)),
-    ]
+        ]
+    if memory is not None:
+        rows += [
+            Row("Redis bytes per dedupe entry (MEMORY USAGE)", f"{memory.dedupe_usage_per_entry_b:.1f}",
+                f"{memory.setnx_per_key_b:.1f}", f"{memory.dedupe_usage_per_entry_b / memory.setnx_per_key_b:.2f}x",
+                "<= 50 B", verdict(memory.dedupe_usage_per_entry_b <= 50)),
+            Row("Redis bytes per dedupe entry (used_memory)", f"{memory.dedupe_delta_per_entry_b:.1f}",
+                f"{memory.setnx_per_key_b:.1f}", f"{memory.dedupe_delta_per_entry_b / memory.setnx_per_key_b:.2f}x",
+                "<= 50 B", verdict(memory.dedupe_delta_per_entry_b <= 50)),
+        ]
+    if cost is not None:
+        # Each floor row prints the round whose ratio is its median (us of member.lua, then of
+        # floor.lua): its figures and its ratio are one round's, the two rows' maybe not the same one.
+        floored = median_by(cost.rounds, lambda r: r.award_ratio, upper=True)
+        floored_limits = median_by(cost.rounds, lambda r: r.at_limits_ratio, upper=True)
+        rows += [
+            Row("Valkey us per award (purchase)", f"{cost.award_us:.1f}", "-", "-", "<= 60 us",
+                verdict(cost.award_us <= 60)),
+            Row("Valkey us per duplicate (replays the award)", f"{cost.duplicate_us:.1f}", f"{cost.award_us:.1f}",
+                f"{cost.duplicate_us / cost.award_us:.2f}x", "-", "report"),
+            Row("Valkey us per award, programme at its limits", f"{cost.at_limits_us:.1f}", f"{cost.award_us:.1f}",
+                f"{cost.at_limits_us / cost.award_us:.2f}x", "-", "report"),
+            Row("Valkey CPU per award / floor script (purchase)", f"{floored.award_us:.1f}",
+                f"{floored.floor_us:.1f}", f"{floored.award_ratio:.2f}x", "<= 2.50x",
+                verdict(floored.award_ratio <= 2.5)),
+            Row("Valkey CPU per award / floor script (programme at its limits)",
+                f"{floored_limits.at_limits_us:.1f}", f"{floored_limits.floor_us:.1f}",
+                f"{floored_limits.at_limits_ratio:.2f}x", "-", "report"),
+        ]
+    rows.append(Row("HTTP errors (non-2xx) and events not applied", f"{errors + not_applied}", "-", "-", "0",
+                    verdict(errors + not_applied == 0)))
     return rows
 
 
 def print_summary(rows: list[Row], pairs: list[HttpPair]) -> None:
-    ratios = ", ".join(f"{p.ratio:.2f}x" for p in pairs)
-    print(f"\nsingle-event ratio per pair (service/baseline): {ratios}; "
-          f"best {max(p.ratio for p in pairs):.2f}x, median {median_pair(pairs).ratio:.2f}x")
+    if pairs:
+        ratios = ", ".join(f"{p.ratio:.2f}x" for p in pairs)
+        print(f"\nsingle-event ratio per pair (service/baseline): {ratios}; "
+              f"best {max(p.ratio for p in pairs):.2f}x, median {median_pair(pairs).ratio:.2f}x")
     headers = ("figure", "value", "baseline", "ratio", "target", "result")
     table = [headers] + [(r.figure, r.value, r.baseline, r.ratio, r.target, r.verdict) for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(headers))]
@@ -645,7 +694,7 @@ def run(opts: Options, workdir: Path) -> list[Row]:
         api_key = "rk_bench_" + secrets.token_urlsafe(18)
         token_secret = secrets.token_urlsafe(32)
         config = workdir / "bench_programme.toml"  # the example, plus an item to redeem all run long
-        config.write_text(CONFIG.read_text() + BENCH_ITEM_TOML + gamesbench.BENCH_SALES_TOML)
+        config.write_text(CONFIG.read_text() + BENCH_ITEM_TOML + gamesbench.BENCH_GAMES_TOML)
         env = dict(os.environ)
         env.pop("REDIS_URL", None)
         env.update(
@@ -669,32 +718,55 @@ def run(opts: Options, workdir: Path) -> list[Row]:
         print(f"baseline (a) on :{baseline_port} (pid {baseline.pid}), service on :{service_port} "
               f"(pid {service.pid}), key prefix bench{run_id}", flush=True)
 
-        with phase_noise(url):
-            pairs = run_http_pairs(opts, baseline_port, service_port, api_key, run_id)
+        phases = opts.phases
+        if phases != frozenset(PHASES):
+            print("phases: " + ", ".join(f"[{n}] {PHASES[n]}" for n in sorted(phases)) + " (--only, with what they need)",
+                  flush=True)
+        pairs: list[HttpPair] = []
+        pipeline: redisload.PipelineResult | None = None
+        batch: LoadResult | None = None
+        operations: Operations | None = None
+        games: gamesbench.Games | None = None
+        clustered: ClusterRun | None = None
+        if 1 in phases:
+            with phase_noise(url):
+                pairs = run_http_pairs(opts, baseline_port, service_port, api_key, run_id)
         # Baseline (b) before the batch path: the database only grows, and a larger one costs
         # more (AOF rewrites fork it), so this order can only flatter the baseline.
-        with phase_noise(url):
-            pipeline = run_pipeline_baseline(opts, url, program, run_id)
-        with phase_noise(url):
-            batch = run_batch(opts, service_port, api_key, run_id)
-        with phase_noise(url):
-            operations = run_operations(opts, service_port, api_key, token_secret, run_id)
-        with phase_noise(url):
-            games = gamesbench.run_games(http_load, describe, port=service_port, token_secret=token_secret,
-                                         connections=opts.connections, warmup_s=opts.warmup_s,
-                                         duration_s=opts.duration_s, run_id=run_id)
-        clustered = run_cluster_pairs(
-            rounds=opts.rounds, connections=opts.connections, warmup_s=opts.warmup_s, duration_s=opts.duration_s,
-            members=opts.members, workdir=workdir, procs=procs, service_command=serve, env=env,
-            single_port=service_port, single_pids={"service": service.pid, "server": valkey.pid}, api_key=api_key,
-            run_id=run_id, http_load=http_load, describe=describe,
-        )
+        if 2 in phases:
+            with phase_noise(url):
+                pipeline = run_pipeline_baseline(opts, url, program, run_id)
+        if 3 in phases:
+            with phase_noise(url):
+                batch = run_batch(opts, service_port, api_key, run_id)
+        if 6 in phases:
+            with phase_noise(url):
+                operations = run_operations(opts, service_port, api_key, token_secret, run_id)
+        if 8 in phases:
+            with phase_noise(url):
+                games = gamesbench.run_games(http_load, describe, port=service_port, token_secret=token_secret,
+                                             connections=opts.connections, warmup_s=opts.warmup_s,
+                                             duration_s=opts.duration_s, run_id=run_id, api_key=api_key,
+                                             award_rps=median_pair(pairs).service.requests_per_s)
+        if 7 in phases:
+            clustered = run_cluster_pairs(
+                rounds=opts.rounds, connections=opts.connections, warmup_s=opts.warmup_s, duration_s=opts.duration_s,
+                members=opts.members, workdir=workdir, procs=procs, service_command=serve, env=env,
+                single_port=service_port, single_pids={"service": service.pid, "server": valkey.pid}, api_key=api_key,
+                run_id=run_id, http_load=http_load, describe=describe,
+            )
         procs.stop_all()  # what follows needs neither server; their connections leave the memory figures
 
-        memory = run_memory(opts, url, program, run_id)
-        hundred = run_memory_hundred(opts, url, program, run_id)
-        year = run_memory_year(opts, url, program, run_id)
-        cost = run_server_cost(opts, url, program, run_id)
+        memory: Memory | None = None
+        hundred: float | None = None
+        year: memberyear.YearMemory | None = None
+        cost: servercost.ServerCost | None = None
+        if 4 in phases:
+            memory = run_memory(opts, url, program, run_id)
+            hundred = run_memory_hundred(opts, url, program, run_id)
+            year = run_memory_year(opts, url, program, run_id)
+        if 5 in phases:
+            cost = run_server_cost(opts, url, program, run_id)
         rows = summary_rows(pairs, batch, pipeline, memory, cost, operations, hundred, clustered, year, games)
         print_summary(rows, pairs)
         return rows

@@ -1,24 +1,40 @@
-"""``make bench`` phase [8]: the games' paths over HTTP, each beside the single-event award path.
+"""``make bench`` phase [8]: the games' routes over HTTP, each beside the single-event award path.
+
+One row a route under load (``LOADS``, a ``GameLoad`` each), every call made as a member (a
+token each, verified once per token as an app's is):
 
 - flash sale, opening: claims of one sale (one hot key) by many members, each claim a unit taken
-  by the sale, the member step, the settle — every claim wins (a sale of a billion units);
+  by the sale, the member step, the settle: every claim wins (a sale of ten million units);
 - flash sale, sold out: claims of a sale whose one unit is gone: refusals, which need no member
   step (and, once the sale said so, no round trip for 0.1 s);
-- check-in: one member operation with a streak, as the member.
+- daily check-in (``POST /v1/me/checkin``, no body): one member operation with a streak. The
+  bench's service has no dev clock, so only each member's first check-in of the day applies and
+  every later one answers ``duplicate`` (the member script finds the day's operation and replays
+  its effects: one round trip all the same). The row counts every answered check-in, and says how
+  many were first ones;
+- lottery spins: one wheel (one hot key, as a sale), each spin a prize taken from a stock or the
+  fallback by the wheel, the member step (a spin spent, the prize given), the settle. Each member
+  is given a million spins first (a login, under a rule the bench's programme adds).
 
-Each run is closed-loop over the same connections as the award path's runs, so the ratio to the
-award path's median is what one process does on these cores.
+Each run is closed-loop over as many connections as the award path's runs, so its ratio to the
+award path's median (the service's own rate for one event a request, measured in the same run) is
+what one process does on these cores. Another game's row is one more ``GameLoad`` in ``LOADS``
+(and its section in ``BENCH_GAMES_TOML``).
 """
 
 from __future__ import annotations
 
+import json
+import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from loadtest.httpload import LoadResult, LoadSpec
 
-#: Added to the bench service's programme: a sale that never runs out, one that has.
-BENCH_SALES_TOML = """
+#: Added to the bench service's programme: a sale that never runs out, one that has. (The
+#: example programme's own ``[games.checkin]`` serves the check-ins.)
+BENCH_GAMES_TOML = """
 [games.flash.bench-open]
 title = "Bench: never runs out"
 item = "free-shipping"
@@ -32,33 +48,158 @@ item = "free-shipping"
 stock = 1
 per_member_limit = 1
 price_points = 0
+
+[games.lottery.bench]
+title = "Bench: half win points from a stock, half the fallback"
+fallback = "thanks"
+budget = 1_000_000_000
+
+[[games.lottery.bench.prizes]]
+name = "points"
+title = "10 points"
+probability = 0.5
+cost = 1
+stock = 100_000_000
+rewards = { points = 10 }
+
+[[games.lottery.bench.prizes]]
+name = "thanks"
+title = "1 XP"
+probability = 0.5
+rewards = { xp = 1 }
+
+# A login (posted once for each bench member before the spins' row) gives a million spins.
+[rules.bench_spins]
+event = "login"
+grant = "item"
+item = "lottery:bench"
+fixed = 1_000_000
 """
-CLAIMANTS = 1_000  #: distinct members claiming
+MEMBERS = 1_000  #: distinct members calling, a token each
+APPLIED = '"status":"applied"'
+
+
+@dataclass(frozen=True)
+class GameLoad:
+    """One row of phase [8]: a game's route under load as ``MEMBERS`` members, and its target."""
+
+    name: str  # the line printed while it runs
+    figure: str  # the summary row's figure: what a second counts, and what the count means
+    path: str  # the route as requested
+    target: float  # the rate counted must be at least this times the award path's
+    unit: str = "req/s"
+    id_body: bool = True  # body {"id": "<unique>"} (an idempotency key); False: no body
+    #: The answer every request should get: 200, or 409 for a route refused by design (a
+    #: sold-out sale); the rate counts answers of this status a second.
+    expect: int = 200
+    #: 2xx answers whose body must hold ``"status":"applied"``: any other is a failure (claims
+    #: of a sale that never runs out all win). False: applied ones are counted and reported only.
+    all_applied: bool = False
+    rest: str = ""  # what the 2xx answers that did not apply are, for the line printed
+    seed: int = 0
+    #: An event type posted once for each member before the row (by the shop: its rules give
+    #: what the row's calls spend, as the spins a wheel's spins cost); "": none.
+    setup_event: str = ""
+
+    def spec(self, **common: Any) -> LoadSpec:
+        return LoadSpec(mode="member", path=self.path, id_body=self.id_body, count_token=APPLIED, seed=self.seed,
+                        **common)
+
+    def rate(self, result: LoadResult) -> float:
+        """What the row counts, a second: 2xx answers, or answers of the expected refusal."""
+        if 200 <= self.expect < 300:
+            return result.requests_per_s
+        return result.statuses.get(str(self.expect), 0) / result.window_s if result.window_s else 0.0
+
+    def errors(self, result: LoadResult) -> int:
+        """Answers other than expected, and lost connections (a refusal by design is no error)."""
+        return result.errors - (0 if 200 <= self.expect < 300 else result.statuses.get(str(self.expect), 0))
+
+    def not_applied(self, result: LoadResult) -> int:
+        return result.requests - result.counted if self.all_applied else 0
+
+    def outcome(self, result: LoadResult) -> str:
+        """What the answers were, for the line printed while it runs."""
+        if 200 <= self.expect < 300:
+            return f"applied {result.counted:,}/{result.requests:,}" + (f" ({self.rest})" if self.rest else "")
+        return f"{self.expect}: {result.statuses.get(str(self.expect), 0):,} of {sum(result.statuses.values()):,} answers"
+
+
+LOADS: tuple[GameLoad, ...] = (
+    GameLoad("flash claims", f"HTTP flash-sale claims, req/s ({MEMBERS:,} members, one sale, every claim won)",
+             "/v1/games/flash/bench-open/claim", 0.8, all_applied=True, seed=11),
+    GameLoad("flash claims, sold out", "HTTP flash-sale claims once sold out, refusals/s (409 sold_out)",
+             "/v1/games/flash/bench-gone/claim", 2.0, unit="refusals/s", expect=409, seed=12),
+    GameLoad("daily check-ins", f"HTTP daily check-ins, req/s ({MEMBERS:,} members: the first of each applies, "
+             "the rest answer duplicate)", "/v1/me/checkin", 0.8, id_body=False,
+             rest="the rest duplicates: each member's first of the day applied, most in the warm-up", seed=13),
+    GameLoad("lottery spins", f"HTTP lottery spins, req/s ({MEMBERS:,} members with spins, one wheel, every spin "
+             "won: half a prize from its stock, half the fallback)", "/v1/games/lottery/bench/spin", 0.8,
+             all_applied=True, seed=14, setup_event="login"),
+)
 
 
 @dataclass
 class Games:
-    opening: LoadResult
-    sold_out: LoadResult
+    """Phase [8]'s runs, in ``LOADS`` order, and the award path's rate they are compared with."""
+
+    award_rps: float
+    runs: list[tuple[GameLoad, LoadResult]] = field(default_factory=list)
+
+    def ratio(self, load: GameLoad, result: LoadResult) -> float:
+        return load.rate(result) / self.award_rps if self.award_rps else 0.0
+
+    @property
+    def errors(self) -> int:
+        return sum(load.errors(r) for load, r in self.runs)
+
+    @property
+    def not_applied(self) -> int:
+        return sum(load.not_applied(r) for load, r in self.runs)
+
+    def rows(self) -> list[tuple[str, str, str, str, str, str]]:
+        """The summary's rows: figure, value, baseline (the award path's req/s), ratio, target, verdict."""
+        out = []
+        for load, result in self.runs:
+            ratio = self.ratio(load, result)
+            out.append((load.figure, f"{load.rate(result):,.0f}", f"{self.award_rps:,.0f}", f"{ratio:.2f}x",
+                        f">= {load.target:.2f}x", "MET" if ratio >= load.target else "MISSED"))
+        return out
+
+
+def setup(port: int, api_key: str, event: str, run_id: str) -> None:
+    """``event`` once for each bench member (``m0``...), in batches, before a row's clock starts."""
+    for start in range(0, MEMBERS, 1000):
+        batch = [{"id": f"{run_id}-setup-{m}", "member": f"m{m}", "type": event}
+                 for m in range(start, min(MEMBERS, start + 1000))]
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/events", data=json.dumps({"events": batch}).encode(),
+                                         headers={"authorization": f"Bearer {api_key}", "content-type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as reply:
+            results = json.loads(reply.read())["results"]
+        refused = [r for r in results if r["status"] not in ("applied", "duplicate")]
+        if refused:
+            raise RuntimeError(f"setup {event}: {len(refused)} refused, first {refused[0]}")
 
 
 def run_games(http_load: Callable[..., LoadResult], describe: Callable[[str, LoadResult], str], *, port: int,
-              token_secret: str, connections: int, warmup_s: float, duration_s: float, run_id: str) -> Games:
-    print(f"\n[8] games: {connections} connections, closed loop, {warmup_s:g} s warm-up + {duration_s:g} s measured each",
-          flush=True)
+              token_secret: str, connections: int, warmup_s: float, duration_s: float, run_id: str,
+              award_rps: float, api_key: str = "", loads: tuple[GameLoad, ...] = LOADS) -> Games:
+    """Each of ``loads`` in turn; ``award_rps``: the award path's median req/s in this run."""
+    print(f"\n[8] games: {connections} connections, closed loop, {warmup_s:g} s warm-up + {duration_s:g} s measured "
+          f"each, {MEMBERS:,} members; ratios to the award path's {award_rps:,.0f} req/s", flush=True)
     common = dict(host="127.0.0.1", port=port, connections=connections, warmup_s=warmup_s, duration_s=duration_s,
-                  members=CLAIMANTS, token_secret=token_secret, mode="claim")
-    opening = http_load(LoadSpec(item="bench-open", run_id=f"{run_id}fo", seed=11,  # type: ignore[arg-type]
-                                 count_token='"status":"applied"', **common))
-    print(describe(f"flash claims, {CLAIMANTS:,} members", opening) + f"  won {opening.counted:,}/{opening.requests:,}",
-          flush=True)
-    gone = http_load(LoadSpec(item="bench-gone", run_id=f"{run_id}fg", seed=12, **common),  # type: ignore[arg-type]
-                     refusals=True)
-    print(f"  flash claims, sold out    {refusals_per_s(gone):9,.0f} refusals/s (409 sold_out: "
-          f"{gone.statuses.get('409', 0):,} of {sum(gone.statuses.values()):,} answers)", flush=True)
-    return Games(opening, gone)
-
-
-def refusals_per_s(result: LoadResult) -> float:
-    """409 answers a second: the load tool counts them as errors, not as requests."""
-    return result.statuses.get("409", 0) / result.window_s if result.window_s else 0.0
+                  members=MEMBERS, token_secret=token_secret)
+    games = Games(award_rps)
+    for n, load in enumerate(loads):
+        if load.setup_event:
+            setup(port, api_key, load.setup_event, f"{run_id}g{n}")
+        result = http_load(load.spec(run_id=f"{run_id}g{n}", **common), refusals=not 200 <= load.expect < 300)
+        games.runs.append((load, result))
+        ratio = games.ratio(load, result)
+        line = describe(load.name, result) if 200 <= load.expect < 300 else (
+            f"  {load.name:<22} {load.rate(result):>10,.0f} {load.unit}")
+        print(f"{line}  {load.outcome(result)}  ratio {ratio:.2f}x (target >= {load.target:.2f}x: "
+              f"{'MET' if ratio >= load.target else 'MISSED'})", flush=True)
+        for sample in result.error_samples if load.errors(result) else []:
+            print(f"      error: {sample}")
+    return games

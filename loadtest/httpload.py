@@ -40,7 +40,8 @@ class LoadSpec:
     #: "single": one event per request; "batch": {"events": [batch_size events]}; "spend": one
     #: point spent per request (POST /v1/members/{m}/points/spend); "redeem": one redemption of
     #: ``item`` per request, as the member (POST /v1/me/redeem, tokens signed with token_secret);
-    #: "claim": one claim of the flash sale named ``item`` (POST /v1/games/flash/<item>/claim)
+    #: "member": POST ``path`` as the member (a game's route: a flash sale's claim, a check-in),
+    #: with the body ``{"id": "<unique>"}``, or none at all when ``id_body`` is False
     mode: str = "single"
     batch_size: int = 1000
     item: str = ""
@@ -56,6 +57,11 @@ class LoadSpec:
     run_id: str = "r"  # makes every event id of this run unique across runs
     count_token: str = ""  # when set, count its occurrences in 2xx bodies (e.g. applied results)
     seed: int = 1
+    id_body: bool = True  # mode "member": send {"id": ...} (an idempotency key), or no body
+
+
+#: The modes whose requests are made as a member (a token each) or for one (the path names it).
+MEMBER_MODES = ("spend", "redeem", "member")
 
 
 @dataclass
@@ -91,9 +97,10 @@ class RequestMaker:
             f"POST {spec.path} HTTP/1.1\r\nHost: {spec.host}:{spec.port}\r\n{auth}"
             "Content-Type: application/json\r\nContent-Length: "
         ).encode()
+        self._path = spec.path.encode()
         self._rest = f"Host: {spec.host}:{spec.port}\r\nContent-Type: application/json\r\nContent-Length: ".encode()
         self._tokens: list[bytes] = []
-        if spec.mode in ("redeem", "claim"):  # a member token each, minted before the clock starts
+        if spec.mode in ("redeem", "member"):  # a member token each, minted before the clock starts
             import jwt
 
             exp = int(time.time()) + 3600
@@ -113,7 +120,7 @@ class RequestMaker:
         )
 
     def _member_request(self) -> bytes:
-        """One spend or redemption: the member is in the path or the token, so the head varies."""
+        """One spend, redemption or game call: the member is in the path or the token, so the head varies."""
         seq = self._seq = self._seq + 1
         member = (seq * 2_654_435_761) % self._spec.members
         if self._spec.mode == "spend":
@@ -122,17 +129,16 @@ class RequestMaker:
                 member,
                 self._spec.api_key.encode(),
             )
-        elif self._spec.mode == "claim":
-            body = b'{"id":"%s-c%d"}' % (self._run, seq)
-            head = b"POST /v1/games/flash/%s/claim HTTP/1.1\r\nAuthorization: Bearer %s\r\n" % (
-                self._spec.item.encode(), self._tokens[member])
+        elif self._spec.mode == "member":
+            body = b'{"id":"%s-c%d"}' % (self._run, seq) if self._spec.id_body else b""
+            head = b"POST %s HTTP/1.1\r\nAuthorization: Bearer %s\r\n" % (self._path, self._tokens[member])
         else:
             body = b'{"id":"%s-r%d","item":"%s"}' % (self._run, seq, self._spec.item.encode())
             head = b"POST /v1/me/redeem HTTP/1.1\r\nAuthorization: Bearer %s\r\n" % self._tokens[member]
         return b"%s%s%d\r\n\r\n%s" % (head, self._rest, len(body), body)
 
     def next(self) -> bytes:
-        if self._spec.mode in ("spend", "redeem", "claim"):
+        if self._spec.mode in MEMBER_MODES:
             return self._member_request()
         if self._spec.mode == "batch":
             body = b'{"events":[' + b",".join([self._event() for _ in range(self._spec.batch_size)]) + b"]}"

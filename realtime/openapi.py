@@ -20,6 +20,8 @@ from pydantic import TypeAdapter
 from engine import ids
 from engine.config import CompiledProgram, EventType, FieldSpec, FieldType
 from engine.events import DATA_INT_MAX
+from engine.plugins import effect_data, installed
+from engine.views import effect_data_text
 from realtime.replies import ErrorBody
 from realtime.schemas import LIVE_DESCRIPTION, Operation, all_operations
 
@@ -133,6 +135,11 @@ def build(program: CompiledProgram, max_batch: int = 1000) -> dict[str, Any]:
         for bound in ("pattern", "minLength", "maxLength"):
             item.pop(bound, None)
         item["enum"] = redeemable
+    if "Effect" in schemas:  # the games' effect types join the engine's closed list
+        every = effect_data(installed())
+        effect = schemas["Effect"]["properties"]
+        effect["type"]["enum"] = list(every)
+        effect["data"]["description"] = effect_data_text(every)
     schemas["EventBatch"] = {
         "type": "object",
         "description": f"Up to {max_batch} events, applied in order; one result each, in the same order.",

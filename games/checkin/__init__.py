@@ -6,8 +6,18 @@ operation (``plans.py``), its streak decided by the member script against the st
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+from engine.config import Item
 from engine.plugins import Game
 from games.checkin.config import Checkin, check
+from games.checkin.plans import CARDS_FIELD, CARDS_ITEM
 from games.checkin.routes import ROUTES, snapshot
 
-GAME = Game(name="checkin", section=Checkin, check=check, routes=ROUTES, snapshot=snapshot)
+
+def items(section: Checkin) -> Mapping[str, Item]:
+    """Make-up cards: rules, quests and tiers may grant them too (``items = {"checkin:makeup" = 1}``)."""
+    return {CARDS_ITEM: Item(CARDS_FIELD, section.makeup_cards_cap, "make-up card")}
+
+
+GAME = Game(name="checkin", section=Checkin, check=check, routes=ROUTES, snapshot=snapshot, items=items)

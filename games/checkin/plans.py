@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 from engine import ids
 from engine.clock import DAY_MS
-from engine.config import CompiledProgram, Rewards
+from engine.config import CompiledProgram, Rewards, item_field
 from engine.errors import InvalidInput
 from engine.operations import MemberPlan, Operation, fingerprint, member_plan
 from games.checkin.config import Checkin
@@ -53,10 +53,16 @@ def _bundle(program: CompiledProgram, rewards: Rewards) -> tuple[int, int, list[
     return rewards.xp, rewards.points, coupons
 
 
+def _items(program: CompiledProgram, rewards: Rewards) -> list[list[Any]]:
+    """Inventory lines granting a bundle's items (spins of a wheel...), each up to its cap."""
+    return [[item_field(name), n, program.items[name].cap, 0, name] for name, n in rewards.items.items()]
+
+
 def _streak(program: CompiledProgram, section: Checkin, today: int, makeup: int) -> list[Any]:
     thresholds = [
         [r.days, *_bundle(program, r.rewards),
-         [[CARDS_FIELD, r.makeup_cards, section.makeup_cards_cap, 0, CARDS_ITEM]] if r.makeup_cards else []]
+         ([[CARDS_FIELD, r.makeup_cards, section.makeup_cards_cap, 0, CARDS_ITEM]] if r.makeup_cards else [])
+         + _items(program, r.rewards)]
         for r in section.streak_rewards
     ]
     return [STREAK_FIELD, today, makeup, section.makeup_max_age_days, thresholds, STREAK]
@@ -71,7 +77,7 @@ def plan_checkin(program: CompiledProgram, section: Checkin, member: ids.MemberI
     grants = tuple(g for g in both if g[1] > 0)
     return member_plan(
         program, op, now_ms, grants=grants, coupons=tuple([c[0], c[1], "checkin"] for c in coupons),
-        streak=_streak(program, section, today, 0),
+        inventory=tuple(_items(program, section.rewards)), streak=_streak(program, section, today, 0),
     )
 
 

@@ -11,7 +11,7 @@ from engine import ids
 from engine.config import CompiledProgram
 from engine.errors import InvalidInput, NotFound
 from engine.operations import request_object
-from engine.plugins import Answer, Context, GameCall, Route
+from engine.plugins import Answer, Context, GameCall, Link, Route
 from engine.streaks import StreakState
 from games.checkin.config import Checkin
 from games.checkin.plans import CARDS_FIELD, STREAK_FIELD, day_label, day_number, parse_day, plan_checkin, plan_makeup
@@ -110,6 +110,7 @@ ROUTES = (
         "member", post_checkin, body=CheckinIn,
         errors={409: tuple(REFUSALS) + ("idempotency_conflict",), 404: ("not_found",), 422: ("invalid",)},
         example_body={"makeup": "2026-12-03"},
+        links=(Link("snapshot", "getMe", {}, "The member's snapshot after this check-in: the streak, the rewards."),),
         refusals=REFUSALS,
     ),
 )

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, RootModel, Strict
 
 from engine.config import Name
+from engine.plugins import window_problems
 
 Count = Annotated[int, Strict(), Field(ge=0, le=1_000_000_000)]
 
@@ -39,10 +39,6 @@ def check(program: object, section: FlashSales) -> list[tuple[str, str]]:
         path = f"games.flash.{name}"
         if sale.item not in catalog:
             out.append((f"{path}.item", f"no catalog item {sale.item!r} is declared under [catalog]"))
-        if sale.opens_at is not None and sale.ends_at is not None and sale.ends_at <= sale.opens_at:
-            out.append((f"{path}.ends_at", "is not after opens_at"))
+        out += window_problems(path, sale.opens_at, sale.ends_at)
     return out
 
-
-def epoch_ms(moment: datetime | None) -> int | None:
-    return None if moment is None else int(moment.timestamp() * 1000)

@@ -14,9 +14,9 @@ from engine.config import CompiledProgram
 from engine.crossing import ObjectRef
 from engine.errors import NotFound, Refused
 from engine.operations import request_object
-from engine.plugins import Answer, GameCall, Param, Route
+from engine.plugins import Answer, GameCall, Link, Route, epoch_ms, name_param, require_open, window
 from engine.redemptions import claim_unit
-from games.flash.config import FlashSales, Sale, epoch_ms
+from games.flash.config import FlashSales, Sale
 from games.flash.plans import FLASH, claim_step
 
 #: How long this process answers sold_out from memory once its sale said so: a crowd's refusals
@@ -56,26 +56,13 @@ def sale_of(program: CompiledProgram, name: str) -> Sale:
     return sale
 
 
-def _window(sale: Sale, now_ms: int) -> Literal["upcoming", "open", "ended"]:
-    opens, ends = epoch_ms(sale.opens_at), epoch_ms(sale.ends_at)
-    if opens is not None and now_ms < opens:
-        return "upcoming"
-    if ends is not None and now_ms >= ends:
-        return "ended"
-    return "open"
-
-
 async def post_claim(call: GameCall) -> Answer:
     name = call.params["sale"]
     sale = sale_of(call.program, name)
     assert call.member is not None
     body = request_object(call.body, ("id",), "the claim's idempotency key")
     op_id = ids.event_id(body["id"], "id")
-    window = _window(sale, call.now_ms)
-    if window == "upcoming":
-        raise Refused("not_open", "this sale has not opened yet", field="sale")
-    if window == "ended":
-        raise Refused("ended", "this sale has ended", field="sale")
+    require_open(sale.opens_at, sale.ends_at, call.now_ms, "sale", "sale")
     memo = (call.program.program_hash, name)
     if _sold_out.get(memo, 0.0) > time.monotonic():
         raise Refused("sold_out", "this sale is sold out", field="sale")
@@ -94,15 +81,14 @@ async def get_sale(call: GameCall) -> Answer:
     counters = ObjectRef(FLASH, name).keys(call.ctx.keys)[1]
     sold = int(await call.ctx.redis.hget(counters, "sold") or 0)
     left = max(0, sale.stock - sold)
-    window = _window(sale, call.now_ms)
-    state: Literal["upcoming", "open", "sold_out", "ended"] = "sold_out" if window == "open" and not left else window
+    now = window(sale.opens_at, sale.ends_at, call.now_ms)
+    state: Literal["upcoming", "open", "sold_out", "ended"] = "sold_out" if now == "open" and not left else now
     return Answer(SaleView(sale=name, title=sale.title, item=sale.item, price_points=sale.price_points,
                            per_member_limit=sale.per_member_limit, stock=sale.stock, left=left, state=state,
                            opens_at_ms=epoch_ms(sale.opens_at), ends_at_ms=epoch_ms(sale.ends_at)))
 
 
-_SALE = Param("sale", "path", {"type": "string", "minLength": 1, "maxLength": 64,
-                               "pattern": "^[A-Za-z0-9][A-Za-z0-9._:@-]*$"}, "The sale's name in the programme.", required=True)
+_SALE = name_param("sale", "The sale's name in the programme.")
 REFUSALS: dict[str, tuple[str, str]] = {
     "limit_reached": ("the member has won this sale's limit", "sale"),
     "insufficient_points": ("the member's live points balance cannot cover the price", "sale"),
@@ -122,6 +108,8 @@ ROUTES = (
         errors={409: ("sold_out", "not_open", "ended", "limit_reached", "insufficient_points", "in_progress"),
                 404: ("not_found",), 422: ("invalid",)},
         example_body={"id": "claim-1"}, refusals=REFUSALS,
+        links=(Link("sale", "getFlashSale", {"sale": "$request.path.sale"}, "The sale after this claim: what is left."),
+               Link("snapshot", "getMe", {}, "The member's snapshot after this claim: the coupon, the points paid.")),
     ),
     Route(
         "get", "/v1/games/flash/{sale}", "getFlashSale", "A flash sale: stock left and its opening",

@@ -124,7 +124,8 @@ def _data(kind: str) -> dict[str, Any]:
 
 
 class AppMember(FastHttpUser):
-    """A member with the app open: the live feed, its own awards arriving, a redemption now and then."""
+    """A member with the app open: the live feed, its own awards arriving, a redemption, a check-in,
+    a spin of the wheel and a flash-sale claim now and then."""
 
     weight = 1
 
@@ -243,6 +244,42 @@ class AppMember(FastHttpUser):
         self.environment.events.request.fire(
             request_type="SHED", name=name, response_time=0, response_length=0, exception=None, context={}
         )
+
+    @task(1)
+    def check_in(self) -> None:
+        """The daily check-in (``[games.checkin]``): the first of the day applies, the rest are duplicates."""
+        self._play("/v1/me/checkin", None, "/v1/me/checkin", ())
+
+    @task(1)
+    def spin(self) -> None:
+        """A share (the shop posts it: a spin of the wheel, up to 3 a day), then a spin."""
+        share = {"id": next_id("app-share"), "member": self.member, "type": "share", "data": {"target": "wechat"}}
+        with self.client.post("/v1/events", json=share, headers=shop_headers(), name="/v1/events app share",
+                              catch_response=True) as r:
+            if r.status_code == 429:
+                r.success()
+                self._shed("/v1/events app share")
+        self._play("/v1/games/lottery/daily/spin", {"id": next_id("spin")}, "/v1/games/lottery/{wheel}/spin",
+                   ("insufficient_items",))
+
+    @task(1)
+    def claim(self) -> None:
+        """The flash sale (``[games.flash.member-day]``): most claims meet sold_out once the spike has passed."""
+        self._play("/v1/games/flash/member-day/claim", {"id": next_id("claim")}, "/v1/games/flash/{sale}/claim",
+                   ("sold_out", "limit_reached", "insufficient_points"))
+
+    def _play(self, path: str, body: dict[str, Any] | None, name: str, refusals: tuple[str, ...]) -> None:
+        """A game's call as the member: 200, a refusal the game names (409 with one of ``refusals``:
+        a member without a spin, a sale sold out), or shed (429); anything else fails."""
+        with self.client.post(path, json=body, headers={"authorization": f"Bearer {self.token}"}, name=name,
+                              catch_response=True) as r:
+            if r.status_code == 429:
+                r.success()
+                self._shed(name)
+            elif r.status_code == 409 and any(f'"code":"{code}"' in r.text for code in refusals):
+                r.success()
+            elif r.status_code != 200:
+                r.failure(f"HTTP {r.status_code}: {r.text[:200]}")
 
     @task(1)
     def redeem(self) -> None:

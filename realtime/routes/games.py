@@ -4,11 +4,17 @@ A game declares its routes as data with handlers over a ``GameCall``; this modul
 every route of the service does around them, in one place: the credential the route names,
 admission, the JSON body, the path parameters checked as ids, the error mapping, and the answer
 of a member operation (``{"results": [...]}``, 409 for a refusal or a conflict).
+
+Its endpoints are called straight from ``realtime/app.py``'s fast path (``is_game_endpoint``),
+past Starlette's router and middlewares, like the award path: a game's crowd (a flash sale's
+claims, check-ins) is what this adapter serves, so it reads the request from the ASGI scope
+(one pass over the headers) rather than through Starlette's per-request objects.
 """
 
 from __future__ import annotations
 
 import re
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -23,15 +29,22 @@ from engine.plugins import Answer, Game, GameCall, Route
 from engine.store import OpStatus
 from realtime.admission import Kind, admit, gate_of
 from realtime.errors import json_response
-from realtime.http import header, read_json, result_view, service, store_failure
+from realtime.http import read_json, result_view, service, store_failure
 from realtime.replies import ErrorBody, OperationReply
 
 MAX_BODY = 4096
 _PARAM = re.compile(r"{(\w+)}")
+#: Every endpoint made here: ``realtime/app.py`` may call them past Starlette's router.
+_ENDPOINTS: weakref.WeakSet[Callable[..., Any]] = weakref.WeakSet()
 
 
 def starlette_routes(games: Sequence[Game]) -> list[StarletteRoute]:
     return [StarletteRoute(r.path, _endpoint(r), methods=[r.method.upper()]) for g in games for r in g.routes]
+
+
+def is_game_endpoint(endpoint: object) -> bool:
+    """Whether ``endpoint`` is a game route's, made by ``starlette_routes``."""
+    return endpoint in _ENDPOINTS
 
 
 def _endpoint(route: Route) -> Callable[[Request], Awaitable[Response]]:
@@ -40,7 +53,21 @@ def _endpoint(route: Route) -> Callable[[Request], Awaitable[Response]]:
 
     async def endpoint(request: Request) -> Response:
         svc = service(request)
-        authorization = request.headers.get("authorization")
+        # The headers read, in one pass over the scope's (``request.headers`` would build a
+        # ``Headers`` object each request): the first of each name, as ``Headers.get`` reads it.
+        authorization: str | None = None
+        length: bytes | None = None
+        chunked: bytes | None = None
+        for key, value in request.scope["headers"]:
+            if key == b"authorization":
+                if authorization is None:
+                    authorization = value.decode("latin-1")
+            elif key == b"content-length":
+                if length is None:
+                    length = value
+            elif key == b"transfer-encoding":
+                if chunked is None:
+                    chunked = value
         member = None
         if route.caller == "member":
             member = svc.auth.member(authorization)
@@ -50,8 +77,7 @@ def _endpoint(route: Route) -> Callable[[Request], Awaitable[Response]]:
             svc.auth.admin(authorization)
         params = {name: ids.check_id(request.path_params[name], name, ids.NAME_MAX) for name in names}
         body: Any = None
-        length = header(request, b"content-length")
-        if route.method == "post" and (header(request, b"transfer-encoding") or (length is not None and length != "0")):
+        if route.method == "post" and (chunked or (length is not None and length != b"0")):
             body = await read_json(request, MAX_BODY)  # no body at all is a body of None
         with admit(gate_of(request), kind):
             program = svc.programs.current.program
@@ -63,6 +89,7 @@ def _endpoint(route: Route) -> Callable[[Request], Awaitable[Response]]:
         return _respond(route, answer, member)
 
     endpoint.__name__ = route.operation_id
+    _ENDPOINTS.add(endpoint)
     return endpoint
 
 

@@ -150,15 +150,26 @@ def test_dedupe_buckets_of_a_plan(program: CompiledProgram) -> None:
     assert p.args.dedupe_field == hashlib.blake2b(b"order-9912-paid", digest_size=10).digest()
 
 
-def test_pack_is_the_layout_award_lua_reads(program: CompiledProgram) -> None:
-    """pack(): [event id, fingerprint, now ms, dedupe field, dedupe expiry, feed length, grants, quests]."""
+def test_script_arg_is_the_layout_member_lua_reads(program: CompiledProgram) -> None:
+    """script_arg(): the plan's values back to back (member.lua's header): the scalars, the record,
+    then each part as its count of values and the values, grants and quests spelled out flat; the
+    rarer parts absent when all are empty (a check-in has none)."""
     p = plan(program, "checkin")
-    unpacked = msgpack.unpackb(p.pack(), raw=True)
-    assert unpacked[0] == b"e-1"
-    assert unpacked[1] == p.op.fingerprint
-    assert unpacked[2:6] == [NOW_MS, p.args.dedupe_field, p.args.dedupe_expire_ms, 500]
-    assert unpacked[6] == [[b"x", 5, b"checkin_xp", b"c:checkin_xp:20261111", 5, DAY_END_MS + RETENTION_MS, 1]]
-    assert unpacked[7] == [[b"daily_checkin", b"q:daily_checkin:20261111", 1, 1, DAY_END_MS + RETENTION_MS, 0, 10, []]]
+    unpacker = msgpack.Unpacker(raw=True)
+    unpacker.feed(p.script_arg())
+    values = list(unpacker)
+    assert values[0] == b"e-1" and values[1] == p.op.fingerprint
+    assert values[2:5] == [NOW_MS, p.args.dedupe_field, p.args.dedupe_expire_ms]
+    assert values[6] == 500  # the feed's length
+    grants_at = 14  # after ten scalars and the four values of an absent record
+    assert values[10:grants_at] == [0, 0, 0, 0]
+    grants = values[grants_at + 1: grants_at + 1 + values[grants_at]]
+    assert grants == [b"x", 5, b"checkin_xp", b"c:checkin_xp:20261111", 5, DAY_END_MS + RETENTION_MS, 1]
+    quests_at = grants_at + 1 + values[grants_at]
+    quests = values[quests_at + 1: quests_at + 1 + values[quests_at]]
+    # id, field, increment, target, expiry, xp, points; no coupon; no item
+    assert quests == [b"daily_checkin", b"q:daily_checkin:20261111", 1, 1, DAY_END_MS + RETENTION_MS, 0, 10, 0, 0]
+    assert len(values) == quests_at + 1 + values[quests_at]  # no rarer part
 
 
 # --- properties of the pure rules ------------------------------------------------------------

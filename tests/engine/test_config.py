@@ -528,7 +528,7 @@ PYDANTIC_WORDS = ("Input should", "String should", "instance of", "should have",
         (("target = 30_000", "target = 0"), "quests.weekly_spend.target", "must be at least 1"),
         (("kind = \"weekly\"\nevent = \"review\"", "kind = \"monthly\"\nevent = \"review\""), "quests.weekly_reviews.kind",
          "must be one of \"once\", \"daily\", \"weekly\", \"window\""),
-        (("grant = \"xp\"\nfixed = 2", "grant = \"gems\"\nfixed = 2"), "rules.share_xp.grant", "must be one of \"xp\", \"points\""),
+        (("grant = \"xp\"\nfixed = 2", "grant = \"gems\"\nfixed = 2"), "rules.share_xp.grant", "must be one of \"xp\", \"points\", \"item\""),
         (("[catalog.free-shipping]\n", "[catalog.free-shipping]\nkind = \"voucher\"\n"), "catalog.free-shipping.kind",
          "must be one of \"coupon\""),
         (("starts = 2026-12-12T00:00:00+08:00", "starts = \"soon\""), "quests.double_twelve_big_orders.starts",
@@ -597,7 +597,7 @@ def test_a_games_section_is_checked_by_its_game(compile_toml) -> None:
     problems = {(p.path, p.reason) for p in caught.value.problems}
     paths = {path for path, _ in problems}
     assert "games.checkin.makeup_cards_cap" in paths
-    assert ("games.roulette", "no game 'roulette' is installed (installed: checkin, flash)") in problems
+    assert ("games.roulette", "no game 'roulette' is installed (installed: checkin, flash, lottery)") in problems
     fixed = broken.replace("makeup_cards_cap = -1", "makeup_cards_cap = 3").replace("\n[games.roulette]\nspins = 3\n", "")
     with pytest.raises(ConfigError) as caught:
         compile_toml(fixed)

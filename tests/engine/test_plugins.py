@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_the_installed_games_are_found_through_entry_points() -> None:
     """The check-in and flash-sale games are installed, as pyproject.toml's lines say, each a Game."""
     games = installed()
-    assert [g.name for g in games] == ["checkin", "flash"]
+    assert [g.name for g in games] == ["checkin", "flash", "lottery"]
     assert all(isinstance(g, Game) for g in games)
     assert f'[project.entry-points."{ENTRY_POINTS}"]' in (ROOT / "pyproject.toml").read_text()
 
@@ -48,3 +48,25 @@ def test_no_game_names_a_members_keys() -> None:
         if ".member(" in line.replace("ctx.members", "") or "member_tag(" in line or "member_script_keys(" in line
     ]
     assert offenders == []
+
+
+def test_every_games_section_is_in_the_reference_the_schema_and_the_api_document() -> None:
+    """One registration, four places: docs/programme.md documents each game's section models at
+    ``games.<game>``, the programme's JSON Schema describes ``games.<game>``, and /openapi.json
+    has each game's routes and effect types (checked against the committed, generated files)."""
+    import json
+
+    from engine.reference import programme_reference
+
+    reference = programme_reference()
+    schema = json.loads((ROOT / "config" / "program.schema.json").read_text())
+    document = json.loads((ROOT / "docs" / "openapi.json").read_text())
+    effect_types = document["components"]["schemas"]["Effect"]["properties"]["type"]["enum"]
+    for game in installed():
+        if game.section is not None:
+            assert f"Found at: `games.{game.name}" in reference, game.name
+            assert game.name in json.dumps(schema["properties"]["games"]), game.name
+        for route in game.routes:
+            assert route.method in document["paths"][route.path], route.path
+        for kind in game.effects:
+            assert kind in effect_types, kind

@@ -268,28 +268,32 @@ def test_cap_property(open_engine, compile_toml, events: list[tuple[int, bool]])
 
 
 def test_daily_xp_cap_and_daily_quest_repeat_next_day(engine) -> None:
-    """Shares: 2 XP each up to 10 a day, 'share twice' completes once a day, and again the next day."""
+    """Shares: 2 XP each up to 10 a day, a spin of the wheel each up to 3 a day, 'share twice'
+    completes once a day, and again the next day."""
+
+    def spin(count: int) -> tuple[str, dict[str, object]]:
+        return ("inventory", {"item": "lottery:daily", "amount": 1, "count": count})
 
     async def run() -> None:
         async with engine() as e:
             day2 = e.now_ms + DAY_MS
             day1_results = [await e.apply(f"s-{i}", "m-3", "share", {"target": "wechat"}) for i in range(6)]
             assert [effects(r) for r in day1_results] == [
-                [("xp", {"amount": 2, "total": 2, "reason": "share_xp"}),
+                [("xp", {"amount": 2, "total": 2, "reason": "share_xp"}), spin(1),
                  ("quest_progress", {"quest": "daily_share", "progress": 1, "target": 2})],
-                [("xp", {"amount": 2, "total": 4, "reason": "share_xp"}),
+                [("xp", {"amount": 2, "total": 4, "reason": "share_xp"}), spin(2),
                  ("quest_completed", {"quest": "daily_share", "progress": 2, "target": 2}),
                  ("xp", {"amount": 10, "total": 14, "reason": "quest:daily_share"})],
-                [("xp", {"amount": 2, "total": 16, "reason": "share_xp"})],
+                [("xp", {"amount": 2, "total": 16, "reason": "share_xp"}), spin(3)],
                 [("xp", {"amount": 2, "total": 18, "reason": "share_xp"})],
                 [("xp", {"amount": 2, "total": 20, "reason": "share_xp"})],
                 [],
             ]
             day2_results = [await e.apply(f"s2-{i}", "m-3", "share", now_ms=day2) for i in range(2)]
             assert [effects(r) for r in day2_results] == [
-                [("xp", {"amount": 2, "total": 22, "reason": "share_xp"}),
+                [("xp", {"amount": 2, "total": 22, "reason": "share_xp"}), spin(4),
                  ("quest_progress", {"quest": "daily_share", "progress": 1, "target": 2})],
-                [("xp", {"amount": 2, "total": 24, "reason": "share_xp"}),
+                [("xp", {"amount": 2, "total": 24, "reason": "share_xp"}), spin(5),
                  ("quest_completed", {"quest": "daily_share", "progress": 2, "target": 2}),
                  ("xp", {"amount": 10, "total": 34, "reason": "quest:daily_share"})],
             ]

@@ -140,3 +140,21 @@ def test_a_job_given_up_is_a_breach_until_an_operator_clears_it(engine: Any, com
             assert (await verify_all(e.redis, e.keys)).ok
 
     asyncio.run(run())
+
+
+def test_an_inventory_count_below_zero_is_a_breach(engine: Any, compile_toml: Any) -> None:
+    """The member script never lets a count go below zero; one forged behind its back is one
+    breach naming the member and the item, and a count of zero or more is checked and passes."""
+
+    async def run() -> None:
+        async with engine(program_=shop(compile_toml)) as e:
+            await redeemed_mugs(e)
+            await e.redis.hset(e.keys.member("a").state, mapping={"i:lottery:daily": 2, "i:checkin:makeup": 0})
+            assert (await verify_all(e.redis, e.keys)).ok
+            await e.redis.hset(e.keys.member("b").state, "i:lottery:daily", -1)
+            report = await verify_all(e.redis, e.keys)
+            assert breaches(report) == {"inventory: no count below zero": 1}
+            [items] = [c for c in report.checks if c.name == "inventory: no count below zero"]
+            assert items.details == ["member b: lottery:daily is -1"] and items.checked == 3
+
+    asyncio.run(run())

@@ -1,7 +1,8 @@
 """``make loadtest`` runs end to end: a short member-day rehearsal on Locust, then the verifier.
 
 About 20 s of a small crowd, so the kit cannot rot: every user class makes its requests, the
-live feed delivers awards to app members, deliberate resends answer `duplicate`, the reports
+live feed delivers awards to app members, the members play the example's games (check-in, the
+wheel, the flash sale), deliberate resends answer `duplicate`, the reports
 are written and the verifier passes. Speed is not asserted: figures come from full runs.
 """
 
@@ -33,6 +34,8 @@ def test_a_short_rehearsal_passes_and_verifies(tmp_path: Path) -> None:
     assert "| points: balance = lots = ledger" in done.stdout and "\nok: " in done.stdout
     assert (out / "report.html").stat().st_size > 0
     stats = {s.name: s for s in read_stats(out / "locust_stats.csv")}
-    for name in ("POST /v1/events purchase", "POST /v1/events retry", "WS connect", "WS live delivery", "POST /v1/me/redeem"):
+    games = ("POST /v1/me/checkin", "POST /v1/games/lottery/{wheel}/spin", "POST /v1/games/flash/{sale}/claim")
+    for name in ("POST /v1/events purchase", "POST /v1/events retry", "WS connect", "WS live delivery", "POST /v1/me/redeem",
+                 *games):
         assert name in stats and stats[name].requests > 0, (name, sorted(stats))
     assert stats["Aggregated"].failures == 0

@@ -249,3 +249,22 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
     env = service_env("rk")
     env["REKINDLE_DATA_DIR"] = str(tmp_path / "cli-data")
     return env
+
+
+def serving_with(redis_url: str, tmp_path_factory: pytest.TempPathFactory, extra: str, name: str) -> Iterator[Service]:
+    """A service of its own on the example programme plus ``extra`` TOML (a game's campaigns)."""
+    tmp = tmp_path_factory.mktemp(name)
+    config = tmp / "programme.toml"
+    config.write_text(EXAMPLE_CONFIG.read_text() + extra)
+    svc = start_service(redis_url, new_prefix(), tmp / "serve", config=config)
+    try:
+        yield svc
+    finally:
+        svc.stop()
+
+
+def member_client(svc: Service, member: str) -> httpx.Client:
+    """A client calling as ``member``, with a token the shop minted for it."""
+    with svc.client() as shop:
+        token = shop.post("/v1/tokens", json={"member": member}).json()["token"]
+    return httpx.Client(base_url=svc.base_url, headers={"authorization": f"Bearer {token}"}, timeout=30)

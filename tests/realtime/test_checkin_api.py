@@ -113,7 +113,7 @@ def test_a_streak_earns_its_rewards_on_its_days(dev: Service) -> None:
             if n:
                 day.next()
             got.append([(t, d.get("reason") or d.get("item")) for t, d in effects(checkin(me)) if t != "streak"])
-        assert got[2] == [("points", "checkin"), ("points", "streak:checkin:3")]
+        assert got[2] == [("points", "checkin"), ("points", "streak:checkin:3"), ("inventory", "lottery:daily")]
         assert got[6] == [("points", "checkin"), ("points", "streak:checkin:7"), ("reward", "streak:checkin:7"),
                           ("inventory", "checkin:makeup")]
         assert (state(me)["current"], state(me)["makeup_cards"]) == (7, 1)

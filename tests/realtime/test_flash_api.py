@@ -6,10 +6,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import httpx
 import pytest
 
-from tests.realtime.conftest import EXAMPLE_CONFIG, Service, error_of, new_prefix, purchase, start_service, unique
+from tests.realtime.conftest import Service, error_of, member_client, purchase, serving_with, unique
 
 EXTRA = """
 [games.flash.one]
@@ -34,20 +33,7 @@ ends_at = 2020-01-01T00:00:00+08:00
 
 @pytest.fixture(scope="module")
 def sales(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    tmp = tmp_path_factory.mktemp("flash")
-    config = tmp / "programme.toml"
-    config.write_text(EXAMPLE_CONFIG.read_text() + EXTRA)
-    svc = start_service(redis_url, new_prefix(), tmp / "serve", config=config)
-    try:
-        yield svc
-    finally:
-        svc.stop()
-
-
-def member_client(svc: Service, member: str) -> httpx.Client:
-    with svc.client() as shop:
-        token = shop.post("/v1/tokens", json={"member": member}).json()["token"]
-    return httpx.Client(base_url=svc.base_url, headers={"authorization": f"Bearer {token}"}, timeout=30)
+    yield from serving_with(redis_url, tmp_path_factory, EXTRA, "flash")
 
 
 def with_points(svc: Service, member: str) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from engine.views import EFFECT_DATA
+from engine.plugins import effect_data, installed
 from realtime.live_doc import BEGIN, END, frame_table, with_table
 from tests.realtime.conftest import Service, purchase, unique
 from tests.realtime.test_docs_page import CHROMIUM, HOST, browser  # noqa: F401 (browser: a fixture)
@@ -30,8 +30,9 @@ def test_the_committed_frame_table_is_the_generated_one() -> None:
 def test_every_effect_type_and_key_has_its_row() -> None:
     """Each effect type of engine.views has one row, naming every key of its data."""
     rows = {line.split("|")[1].strip(): line for line in frame_table().splitlines()[2:]}
-    assert list(rows) == [f"`{kind}`" for kind in EFFECT_DATA]
-    for kind, shape in EFFECT_DATA.items():
+    every = effect_data(installed())  # the engine's types, then the games'
+    assert list(rows) == [f"`{kind}`" for kind in every]
+    for kind, shape in every.items():
         for key in shape.__annotations__:
             assert f"`{key}` (" in rows[f"`{kind}`"], (kind, key)
 
