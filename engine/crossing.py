@@ -108,11 +108,20 @@ def pack_steps(steps: Sequence[Step]) -> bytes:
     return msgpack.packb([list(s) for s in steps], use_bin_type=False)
 
 
-def unpack_steps(raw: bytes) -> tuple[Step, ...]:
-    return tuple(
+def unpack_steps(raw: bytes, decided: bytes = b"") -> tuple[Step, ...]:
+    """An entry's member steps; with what the object decided (``decided``, packed, non-empty),
+    each gets it as its last term, as the request that opened the entry gave it (``with_decided``)."""
+    steps = tuple(
         Step(kind, ids.MemberId(member), ids.EventId(op_id), int(at_ms), tuple(terms))
         for kind, member, op_id, at_ms, terms in msgpack.unpackb(raw, raw=False)
     )
+    values = msgpack.unpackb(decided, raw=False) if decided else []
+    return with_decided(steps, values) if values else steps
+
+
+def with_decided(steps: Sequence[Step], decided: Sequence[Any]) -> tuple[Step, ...]:
+    """``steps`` with the object's decision (a bargain help's cut...) as every step's last term."""
+    return tuple(s._replace(terms=(*s.terms, tuple(decided))) for s in steps)
 
 
 class ObjectRef(NamedTuple):
@@ -132,7 +141,7 @@ def entry_record(raw: bytes) -> tuple[EntryState, int, list[Any]]:
     follow the record are left unread)."""
     unpacker = msgpack.Unpacker(raw=False)
     unpacker.feed(raw)
-    state, at_ms, undo, _ = next(unpacker)
+    state, at_ms, undo = next(unpacker)[:3]  # then reason, and (later builds) decided
     return EntryState(state), int(at_ms), list(undo)
 
 
@@ -317,14 +326,14 @@ class Crossing:
         seen: set[str] = set()
         while True:
             reply = await self._runner.call(self._objects[obj.kind], obj.keys(self._keys), ["due", before_ms, DUE_BATCH])
-            batch = [(_text(reply[i]), int(reply[i + 1]), reply[i + 2]) for i in range(0, len(reply), 3)]
+            batch = [(_text(reply[i]), int(reply[i + 1]), reply[i + 2], reply[i + 3]) for i in range(0, len(reply), 4)]
             fresh = [b for b in batch if b[0] not in seen]
-            for key, at_ms, steps in fresh:
+            for key, at_ms, steps, decided in fresh:
                 seen.add(key)
                 if now_ms - at_ms > program.retention_ms - HORIZON_MARGIN_MS:
                     dead.append(key)
                     continue
-                outcome = await self.finish(program, obj, unpack_steps(steps), now_ms, opened_now=False)
+                outcome = await self.finish(program, obj, unpack_steps(steps, decided), now_ms, opened_now=False)
                 log.info("sweep: %s of %s:%s %s", key, obj.kind, obj.id, outcome.state.name.lower())
             if len(batch) < DUE_BATCH or not fresh:
                 break
@@ -338,8 +347,8 @@ class Crossing:
         reply = await self._runner.call(self._objects[obj.kind], obj.keys(self._keys), ["status", key])
         if not reply:
             return None
-        state, at_ms, reason, steps = reply
-        return Entry(EntryState(int(state)), int(at_ms), _text(reason), unpack_steps(steps) if steps else ())
+        state, at_ms, reason, steps, decided = reply
+        return Entry(EntryState(int(state)), int(at_ms), _text(reason), unpack_steps(steps, decided) if steps else ())
 
     # --- inside ------------------------------------------------------------------------------------
 

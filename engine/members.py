@@ -90,6 +90,12 @@ class MemberStore:
         values = await self._redis.hmget(self._keys.member(member).state, list(fields))
         return [v.decode() if isinstance(v, bytes) else v for v in values]
 
+    async def joined_at_ms(self, member: ids.MemberId) -> int | None:
+        """When the shop says the member joined (``PUT /v1/members/{member}``), or None: a game's
+        rule for new members (a bargain's larger cuts) reads it, never the profile's key."""
+        raw = await self._redis.hget(self._keys.member(member).profile, "joined_at_ms")
+        return int(raw) if raw is not None else None
+
     async def put_profile(self, member: ids.MemberId, profile: Profile) -> None:
         await self._redis.hset(self._keys.member(member).profile, mapping=profile.fields)  # type: ignore[arg-type]  # Mapping's key is invariant in redis-py's hints
 

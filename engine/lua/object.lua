@@ -7,8 +7,10 @@
 -- answered by taking from the object again.
 -- Every object script's KEYS start with these three, under the object's tag:
 -- KEYS[1] entries hash   (entry key "<member>/<operation id>" -> msgpack {state, at ms, undo,
---                         reason}: state 0 pending | 1 settled | 2 released; undo {field,
---                         delta, ...}: what the step added to the counters; while pending,
+--                         reason, decided}: state 0 pending | 1 settled | 2 released; undo {field,
+--                         delta, ...}: what the step added to the counters; decided: values the
+--                         object decided that its member steps need (a bargain help's cut), {}
+--                         when none, given to every member step as its last term; while pending,
 --                         followed by the member steps as the caller packed them (never
 --                         unpacked here). A decided entry keeps only its decision, and expires
 --                         with the decision's keep time)
@@ -22,9 +24,9 @@
 --            each returns {1, state} decided now | {0, state, reason} decided before, that
 --            decision stands | {-1} no such entry
 --   status   ARGV[2] entry key
---            returns {} unknown | {state, at ms, reason, steps}
+--            returns {} unknown | {state, at ms, reason, steps, packed decided}
 --   due      ARGV[2] opened at or before ms  ARGV[3] most entries
---            returns {key, at ms, steps, key, at ms, steps, ...} pending, oldest first; from
+--            returns {key, at ms, steps, packed decided, key, ...} pending, oldest first; from
 --            then on a step whose time is at or before ARGV[2] is refused as stale (it stalled
 --            past the sweep of its time, which would never see it)
 
@@ -54,8 +56,8 @@ local function stale(at_ms)
 end
 
 -- The entry of a step the object has just decided to take: pending until settled or released.
-local function entry_open(key, at_ms, steps)
-  redis.call('HSET', ENTRIES, key, cmsgpack.pack({PENDING, at_ms, taken, ''}) .. steps)
+local function entry_open(key, at_ms, steps, decided)
+  redis.call('HSET', ENTRIES, key, cmsgpack.pack({PENDING, at_ms, taken, '', decided or {}}) .. steps)
   redis.call('ZADD', PENDING_BY_TIME, at_ms, key)
 end
 
@@ -82,7 +84,7 @@ local function object_action()
   if action == 'status' then
     local e, steps = entry_get(key)
     if not e then return {} end
-    return {e[1], e[2], e[4], steps}
+    return {e[1], e[2], e[4], steps, cmsgpack.pack(e[5] or {})}
   end
   if action == 'due' then
     local swept = tonumber(redis.call('HGET', COUNTERS, '#swept')) or -1
@@ -91,7 +93,7 @@ local function object_action()
     for _, k in ipairs(redis.call('ZRANGE', PENDING_BY_TIME, '-inf', ARGV[2], 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[3]))) do
       local e, steps = entry_get(k)
       if e and e[1] == PENDING then
-        out[#out + 1] = k; out[#out + 1] = e[2]; out[#out + 1] = steps
+        out[#out + 1] = k; out[#out + 1] = e[2]; out[#out + 1] = steps; out[#out + 1] = cmsgpack.pack(e[5] or {})
       else
         redis.call('ZREM', PENDING_BY_TIME, k) -- cannot happen (both change together); heal rather than loop
       end

@@ -49,6 +49,8 @@ def is_game_endpoint(endpoint: object) -> bool:
 
 def _endpoint(route: Route) -> Callable[[Request], Awaitable[Response]]:
     names = _PARAM.findall(route.path)
+    # Each path parameter is checked as an id, up to its declared length (a name by default).
+    lengths = {p.name: int(p.schema.get("maxLength", ids.NAME_MAX)) for p in route.params if p.where == "path"}
     kind = Kind.AWARD if route.kind == "award" else Kind.READ
 
     async def endpoint(request: Request) -> Response:
@@ -75,7 +77,7 @@ def _endpoint(route: Route) -> Callable[[Request], Awaitable[Response]]:
             svc.auth.shop(authorization)
         else:
             svc.auth.admin(authorization)
-        params = {name: ids.check_id(request.path_params[name], name, ids.NAME_MAX) for name in names}
+        params = {name: ids.check_id(request.path_params[name], name, lengths.get(name, ids.NAME_MAX)) for name in names}
         body: Any = None
         if route.method == "post" and (chunked or (length is not None and length != b"0")):
             body = await read_json(request, MAX_BODY)  # no body at all is a body of None

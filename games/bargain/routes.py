@@ -1,0 +1,184 @@
+"""Bargain routes: start one (the owner), help one (a friend), read one (anyone with its link).
+Thin: the rules are ``rules``, the object's decisions ``store``."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from typing_extensions import TypedDict
+
+from engine import ids
+from engine.config import CompiledProgram
+from engine.errors import InvalidInput
+from engine.operations import request_object
+from engine.plugins import Answer, Context, GameCall, Link, Param, Route, require_open
+from games.bargain.config import Campaigns
+from games.bargain.plans import BARGAIN, bargain_id
+from games.bargain.rules import help_weight, new_member
+from games.bargain.store import HelpRequest, Round, campaign_of, help_, object_keys, object_of, parse, start, view
+
+#: How many helps one device (or address) may give one bargain, when the shop passes its hash.
+DEVICE_HELPS = 2
+
+
+class StartIn(BaseModel):
+    """A bargain to start: the campaign (and its item, which must match when given)."""
+
+    model_config = ConfigDict(extra="forbid")
+    campaign: str = Field(description="the campaign in the programme")
+    item: str | None = Field(None, description="the campaign's item, as the app shows it (checked when given)")
+
+
+class HelpIn(BaseModel):
+    """A help: its idempotency key, and optionally the helper's device."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(description="the help's idempotency key: the same id again answers duplicate")
+    device: str | None = Field(None, description="a hash of the helper's device or address, from the shop's app: "
+                                                 f"at most {DEVICE_HELPS} helps of one bargain from one device")
+
+
+class HelpView(TypedDict):
+    helper: str
+    cut_cents: int
+    at_ms: int
+
+
+class BargainView(TypedDict):
+    """A bargain as its page shows it."""
+
+    id: str
+    owner: str
+    campaign: str
+    item: str
+    price_cents: int
+    floor_cents: int
+    current_cents: int
+    state: Literal["open", "done", "expired"]
+    expires_at_ms: int
+    helps: list[HelpView]
+
+
+def view_of(round_: Round, item: str, now_ms: int) -> BargainView:
+    state: Literal["open", "done", "expired"] = round_.state(now_ms)  # type: ignore[assignment]
+    return BargainView(id=round_.id, owner=round_.owner, campaign=round_.campaign, item=item, price_cents=round_.price,
+                       floor_cents=round_.floor, current_cents=round_.current, state=state,
+                       expires_at_ms=round_.expires_ms,
+                       helps=[HelpView(helper=h, cut_cents=c, at_ms=t) for h, c, t in round_.helps])
+
+
+async def post_start(call: GameCall) -> Answer:
+    assert call.member is not None
+    body = call.body
+    if not isinstance(body, dict):
+        raise InvalidInput(f"must be a JSON object, not {ids.kind_of(body)}", field="body")
+    for key in body:
+        if key not in ("campaign", "item"):
+            raise InvalidInput("unknown key (expected campaign, item)", field=str(key))
+    if "campaign" not in body:
+        raise InvalidInput("is required: the campaign in the programme", field="campaign")
+    name = ids.check_id(body["campaign"], "campaign", ids.NAME_MAX)
+    campaign = campaign_of(call.program, name)
+    if body.get("item") is not None and body["item"] != campaign.item:
+        raise InvalidInput(f"this campaign's item is {campaign.item!r}", field="item")
+    require_open(campaign.opens_at, campaign.ends_at, call.now_ms, "campaign", "campaign")
+    started, value = await start(call.ctx, call.program, name, call.member, call.now_ms)
+    return Answer(view_of(await view(call.ctx, value), campaign.item, call.now_ms), status=201 if started else 200)
+
+
+async def post_help(call: GameCall) -> Answer:
+    assert call.member is not None
+    body = request_object(call.body, ("id", "device"), "the help's idempotency key")
+    op_id = ids.event_id(body["id"], "id")
+    device = body.get("device")
+    if device is not None and (not isinstance(device, str) or not 1 <= len(device) <= 128):
+        raise InvalidInput("must be a string of 1 to 128 characters (a hash, never the device's id itself)",
+                           field="device")
+    value = call.params["bargain"]
+    name, _, _ = parse(value)  # an id of no bargain's shape: 404 naming the bargain
+    campaign = campaign_of(call.program, name)
+    is_new = False
+    if campaign.new_member_units > 1:
+        is_new = new_member(await call.ctx.members.joined_at_ms(call.member), call.now_ms, campaign.new_member_days)
+    weight = help_weight(campaign, is_new)
+    request = HelpRequest(value, call.member, op_id, call.now_ms, weight,
+                          hashlib.blake2b(device.encode(), digest_size=8).hexdigest() if device else "", DEVICE_HELPS)
+    return Answer(operation=(op_id, await help_(call.ctx, call.program, request)))
+
+
+async def get_bargain(call: GameCall) -> Answer:
+    round_ = await view(call.ctx, call.params["bargain"])
+    section = call.program.games.get(BARGAIN)
+    campaign = section.root.get(round_.campaign) if isinstance(section, Campaigns) else None
+    return Answer(view_of(round_, campaign.item if campaign else "", call.now_ms))
+
+
+class BargainState(TypedDict):
+    """The member's bargain of one campaign (the snapshot's ``games.bargain.<campaign>``)."""
+
+    id: str
+    state: Literal["open", "done", "expired"]
+    current_cents: int
+    expires_at_ms: int
+
+
+async def snapshot(ctx: Context, program: CompiledProgram, member: ids.MemberId) -> dict[str, BargainState] | None:
+    section = program.games.get(BARGAIN)
+    if not isinstance(section, Campaigns) or not section.root:
+        return None
+    out: dict[str, BargainState] = {}
+    now = ctx.clock.now_ms()
+    for name in section.root:
+        latest = await ctx.redis.hget(object_keys(ctx, object_of(name, member))[3], "round")
+        if latest is None:
+            continue
+        round_ = await view(ctx, bargain_id(name, int(latest), member))
+        out[name] = BargainState(id=round_.id, state=round_.state(now), current_cents=round_.current,  # type: ignore[typeddict-item]
+                                 expires_at_ms=round_.expires_ms)
+    return out
+
+
+_BARGAIN = Param("bargain", "path", {"type": "string", "minLength": 5, "maxLength": 128,
+                                     "pattern": "^[A-Za-z0-9][A-Za-z0-9_-]*\\.[0-9]+\\.[A-Za-z0-9][A-Za-z0-9._:@-]*$"},
+                 "The bargain's id, `<campaign>.<n>.<owner>`, as its start answered.", required=True)
+REFUSALS: dict[str, tuple[str, str]] = {
+    "helper_quota": ("the member has helped as many bargains today as the campaign allows", "bargain"),
+    "in_progress": ("this help is being applied; send the same request again shortly", "id"),
+}
+
+ROUTES = (
+    Route(
+        "post", "/v1/games/bargain", "startBargain", "Start a bargain (砍价)",
+        "Starts a bargain on the campaign's item at its price, open for the campaign's duration; friends help cut "
+        "it to the floor (share its id). One open bargain per member and campaign: while one is open, this answers "
+        "it (200) instead of starting another (201). Its cut schedule is drawn now and kept with it, as are the "
+        "campaign's terms: a bargain keeps the programme it started under.",
+        "member", post_start, reply=BargainView, body=StartIn, status=201,
+        errors={404: ("not_found",), 409: ("not_open", "ended"), 422: ("invalid",)},
+        example_body={"campaign": "member-day-tea"},
+        links=(Link("help", "helpBargain", {"bargain": "$response.body#/id"}, "Help this bargain (as a friend)."),
+               Link("read", "getBargain", {"bargain": "$response.body#/id"}, "Read this bargain.")),
+    ),
+    Route(
+        "post", "/v1/games/bargain/{bargain}/help", "helpBargain", "Help a friend's bargain",
+        "The calling member cuts the bargain's price by the next cut of its schedule (a member new to the programme, "
+        "by the shop's `joined_at`, takes the campaign's `new_member_units` at once): effects `bargain_helped` for "
+        "the helper, and on the owner's feed; the help that reaches the floor gives the owner the item "
+        "(`bargain_done`, `reward`). Once per helper per bargain, at most the campaign's `helps_per_day` a day. "
+        "Refusals write nothing: `own_bargain`, `already_helped`, `helper_quota`, `bargain_closed` (at its "
+        "floor), `expired`, `device_limit`, `in_progress`.",
+        "member", post_help, body=HelpIn, params=(_BARGAIN,),
+        errors={409: ("own_bargain", "already_helped", "helper_quota", "bargain_closed", "expired", "device_limit",
+                      "in_progress", "idempotency_conflict"), 404: ("not_found",), 422: ("invalid",)},
+        example_body={"id": "help-1"}, refusals=REFUSALS,
+        links=(Link("read", "getBargain", {"bargain": "$request.path.bargain"}, "The bargain after this help."),),
+    ),
+    Route(
+        "get", "/v1/games/bargain/{bargain}", "getBargain", "A bargain: its price now and its helps",
+        "What the bargain's page shows, to its owner and to the friends who opened its link: the price, the floor, "
+        "the price now, the state (`open`, `done` at its floor, `expired`), when it expires, and each help.",
+        "member", get_bargain, reply=BargainView, params=(_BARGAIN,), errors={404: ("not_found",)}, kind="read",
+    ),
+)

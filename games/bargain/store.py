@@ -1,0 +1,222 @@
+"""A bargain on the cross-slot seam: the object decides each cut, the helper and the owner follow.
+
+- **Start**: the bargain's object (``lua/bargain.lua``, one per campaign and owner) opens a new
+  round with its unit schedule drawn now (``rules.unit_cuts`` from a fresh seed, kept in the
+  round's record so a designer can replay it) and the terms of the programme now (a bargain keeps
+  the version it started under), unless a round is open: one open bargain per member and item.
+  Its close job (``bargain_close``) goes into the scheduler in the same chain, before the start.
+- **Help**: the object takes the help's units and cut (refusing a closed or expired bargain, a
+  second help by the same member, a device past its cap) and opens an entry naming the helper's
+  step and the owner's (``plans``); ``engine.crossing`` applies them, then settles or releases.
+  The helper's daily quota is the helper's step: refused, the help is released (its units and
+  cents given back to the bargain), and the helper told ``helper_quota``.
+- **Close**: at the bargain's expiry its job asks the object to close the round (not when it
+  reached its floor, not while a help is pending: then it runs again later), and tells the owner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from typing import Any, NamedTuple
+
+import msgpack
+
+from engine import ids
+from engine.config import CompiledProgram
+from engine.crossing import EntryState, ObjectRef, entry_key, pack_steps, with_decided
+from engine.errors import NotFound, Refused
+from engine.jobs import Job, job_id, jobs_key, shard_of
+from engine.operations import Operation, fingerprint, member_plan, pack_effect
+from engine.plugins import Context
+from engine.scripts import Command
+from engine.store import OpResult, OpStatus
+from games.bargain.config import Campaign, Campaigns
+from games.bargain.plans import BARGAIN, bargain_id, coupon_terms, helper_step, owner_step, parse_bargain_id
+from games.bargain.rules import prefix_sums, unit_cuts
+
+CLOSE = "bargain_close"  #: the job kind that closes a bargain at its expiry
+HOUR_MS = 3_600_000
+_ZADD = Command("ZADD")
+
+
+class Round(NamedTuple):
+    """One bargain as its object keeps it."""
+
+    id: str
+    campaign: str
+    owner: str
+    price: int
+    floor: int
+    units: int
+    started_ms: int
+    expires_ms: int
+    program_hash: str
+    closed: bool
+    prefix: list[int]
+    seed: str
+    used: int
+    taken: int
+    helps: list[tuple[str, int, int]]  # (helper, cut, at ms)
+
+    @property
+    def current(self) -> int:
+        return self.price - self.taken
+
+    def state(self, now_ms: int) -> str:
+        if self.used >= self.units:
+            return "done"
+        return "expired" if self.closed or now_ms >= self.expires_ms else "open"
+
+
+def object_of(campaign: str, owner: str) -> ObjectRef:
+    return ObjectRef(BARGAIN, f"{campaign}.{owner}")
+
+
+def object_keys(ctx: Context, obj: ObjectRef) -> list[str]:
+    """The seam's three keys, the rounds' state hash, the latest round's helps."""
+    base = obj.keys(ctx.keys)
+    tag = ctx.keys.object(obj.kind, obj.id)
+    return [*base, f"{tag}:b", f"{tag}:l"]
+
+
+def campaign_of(program: CompiledProgram, name: str) -> Campaign:
+    section = program.games.get(BARGAIN)
+    campaign = section.root.get(name) if isinstance(section, Campaigns) else None
+    if campaign is None:
+        raise NotFound("no such bargain campaign in the programme", field="campaign")
+    return campaign
+
+
+async def start(ctx: Context, program: CompiledProgram, name: str, owner: str, now_ms: int) -> tuple[bool, str]:
+    """(started now, the bargain's id): a new round, or the one open."""
+    campaign = campaign_of(program, name)
+    seed = secrets.token_bytes(16)
+    prefix = prefix_sums(unit_cuts(campaign.algorithm, seed, campaign.amount, campaign.helpers, campaign.first_cut_share))
+    expires = now_ms + campaign.duration_hours * HOUR_MS
+    record = msgpack.packb([campaign.price_cents, campaign.floor_cents, campaign.helpers, now_ms, expires,
+                            program.program_hash, 0, prefix, seed.hex(), campaign.item])
+    obj = object_of(name, owner)
+    script = ctx.crossing.script(BARGAIN)
+    close: Any = (_ZADD, [jobs_key(ctx.keys, shard_of(obj_name(obj)))], ["NX", expires, close_job_id(obj, expires)])
+    replies = await ctx.runner.run_chain([close, (script, object_keys(ctx, obj), ["start", now_ms, record])])
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    started, round_ = int(replies[1][0]) == 1, int(replies[1][1])
+    return started, bargain_id(name, round_, owner)
+
+
+def obj_name(obj: ObjectRef) -> str:
+    return f"{obj.kind}.{obj.id}"
+
+
+def close_job_id(obj: ObjectRef, expires_ms: int) -> str:
+    return job_id(CLOSE, obj.id, expires_ms)
+
+
+def parse(value: str, field: str = "bargain") -> tuple[str, int, str]:
+    try:
+        return parse_bargain_id(value)
+    except ValueError:
+        raise NotFound("no such bargain", field=field) from None
+
+
+async def view(ctx: Context, value: str) -> Round:
+    name, round_, owner = parse(value)
+    obj = object_of(name, owner)
+    reply = await ctx.runner.call(ctx.crossing.script(BARGAIN), object_keys(ctx, obj), ["view", round_])
+    if not reply:
+        raise NotFound("no such bargain", field="bargain")
+    price, floor, units, started, expires, program_hash, closed, prefix, seed, _ = msgpack.unpackb(reply[0], raw=False)
+    helps = [msgpack.unpackb(h, raw=False) for h in reply[3:]]
+    return Round(value, name, owner, price, floor, units, started, expires, program_hash, bool(closed), prefix, seed,
+                 int(reply[1]), int(reply[2]), [(h[1], h[2], h[4]) for h in helps])
+
+
+class HelpRequest(NamedTuple):
+    bargain: str
+    helper: ids.MemberId
+    op_id: ids.EventId
+    at_ms: int
+    weight: int  # units the help takes: more for a new member when the campaign says so
+    device: str  # a hash of the helper's device or address, "" when the shop passed none
+    device_cap: int
+
+
+async def help_(ctx: Context, program: CompiledProgram, request: HelpRequest) -> OpResult:
+    """One help end to end; refusals come back as ``Refused`` (nothing written) or ``REFUSED``."""
+    name, round_, owner = parse(request.bargain)
+    if owner == request.helper:
+        raise Refused("own_bargain", "a member cannot help their own bargain", field="bargain")
+    campaign = campaign_of(program, name)
+    obj = object_of(name, owner)
+    day, day_end = program.calendar.day(request.at_ms)
+    steps = (helper_step(request.bargain, request.helper, request.op_id, request.at_ms, day, day_end,
+                         campaign.helps_per_day),
+             owner_step(request.bargain, owner, request.helper, request.op_id, request.at_ms,
+                        coupon_terms(program, campaign.item, campaign.floor_cents)))
+    opened_at = asyncio.get_running_loop().time()
+    reply = await ctx.crossing.open(obj, request.at_ms, [
+        "help", entry_key(request.helper, request.op_id), request.at_ms, round_, request.helper, request.weight,
+        pack_steps(steps), request.device, request.device_cap,
+    ], extra_keys=object_keys(ctx, obj)[3:])
+    code = int(reply[0])
+    if code == 3:
+        raise TimeoutError("the help took too long to reach its bargain; send it again")
+    if code == 2:
+        reason = _text(reply[1])
+        raise Refused(reason, _REASONS.get(reason, "refused"), field="bargain")
+    if code == 0:  # a retry: the script answers a duplicate from the original (the decision is not needed)
+        state, reason = EntryState(int(reply[1])), _text(reply[2])
+        retry = with_decided(steps, (0, 0, 0))
+        return _renamed((await ctx.crossing.answer_existing(program, state, reason, retry, request.at_ms)).result)
+    decided = with_decided(steps, (int(reply[1]), int(reply[6]), int(reply[5])))  # as the entry records it
+    outcome = await ctx.crossing.finish(program, obj, decided, request.at_ms, opened_now=True, opened_at=opened_at)
+    return _renamed(outcome.result)
+
+
+_REASONS = {
+    "bargain_closed": "this bargain has reached its floor",
+    "expired": "this bargain has expired",
+    "already_helped": "this member has helped this bargain already",
+    "device_limit": "this device has helped this bargain as often as it may",
+}
+
+
+def _renamed(result: OpResult) -> OpResult:
+    """The helper's quota is the member script's limited counter: ``limit_reached`` is ``helper_quota``."""
+    if result.status is OpStatus.REFUSED and result.refusal == "limit_reached":
+        return OpResult(OpStatus.REFUSED, refusal="helper_quota")
+    return result
+
+
+def close_task(ctx: Context) -> Any:
+    """The ``bargain_close`` job: close the round expiring then, and tell its owner."""
+
+    async def run(job: Job, program: CompiledProgram, now_ms: int) -> None:
+        name, _, owner = job.member.partition(".")
+        obj = object_of(name, owner)
+        state_key = object_keys(ctx, obj)[3]
+        round_raw = await ctx.redis.hget(state_key, "round")
+        if round_raw is None:
+            return
+        round_ = int(round_raw)
+        reply = await ctx.runner.call(ctx.crossing.script(BARGAIN), object_keys(ctx, obj), ["close", round_, now_ms])
+        if int(reply[0]) == 0:
+            if _text(reply[1]) == "pending":
+                raise RuntimeError(f"bargain {name}.{round_}.{owner}: helps still pending at its expiry; closing later")
+            return
+        bargain = bargain_id(name, round_, owner)
+        current = await view(ctx, bargain)
+        op = Operation(ids.derived_id("bargain_expired", owner, f"{name}.{round_}"), ids.MemberId(owner),
+                       current.expires_ms, fingerprint("bargain_expired", bargain))
+        plan = member_plan(program, op, now_ms, effects=(pack_effect(
+            "bargain_expired", {"bargain": bargain, "current_cents": current.current, "price_cents": current.price}),))
+        await ctx.ops.apply(plan, program)
+
+    return run
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
