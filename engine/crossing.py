@@ -213,6 +213,9 @@ class Crossing:
         self.grace_ms = grace_ms
         #: The intent of each (object, second) this process has sent steps in: its reply.
         self._intents: dict[tuple[ObjectRef, int], asyncio.Future[None]] = {}
+        #: Settles sent without waiting, gathered per object until the loop's turn ends: one
+        #: script call settles a hot object's entries of a turn (``settle_many``), not one each.
+        self._settles: dict[ObjectRef, list[tuple[str, int]]] = {}
 
     def script(self, kind: str) -> LuaScript:
         """An object kind's script, for a game's own actions on its objects (a bargain's start)."""
@@ -223,6 +226,7 @@ class Crossing:
     async def open(self, obj: ObjectRef, now_ms: int, args: Sequence[Any], extra_keys: Sequence[str] = ()) -> Any:
         """The object's own step (``args``, its script's ARGV), after the intent of its second."""
         step: Call = (self._objects[obj.kind], [*obj.keys(self._keys), *extra_keys], args)
+        self._settle_first(obj, args[1])  # a retry right after its answer finds its entry settled
         window = now_ms // WINDOW_MS
         key = (obj, window)
         intent = self._intents.get(key)
@@ -247,6 +251,27 @@ class Crossing:
         if isinstance(reply, Exception):
             raise reply
         return reply
+
+    def _settle_soon(self, obj: ObjectRef, key: str, keep_ms: int) -> None:
+        batch = self._settles.get(obj)
+        if batch is None:
+            batch = self._settles[obj] = []
+            asyncio.get_running_loop().call_soon(self._send_settles, obj)
+        batch.append((key, keep_ms))
+
+    def _settle_first(self, obj: ObjectRef, key: Any) -> None:
+        """Send the object's gathered settles now if one is ``key``'s (every object action names its
+        entry in ARGV[2]), so a call about that entry reaches the object after its settle."""
+        batch = self._settles.get(obj)
+        if batch and any(k == key for k, _ in batch):
+            self._send_settles(obj)
+
+    def _send_settles(self, obj: ObjectRef) -> None:
+        """The object's settles of this turn in one call, unawaited (lost, the sweep settles them)."""
+        batch = self._settles.pop(obj, [])
+        if batch:
+            keep_ms = max(k for _, k in batch)  # one keep time for the batch: the latest (a few ms apart)
+            self._runner.send(self._objects[obj.kind], obj.keys(self._keys), ["settle_many", keep_ms, *(k for k, _ in batch)])
 
     def _forget_windows(self, window: int) -> None:
         for key in [k for k in self._intents if k[1] < window - 1]:
@@ -275,7 +300,7 @@ class Crossing:
         keep_ms = now_ms + program.retention_ms + DAY_MS
         if (opened_now and opened_at and len(results) == len(steps) and all(r.status is OpStatus.APPLIED for r in results)
                 and asyncio.get_running_loop().time() - opened_at < self.grace_ms / 2000):
-            self._runner.send(self._objects[obj.kind], obj.keys(self._keys), ["settle", key, keep_ms])
+            self._settle_soon(obj, key, keep_ms)
             return Outcome(results[0], EntryState.SETTLED)
         done = len(results) == len(steps) and all(r.status in _DONE for r in results)
         earlier = opened_now and results[0].status is OpStatus.DUPLICATE
@@ -344,6 +369,7 @@ class Crossing:
             )
 
     async def status(self, obj: ObjectRef, key: str) -> Entry | None:
+        self._settle_first(obj, key)
         reply = await self._runner.call(self._objects[obj.kind], obj.keys(self._keys), ["status", key])
         if not reply:
             return None

@@ -25,6 +25,7 @@ what one process does on these cores. Another game's row is one more ``GameLoad`
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -68,6 +69,16 @@ title = "1 XP"
 probability = 0.5
 rewards = { xp = 1 }
 
+[games.bargain.bench]
+title = "Bench: a million cents, 200 helpers a bargain"
+item = "free-shipping"
+price_cents = 1_000_000
+floor_cents = 0
+helpers = 200
+algorithm = "red_packet"
+helps_per_day = 1_000
+duration_hours = 720
+
 # A login (posted once for each bench member before the spins' row) gives a million spins.
 [rules.bench_spins]
 event = "login"
@@ -100,10 +111,14 @@ class GameLoad:
     #: An event type posted once for each member before the row (by the shop: its rules give
     #: what the row's calls spend, as the spins a wheel's spins cost); "": none.
     setup_event: str = ""
+    #: Bargains started before the row, by owners ``o0``... (not among the members who call): the
+    #: row's path names them as ``{n}``; 0: none.
+    bargains: int = 0
 
     def spec(self, **common: Any) -> LoadSpec:
         return LoadSpec(mode="member", path=self.path, id_body=self.id_body, count_token=APPLIED, seed=self.seed,
-                        **common)
+                        targets=self.bargains, **common)
+
 
     def rate(self, result: LoadResult) -> float:
         """What the row counts, a second: 2xx answers, or answers of the expected refusal."""
@@ -136,6 +151,9 @@ LOADS: tuple[GameLoad, ...] = (
     GameLoad("lottery spins", f"HTTP lottery spins, req/s ({MEMBERS:,} members with spins, one wheel, every spin "
              "won: half a prize from its stock, half the fallback)", "/v1/games/lottery/bench/spin", 0.8,
              all_applied=True, seed=14, setup_event="login"),
+    GameLoad("bargain helps", f"HTTP bargain helps, req/s ({MEMBERS:,} members helping 1,000 bargains, each help a "
+             "cut by the bargain, the helper's quota, the owner's feed: three slots)",
+             "/v1/games/bargain/bench.1.o{n}/help", 0.8, all_applied=True, seed=15, bargains=1_000),
 )
 
 
@@ -181,6 +199,20 @@ def setup(port: int, api_key: str, event: str, run_id: str) -> None:
             raise RuntimeError(f"setup {event}: {len(refused)} refused, first {refused[0]}")
 
 
+def start_bargains(port: int, token_secret: str, n: int) -> None:
+    """``n`` bargains of the bench campaign, one each for owners ``o0``..., before a row's clock starts."""
+    import jwt
+
+    exp = int(time.time()) + 3600
+    for owner in range(n):
+        token = jwt.encode({"sub": f"o{owner}", "iat": exp - 3600, "exp": exp}, token_secret, algorithm="HS256")
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/games/bargain", data=b'{"campaign":"bench"}',
+                                         headers={"authorization": f"Bearer {token}", "content-type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as reply:
+            if json.loads(reply.read())["id"] != f"bench.1.o{owner}":
+                raise RuntimeError(f"bargain of o{owner}: not the first of its owner")
+
+
 def run_games(http_load: Callable[..., LoadResult], describe: Callable[[str, LoadResult], str], *, port: int,
               token_secret: str, connections: int, warmup_s: float, duration_s: float, run_id: str,
               award_rps: float, api_key: str = "", loads: tuple[GameLoad, ...] = LOADS) -> Games:
@@ -193,6 +225,8 @@ def run_games(http_load: Callable[..., LoadResult], describe: Callable[[str, Loa
     for n, load in enumerate(loads):
         if load.setup_event:
             setup(port, api_key, load.setup_event, f"{run_id}g{n}")
+        if load.bargains:
+            start_bargains(port, token_secret, load.bargains)
         result = http_load(load.spec(run_id=f"{run_id}g{n}", **common), refusals=not 200 <= load.expect < 300)
         games.runs.append((load, result))
         ratio = games.ratio(load, result)

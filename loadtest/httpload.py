@@ -58,6 +58,9 @@ class LoadSpec:
     count_token: str = ""  # when set, count its occurrences in 2xx bodies (e.g. applied results)
     seed: int = 1
     id_body: bool = True  # mode "member": send {"id": ...} (an idempotency key), or no body
+    #: Mode "member": ``{n}`` in the path is a target index below this (a bargain of many), chosen
+    #: so that no member meets the same target twice within ``members`` x ``targets`` requests.
+    targets: int = 0
 
 
 #: The modes whose requests are made as a member (a token each) or for one (the path names it).
@@ -131,7 +134,10 @@ class RequestMaker:
             )
         elif self._spec.mode == "member":
             body = b'{"id":"%s-c%d"}' % (self._run, seq) if self._spec.id_body else b""
-            head = b"POST %s HTTP/1.1\r\nAuthorization: Bearer %s\r\n" % (self._path, self._tokens[member])
+            path = self._path
+            if self._spec.targets:  # each member comes once in every `members` requests: move it on a target each time
+                path = path.replace(b"{n}", b"%d" % ((seq // self._spec.members + member) % self._spec.targets))
+            head = b"POST %s HTTP/1.1\r\nAuthorization: Bearer %s\r\n" % (path, self._tokens[member])
         else:
             body = b'{"id":"%s-r%d","item":"%s"}' % (self._run, seq, self._spec.item.encode())
             head = b"POST /v1/me/redeem HTTP/1.1\r\nAuthorization: Bearer %s\r\n" % self._tokens[member]

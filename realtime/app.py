@@ -124,6 +124,9 @@ class EventsFastPath:
     def __init__(self, app: Starlette) -> None:
         self.app = app
         self._table = _compile(app.routes)
+        #: (method, path) -> what ``_match`` found: a game's hot paths (a sale's claim, a wheel's
+        #: spin) repeat, so each is matched once; emptied when full (a bargain's paths do not repeat).
+        self._found: dict[tuple[str, str], tuple[Endpoint, dict[str, str]] | None] = {}
 
     @property
     def routes(self) -> list[BaseRoute]:
@@ -141,11 +144,19 @@ class EventsFastPath:
         if path == "/v1/events" and scope["method"] == "POST":
             endpoint: Endpoint = events.post_events
         else:
-            found = _match(self._table, scope["method"], path)
+            key = (scope["method"], path)
+            try:
+                found = self._found[key]
+            except KeyError:
+                found = _match(self._table, key[0], path)
+                if len(self._found) >= FOUND_MAX:
+                    self._found.clear()
+                self._found[key] = found
             if found is None:
                 await self.app(scope, receive, send)
                 return
-            endpoint, scope["path_params"] = found
+            endpoint, params = found
+            scope["path_params"] = dict(params)  # the request's own: nothing it does reaches the next
         scope["app"] = self.app  # what Starlette sets: request.app.state holds the service
         request = Request(scope, receive)
         try:
@@ -158,6 +169,7 @@ class EventsFastPath:
 
 
 _PLAIN_PARAM = re.compile(r"{(\w+)}")
+FOUND_MAX = 4096  #: paths whose match the fast path remembers
 
 
 def _template(path: str) -> Template | None:

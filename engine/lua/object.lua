@@ -23,6 +23,9 @@
 --   release  ARGV[2] entry key  ARGV[3] keep until ms  ARGV[4] reason
 --            each returns {1, state} decided now | {0, state, reason} decided before, that
 --            decision stands | {-1} no such entry
+--   settle_many ARGV[2] keep until ms  ARGV[3..] entry keys: each settled as by settle (the
+--            settles a process sends without waiting, gathered per object); returns how many
+--            were decided now
 --   status   ARGV[2] entry key
 --            returns {} unknown | {state, at ms, reason, steps, packed decided}
 --   due      ARGV[2] opened at or before ms  ARGV[3] most entries
@@ -80,6 +83,13 @@ end
 local function object_action()
   local action, key = ARGV[1], ARGV[2]
   if action == 'settle' then return decide(key, SETTLED, tonumber(ARGV[3]), '') end
+  if action == 'settle_many' then
+    local keep, n = tonumber(ARGV[2]), 0
+    for i = 3, #ARGV do
+      if decide(ARGV[i], SETTLED, keep, '')[1] == 1 then n = n + 1 end
+    end
+    return n
+  end
   if action == 'release' then return decide(key, RELEASED, tonumber(ARGV[3]), ARGV[4]) end
   if action == 'status' then
     local e, steps = entry_get(key)

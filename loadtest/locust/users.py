@@ -34,6 +34,8 @@ from loadtest.locust.kit import Kit
 SETTINGS: dict[str, Any] = {}
 RUN = uuid.uuid4().hex[:8]  # event ids of this process never collide with another run's
 _seq = itertools.count(1)
+#: Bargains app members of this process started: the others help them (a share link, as it were).
+BARGAINS: deque[tuple[str, str]] = deque(maxlen=500)  # (bargain id, its owner)
 
 
 def kit() -> Kit:
@@ -261,6 +263,28 @@ class AppMember(FastHttpUser):
                 self._shed("/v1/events app share")
         self._play("/v1/games/lottery/daily/spin", {"id": next_id("spin")}, "/v1/games/lottery/{wheel}/spin",
                    ("insufficient_items",))
+
+    @task(1)
+    def bargain(self) -> None:
+        """Start a bargain (``[games.bargain.teapot]``; the open one comes back while it is open)
+        now and then, and help another member's: the social loop of a member day."""
+        headers = {"authorization": f"Bearer {self.token}"}
+        if random.random() < 0.2:
+            with self.client.post("/v1/games/bargain", json={"campaign": "teapot"}, headers=headers,
+                                  name="/v1/games/bargain", catch_response=True) as r:
+                if r.status_code in (200, 201):
+                    BARGAINS.append((r.json()["id"], self.member))
+                elif r.status_code == 429:
+                    r.success()
+                    self._shed("/v1/games/bargain")
+                else:
+                    r.failure(f"HTTP {r.status_code}: {r.text[:200]}")
+            return
+        others = [b for b, owner in BARGAINS if owner != self.member]
+        if others:
+            self._play(f"/v1/games/bargain/{random.choice(others)}/help", {"id": next_id("help")},
+                       "/v1/games/bargain/{bargain}/help",
+                       ("already_helped", "helper_quota", "bargain_closed", "expired"))
 
     @task(1)
     def claim(self) -> None:

@@ -162,3 +162,31 @@ def test_a_request_that_reserved_answers_what_the_sweep_decided(engine, compile_
             assert await sold(e) == 1 and await e.balance("m-1") == 0
 
     asyncio.run(run())
+
+
+def test_the_settles_of_a_turn_go_to_their_object_in_one_call(engine, compile_toml) -> None:
+    """Twenty concurrent redemptions: the settles of the ones answered in one turn of the loop
+    reach the mug as one ``settle_many`` (EVALSHA calls counted by the server), every entry is
+    settled, and a retry straight after its answer finds its entry settled (duplicate)."""
+
+    async def evalshas(e: Any) -> int:
+        stats = await e.redis.info("commandstats")
+        return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+    async def run() -> None:
+        async with engine(program_=shop(compile_toml)) as e:
+            store = store_of(e)
+            members = [f"m-{i}" for i in range(20)]
+            for m in members:
+                await pay(e, m, 500)
+            await e.redis.config_resetstat()
+            results = await asyncio.gather(*(redeem(e, store, m, "r-1") for m in members))
+            assert {r.status for r in results} == {OpStatus.APPLIED}
+            assert await sold(e) == 20 and await outbox(e) == (0, 0)
+            # 20 object steps, 20 member steps, and the settles: a call per turn that answered some
+            # (the replies come back over a few reads), not one per redemption
+            settle_calls = await evalshas(e) - 20 - 20
+            assert 1 <= settle_calls <= 5, settle_calls
+            assert (await redeem(e, store, "m-0", "r-1")).status is OpStatus.DUPLICATE
+
+    asyncio.run(run())
