@@ -79,6 +79,16 @@ algorithm = "red_packet"
 helps_per_day = 1_000
 duration_hours = 720
 
+[games.bargain.hot]
+title = "Bench: 200 helpers a bargain, one bargain at a time"
+item = "free-shipping"
+price_cents = 1_000_000
+floor_cents = 0
+helpers = 200
+algorithm = "schedule"
+helps_per_day = 1_000
+duration_hours = 720
+
 # A login (posted once for each bench member before the spins' row) gives a million spins.
 [rules.bench_spins]
 event = "login"
@@ -111,13 +121,18 @@ class GameLoad:
     #: An event type posted once for each member before the row (by the shop: its rules give
     #: what the row's calls spend, as the spins a wheel's spins cost); "": none.
     setup_event: str = ""
+    campaign: str = "bench"  #: the bench campaign its bargains are started in
     #: Bargains started before the row, by owners ``o0``... (not among the members who call): the
     #: row's path names them as ``{n}``; 0: none.
     bargains: int = 0
+    target_order: str = "spread"  # "each": one bargain at a time, every member helping it (``LoadSpec``)
+    members: int = 0  # members calling, when not ``MEMBERS`` (a bargain's helpers: as many as its units)
 
     def spec(self, **common: Any) -> LoadSpec:
+        if self.members:
+            common = {**common, "members": self.members}
         return LoadSpec(mode="member", path=self.path, id_body=self.id_body, count_token=APPLIED, seed=self.seed,
-                        targets=self.bargains, **common)
+                        targets=self.bargains, target_order=self.target_order, **common)
 
 
     def rate(self, result: LoadResult) -> float:
@@ -154,6 +169,9 @@ LOADS: tuple[GameLoad, ...] = (
     GameLoad("bargain helps", f"HTTP bargain helps, req/s ({MEMBERS:,} members helping 1,000 bargains, each help a "
              "cut by the bargain, the helper's quota, the owner's feed: three slots)",
              "/v1/games/bargain/bench.1.o{n}/help", 0.8, all_applied=True, seed=15, bargains=1_000),
+    GameLoad("bargain helps, one hot", "HTTP bargain helps, req/s (one bargain at a time, its 200 helpers crowding it "
+             "over 64 connections, then the next)", "/v1/games/bargain/hot.1.o{n}/help", 0.5, all_applied=True,
+             seed=16, bargains=1_000, target_order="each", members=200, campaign="hot"),
 )
 
 
@@ -199,17 +217,18 @@ def setup(port: int, api_key: str, event: str, run_id: str) -> None:
             raise RuntimeError(f"setup {event}: {len(refused)} refused, first {refused[0]}")
 
 
-def start_bargains(port: int, token_secret: str, n: int) -> None:
+def start_bargains(port: int, token_secret: str, n: int, campaign: str = "bench") -> None:
     """``n`` bargains of the bench campaign, one each for owners ``o0``..., before a row's clock starts."""
     import jwt
 
     exp = int(time.time()) + 3600
     for owner in range(n):
         token = jwt.encode({"sub": f"o{owner}", "iat": exp - 3600, "exp": exp}, token_secret, algorithm="HS256")
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/games/bargain", data=b'{"campaign":"bench"}',
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/games/bargain",
+                                         data=json.dumps({"campaign": campaign}).encode(),
                                          headers={"authorization": f"Bearer {token}", "content-type": "application/json"})
         with urllib.request.urlopen(request, timeout=60) as reply:
-            if json.loads(reply.read())["id"] != f"bench.1.o{owner}":
+            if json.loads(reply.read())["id"] != f"{campaign}.1.o{owner}":
                 raise RuntimeError(f"bargain of o{owner}: not the first of its owner")
 
 
@@ -226,7 +245,7 @@ def run_games(http_load: Callable[..., LoadResult], describe: Callable[[str, Loa
         if load.setup_event:
             setup(port, api_key, load.setup_event, f"{run_id}g{n}")
         if load.bargains:
-            start_bargains(port, token_secret, load.bargains)
+            start_bargains(port, token_secret, load.bargains, load.campaign)
         result = http_load(load.spec(run_id=f"{run_id}g{n}", **common), refusals=not 200 <= load.expect < 300)
         games.runs.append((load, result))
         ratio = games.ratio(load, result)

@@ -61,6 +61,10 @@ class LoadSpec:
     #: Mode "member": ``{n}`` in the path is a target index below this (a bargain of many), chosen
     #: so that no member meets the same target twice within ``members`` x ``targets`` requests.
     targets: int = 0
+    #: How ``{n}`` moves: "spread", each member to the next target each round (every target busy
+    #: at once); "each", every member's request of a round to the same target, the next round to
+    #: the next (one hot target at a time: a bargain its helpers crowd).
+    target_order: str = "spread"
 
 
 #: The modes whose requests are made as a member (a token each) or for one (the path names it).
@@ -136,7 +140,9 @@ class RequestMaker:
             body = b'{"id":"%s-c%d"}' % (self._run, seq) if self._spec.id_body else b""
             path = self._path
             if self._spec.targets:  # each member comes once in every `members` requests: move it on a target each time
-                path = path.replace(b"{n}", b"%d" % ((seq // self._spec.members + member) % self._spec.targets))
+                round_ = seq // self._spec.members
+                n = round_ if self._spec.target_order == "each" else round_ + member
+                path = path.replace(b"{n}", b"%d" % (n % self._spec.targets))
             head = b"POST %s HTTP/1.1\r\nAuthorization: Bearer %s\r\n" % (path, self._tokens[member])
         else:
             body = b'{"id":"%s-r%d","item":"%s"}' % (self._run, seq, self._spec.item.encode())

@@ -77,3 +77,37 @@ def test_refusals_are_named_and_write_nothing(bargains: Service) -> None:
         for response, status, code, field in cases:
             assert response.status_code == status, response.text
             assert (error_of(response)["code"], error_of(response)["field"]) == (code, field)
+
+
+def test_a_new_member_cuts_as_the_campaigns_new_member_units(bargains: Service) -> None:
+    """The example's teapot (8 units, a member who joined this week counts 2): a helper the shop
+    says joined today takes two units at once, so with 4 such helpers the bargain is done."""
+    owner = unique("owner")
+    with member_client(bargains, owner) as me:
+        bargain = me.post("/v1/games/bargain", json={"campaign": "teapot"}).json()["id"]
+        for n in range(4):
+            friend = unique("new")
+            with bargains.client() as shop:
+                assert shop.put(f"/v1/members/{friend}", json={"joined_at": "2026-01-01T00:00:00+08:00"}).status_code \
+                    in (200, 204)
+            with member_client(bargains, friend) as helper:
+                helped = helper.post(f"/v1/games/bargain/{bargain}/help", json={"id": "h-1"})
+                assert helped.status_code == 200, helped.text
+        view = me.get(f"/v1/games/bargain/{bargain}").json()
+        assert view["state"] != "done" and len(view["helps"]) == 4  # joined long ago: not new, one unit each
+        for n in range(4):
+            friend = unique("new")
+            with bargains.client() as shop:
+                shop.put(f"/v1/members/{friend}", json={"joined_at": now_iso()})
+            with member_client(bargains, friend) as helper:
+                assert helper.post(f"/v1/games/bargain/{bargain}/help", json={"id": "h-1"}).status_code == 200
+                if me.get(f"/v1/games/bargain/{bargain}").json()["state"] == "done":
+                    break
+        view = me.get(f"/v1/games/bargain/{bargain}").json()
+        assert (view["state"], view["current_cents"], len(view["helps"])) == ("done", 990, 6)  # 4 + 2 new (2 units each)
+
+
+def now_iso() -> str:
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
