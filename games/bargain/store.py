@@ -166,7 +166,7 @@ async def help_(ctx: Context, program: CompiledProgram, request: HelpRequest) ->
         raise TimeoutError("the help took too long to reach its bargain; send it again")
     if code == 2:
         reason = _text(reply[1])
-        raise Refused(reason, _REASONS.get(reason, "refused"), field="bargain")
+        raise Refused(reason, _REASONS.get(reason, "refused"), field="id" if reason == "in_progress" else "bargain")
     if code == 0:  # a retry: the script answers a duplicate from the original (the decision is not needed)
         state, reason = EntryState(int(reply[1])), _text(reply[2])
         retry = with_decided(steps, (0, 0, 0))
@@ -177,6 +177,7 @@ async def help_(ctx: Context, program: CompiledProgram, request: HelpRequest) ->
 
 
 _REASONS = {
+    "in_progress": "the bargain's last help is waiting for the others to be applied; send the same request again shortly",
     "bargain_closed": "this bargain has reached its floor",
     "expired": "this bargain has expired",
     "already_helped": "this member has helped this bargain already",
@@ -197,16 +198,13 @@ def close_task(ctx: Context) -> Any:
     async def run(job: Job, program: CompiledProgram, now_ms: int) -> None:
         name, _, owner = job.member.partition(".")
         obj = object_of(name, owner)
-        state_key = object_keys(ctx, obj)[3]
-        round_raw = await ctx.redis.hget(state_key, "round")
-        if round_raw is None:
-            return
-        round_ = int(round_raw)
-        reply = await ctx.runner.call(ctx.crossing.script(BARGAIN), object_keys(ctx, obj), ["close", round_, now_ms])
+        # The round whose expiry scheduled this job (a newer round may have started since).
+        reply = await ctx.runner.call(ctx.crossing.script(BARGAIN), object_keys(ctx, obj), ["close", int(job.param), now_ms])
         if int(reply[0]) == 0:
             if _text(reply[1]) == "pending":
-                raise RuntimeError(f"bargain {name}.{round_}.{owner}: helps still pending at its expiry; closing later")
+                raise RuntimeError(f"bargain {name}.*.{owner}: helps still pending at its expiry; closing later")
             return
+        round_ = int(reply[1])
         bargain = bargain_id(name, round_, owner)
         current = await view(ctx, bargain)
         op = Operation(ids.derived_id("bargain_expired", owner, f"{name}.{round_}"), ids.MemberId(owner),

@@ -65,11 +65,15 @@ def context_of(e: Any, now_ms: int | None = None) -> Context:
 
 
 async def helps(e: Any, ctx: Context, bargain: str, helpers: list[str], at_ms: int | None = None) -> list[Any]:
+    """Every helper's help, sent again (as an app does) while it is answered in_progress."""
     async def one(helper: str) -> Any:
-        try:
-            return await help_(ctx, e.program, HelpRequest(bargain, helper, f"h-{helper}", at_ms or e.now_ms, 1, "", 0))
-        except Refused as exc:
-            return exc.code
+        while True:
+            try:
+                return await help_(ctx, e.program, HelpRequest(bargain, helper, f"h-{helper}", at_ms or e.now_ms, 1, "", 0))
+            except Refused as exc:
+                if exc.code != "in_progress":
+                    return exc.code
+            await asyncio.sleep(0.001)
     return await asyncio.gather(*(one(h) for h in helpers))
 
 
@@ -188,5 +192,65 @@ def test_an_expired_bargain_refuses_helps_and_its_close_job_tells_the_owner(engi
             assert await feed_types(e, "owner") == ["bargain_expired"]
             started, second = await start(ctx, e.program, "teapot", "owner", later + 2)
             assert started and second == "teapot.2.owner"
+
+    asyncio.run(run())
+
+
+def test_the_floor_is_reached_once_even_when_an_earlier_help_is_released(engine: Any, compile_toml: Any) -> None:
+    """Two units. A's help is pending (its process stalled); B's would take the last unit: it
+    waits (in_progress) rather than reward the owner while A may still be released. A is
+    released (A's quota is spent), then B's retry reaches the floor: one coupon, not two."""
+
+    async def run() -> None:
+        async with engine(program_=program_of(compile_toml, helpers=2, quota=1)) as e:
+            ctx = context_of(e)
+            _, bargain = await start(ctx, e.program, "teapot", "owner", e.now_ms)
+            _, other = await start(ctx, e.program, "teapot", "other", e.now_ms)
+            assert (await helps(e, ctx, other, ["a"]))[0].status is OpStatus.APPLIED  # A's quota: spent
+            day, end = e.program.calendar.day(e.now_ms)
+            steps = (helper_step(bargain, "a", "h-a", e.now_ms, day, end, 1),
+                     owner_step(bargain, "owner", "a", "h-a", e.now_ms, coupon_terms(e.program, "teapot", 100)))
+            obj = object_of("teapot", "owner")
+            reply = await ctx.crossing.open(obj, e.now_ms, ["help", entry_key("a", "h-a"), e.now_ms, 1, "a", 1,
+                                                            pack_steps(steps), "", 0], extra_keys=object_keys(ctx, obj)[3:])
+            assert int(reply[0]) == 1  # A's help: pending, its process gone
+            with pytest.raises(Refused) as caught:
+                await help_(ctx, e.program, HelpRequest(bargain, "b", "h-b", e.now_ms, 1, "", 0))
+            assert caught.value.code == "in_progress"
+            scheduler = Scheduler(e.pipeline, e.keys, e.scripts, e.store, ManualClock(e.now_ms + DUE_MS),
+                                  lambda: e.program, tasks={CROSS: ctx.crossing.run_job})
+            try:
+                assert await scheduler.run_due() >= 1  # the sweep: A's step refused (quota), A's help released
+            finally:
+                await scheduler.stop()
+            later = e.now_ms + DUE_MS
+            assert [r.status for r in await helps(e, ctx, bargain, ["b", "c"], at_ms=later)] == [OpStatus.APPLIED] * 2
+            await settled(e, "owner")
+            assert await e.coupons("owner") == ["teapot"]
+            assert (await view(ctx, bargain)).state(later) == "done"
+            assert (await verify_all(e.redis, e.keys)).ok
+
+    asyncio.run(run())
+
+
+def test_the_close_job_closes_its_own_round_when_a_newer_one_started(engine: Any, compile_toml: Any) -> None:
+    """Round 1 expires; the owner starts round 2 before round 1's close job runs: the job closes
+    round 1 (the owner is told) and leaves round 2 open."""
+
+    async def run() -> None:
+        async with engine(program_=program_of(compile_toml)) as e:
+            ctx = context_of(e)
+            _, first = await start(ctx, e.program, "teapot", "owner", e.now_ms)
+            later = e.now_ms + 24 * 3_600_000
+            _, second = await start(ctx, e.program, "teapot", "owner", later + 5)
+            assert second == "teapot.2.owner"
+            scheduler = Scheduler(e.pipeline, e.keys, e.scripts, e.store, ManualClock(later + 10),
+                                  lambda: e.program, tasks={CLOSE: GAME.tasks[CLOSE](ctx)})
+            try:
+                assert await scheduler.run_due() == 1
+            finally:
+                await scheduler.stop()
+            assert (await view(ctx, first)).closed and not (await view(ctx, second)).closed
+            assert await feed_types(e, "owner") == ["bargain_expired"]
 
     asyncio.run(run())

@@ -21,9 +21,9 @@
 --          returns {1, cut, units, used, taken, reached (0|1), price after} | {0, state, reason} an entry under
 --          this key already | {2, reason} refused, nothing written (bargain_closed | expired |
 --          already_helped | device_limit) | {3} stale
---   close  ARGV[2] round  ARGV[3] now ms
---          returns {1, owner-facing state} closed now as expired | {0, why} not closed (done,
---          not yet expired, already closed, or helps still pending: try again later)
+--   close  ARGV[2] the expiry of the round to close (its job's)  ARGV[3] now ms
+--          returns {1, round} closed now as expired | {0, why} not closed (unknown, done, not yet
+--          expired, already closed, or helps still pending: try again later)
 --   view   ARGV[2] round   returns {record, used, taken, helps...} or {} unknown
 
 local generic = object_action()
@@ -74,6 +74,9 @@ if action == 'help' then
   -- games/bargain/rules.py help_cut, rule for rule: the last units land exactly on the floor;
   -- otherwise the schedule's cut, at least a cent a unit, leaving a cent for each unit to come.
   local w = math.min(tonumber(ARGV[6]), units - used)
+  -- The help that reaches the floor is decided only when no other help is pending: a pending help
+  -- released later would give its units back and reopen a round whose reward was given.
+  if used + w == units and redis.call('ZCARD', PENDING_BY_TIME) > 0 then return {2, 'in_progress'} end
   local cut
   if used + w == units then
     cut = amount - taken
@@ -95,16 +98,22 @@ if action == 'help' then
 end
 
 if action == 'close' then
-  local r, now = tonumber(ARGV[2]), tonumber(ARGV[3])
-  local rec = record_of(r)
-  if not rec then return {0, 'unknown'} end
+  local expires, now = tonumber(ARGV[2]), tonumber(ARGV[3])
+  local r = tonumber(redis.call('HGET', STATE, 'round')) or 0
+  local rec = nil
+  while r > 0 do -- the round of that expiry: the latest, or one a newer round followed
+    rec = record_of(r)
+    if rec[5] == expires then break end
+    if rec[5] < expires then r = 0 else r = r - 1 end
+  end
+  if r == 0 then return {0, 'unknown'} end
   if rec[7] ~= 0 then return {0, 'closed'} end
   if counter('used:' .. r) >= rec[3] then return {0, 'done'} end
   if now < rec[5] then return {0, 'open'} end
   if redis.call('ZCARD', PENDING_BY_TIME) > 0 then return {0, 'pending'} end
   rec[7] = 1
   redis.call('HSET', STATE, 's:' .. r, cmsgpack.pack(rec))
-  return {1, 'expired'}
+  return {1, r}
 end
 
 if action == 'view' then
