@@ -39,8 +39,6 @@ No script touches two slots, so all of it runs unchanged on a cluster.
 from __future__ import annotations
 
 import asyncio
-import base64
-import functools
 import logging
 from collections.abc import Mapping, Sequence
 from enum import IntEnum

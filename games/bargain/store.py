@@ -98,17 +98,14 @@ async def start(ctx: Context, program: CompiledProgram, name: str, owner: str, n
                             program.program_hash, 0, prefix, seed.hex(), campaign.item])
     obj = object_of(name, owner)
     script = ctx.crossing.script(BARGAIN)
-    close: Any = (_ZADD, [jobs_key(ctx.keys, shard_of(obj_name(obj)))], ["NX", expires, close_job_id(obj, expires)])
+    # In the shard of the job's own name (its id's member part), as every job is.
+    close: Any = (_ZADD, [jobs_key(ctx.keys, shard_of(obj.id))], ["NX", expires, close_job_id(obj, expires)])
     replies = await ctx.runner.run_chain([close, (script, object_keys(ctx, obj), ["start", now_ms, record])])
     for reply in replies:
         if isinstance(reply, Exception):
             raise reply
     started, round_ = int(replies[1][0]) == 1, int(replies[1][1])
     return started, bargain_id(name, round_, owner)
-
-
-def obj_name(obj: ObjectRef) -> str:
-    return f"{obj.kind}.{obj.id}"
 
 
 def close_job_id(obj: ObjectRef, expires_ms: int) -> str:

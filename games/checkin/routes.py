@@ -10,7 +10,6 @@ from typing_extensions import TypedDict
 from engine import ids
 from engine.config import CompiledProgram
 from engine.errors import InvalidInput, NotFound
-from engine.operations import request_object
 from engine.plugins import Answer, Context, GameCall, Link, Route
 from engine.streaks import StreakState
 from games.checkin.config import Checkin
