@@ -47,7 +47,7 @@ from typing import Any, NamedTuple, Protocol
 import msgpack
 
 from engine import ids
-from engine.clock import DAY_MS
+from engine.clock import DAY_MS, Clock, SystemClock
 from engine.config import CompiledProgram
 from engine.errors import StoreError
 from engine.jobs import DeadJob, Job, job_id, jobs_key, shard_of
@@ -202,6 +202,7 @@ class Crossing:
         steps: Mapping[str, StepKind],
         *,
         grace_ms: int = 30_000,
+        clock: Clock | None = None,
     ) -> None:
         self._runner = runner
         self._keys = keys
@@ -209,6 +210,8 @@ class Crossing:
         self._objects = objects  # object kind -> its script (object.lua first)
         self._steps = steps  # step kind -> its planner
         self.grace_ms = grace_ms
+        #: The clock the scheduler runs the sweep by (the service's: a dev clock moves both).
+        self._clock: Clock = clock or SystemClock()
         #: The intent of each (object, second) this process has sent steps in: its reply.
         self._intents: dict[tuple[ObjectRef, int], asyncio.Future[None]] = {}
         #: Settles sent without waiting, gathered per object until the loop's turn ends: one
@@ -236,15 +239,21 @@ class Crossing:
             job = intent_id(obj, window)
             call: Call = (_ZADD, [jobs_key(self._keys, shard_of(_object_name(obj)))],
                           ["NX", (window + 1) * WINDOW_MS + self.grace_ms, job])
-            replies = await self._runner.run_chain([call, step])
+            try:
+                replies = await self._runner.run_chain([call, step])
+            except BaseException as exc:  # cancelled, or the connection failed: the steps waiting on it try again
+                _fail(intent, StoreError(f"the intent {job} was not confirmed: {exc!r}"))
+                raise
             if isinstance(replies[0], Exception):
-                intent.set_exception(replies[0])
-                intent.exception()  # retrieved: the next step of the second tries again
+                _fail(intent, replies[0])
                 raise replies[0]
             intent.set_result(None)
             reply = replies[1]
         else:
-            await intent  # almost always in already: the first step of the second is back
+            try:
+                await asyncio.shield(intent)  # almost always in already: the first step of the second is back
+            except Exception:  # its sender failed before the intent was confirmed: send it again
+                return await self.open(obj, now_ms, args, extra_keys)
             reply = await self._runner.call(*step)
         if isinstance(reply, Exception):
             raise reply
@@ -276,17 +285,16 @@ class Crossing:
             del self._intents[key]
 
     async def finish(self, program: CompiledProgram, obj: ObjectRef, steps: Sequence[Step], now_ms: int,
-                     *, opened_now: bool, opened_at: float = 0.0) -> Outcome:
+                     *, opened_now: bool) -> Outcome:
         """Apply the member steps, then settle or release, and follow the object's decision.
 
-        ``opened_now``: the caller's own object step just opened the entry, so no step of it can
-        have applied yet and a duplicate is an earlier operation's under the same id (released:
-        the object takes nothing for it). Otherwise (a sweep, a late request) a duplicate is the
-        entry's own step, applied by someone else: settled.
-
-        ``opened_at`` (the loop's clock when the caller opened it): while less than half the grace
-        has passed, no sweep can have decided the entry, so when every step applied the settle
-        is sent without waiting for its reply (lost, the sweep settles the entry)."""
+        ``opened_now``: the caller's own object step just opened the entry. While less than half
+        the grace has passed since the entry's time (by the clock the sweep runs by), no sweep
+        can have touched it: when every step applied, the settle is sent without waiting for its
+        reply (lost, the sweep settles the entry); and a duplicate first step is an earlier
+        operation's under the same id (released: the object takes nothing for it). Later, or for
+        a sweep, a duplicate is the entry's own step applied by someone else (the sweep of a
+        request that stalled): settled, which never gives out what the member did not get."""
         first = steps[0]
         key = entry_key(first.member, first.op_id)
         results: list[OpResult] = []
@@ -296,12 +304,12 @@ class Crossing:
             if result.status not in _DONE:
                 break
         keep_ms = now_ms + program.retention_ms + DAY_MS
-        if (opened_now and opened_at and len(results) == len(steps) and all(r.status is OpStatus.APPLIED for r in results)
-                and asyncio.get_running_loop().time() - opened_at < self.grace_ms / 2000):
+        fresh = opened_now and self._clock.now_ms() - first.at_ms < self.grace_ms // 2
+        if fresh and len(results) == len(steps) and all(r.status is OpStatus.APPLIED for r in results):
             self._settle_soon(obj, key, keep_ms)
             return Outcome(results[0], EntryState.SETTLED)
         done = len(results) == len(steps) and all(r.status in _DONE for r in results)
-        earlier = opened_now and results[0].status is OpStatus.DUPLICATE
+        earlier = fresh and results[0].status is OpStatus.DUPLICATE
         if done and not earlier:
             decision = await self._decide(obj, key, "settle", keep_ms)
         else:
@@ -348,7 +356,10 @@ class Crossing:
         dead: list[str] = []
         seen: set[str] = set()
         while True:
-            reply = await self._runner.call(self._objects[obj.kind], obj.keys(self._keys), ["due", before_ms, DUE_BATCH])
+            # The entries left for an operator stay pending, oldest first: skipped, or a job would
+            # read them again and again and never reach the entries behind them.
+            reply = await self._runner.call(self._objects[obj.kind], obj.keys(self._keys),
+                                            ["due", before_ms, DUE_BATCH, len(dead)])
             batch = [(_text(reply[i]), int(reply[i + 1]), reply[i + 2], reply[i + 3]) for i in range(0, len(reply), 4)]
             fresh = [b for b in batch if b[0] not in seen]
             for key, at_ms, steps, decided in fresh:
@@ -392,6 +403,12 @@ class Crossing:
             if result.status is OpStatus.APPLIED:
                 log.warning("member step %s of %s landed after its entry was released: reversed (%s)",
                             step.op_id, step.member, plan.op.id)
+
+
+def _fail(intent: asyncio.Future[None], exc: BaseException) -> None:
+    if not intent.done():
+        intent.set_exception(exc)
+        intent.exception()  # retrieved: the next step of the second sends the intent again
 
 
 def _text(value: bytes | str) -> str:

@@ -22,6 +22,8 @@ from engine.config import CompiledProgram, CompiledQuest, QuestKind
 from engine.errors import InvalidInput
 from engine.events import parse_time
 from engine.keys import Keys
+from engine.runner import Runner
+from engine.scripts import Command
 from engine.views import CouponState, CouponView, PointsLot, PointsView, ProfileView, QuestRewards, QuestState, QuestView, Snapshot, TierNext, TierView
 
 _BIRTHDAY = re.compile(r"([0-9]{2})-([0-9]{2})")
@@ -79,22 +81,43 @@ def _valid_month_day(month: int, day: int) -> bool:
     return True
 
 
+_HMGET, _HGET, _EXISTS = Command("HMGET"), Command("HGET"), Command("EXISTS")
+
+
 class MemberStore:
-    def __init__(self, redis: Redis, keys: Keys) -> None:
+    """A member's state read by field, for games (never by key). With a ``runner`` (the service's
+    pipeline) the reads a game's request path makes share its connection and its batches, as the
+    writes do, instead of taking a pooled connection each."""
+
+    def __init__(self, redis: Redis, keys: Keys, runner: Runner | None = None) -> None:
         self._redis = redis
         self._keys = keys
+        self._runner = runner
+
+    async def _read(self, command: Command, key: str, args: Sequence[Any]) -> Any:
+        if self._runner is not None:
+            reply = await self._runner.call(command, [key], args)
+            if isinstance(reply, Exception):
+                raise reply
+            return reply
+        return await self._redis.execute_command(command.name, key, *args)
 
     async def state_fields(self, member: ids.MemberId, fields: Sequence[str]) -> list[str | None]:
-        """Fields of the member's state hash (a game's streak, its inventory counts), read for a
-        snapshot: games name the fields their plans write, never the member's keys."""
-        values = await self._redis.hmget(self._keys.member(member).state, list(fields))
+        """Fields of the member's state hash (a game's streak, its inventory counts): games name
+        the fields their plans write, never the member's keys."""
+        values = await self._read(_HMGET, self._keys.member(member).state, list(fields))
         return [v.decode() if isinstance(v, bytes) else v for v in values]
 
     async def joined_at_ms(self, member: ids.MemberId) -> int | None:
         """When the shop says the member joined (``PUT /v1/members/{member}``), or None: a game's
         rule for new members (a bargain's larger cuts) reads it, never the profile's key."""
-        raw = await self._redis.hget(self._keys.member(member).profile, "joined_at_ms")
+        raw = await self._read(_HGET, self._keys.member(member).profile, ["joined_at_ms"])
         return int(raw) if raw is not None else None
+
+    async def exists(self, member: ids.MemberId) -> bool:
+        """Whether the engine knows the member: one operation applied, or a profile the shop put
+        (a gift to a member who is not is refused, rather than given to a typo)."""
+        return bool(await self._read(_EXISTS, self._keys.member(member).profile, []))
 
     async def put_profile(self, member: ids.MemberId, profile: Profile) -> None:
         await self._redis.hset(self._keys.member(member).profile, mapping=profile.fields)  # type: ignore[arg-type]  # Mapping's key is invariant in redis-py's hints

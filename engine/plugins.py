@@ -20,15 +20,15 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib.metadata import entry_points
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, RootModel
 
 from engine import ids
 from engine.clock import Clock
 from engine.config import CompiledProgram, Item
 from engine.crossing import Crossing, StepKind
-from engine.errors import Refused
+from engine.errors import NotFound, Refused
 from engine.jobs import Handler, Task
 from engine.keys import Keys
 from engine.members import MemberStore
@@ -59,6 +59,20 @@ def name_param(name: str, description: str) -> Param:
 
 #: Where a campaign with an opening and an end (a sale, a wheel) stands at an instant.
 Window = Literal["upcoming", "open", "ended"]
+
+
+Entry = TypeVar("Entry")
+
+
+def section_entry(program: CompiledProgram, game: str, section: type[RootModel[dict[str, Entry]]], name: str,
+                  what: str, field: str) -> Entry:
+    """One campaign (a sale, a wheel...) of a game's section in ``program``; 404 naming ``field``
+    when the section holds none of that name."""
+    found = program.games.get(game)
+    entry = found.root.get(name) if isinstance(found, section) else None
+    if entry is None:
+        raise NotFound(f"no such {what} in the programme", field=field)
+    return entry
 
 
 def epoch_ms(moment: datetime | None) -> int | None:
@@ -171,6 +185,10 @@ Check = Callable[[Any, Any], list[tuple[str, str]]]
 #: A game's own invariants over one of its objects, for ``rekindle verify``: (programme, object
 #: kind, object id, the object's counters) -> breaches, each a line naming what is wrong.
 ObjectCheck = Callable[[CompiledProgram | None, str, str, Mapping[str, int]], list[str]]
+#: A game's invariants across members and its objects, for ``rekindle verify``: (redis, keys, the
+#: active programme, every counted item's total over all members by state field ``i:<item>``) ->
+#: breaches. It reads with plain commands (an offline tool, as verify is).
+Audit = Callable[[Any, Keys, CompiledProgram | None, Mapping[str, int]], Awaitable[list[str]]]
 #: The member's part of the snapshot under ``games.<name>``: (ctx, program, member) -> data.
 SnapshotPart = Callable[[Context, CompiledProgram, ids.MemberId], Awaitable[Mapping[str, Any] | None]]
 
@@ -193,6 +211,14 @@ class Game:
     #: The inventory items the game's section declares (spins of a wheel, make-up cards), by name
     #: ``<game>:<name>``: what rules, quests and tiers may grant (``items = {"lottery:daily" = 1}``).
     items: Callable[[Any], Mapping[str, Item]] | None = None
+    #: An object of the game that members may follow on the live feed (``Watch``, below).
+    watch: Watch | None = None
+    #: Scripts of the game that are no seam object (a report's counters), by name: loaded and
+    #: checked at start-up with the others.
+    scripts: Mapping[str, LuaScript] = field(default_factory=dict)
+    #: The game's checks across members and objects for ``rekindle verify`` (card conservation):
+    #: given the totals of every counted item over all members, by state field.
+    audit: Audit | None = None
 
 
 @functools.cache
@@ -222,4 +248,24 @@ def effect_data(games: Sequence[Game]) -> dict[str, type]:
 
 
 def all_scripts(games: Sequence[Game]) -> list[LuaScript]:
-    return [script for game in games for script in game.objects.values()]
+    return [script for game in games for script in (*game.objects.values(), *game.scripts.values())]
+
+
+@dataclass(frozen=True)
+class Watch:
+    """An object of a game that members may follow live: ``{"op": "watch", <key>: <id>}`` on
+    ``GET /v1/live`` (a bargain: its page, held by its owner and by the friends who opened its link).
+
+    Every change of such an object lands on its owner's feed as effects whose data names the object
+    under ``key``. Watching it is following the owner's feed, limited to those effects: nothing else
+    of the owner's feed reaches a watcher, nothing new is written or published, and a watch resumes
+    by the owner's feed ids. The id is the capability (the share link), as for the object's GET.
+    """
+
+    key: str  # the op's key, the watch frames' top-level key, and the effects' data key naming the object
+    owner: Callable[[str], str]  # an id -> its owner's member id; ValueError for an id of no object's shape
+    exists: Callable[[Context, str], Awaitable[object]]  # raises ``engine.errors.NotFound`` for an object never made
+
+    def concerns(self, obj: str, data: Mapping[str, Any]) -> bool:
+        """Whether an effect is about the object ``obj``: its data names it under ``key``."""
+        return data.get(self.key) == obj

@@ -15,7 +15,6 @@ was decided.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import signal
@@ -81,7 +80,6 @@ async def claim_unit(crossing: Crossing, program: CompiledProgram, obj: ObjectRe
     release (the catalog's redemption and a flash sale's claim alike). Refusals come back as
     ``REFUSED`` with the reason (``out_of_stock``, ``limit_reached``, ``in_progress``, or the
     member script's); a store error propagates and leaves the entry to the sweep."""
-    opened_at = asyncio.get_running_loop().time()
     reserved = await reserve_unit(crossing, obj, step, stock, limit, now_ms)
     if reserved.status is Reserve.REFUSED:  # nothing written
         return OpResult(OpStatus.REFUSED, refusal=reserved.reason)
@@ -89,7 +87,7 @@ async def claim_unit(crossing: Crossing, program: CompiledProgram, obj: ObjectRe
         return (await crossing.answer_existing(program, reserved.state, reserved.reason, [step], now_ms)).result
     if crash_point == CRASH_AFTER_RESERVE:
         os.kill(os.getpid(), signal.SIGKILL)
-    outcome = await crossing.finish(program, obj, [step], now_ms, opened_now=True, opened_at=opened_at)
+    outcome = await crossing.finish(program, obj, [step], now_ms, opened_now=True)
     return outcome.result
 
 

@@ -55,6 +55,9 @@ CLIENT_COMMANDS: dict[Command, str] = {
     Command("COPY"): "dry runs (engine/dryrun.py)",
     Command("ZADD"): "scheduling a job before the call it covers (engine/jobs.py, engine/crossing.py)",
     Command("ZREM"): "dropping a decided entry's intent (engine/crossing.py)",
+    Command("HMGET"): "a game's read of a member's state fields and of its objects' counts (engine/members.py)",
+    Command("HGET"): "a game's read of a member's join date (engine/members.py)",
+    Command("EXISTS"): "a gift's check that its receiver is a member (engine/members.py)",
     Command("MULTI"): "a chain of calls in one write (engine/pipelining.py)",
     Command("EXEC"): "a chain of calls in one write (engine/pipelining.py)",
 }

@@ -30,7 +30,9 @@ from redis.asyncio import Redis
 
 from engine.clock import SystemClock
 from engine.config import CompiledProgram
-from engine.keys import Keys
+from engine.ids import MemberId
+from engine.keys import DEDUPE_BUCKET_MS, Keys
+from engine.operations import id_digest
 from engine.ledger import members_of, server_ms, verify_member
 from engine.programs import ProgramRegistry
 from engine.crossing import EntryState, entry_record
@@ -88,6 +90,7 @@ async def verify_all(redis: Redis, keys: Keys, progress: Progress | None = None)
     points = Check("points: balance = lots = ledger")
     once = Check("operations applied once")
     items = Check("inventory: no count below zero")
+    totals: Counter[str] = Counter()  # every counted item over all members, for the games' audits
     members = entries = 0
     async for member in members_of(redis, keys):
         members += 1
@@ -97,6 +100,7 @@ async def verify_all(redis: Redis, keys: Keys, progress: Progress | None = None)
         once.checked += count
         async for field_name, value in redis.hscan_iter(keys.member(member).state, match="i:*", count=100):
             items.checked += 1
+            totals[_text(field_name)] += int(value)
             if int(value) < 0:
                 items.breach(f"member {member}: {_text(field_name)[2:]} is {int(value)}")
         if mismatch is not None:
@@ -106,7 +110,8 @@ async def verify_all(redis: Redis, keys: Keys, progress: Progress | None = None)
             progress(members)
     if progress is not None:
         progress(members)
-    checks = [points, once, items, *await _object_checks(redis, keys, now_ms), await _dead_jobs(redis, keys)]
+    checks = [points, once, items, *await _object_checks(redis, keys, now_ms), await _audits(redis, keys, totals),
+              await _dead_jobs(redis, keys)]
     return Report(checks, members, entries)
 
 
@@ -157,6 +162,24 @@ async def _object_checks(redis: Redis, keys: Keys, now_ms: int) -> list[Check]:
             for breach in checks[kind](program, kind, object_id, counters):  # type: ignore[misc]
                 games.breach(f"{kind}:{object_id}: {breach}")
     return [counts, stock, games, finished]
+
+
+async def _audits(redis: Redis, keys: Keys, totals: Counter[str]) -> Check:
+    check = Check("games' conservation across members")
+    program = await _active_program(redis, keys)
+    for game in installed():
+        if game.audit is not None:
+            check.checked += 1
+            for breach in await game.audit(redis, keys, program, totals):
+                check.breach(f"{game.name}: {breach}")
+    return check
+
+
+async def step_applied(redis: Redis, keys: Keys, member: str, op_id: str, at_ms: int) -> bool:
+    """Whether a member step of the seam has applied: its operation id is in the member's dedupe
+    bucket of its time (a game's audit counts a pending entry's step as done or not by it)."""
+    bucket = keys.member(MemberId(member)).dedupe(at_ms // DEDUPE_BUCKET_MS)
+    return bool(await redis.hexists(bucket, id_digest(op_id)))  # type: ignore[arg-type]
 
 
 def _stock(program: CompiledProgram | None, item: str) -> int | None:

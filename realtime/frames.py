@@ -14,7 +14,7 @@ from typing import Any
 import msgpack
 import orjson
 
-from engine.feed import Award, FeedId, decode_award
+from engine.feed import WHOLE, Award, FeedId, decode_award
 
 
 class CloseCode(enum.IntEnum):
@@ -66,6 +66,34 @@ class Frame:
         if self._msgpack is None:
             self._msgpack = msgpack.packb({"id": self.id, "type": self.type, "data": self.data})
         return self._msgpack
+
+
+class WatchFrame(Frame):
+    """A feed frame of a watched object's owner, sent to a watcher: the owner's frame (its id in the
+    owner's stream, its type and data) with the object's key at the top level (``"bargain": id``),
+    so that it is told apart from the socket's own feed frames. Encoded once per watch."""
+
+    __slots__ = ("key", "obj")
+
+    def __init__(self, frame: Frame, key: str, obj: str) -> None:
+        super().__init__(frame.id, frame.sid, frame.type, frame.data)
+        self.key = key
+        self.obj = obj
+
+    def encoded(self, encoding: Encoding) -> str | bytes:
+        body = {"id": self.id, self.key: self.obj, "type": self.type, "data": self.data}
+        if encoding is Encoding.JSON:
+            if self._json is None:
+                self._json = orjson.dumps(body).decode()
+            return self._json
+        if self._msgpack is None:
+            self._msgpack = msgpack.packb(body)
+        return self._msgpack
+
+
+def feed_id_text(sid: FeedId) -> str:
+    """A feed id as clients send and see it: ``<ms>-<seq>-<i>``, or ``<ms>-<seq>`` for a whole entry."""
+    return f"{sid[0]}-{sid[1]}" if sid[2] == WHOLE else f"{sid[0]}-{sid[1]}-{sid[2]}"
 
 
 def control(kind: str, encoding: Encoding, **data: Any) -> str | bytes:

@@ -1,7 +1,9 @@
 """The WebSocket hub: Redis sharded subscriptions (one connection per shard), dispatched to local sockets.
 
-A channel is subscribed while at least one local socket of its member is open. The hub knows
-frames and subscriptions, not game rules. If the subscription connection drops, messages may
+A channel is subscribed while at least one local socket of its member is open, or a local socket
+taps it (``Tap``: a socket watching an object follows its owner's channel through a filter of its
+own; a socket taps nothing unless it watches). The hub knows frames and subscriptions, not game
+rules. If the subscription connection drops, messages may
 have been missed, so every local socket is closed with ``RESUME``: clients reconnect, resume
 from the last id they saw, and lose nothing.
 """
@@ -12,6 +14,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Protocol
 
 from redis.asyncio import Redis
@@ -110,6 +113,18 @@ class LiveConnection:
             self._queue.clear()
 
 
+class Tap:
+    """One more channel a socket listens to (a watched object's owner's): the hub hands every
+    message's frames to ``push``, which picks what the socket is owed and sends it on ``conn``."""
+
+    __slots__ = ("conn", "channel", "push")
+
+    def __init__(self, conn: LiveConnection, channel: bytes, push: Callable[[list[Frame]], None]) -> None:
+        self.conn = conn
+        self.channel = channel
+        self.push = push
+
+
 class Sender(Protocol):
     async def send(self, payload: str | bytes) -> None: ...
 
@@ -140,6 +155,7 @@ class Hub:
         self._shards = redis if isinstance(redis, Shards) else None
         self._redis = redis if isinstance(redis, Redis) else None
         self._groups: dict[bytes, set[LiveConnection]] = {}
+        self._taps: dict[bytes, set[Tap]] = {}  # channels tapped by watching sockets
         self._subscribers: dict[str, Subscriber] = {}  # by shard ("" on one server)
         self._opening: dict[str, asyncio.Task[Subscriber]] = {}
         self._shard_of: dict[bytes, str] = {}  # a followed channel's shard
@@ -165,12 +181,7 @@ class Hub:
 
     async def join(self, conn: LiveConnection) -> None:
         """Return once messages for the member can no longer be missed by this connection."""
-        shard = "" if self._shards is None else self._shards.shard_of(conn.channel)
-        subscriber = self._subscribers.get(shard)
-        if subscriber is None and self._shards is not None:
-            subscriber = await self._open_shard(shard)
-        if subscriber is None or not subscriber.connected:
-            raise ConnectionError("the live feed is reconnecting to the store")
+        shard, subscriber = await self._subscriber(conn.channel)
         group = self._groups.setdefault(conn.channel, set())
         if len(group) >= self.max_per_member:
             raise TooManySockets(f"at most {self.max_per_member} live connections per member")
@@ -191,9 +202,36 @@ class Hub:
         self._sockets -= 1
         if not group:
             del self._groups[conn.channel]
-            subscriber = self._subscribers.get(self._shard_of.pop(conn.channel, ""))
-            if subscriber is not None and subscriber.connected:
-                subscriber.unsubscribe(conn.channel)
+            if conn.channel not in self._taps:
+                self._unsubscribe(conn.channel)
+
+    async def tap(self, tap: Tap) -> None:
+        """Return once messages on ``tap.channel`` can no longer be missed by ``tap.push``. The
+        socket stays joined on its own channel; ``untap`` ends the tap (the endpoint untaps every
+        tap of a socket before the socket leaves)."""
+        shard, subscriber = await self._subscriber(tap.channel)
+        self._taps.setdefault(tap.channel, set()).add(tap)
+        self._shard_of[tap.channel] = shard
+        try:
+            await subscriber.subscribe(tap.channel)
+        except BaseException:
+            self.untap(tap)
+            raise
+
+    def untap(self, tap: Tap) -> None:
+        taps = self._taps.get(tap.channel)
+        if taps is None or tap not in taps:
+            return  # untapped already, or ended with its channel (the socket was told to resume)
+        taps.discard(tap)
+        if not taps:
+            del self._taps[tap.channel]
+            if tap.channel not in self._groups:
+                self._unsubscribe(tap.channel)
+
+    def _unsubscribe(self, channel: bytes) -> None:
+        subscriber = self._subscribers.get(self._shard_of.pop(channel, ""))
+        if subscriber is not None and subscriber.connected:
+            subscriber.unsubscribe(channel)
 
     async def close(self) -> None:
         self._closing = True
@@ -206,6 +244,16 @@ class Hub:
             subscriber.close()
 
     # --- subscribers ----------------------------------------------------------------------------
+
+    async def _subscriber(self, channel: bytes) -> tuple[str, Subscriber]:
+        """The channel's shard and its connected subscriber (opened on a cluster's first need)."""
+        shard = "" if self._shards is None else self._shards.shard_of(channel)
+        subscriber = self._subscribers.get(shard)
+        if subscriber is None and self._shards is not None:
+            subscriber = await self._open_shard(shard)
+        if subscriber is None or not subscriber.connected:
+            raise ConnectionError("the live feed is reconnecting to the store")
+        return shard, subscriber
 
     async def _open(self, shard: str) -> Subscriber:
         redis = self._redis if self._shards is None else await self._shards.client(shard)
@@ -229,23 +277,33 @@ class Hub:
 
     def _dispatch(self, channel: bytes, data: bytes) -> None:
         group = self._groups.get(channel)
-        if not group:
+        taps = self._taps.get(channel) if self._taps else None  # no tap on the process: one test
+        if not group and not taps:
             return
         try:
             frames = frames_from_message(data)
         except Exception:  # a message we cannot read must not take the subscription down
             log.exception("unreadable live-feed message on %r dropped", channel)
             return
-        for conn in tuple(group):
-            conn.push(frames)
+        if group:
+            for conn in tuple(group):
+                conn.push(frames)
+        if taps:
+            for tap in tuple(taps):
+                tap.push(frames)
 
     def _evict(self, channels: list[bytes], reason: str) -> None:
+        """Close every socket following or tapping these channels: a watcher resumes its watches
+        (by its last watched ids) when it reconnects, as it resumes its own feed."""
         for channel in channels:
             group = self._groups.pop(channel, set())
+            taps = self._taps.pop(channel, set())
             self._shard_of.pop(channel, None)
             self._sockets -= len(group)
             for conn in group:
                 conn.evict(CloseCode.RESUME, reason)
+            for tap in taps:
+                tap.conn.evict(CloseCode.RESUME, reason)
 
     def _lost(self, shard: str, exc: Exception | None) -> None:
         if self._closing:
@@ -254,7 +312,7 @@ class Hub:
         self._subscribers.pop(shard, None)
         if self._shards is None:
             log.warning("live feed lost its Redis subscription; %d sockets told to resume", self.sockets)
-            self._evict(list(self._groups), "the live feed was interrupted; reconnect and resume")
+            self._evict([*self._groups, *self._taps], "the live feed was interrupted; reconnect and resume")
             self._reconnect = asyncio.get_running_loop().create_task(self._reconnect_loop())
             return
         channels = [c for c, s in self._shard_of.items() if s == shard]

@@ -108,13 +108,13 @@ class Service:
             pipeline, keys, ops,
             objects={CATALOG: scripts.catalog, **{k: v for g in games for k, v in g.objects.items()}},
             steps={REDEEM: RedeemStep(), **{k: v for g in games for k, v in g.steps.items()}},
-            grace_ms=int(settings.sweep_grace_s * 1000),
+            grace_ms=int(settings.sweep_grace_s * 1000), clock=clock,
         )
         redemptions = RedemptionStore(crossing, crash_point=settings.test_crash)
         # The sweep of the seam is the scheduler's: an entry a crash left is finished by its
         # intent job, in the object's shard, by whichever process holds the shard's lease. The
         # games' jobs run there too.
-        members = MemberStore(redis, keys)
+        members = MemberStore(redis, keys, runner=pipeline)
         ctx = Context(keys, pipeline, ops, crossing, members, redis, clock, lambda: programs.current.program)
         scheduler = Scheduler(
             pipeline, keys, scripts, ops, clock, lambda: programs.current.program,

@@ -28,7 +28,8 @@
 --            were decided now
 --   status   ARGV[2] entry key
 --            returns {} unknown | {state, at ms, reason, steps, packed decided}
---   due      ARGV[2] opened at or before ms  ARGV[3] most entries
+--   due      ARGV[2] opened at or before ms  ARGV[3] most entries  ARGV[4] entries to skip first
+--            (those the sweep leaves pending for an operator; absent: 0)
 --            returns {key, at ms, steps, packed decided, key, ...} pending, oldest first; from
 --            then on a step whose time is at or before ARGV[2] is refused as stale (it stalled
 --            past the sweep of its time, which would never see it)
@@ -41,6 +42,7 @@ local function entry_get(key)
   local raw = redis.call('HGET', ENTRIES, key)
   if not raw then return nil, nil end
   local after, e = cmsgpack.unpack_one(raw)
+  if after < 0 then return e, '' end -- cmsgpack's "nothing follows" (a decided entry keeps its record only)
   return e, string.sub(raw, after + 1)
 end
 
@@ -100,7 +102,8 @@ local function object_action()
     local swept = tonumber(redis.call('HGET', COUNTERS, '#swept')) or -1
     if tonumber(ARGV[2]) > swept then redis.call('HSET', COUNTERS, '#swept', ARGV[2]) end
     local out = {}
-    for _, k in ipairs(redis.call('ZRANGE', PENDING_BY_TIME, '-inf', ARGV[2], 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[3]))) do
+    for _, k in ipairs(redis.call('ZRANGE', PENDING_BY_TIME, '-inf', ARGV[2], 'BYSCORE', 'LIMIT',
+                                      tonumber(ARGV[4] or 0), tonumber(ARGV[3]))) do
       local e, steps = entry_get(k)
       if e and e[1] == PENDING then
         out[#out + 1] = k; out[#out + 1] = e[2]; out[#out + 1] = steps; out[#out + 1] = cmsgpack.pack(e[5] or {})

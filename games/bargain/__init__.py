@@ -6,7 +6,8 @@ A bargain's whole cut schedule is drawn once, when it starts, from its seed (``r
 the campaign, the owner and the start operation's id), with the campaign's algorithm
 (``rules.unit_cuts``); the bargain's object keeps the schedule's prefix sums and gives each help
 its cut (``rules.help_cut``), so a designer can replay any bargain (``rules.replay``). The section
-is ``config.Campaigns`` (``[games.bargain.<campaign>]``), its cross-checks ``config.check``.
+is ``config.Campaigns`` (``[games.bargain.<campaign>]``), its cross-checks ``config.check``; its
+anti-collusion report (help rings, owners helped mostly by new members, heavy devices) ``report``.
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ from pydantic import Field
 from typing_extensions import TypedDict
 
 from engine.config import CompiledProgram
-from engine.plugins import Game
+from engine.plugins import Game, Watch
 from engine.scripts import LuaScript
 from games.bargain.config import Campaigns, check
-from games.bargain.plans import BARGAIN, OWNER, HelperStep, OwnerStep
+from games.bargain.plans import BARGAIN, OWNER, HelperStep, OwnerStep, parse_bargain_id
+from games.bargain.report import REPORT
+from games.bargain.report import SCRIPT as REPORT_SCRIPT
 from games.bargain.routes import ROUTES, snapshot
-from games.bargain.store import CLOSE, close_task
+from games.bargain.store import CLOSE, close_task, view
 
 
 class BargainHelpedData(TypedDict):
@@ -70,5 +73,7 @@ GAME = Game(
     name=BARGAIN, section=Campaigns, check=check, routes=ROUTES, snapshot=snapshot,
     effects={"bargain_helped": BargainHelpedData, "bargain_done": BargainDoneData, "bargain_expired": BargainExpiredData},
     objects={BARGAIN: LuaScript.from_package("bargain.lua", package="games.bargain", with_object=True)},
+    scripts={REPORT: REPORT_SCRIPT},  # the anti-collusion report's counters: no seam object
     steps={BARGAIN: HelperStep(), OWNER: OwnerStep()}, tasks={CLOSE: close_task}, verify=sums_agree,
+    watch=Watch(BARGAIN, owner=lambda value: parse_bargain_id(value)[2], exists=view),
 )

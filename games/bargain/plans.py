@@ -2,7 +2,9 @@
 
 A help is one decision of the bargain's object (``lua/bargain.lua``: its cut, from the schedule
 drawn when the bargain started; the entry records it, and every member step gets it as its last
-term, ``(cut, price after it, reached)``) and two member steps on the seam:
+term, ``(cut, price after it, reached, item, floor)``: the item and the floor are the round's
+record's, the terms the bargain started under, whatever the programme says by the time the help
+comes or a sweep finishes it) and two member steps on the seam:
 
 - the helper's (``BARGAIN``), under the help's own id: one help of the helper's daily quota (a
   limited counter in the helper's state, refused whole past ``helps_per_day``: the quota lives in
@@ -18,6 +20,7 @@ coupon back from the owner.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from typing import Any
 
 from engine import ids
@@ -49,7 +52,7 @@ def quota_field(day: str) -> str:
 
 
 def helped(bargain: str, helper: str, decided: tuple[Any, ...]) -> dict[str, Any]:
-    cut, current, _ = decided
+    cut, current = decided[0], decided[1]
     return {"bargain": bargain, "helper": helper, "cut_cents": cut, "current_cents": current}
 
 
@@ -58,7 +61,8 @@ def helper_step(bargain: str, helper: str, op_id: str, at_ms: int, day: str, day
 
 
 def owner_step(bargain: str, owner: str, helper: str, op_id: str, at_ms: int, reward: tuple[str, int, int]) -> Step:
-    """``reward``: (catalog item, its validity ms, the price paid), given if the help reaches the floor."""
+    """``reward``: (catalog item, its validity ms, the price paid) by the programme when the help
+    came; what is given if the help reaches the floor is the decision's item and floor (``reward_of``)."""
     return Step(OWNER, ids.MemberId(owner), owner_op_id(owner, helper, op_id), at_ms, (bargain, helper, list(reward)))
 
 
@@ -95,7 +99,7 @@ class OwnerStep:
         effects = [pack_effect("bargain_helped", helped(bargain, helper, decided))]
         coupons: tuple[list[Any], ...] = ()
         if decided[2]:
-            item, valid_ms, price = reward
+            item, valid_ms, price = reward_of(program, reward, decided)
             effects.append(pack_effect("bargain_done", {"bargain": bargain, "item": item, "price_cents": price}))
             coupons = ([item, valid_ms, f"bargain:{bargain}"],)
         return member_plan(program, op, now_ms, effects=tuple(effects), coupons=coupons)
@@ -108,3 +112,16 @@ class OwnerStep:
 
 def coupon_terms(program: CompiledProgram, item: str, floor_cents: int) -> tuple[str, int, int]:
     return item, program.model.catalog[item].valid_days * DAY_MS, floor_cents
+
+
+def reward_of(program: CompiledProgram, reward: Sequence[Any], decided: Sequence[Any]) -> tuple[str, int, int]:
+    """(item, validity ms, price paid) of a help that reached the floor: the round's item at its
+    floor, as the object decided (an entry of an earlier build, which decided the cut only: the
+    terms packed with the step); valid for the item's ``valid_days`` in ``program``'s catalog, or,
+    for an item no longer in it, as long as the packed terms said."""
+    packed_item, packed_ms, packed_price = reward
+    if len(decided) < 5 or not decided[3]:
+        return packed_item, int(packed_ms), int(packed_price)
+    item, price = str(decided[3]), int(decided[4])
+    entry = program.model.catalog.get(item)
+    return item, entry.valid_days * DAY_MS if entry is not None else int(packed_ms), price

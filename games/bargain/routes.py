@@ -1,5 +1,6 @@
-"""Bargain routes: start one (the owner), help one (a friend), read one (anyone with its link).
-Thin: the rules are ``rules``, the object's decisions ``store``."""
+"""Bargain routes: start one (the owner), help one (a friend), read one (anyone with its link), and
+the campaign's anti-collusion report (an admin). Thin: the rules are ``rules``, the object's
+decisions ``store``, the report's counters and flags ``report``."""
 
 from __future__ import annotations
 
@@ -13,11 +14,14 @@ from engine import ids
 from engine.config import CompiledProgram
 from engine.errors import InvalidInput
 from engine.operations import request_object
-from engine.plugins import Answer, Context, GameCall, Link, Param, Route, require_open
+from engine.plugins import Answer, Context, GameCall, Link, Param, Route, name_param, require_open
+from games.bargain import report
 from games.bargain.config import Campaigns
 from games.bargain.plans import BARGAIN, bargain_id
+from games.bargain.report import BargainReport
 from games.bargain.rules import help_weight, new_member
-from games.bargain.store import HelpRequest, Round, campaign_of, help_, object_keys, object_of, parse, start, view
+from games.bargain.store import (HelpRequest, Round, campaign_for_help, campaign_of, help_, object_keys, object_of,
+                                 start, view)
 
 #: How many helps one device (or address) may give one bargain, when the shop passes its hash.
 DEVICE_HELPS = 2
@@ -61,9 +65,11 @@ class BargainView(TypedDict):
     helps: list[HelpView]
 
 
-def view_of(round_: Round, item: str, now_ms: int) -> BargainView:
+def view_of(round_: Round, now_ms: int) -> BargainView:
+    """The bargain's page: its own terms (the record's item, price and floor), its helps."""
     state: Literal["open", "done", "expired"] = round_.state(now_ms)  # type: ignore[assignment]
-    return BargainView(id=round_.id, owner=round_.owner, campaign=round_.campaign, item=item, price_cents=round_.price,
+    return BargainView(id=round_.id, owner=round_.owner, campaign=round_.campaign, item=round_.item,
+                       price_cents=round_.price,
                        floor_cents=round_.floor, current_cents=round_.current, state=state,
                        expires_at_ms=round_.expires_ms,
                        helps=[HelpView(helper=h, cut_cents=c, at_ms=t) for h, c, t in round_.helps])
@@ -85,7 +91,7 @@ async def post_start(call: GameCall) -> Answer:
         raise InvalidInput(f"this campaign's item is {campaign.item!r}", field="item")
     require_open(campaign.opens_at, campaign.ends_at, call.now_ms, "campaign", "campaign")
     started, value = await start(call.ctx, call.program, name, call.member, call.now_ms)
-    return Answer(view_of(await view(call.ctx, value), campaign.item, call.now_ms), status=201 if started else 200)
+    return Answer(view_of(await view(call.ctx, value), call.now_ms), status=201 if started else 200)
 
 
 async def post_help(call: GameCall) -> Answer:
@@ -97,22 +103,30 @@ async def post_help(call: GameCall) -> Answer:
         raise InvalidInput("must be a string of 1 to 128 characters (a hash, never the device's id itself)",
                            field="device")
     value = call.params["bargain"]
-    name, _, _ = parse(value)  # an id of no bargain's shape: 404 naming the bargain
-    campaign = campaign_of(call.program, name)
-    is_new = False
+    # An id of no bargain's shape: 404 naming the bargain; its campaign gone: campaign_removed.
+    campaign = await campaign_for_help(call.ctx, call.program, value)
+    # Whether the helper is new: read here only when it sets the help's units; otherwise the store
+    # reads it for the report once the object took the help (a refused help never reads it).
+    is_new: bool | None = None
     if campaign.new_member_units > 1:
         is_new = new_member(await call.ctx.members.joined_at_ms(call.member), call.now_ms, campaign.new_member_days)
-    weight = help_weight(campaign, is_new)
+    weight = help_weight(campaign, bool(is_new))
     request = HelpRequest(value, call.member, op_id, call.now_ms, weight,
-                          hashlib.blake2b(device.encode(), digest_size=8).hexdigest() if device else "", DEVICE_HELPS)
+                          hashlib.blake2b(device.encode(), digest_size=8).hexdigest() if device else "", DEVICE_HELPS,
+                          is_new)
     return Answer(operation=(op_id, await help_(call.ctx, call.program, request)))
 
 
 async def get_bargain(call: GameCall) -> Answer:
-    round_ = await view(call.ctx, call.params["bargain"])
-    section = call.program.games.get(BARGAIN)
-    campaign = section.root.get(round_.campaign) if isinstance(section, Campaigns) else None
-    return Answer(view_of(round_, campaign.item if campaign else "", call.now_ms))
+    return Answer(view_of(await view(call.ctx, call.params["bargain"]), call.now_ms))
+
+
+async def get_report(call: GameCall) -> Answer:
+    value = call.params.get("campaign")
+    if value is None:
+        raise InvalidInput("is required: the campaign to report on", field="campaign")
+    campaign_of(call.program, value)  # not in the programme: 404 naming the campaign
+    return Answer(await report.read(call.ctx, call.program, value, call.now_ms))
 
 
 class BargainState(TypedDict):
@@ -143,6 +157,8 @@ async def snapshot(ctx: Context, program: CompiledProgram, member: ids.MemberId)
 _BARGAIN = Param("bargain", "path", {"type": "string", "minLength": 5, "maxLength": 128,
                                      "pattern": "^[A-Za-z0-9][A-Za-z0-9_-]*\\.[0-9]+\\.[A-Za-z0-9][A-Za-z0-9._:@-]*$"},
                  "The bargain's id, `<campaign>.<n>.<owner>`, as its start answered.", required=True)
+_CAMPAIGN = Param("campaign", "query", name_param("campaign", "").schema,
+                  "The campaign to report on, by its name in the programme.", required=True)
 REFUSALS: dict[str, tuple[str, str]] = {
     "helper_quota": ("the member has helped as many bargains today as the campaign allows", "bargain"),
     "in_progress": ("this help is being applied; send the same request again shortly", "id"),
@@ -168,10 +184,13 @@ ROUTES = (
         "the helper, and on the owner's feed; the help that reaches the floor gives the owner the item "
         "(`bargain_done`, `reward`). Once per helper per bargain, at most the campaign's `helps_per_day` a day. "
         "Refusals write nothing: `own_bargain`, `already_helped`, `helper_quota`, `bargain_closed` (at its "
-        "floor), `expired`, `device_limit`, `in_progress`.",
+        "floor), `expired`, `device_limit`, `in_progress`, `campaign_removed` (the bargain's campaign has left the "
+        "programme). The owner's reward is the item and floor the bargain started with; the helper's daily quota "
+        "is the programme's now.",
         "member", post_help, body=HelpIn, params=(_BARGAIN,),
         errors={409: ("own_bargain", "already_helped", "helper_quota", "bargain_closed", "expired", "device_limit",
-                      "in_progress", "idempotency_conflict"), 404: ("not_found",), 422: ("invalid",)},
+                      "in_progress", "campaign_removed", "idempotency_conflict"), 404: ("not_found",),
+                422: ("invalid",)},
         example_body={"id": "help-1"}, refusals=REFUSALS,
         links=(Link("read", "getBargain", {"bargain": "$request.path.bargain"}, "The bargain after this help."),),
     ),
@@ -180,5 +199,20 @@ ROUTES = (
         "What the bargain's page shows, to its owner and to the friends who opened its link: the price, the floor, "
         "the price now, the state (`open`, `done` at its floor, `expired`), when it expires, and each help.",
         "member", get_bargain, reply=BargainView, params=(_BARGAIN,), errors={404: ("not_found",)}, kind="read",
+    ),
+    Route(
+        "get", "/v1/admin/games/bargain/report", "bargainReport", "A bargain campaign's anti-collusion report",
+        "Flags, each with the numbers behind it: help rings (members who helped one another's bargains, every two "
+        f"of them at least {report.RING_MIN} times each way; a group of more than {report.RING_MAX} is listed by its "
+        f"size and busiest members), owners helped mostly by new members (at least {report.MIN_HELPS} helps, "
+        f"{float(report.NEW_SHARE):.0%} or more by members new when they helped), and devices (or addresses, by the "
+        f"hash the shop passes) with {report.DEVICE_DAY_HELPS} helps or more today. Read from counters kept as helps "
+        "apply (statistics: a help whose count was lost, or that the sweep finished, is missing), at most "
+        f"{report.TOP_PAIRS} pairs and {report.TOP_OWNERS} owners and devices: its cost does not grow with the "
+        "bargains played. A member's helps a day are capped exactly (the campaign's `helps_per_day`), and a "
+        f"device's helps of one bargain ({DEVICE_HELPS}); a device's helps a day across bargains are not capped "
+        "(that would be a check in another slot before every help): this list flags heavy devices instead.",
+        "admin", get_report, reply=BargainReport, params=(_CAMPAIGN,),
+        errors={404: ("not_found",), 422: ("invalid",)}, kind="read",
     ),
 )

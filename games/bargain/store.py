@@ -7,9 +7,15 @@
   Its close job (``bargain_close``) goes into the scheduler in the same chain, before the start.
 - **Help**: the object takes the help's units and cut (refusing a closed or expired bargain, a
   second help by the same member, a device past its cap) and opens an entry naming the helper's
-  step and the owner's (``plans``); ``engine.crossing`` applies them, then settles or releases.
-  The helper's daily quota is the helper's step: refused, the help is released (its units and
-  cents given back to the bargain), and the helper told ``helper_quota``.
+  step and the owner's (``plans``), its decision carrying the round's item and floor (the owner's
+  reward is the terms the bargain started under); ``engine.crossing`` applies them, then settles
+  or releases. The helper's daily quota is the helper's step: refused, the help is released (its
+  units and cents given back to the bargain), and the helper told ``helper_quota``. The quota and
+  a new member's units are the programme's now (they are the helper's day, not the bargain's), so
+  a bargain whose campaign has left the programme takes no more helps (``campaign_removed``); its
+  close job still expires it. A help that applied is counted for the anti-collusion report
+  (``report.count_help``: one script call, sent without waiting but for the first of each minute;
+  statistics, a count lost on a crash is not made good).
 - **Close**: at the bargain's expiry its job asks the object to close the round (not when it
   reached its floor, not while a help is pending: then it runs again later), and tells the owner.
 """
@@ -21,6 +27,7 @@ import secrets
 from typing import Any, NamedTuple
 
 import msgpack
+from redis.exceptions import RedisError
 
 from engine import ids
 from engine.config import CompiledProgram
@@ -28,12 +35,13 @@ from engine.crossing import EntryState, ObjectRef, entry_key, pack_steps, with_d
 from engine.errors import NotFound, Refused
 from engine.jobs import Job, job_id, jobs_key, shard_of
 from engine.operations import Operation, fingerprint, member_plan, pack_effect
-from engine.plugins import Context
+from engine.plugins import Context, section_entry
 from engine.scripts import Command
 from engine.store import OpResult, OpStatus
 from games.bargain.config import Campaign, Campaigns
 from games.bargain.plans import BARGAIN, bargain_id, coupon_terms, helper_step, owner_step, parse_bargain_id
-from games.bargain.rules import prefix_sums, unit_cuts
+from games.bargain.report import count_help
+from games.bargain.rules import new_member, prefix_sums, unit_cuts
 
 CLOSE = "bargain_close"  #: the job kind that closes a bargain at its expiry
 HOUR_MS = 3_600_000
@@ -58,6 +66,7 @@ class Round(NamedTuple):
     used: int
     taken: int
     helps: list[tuple[str, int, int]]  # (helper, cut, at ms)
+    item: str  # the catalog item the bargain is for: its record's, the terms it started under
 
     @property
     def current(self) -> int:
@@ -81,11 +90,7 @@ def object_keys(ctx: Context, obj: ObjectRef) -> list[str]:
 
 
 def campaign_of(program: CompiledProgram, name: str) -> Campaign:
-    section = program.games.get(BARGAIN)
-    campaign = section.root.get(name) if isinstance(section, Campaigns) else None
-    if campaign is None:
-        raise NotFound("no such bargain campaign in the programme", field="campaign")
-    return campaign
+    return section_entry(program, BARGAIN, Campaigns, name, "bargain campaign", "campaign")
 
 
 async def start(ctx: Context, program: CompiledProgram, name: str, owner: str, now_ms: int) -> tuple[bool, str]:
@@ -125,10 +130,22 @@ async def view(ctx: Context, value: str) -> Round:
     reply = await ctx.runner.call(ctx.crossing.script(BARGAIN), object_keys(ctx, obj), ["view", round_])
     if not reply:
         raise NotFound("no such bargain", field="bargain")
-    price, floor, units, started, expires, program_hash, closed, prefix, seed, _ = msgpack.unpackb(reply[0], raw=False)
+    price, floor, units, started, expires, program_hash, closed, prefix, seed, item = msgpack.unpackb(reply[0], raw=False)
     helps = [msgpack.unpackb(h, raw=False) for h in reply[3:]]
     return Round(value, name, owner, price, floor, units, started, expires, program_hash, bool(closed), prefix, seed,
-                 int(reply[1]), int(reply[2]), [(h[1], h[2], h[4]) for h in helps])
+                 int(reply[1]), int(reply[2]), [(h[1], h[2], h[4]) for h in helps], item)
+
+
+async def campaign_for_help(ctx: Context, program: CompiledProgram, value: str) -> Campaign:
+    """The campaign of the bargain ``value`` in ``program``: a bargain whose campaign has left the
+    programme is refused ``campaign_removed`` (409, nothing written), one that never was is a 404."""
+    name, _, _ = parse(value)
+    section = program.games.get(BARGAIN)
+    campaign = section.root.get(name) if isinstance(section, Campaigns) else None
+    if campaign is not None:
+        return campaign
+    await view(ctx, value)  # no such bargain: 404 naming it
+    raise Refused("campaign_removed", _REASONS["campaign_removed"], field="bargain")
 
 
 class HelpRequest(NamedTuple):
@@ -139,21 +156,25 @@ class HelpRequest(NamedTuple):
     weight: int  # units the help takes: more for a new member when the campaign says so
     device: str  # a hash of the helper's device or address, "" when the shop passed none
     device_cap: int
+    #: Whether the helper is new (``rules.new_member``), when the caller read it for the weight;
+    #: None: ``help_`` reads it for the report, only for a help the object took, beside its steps.
+    is_new: bool | None = None
 
 
 async def help_(ctx: Context, program: CompiledProgram, request: HelpRequest) -> OpResult:
-    """One help end to end; refusals come back as ``Refused`` (nothing written) or ``REFUSED``."""
+    """One help end to end; refusals come back as ``Refused`` (nothing written) or ``REFUSED``.
+    The owner's reward is decided by the object from the round's record; the quota is the
+    programme's now; the packed ``coupon_terms`` are only the validity's fallback (``plans.reward_of``)."""
     name, round_, owner = parse(request.bargain)
     if owner == request.helper:
         raise Refused("own_bargain", "a member cannot help their own bargain", field="bargain")
-    campaign = campaign_of(program, name)
+    campaign = await campaign_for_help(ctx, program, request.bargain)
     obj = object_of(name, owner)
     day, day_end = program.calendar.day(request.at_ms)
     steps = (helper_step(request.bargain, request.helper, request.op_id, request.at_ms, day, day_end,
                          campaign.helps_per_day),
              owner_step(request.bargain, owner, request.helper, request.op_id, request.at_ms,
                         coupon_terms(program, campaign.item, campaign.floor_cents)))
-    opened_at = asyncio.get_running_loop().time()
     reply = await ctx.crossing.open(obj, request.at_ms, [
         "help", entry_key(request.helper, request.op_id), request.at_ms, round_, request.helper, request.weight,
         pack_steps(steps), request.device, request.device_cap,
@@ -168,9 +189,28 @@ async def help_(ctx: Context, program: CompiledProgram, request: HelpRequest) ->
         state, reason = EntryState(int(reply[1])), _text(reply[2])
         retry = with_decided(steps, (0, 0, 0))
         return _renamed((await ctx.crossing.answer_existing(program, state, reason, retry, request.at_ms)).result)
-    decided = with_decided(steps, (int(reply[1]), int(reply[6]), int(reply[5])))  # as the entry records it
-    outcome = await ctx.crossing.finish(program, obj, decided, request.at_ms, opened_now=True, opened_at=opened_at)
+    # (cut, price after it, reached, item, floor): as the entry records it, for the sweep to plan alike
+    decided = with_decided(steps, (int(reply[1]), int(reply[6]), int(reply[5]), _text(reply[7]), int(reply[8])))
+    joined = None
+    if request.is_new is None:  # read beside the member steps: no wait of its own
+        joined = asyncio.ensure_future(ctx.members.joined_at_ms(request.helper))
+        joined.add_done_callback(_retrieved)
+    outcome = await ctx.crossing.finish(program, obj, decided, request.at_ms, opened_now=True)
+    if outcome.result.status is OpStatus.APPLIED:
+        is_new = request.is_new
+        if joined is not None:
+            try:
+                is_new = new_member(await joined, request.at_ms, campaign.new_member_days)
+            except (RedisError, OSError):
+                is_new = None  # not counted: statistics
+        if is_new is not None:
+            await count_help(ctx, program, name, request.helper, owner, is_new, request.device, request.at_ms)
     return _renamed(outcome.result)
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()  # retrieved: a read nobody awaited (the help failed) logs nothing
 
 
 _REASONS = {
@@ -179,6 +219,7 @@ _REASONS = {
     "expired": "this bargain has expired",
     "already_helped": "this member has helped this bargain already",
     "device_limit": "this device has helped this bargain as often as it may",
+    "campaign_removed": "this bargain's campaign is no longer in the programme: it takes no more helps",
 }
 
 

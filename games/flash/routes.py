@@ -12,9 +12,9 @@ from typing_extensions import TypedDict
 from engine import ids
 from engine.config import CompiledProgram
 from engine.crossing import ObjectRef
-from engine.errors import NotFound, Refused
+from engine.errors import Refused
 from engine.operations import request_object
-from engine.plugins import Answer, GameCall, Link, Route, epoch_ms, name_param, require_open, window
+from engine.plugins import Answer, GameCall, Link, Route, epoch_ms, name_param, require_open, window, section_entry
 from engine.redemptions import claim_unit
 from games.flash.config import FlashSales, Sale
 from games.flash.plans import FLASH, claim_step
@@ -49,11 +49,7 @@ class SaleView(TypedDict):
 
 
 def sale_of(program: CompiledProgram, name: str) -> Sale:
-    section = program.games.get("flash")
-    sale = section.root.get(name) if isinstance(section, FlashSales) else None
-    if sale is None:
-        raise NotFound("no such flash sale in the programme", field="sale")
-    return sale
+    return section_entry(program, "flash", FlashSales, name, "flash sale", "sale")
 
 
 async def post_claim(call: GameCall) -> Answer:

@@ -12,9 +12,8 @@ from typing_extensions import TypedDict
 from engine import ids
 from engine.config import CompiledProgram, item_field
 from engine.crossing import ObjectRef
-from engine.errors import NotFound
 from engine.operations import request_object
-from engine.plugins import Answer, Context, GameCall, Link, Route, Window, epoch_ms, name_param, require_open, window
+from engine.plugins import Answer, Context, GameCall, Link, Route, Window, epoch_ms, name_param, require_open, window, section_entry
 from games.lottery.config import PPM, Wheel, Wheels
 from games.lottery.plans import LOTTERY, spin_item
 from games.lottery.rules import draw, released
@@ -59,11 +58,7 @@ class WheelState(TypedDict):
 
 
 def wheel_of(program: CompiledProgram, name: str) -> Wheel:
-    section = program.games.get(LOTTERY)
-    wheel = section.root.get(name) if isinstance(section, Wheels) else None
-    if wheel is None:
-        raise NotFound("no such wheel in the programme", field="wheel")
-    return wheel
+    return section_entry(program, LOTTERY, Wheels, name, "wheel", "wheel")
 
 
 def available(program: CompiledProgram, wheel: Wheel, stock: int | None, now_ms: int) -> int:

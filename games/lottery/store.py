@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import NamedTuple
 
 from prometheus_client import Counter
@@ -50,7 +49,6 @@ async def spin(crossing: Crossing, program: CompiledProgram, wheel: Wheel, reque
                                   request.at_ms)
     obj = ObjectRef(LOTTERY, request.wheel)
     budget = -1 if wheel.budget is None else wheel.budget
-    opened_at = asyncio.get_running_loop().time()
     reply = await crossing.open(obj, request.at_ms, [
         "spin", entry_key(request.member, request.op_id), request.at_ms,
         request.drawn.name, request.drawn.cost, request.available, pack_steps([drawn_step]),
@@ -66,7 +64,7 @@ async def spin(crossing: Crossing, program: CompiledProgram, wheel: Wheel, reque
         return (await crossing.answer_existing(program, state, reason, [drawn_step], request.at_ms)).result
     given_fallback = int(reply[1]) == 1
     step = fallback_step if given_fallback else drawn_step
-    outcome = await crossing.finish(program, obj, [step], request.at_ms, opened_now=True, opened_at=opened_at)
+    outcome = await crossing.finish(program, obj, [step], request.at_ms, opened_now=True)
     if outcome.result.status is OpStatus.APPLIED:
         PRIZES.labels(request.wheel, step.terms[1], "true" if given_fallback else "false").inc()
     return outcome.result

@@ -2,8 +2,9 @@
 
 A game declares its routes as data with handlers over a ``GameCall``; this module does what
 every route of the service does around them, in one place: the credential the route names,
-admission, the JSON body, the path parameters checked as ids, the error mapping, and the answer
-of a member operation (``{"results": [...]}``, 409 for a refusal or a conflict).
+admission, the JSON body, the path parameters (and the query parameters it declares) checked as
+ids, the error mapping, and the answer of a member operation (``{"results": [...]}``, 409 for a
+refusal or a conflict).
 
 Its endpoints are called straight from ``realtime/app.py``'s fast path (``is_game_endpoint``),
 past Starlette's router and middlewares, like the award path: a game's crowd (a flash sale's
@@ -51,6 +52,9 @@ def _endpoint(route: Route) -> Callable[[Request], Awaitable[Response]]:
     names = _PARAM.findall(route.path)
     # Each path parameter is checked as an id, up to its declared length (a name by default).
     lengths = {p.name: int(p.schema.get("maxLength", ids.NAME_MAX)) for p in route.params if p.where == "path"}
+    # The query parameters the route declares, checked alike, in ``params`` when given (the
+    # handler answers a required one missing).
+    queries = {p.name: int(p.schema.get("maxLength", ids.NAME_MAX)) for p in route.params if p.where == "query"}
     kind = Kind.AWARD if route.kind == "award" else Kind.READ
 
     async def endpoint(request: Request) -> Response:
@@ -78,6 +82,9 @@ def _endpoint(route: Route) -> Callable[[Request], Awaitable[Response]]:
         else:
             svc.auth.admin(authorization)
         params = {name: ids.check_id(request.path_params[name], name, lengths.get(name, ids.NAME_MAX)) for name in names}
+        if queries:
+            given = request.query_params
+            params.update({name: ids.check_id(given[name], name, n) for name, n in queries.items() if name in given})
         body: Any = None
         if route.method == "post" and (chunked or (length is not None and length != b"0")):
             body = await read_json(request, MAX_BODY)  # no body at all is a body of None

@@ -597,7 +597,7 @@ def test_a_games_section_is_checked_by_its_game(compile_toml) -> None:
     problems = {(p.path, p.reason) for p in caught.value.problems}
     paths = {path for path, _ in problems}
     assert "games.checkin.makeup_cards_cap" in paths
-    assert ("games.roulette", "no game 'roulette' is installed (installed: bargain, checkin, flash, lottery)") in problems
+    assert ("games.roulette", "no game 'roulette' is installed (installed: bargain, cards, checkin, flash, lottery)") in problems
     fixed = broken.replace("makeup_cards_cap = -1", "makeup_cards_cap = 3").replace("\n[games.roulette]\nspins = 3\n", "")
     with pytest.raises(ConfigError) as caught:
         compile_toml(fixed)

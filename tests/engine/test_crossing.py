@@ -190,3 +190,71 @@ def test_the_settles_of_a_turn_go_to_their_object_in_one_call(engine, compile_to
             assert (await redeem(e, store, "m-0", "r-1")).status is OpStatus.DUPLICATE
 
     asyncio.run(run())
+
+
+def test_a_stalled_request_finding_its_step_applied_by_the_sweep_settles_it(engine, compile_toml) -> None:
+    """The sweep applied the step of a stalled request but had not decided yet; the request then
+    finds its own step a duplicate. Past half the grace since the entry's time that duplicate is
+    the entry's own step (not an earlier operation's under the same id): the entry is settled, the
+    member keeps the mug once, and the unit stays sold (released, the unit would be sold twice)."""
+
+    async def run() -> None:
+        async with engine(program_=shop(compile_toml, mug_stock=1)) as e:
+            store = store_of(e)
+            await pay(e, "m-1", 500)
+            r = record(e, "m-1", "r-1")
+            assert (await store.reserve(r, 1, e.now_ms)).status is Reserve.RESERVED
+            from engine.redeem import plan_redeem_member, redemption_step
+
+            assert (await e.store.apply(plan_redeem_member(e.program, r, e.now_ms), e.program)).status is OpStatus.APPLIED
+            late = crossing_of(e, e.now_ms + DUE_MS)
+            outcome = await late.finish(e.program, MUG, [redemption_step(r)], e.now_ms, opened_now=True)
+            assert (outcome.state, outcome.result.status) == (EntryState.SETTLED, OpStatus.DUPLICATE)
+            assert await sold(e) == 1 and await outbox(e) == (0, 0)
+            assert await e.balance("m-1") == 400 and await e.coupons("m-1") == ["mug"]
+
+    asyncio.run(run())
+
+
+def test_the_steps_waiting_on_an_intent_whose_sender_was_cancelled_send_it_again(engine, compile_toml) -> None:
+    """The first step of a second carries the second's intent; the others wait for its reply. The
+    first is cancelled (its client went away) before the reply: the others do not wait forever,
+    they send the intent themselves, and the sweep's job for the second is there."""
+
+    async def run() -> None:
+        async with engine(program_=shop(compile_toml)) as e:
+            store = store_of(e)
+            first = asyncio.create_task(store.reserve(record(e, "m-1", "r-1"), 50, e.now_ms))
+            await asyncio.sleep(0)  # the first is sending the intent and its step
+            others = [asyncio.create_task(store.reserve(record(e, f"m-{i}", "r-1"), 50, e.now_ms)) for i in (2, 3)]
+            await asyncio.sleep(0)  # the others wait on the first's intent
+            first.cancel()
+            done = await asyncio.wait_for(asyncio.gather(*others), 10)  # a guard against a hang, not a speed check
+            assert [d.status for d in done] == [Reserve.RESERVED, Reserve.RESERVED]
+            shard_key = jobs_key(e.keys, shard_of(f"{MUG.kind}.{MUG.id}"))
+            assert await e.redis.zrange(shard_key, 0, -1) == [intent_id(MUG, e.now_ms // WINDOW_MS).encode()]
+
+    asyncio.run(run())
+
+
+def test_a_sweep_behind_more_dead_entries_than_a_batch_still_finishes_the_rest(engine, compile_toml) -> None:
+    """More entries left for an operator (pending past the dedupe retention) than one sweep call
+    reads: the sweep skips them and still finishes the entry behind them."""
+    from engine.crossing import DUE_BATCH
+    from engine.redeem import parse_redeem, redemption_of
+
+    async def run() -> None:
+        async with engine(program_=shop(compile_toml, mug_stock=DUE_BATCH + 10)) as e:
+            store = store_of(e)
+            for i in range(DUE_BATCH + 1):
+                assert (await store.reserve(record(e, f"m-{i}", "r-1"), DUE_BATCH + 10, e.now_ms)).status is Reserve.RESERVED
+            later = e.now_ms + e.program.retention_ms + DAY_MS
+            await pay(e, "late", 500)
+            r = redemption_of(e.program, parse_redeem({"id": "r-1", "item": "mug"}, "late", e.program, later - 60_000))
+            assert (await store.reserve(r, DUE_BATCH + 10, later - 60_000)).status is Reserve.RESERVED
+            await sweep(e, later)
+            assert await e.coupons("late") == ["mug"] and await e.balance("late") == 400
+            assert (await outbox(e))[0] == DUE_BATCH + 1  # the old ones stay pending, for an operator
+            assert intent_id(MUG, e.now_ms // WINDOW_MS) in await dead_jobs(e)
+
+    asyncio.run(run())

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_the_installed_games_are_found_through_entry_points() -> None:
     """The check-in and flash-sale games are installed, as pyproject.toml's lines say, each a Game."""
     games = installed()
-    assert [g.name for g in games] == ["bargain", "checkin", "flash", "lottery"]
+    assert [g.name for g in games] == ["bargain", "cards", "checkin", "flash", "lottery"]
     assert all(isinstance(g, Game) for g in games)
     assert f'[project.entry-points."{ENTRY_POINTS}"]' in (ROOT / "pyproject.toml").read_text()
 

@@ -77,8 +77,10 @@ def shop(compile_toml: Any, mug_stock: int = 50, mug_cost: int = 100) -> Any:
     return compile_toml(SHOP.format(mug_stock=mug_stock, mug_cost=mug_cost))
 
 
-def crossing_of(e: Any) -> Crossing:
-    return Crossing(e.pipeline, e.keys, e.store, {CATALOG: e.scripts.catalog}, {REDEEM: RedeemStep()}, grace_ms=GRACE_MS)
+def crossing_of(e: Any, now_ms: int | None = None) -> Crossing:
+    """The seam as a process sees it at ``now_ms`` (default: the test's now)."""
+    return Crossing(e.pipeline, e.keys, e.store, {CATALOG: e.scripts.catalog}, {REDEEM: RedeemStep()}, grace_ms=GRACE_MS,
+                    clock=ManualClock(e.now_ms if now_ms is None else now_ms))
 
 
 def store_of(e: Any) -> RedemptionStore:
@@ -235,7 +237,8 @@ def test_a_member_step_landing_after_its_release_is_reversed_not_sold_again(engi
 
     async def run() -> None:
         async with engine(program_=shop(compile_toml, mug_stock=1)) as e:
-            store, crossing = store_of(e), crossing_of(e)
+            store = store_of(e)
+            crossing = crossing_of(e, e.now_ms + DUE_MS)  # the stalled request's process, after the sweep
             a = record(e, "m-1", "r-1")
             mug = ObjectRef(CATALOG, "mug")
             assert (await store.reserve(a, 1, e.now_ms)).status is Reserve.RESERVED

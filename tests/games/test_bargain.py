@@ -13,7 +13,7 @@ import pytest
 
 from engine.clock import ManualClock
 from engine.crossing import CROSS, Crossing, ObjectRef, entry_key, pack_steps
-from engine.errors import Refused
+from engine.errors import NotFound, Refused
 from engine.members import MemberStore
 from engine.plugins import Context
 from engine.scheduler import Scheduler
@@ -59,17 +59,20 @@ def program_of(compile_toml: Any, helpers: int = 10, algorithm: str = "schedule"
 
 
 def context_of(e: Any, now_ms: int | None = None) -> Context:
-    crossing = Crossing(e.pipeline, e.keys, e.store, dict(GAME.objects), dict(GAME.steps), grace_ms=GRACE_MS)
-    return Context(e.keys, e.pipeline, e.store, crossing, MemberStore(e.redis, e.keys), e.redis,
-                   ManualClock(e.now_ms if now_ms is None else now_ms), lambda: e.program)
+    clock = ManualClock(e.now_ms if now_ms is None else now_ms)
+    crossing = Crossing(e.pipeline, e.keys, e.store, dict(GAME.objects), dict(GAME.steps), grace_ms=GRACE_MS,
+                        clock=clock)
+    return Context(e.keys, e.pipeline, e.store, crossing, MemberStore(e.redis, e.keys, runner=e.pipeline), e.redis,
+                   clock, lambda: e.program)
 
 
-async def helps(e: Any, ctx: Context, bargain: str, helpers: list[str], at_ms: int | None = None) -> list[Any]:
-    """Every helper's help, sent again (as an app does) while it is answered in_progress."""
+async def helps(e: Any, ctx: Context, bargain: str, helpers: list[str], at_ms: int | None = None,
+                op: str = "h") -> list[Any]:
+    """Every helper's help (id ``<op>-<helper>``), sent again (as an app does) while it is answered in_progress."""
     async def one(helper: str) -> Any:
         while True:
             try:
-                return await help_(ctx, e.program, HelpRequest(bargain, helper, f"h-{helper}", at_ms or e.now_ms, 1, "", 0))
+                return await help_(ctx, e.program, HelpRequest(bargain, helper, f"{op}-{helper}", at_ms or e.now_ms, 1, "", 0))
             except Refused as exc:
                 if exc.code != "in_progress":
                     return exc.code
@@ -158,7 +161,7 @@ def test_a_help_whose_process_died_is_finished_by_the_sweep_with_the_objects_dec
             obj = object_of("teapot", "owner")
             reply = await ctx.crossing.open(obj, e.now_ms, ["help", entry_key("f", "h-1"), e.now_ms, 1, "f", 1,
                                                             pack_steps(steps), "", 0], extra_keys=object_keys(ctx, obj)[3:])
-            assert [int(x) for x in reply] == [1, 9800, 1, 1, 9800, 1, 100]
+            assert list(reply) == [1, 9800, 1, 1, 9800, 1, 100, b"teapot", 100]  # ..., the round's item and floor
             scheduler = Scheduler(e.pipeline, e.keys, e.scripts, e.store, ManualClock(e.now_ms + DUE_MS),
                                   lambda: e.program, tasks={CROSS: ctx.crossing.run_job})
             try:
@@ -252,5 +255,205 @@ def test_the_close_job_closes_its_own_round_when_a_newer_one_started(engine: Any
                 await scheduler.stop()
             assert (await view(ctx, first)).closed and not (await view(ctx, second)).closed
             assert await feed_types(e, "owner") == ["bargain_expired"]
+
+    asyncio.run(run())
+
+
+# --- a round keeps its terms; the view's helps; the anti-collusion report -------------------------
+
+
+def program_changed(compile_toml: Any, helpers: int = 1) -> Any:
+    """The programme after an edit: the teapot campaign now gives a kettle at a 5-yuan floor, and
+    the teapot's coupon is valid 7 days (not 14)."""
+    text = CAMPAIGN.format(helpers=helpers, algorithm="schedule", quota=5)
+    text = text.replace("valid_days = 14", "valid_days = 7").replace('item = "teapot"', 'item = "kettle"')
+    text = text.replace("floor_cents = 100", "floor_cents = 500")
+    return compile_toml(text + '\n[catalog.kettle]\ntitle = "A kettle"\nvalue_cents = 5000\nvalid_days = 30\n')
+
+
+async def coupon_records(e: Any, member: str) -> list[list[Any]]:
+    import msgpack
+
+    return [msgpack.unpackb(r, raw=False) for r in (await e.redis.hgetall(e.keys.member(member).coupons)).values()]
+
+
+def test_the_owners_reward_is_the_rounds_item_at_its_floor_after_the_programme_changed(
+        engine: Any, compile_toml: Any) -> None:
+    """A bargain started on the teapot at 1 yuan keeps those terms when the programme later makes
+    the campaign a kettle at 5 yuan: the help that reaches the floor gives the teapot, its
+    bargain_done says 100 cents, the coupon is valid the teapot's days in the programme now; a
+    help finished by the sweep (steps packed under the new terms) gives the same; GET shows the
+    teapot."""
+
+    async def run() -> None:
+        async with engine(program_=program_of(compile_toml, helpers=1)) as e:
+            ctx = context_of(e)
+            _, first = await start(ctx, e.program, "teapot", "owner", e.now_ms)
+            _, second = await start(ctx, e.program, "teapot", "other", e.now_ms)
+            changed = program_changed(compile_toml)
+            e.program = changed
+            result = await help_(ctx, changed, HelpRequest(first, "f", "h-1", e.now_ms, 1, "", 0))
+            assert result.status is OpStatus.APPLIED
+            await settled(e, "owner")
+            assert await e.coupons("owner") == ["teapot"]
+            [record] = await coupon_records(e, "owner")
+            assert record[5] - record[1] == 7 * 86_400_000  # the teapot's validity in the programme now
+            done = [effect for effect in await feed_effects(e, "owner") if effect[0] == "bargain_done"]
+            assert [d[1]["item"] for d in done] == ["teapot"] and [d[1]["price_cents"] for d in done] == [100]
+            assert (await view(ctx, first)).item == "teapot"
+            # The sweep replans from the entry: the decision carries the round's item and floor.
+            day, end = changed.calendar.day(e.now_ms)
+            steps = (helper_step(second, "g", "h-1", e.now_ms, day, end, 5),
+                     owner_step(second, "other", "g", "h-1", e.now_ms, coupon_terms(changed, "kettle", 500)))
+            obj = object_of("teapot", "other")
+            reply = await ctx.crossing.open(obj, e.now_ms, ["help", entry_key("g", "h-1"), e.now_ms, 1, "g", 1,
+                                                            pack_steps(steps), "", 0], extra_keys=object_keys(ctx, obj)[3:])
+            assert list(reply)[-2:] == [b"teapot", 100]
+            scheduler = Scheduler(e.pipeline, e.keys, e.scripts, e.store, ManualClock(e.now_ms + DUE_MS),
+                                  lambda: changed, tasks={CROSS: ctx.crossing.run_job})
+            try:
+                assert await scheduler.run_due() == 2  # both objects' intents: the first's finds nothing
+            finally:
+                await scheduler.stop()
+            assert await e.coupons("other") == ["teapot"]
+            assert (await verify_all(e.redis, e.keys)).ok
+
+    asyncio.run(run())
+
+
+async def feed_effects(e: Any, member: str) -> list[Any]:
+    import msgpack
+
+    entries = await e.redis.xrange(e.keys.member(member).feed)
+    return [effect for _, fields in entries for effect in msgpack.unpackb(fields[b"d"], raw=False)]
+
+
+def test_a_bargain_whose_campaign_left_the_programme_refuses_helps_cleanly(engine: Any, compile_toml: Any) -> None:
+    """The campaign removed while a round is open: a help is refused campaign_removed (409, naming
+    the bargain), nothing written; a bargain of a campaign that never was is a 404; GET still
+    shows the round with its own item; its close job still expires it."""
+
+    async def run() -> None:
+        async with engine(program_=program_of(compile_toml)) as e:
+            ctx = context_of(e)
+            _, bargain = await start(ctx, e.program, "teapot", "owner", e.now_ms)
+            removed = compile_toml(CAMPAIGN.format(helpers=10, algorithm="schedule", quota=5).split("[games.bargain")[0])
+            e.program = removed
+            with pytest.raises(Refused) as caught:
+                await help_(ctx, removed, HelpRequest(bargain, "f", "h-1", e.now_ms, 1, "", 0))
+            assert (caught.value.code, caught.value.field) == ("campaign_removed", "bargain")
+            with pytest.raises(NotFound) as missing:
+                await help_(ctx, removed, HelpRequest("nope.1.owner", "f", "h-2", e.now_ms, 1, "", 0))
+            assert missing.value.field == "bargain"
+            state = await view(ctx, bargain)
+            assert (state.taken, state.helps, state.item) == (0, [], "teapot")
+            later = e.now_ms + 24 * 3_600_000
+            scheduler = Scheduler(e.pipeline, e.keys, e.scripts, e.store, ManualClock(later + 1),
+                                  lambda: removed, tasks={CLOSE: GAME.tasks[CLOSE](ctx)})
+            try:
+                assert await scheduler.run_due() == 1
+            finally:
+                await scheduler.stop()
+            assert await feed_types(e, "owner") == ["bargain_expired"]
+
+    asyncio.run(run())
+
+
+def test_the_view_lists_a_helper_once_when_a_released_help_was_followed_by_another(
+        engine: Any, compile_toml: Any) -> None:
+    """f's help is released (f's quota of the day spent), f helps again the next day: the view
+    shows f's one help that counts, once, with its cut."""
+
+    async def run() -> None:
+        async with engine(program_=program_of(compile_toml, quota=1)) as e:
+            ctx = context_of(e)
+            _, bargain = await start(ctx, e.program, "teapot", "owner", e.now_ms)
+            _, other = await start(ctx, e.program, "teapot", "other", e.now_ms)
+            assert (await helps(e, ctx, other, ["f"]))[0].status is OpStatus.APPLIED  # f's quota: spent
+            refused = await help_(ctx, e.program, HelpRequest(bargain, "f", "h-2", e.now_ms, 1, "", 0))
+            assert (refused.status, refused.refusal) == (OpStatus.REFUSED, "helper_quota")
+            assert (await helps(e, ctx, bargain, ["g"]))[0].status is OpStatus.APPLIED
+            _, day_end = e.program.calendar.day(e.now_ms)
+            again = await help_(ctx, e.program, HelpRequest(bargain, "f", "h-3", day_end + 1, 1, "", 0))
+            assert again.status is OpStatus.APPLIED
+            cut = next(x["data"]["cut_cents"] for x in again.effects if x["type"] == "bargain_helped")
+            await settled(e, "owner")
+            state = await view(ctx, bargain)
+            assert [(h, c) for h, c, _ in state.helps][-1] == ("f", cut)
+            assert [h for h, _, _ in state.helps] == ["g", "f"]
+            assert sum(c for _, c, _ in state.helps) == state.taken
+
+    asyncio.run(run())
+
+
+async def joined(e: Any, member: str, at_ms: int) -> None:
+    await e.redis.hset(e.keys.member(member).profile, "joined_at_ms", at_ms)
+
+
+def test_the_report_finds_a_ring_new_member_owners_and_heavy_devices_from_counted_helps(
+        engine: Any, compile_toml: Any) -> None:
+    """Three members who helped one another's bargains three times each way are a ring (a fourth
+    who helped one of them once is not in it); an owner helped by five members who joined today is
+    flagged, one helped by five long-standing members is not; a device with three helps today is
+    flagged at a threshold of three; a duplicate help and a refused one count nothing."""
+    from games.bargain import report
+
+    async def run() -> None:
+        async with engine(program_=program_of(compile_toml, helpers=2, quota=20)) as e:
+            ctx = context_of(e)
+            ring = ["a", "b", "c"]
+            for m in [*ring, "d"] + [f"old-{i}" for i in range(5)]:
+                await joined(e, m, e.now_ms - 400 * 86_400_000)
+            for m in [f"new-{i}" for i in range(5)]:
+                await joined(e, m, e.now_ms - 3_600_000)
+            for k in range(3):
+                for owner in ring:
+                    started, bargain = await start(ctx, e.program, "teapot", owner, e.now_ms)
+                    assert started
+                    mates = [m for m in ring if m != owner]
+                    assert [r.status for r in await helps(e, ctx, bargain, mates, op=f"h{k}{owner}")] \
+                        == [OpStatus.APPLIED] * 2
+                    await settled(e, owner)
+            _, a_bargain = await start(ctx, e.program, "teapot", "a", e.now_ms)
+            device = lambda m: "dev-1" if m in ("new-0", "new-1", "d") else ""  # noqa: E731
+            d_help = HelpRequest(a_bargain, "d", "h-d", e.now_ms, 1, device("d"), 0)
+            assert (await help_(ctx, e.program, d_help)).status is OpStatus.APPLIED
+            assert (await help_(ctx, e.program, d_help)).status is OpStatus.DUPLICATE  # counted once
+            e.program = program_of(compile_toml, helpers=10, quota=20)
+            for owner, group in (("fresh", "new"), ("steady", "old")):
+                _, bargain = await start(ctx, e.program, "teapot", owner, e.now_ms)
+                for i in range(5):
+                    m = f"{group}-{i}"
+                    result = await help_(ctx, e.program, HelpRequest(bargain, m, "h-1", e.now_ms, 1, device(m), 0))
+                    assert result.status is OpStatus.APPLIED
+            got = await report.read(ctx, e.program, "teapot", e.now_ms, report.Thresholds(device_day=3))
+            assert got["rings"] == [{
+                "members": ring, "size": 3,
+                "helps": [{"helper": x, "owner": y, "helps": 3} for x in ring for y in ring if x != y]}]
+            assert got["new_member_owners"] == [{"owner": "fresh", "helps": 5, "from_new": 5, "share": 1.0}]
+            assert got["devices"] == [{"device": "dev-1", "helps_today": 3}]
+            assert got["truncated"] == {"pairs": False, "owners": False, "devices": False}
+            raw = await e.redis.hgetall(report.report_keys(ctx, "teapot", "-")[1])
+            counts = {k.decode(): int(v) for k, v in raw.items()}
+            assert (counts["h:a"], counts["h:steady"], counts.get("n:steady", 0)) == (7, 5, 0)  # 3 rounds x 2, d once
+
+    asyncio.run(run())
+
+
+def test_a_refused_help_is_not_counted_for_the_report(engine: Any, compile_toml: Any) -> None:
+    from games.bargain import report
+
+    async def run() -> None:
+        async with engine(program_=program_of(compile_toml, quota=1)) as e:
+            ctx = context_of(e)
+            _, first = await start(ctx, e.program, "teapot", "o-1", e.now_ms)
+            _, second = await start(ctx, e.program, "teapot", "o-2", e.now_ms)
+            assert (await helps(e, ctx, first, ["f"]))[0].status is OpStatus.APPLIED
+            refused = await help_(ctx, e.program, HelpRequest(second, "f", "h-2", e.now_ms, 1, "", 0))
+            assert refused.refusal == "helper_quota"
+            got = await report.read(ctx, e.program, "teapot", e.now_ms, report.Thresholds(ring_min=1, min_helps=1))
+            assert got["rings"] == []
+            raw = await e.redis.zrange(report.report_keys(ctx, "teapot", "-")[0], 0, -1, withscores=True)
+            assert raw == [(b"f>o-1", 1.0)]
 
     asyncio.run(run())

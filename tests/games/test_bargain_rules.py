@@ -428,3 +428,101 @@ def test_the_model_refuses_a_missing_term_and_a_bad_name() -> None:
 
 def test_every_field_is_described() -> None:
     assert all(f.description for f in Campaign.model_fields.values())
+
+
+# --- the anti-collusion report's flags (games/bargain/report.py), pure ------------------------------
+
+from fractions import Fraction  # noqa: E402
+from itertools import combinations  # noqa: E402
+
+from games.bargain.report import Counts, flags, heavy_devices, new_member_owners, rings  # noqa: E402
+
+people = st.sampled_from("abcdefg")
+
+
+@st.composite
+def help_pairs(draw: Any) -> dict[tuple[str, str], int]:
+    """Directed helps among a few members, many of them reciprocal."""
+    out: dict[tuple[str, str], int] = {}
+    for a, b in draw(st.lists(st.tuples(people, people), max_size=30)):
+        if a != b:
+            out[(a, b)] = draw(st.integers(1, 6))
+            if draw(st.booleans()):
+                out[(b, a)] = draw(st.integers(1, 6))
+    return out
+
+
+def mutual_of(pairs: dict[tuple[str, str], int], least: int) -> set[frozenset[str]]:
+    return {frozenset(p) for p, n in pairs.items() if n >= least and pairs.get((p[1], p[0]), 0) >= least}
+
+
+@settings(max_examples=300)
+@given(help_pairs(), st.integers(1, 4))
+def test_rings_are_exactly_the_maximal_groups_helping_each_other_both_ways(
+        pairs: dict[tuple[str, str], int], least: int) -> None:
+    """With groups small enough to split (7 members at most, ``ring_max`` 8): the rings are the
+    maximal sets of two or more in which every two helped each other ``least`` times each way (by
+    brute force over every subset), each listing those helps each way, most helps first."""
+    edges = mutual_of(pairs, least)
+    members = sorted({m for e in edges for m in e})
+    cliques = [set(s) for n in range(2, len(members) + 1) for s in combinations(members, n)
+               if all(frozenset(p) in edges for p in combinations(s, 2))]
+    maximal = {frozenset(c) for c in cliques if not any(c < d for d in cliques)}
+    found = rings(pairs, least, 8)
+    assert {frozenset(r["members"]) for r in found} == maximal and len(found) == len(maximal)
+    for ring in found:
+        assert ring["size"] == len(ring["members"]) and ring["members"] == sorted(ring["members"])
+        assert {(h["helper"], h["owner"]): h["helps"] for h in ring["helps"]} == {
+            (a, b): pairs[(a, b)] for a in ring["members"] for b in ring["members"] if a != b}
+    totals = [sum(h["helps"] for h in r["helps"]) for r in found]
+    assert totals == sorted(totals, reverse=True)
+    assert rings(dict(reversed(list(pairs.items()))), least, 8) == found  # whatever order they were read in
+
+
+def test_a_group_too_large_to_split_is_reported_by_its_size_and_busiest_members() -> None:
+    """A chain of six members, each helping the next three times each way (a group, no clique of
+    three): with ``ring_max`` 3 it is one entry of size 6 listing its three busiest; with 8, five
+    rings of two."""
+    chain = "abcdef"
+    pairs = {(x, y): 3 for a, b in zip(chain, chain[1:]) for x, y in ((a, b), (b, a))}
+    pairs[("c", "d")] = pairs[("d", "c")] = 9  # c and d: the busiest
+    [big] = rings(pairs, 3, 3)
+    assert (big["size"], len(big["members"])) == (6, 3) and set(big["members"]) >= {"c", "d"}
+    assert all(h["helper"] in big["members"] and h["owner"] in big["members"] for h in big["helps"])
+    small = rings(pairs, 3, 8)
+    assert [r["members"] for r in small][0] == ["c", "d"] and len(small) == 5
+    assert rings({("a", "b"): 3, ("b", "a"): 2}, 3) == [] and rings({("a", "a"): 9}, 1) == []
+
+
+@given(st.lists(st.tuples(st.text("xyz", min_size=1, max_size=3), st.integers(1, 30), st.integers(0, 30)), max_size=20),
+       st.integers(1, 10))
+def test_an_owner_is_flagged_exactly_from_the_share_of_helps_by_new_members(
+        owners: list[tuple[str, int, int]], least: int) -> None:
+    owners = [(o, h, min(n, h)) for o, h, n in owners]
+    flagged = new_member_owners(owners, least, Fraction(4, 5))
+    assert sorted((f["owner"], f["helps"], f["from_new"]) for f in flagged) == sorted(
+        (o, h, n) for o, h, n in owners if h >= least and 5 * n >= 4 * h)
+    assert all(abs(f["share"] - f["from_new"] / f["helps"]) < 1e-4 for f in flagged)
+
+
+def test_the_flags_at_their_thresholds() -> None:
+    assert [o["owner"] for o in new_member_owners([("at", 5, 4), ("below", 10, 7), ("few", 4, 4)], 5)] == ["at"]
+    assert heavy_devices([("d1", 19), ("d2", 20), ("d3", 25)], 20) == [
+        {"device": "d3", "helps_today": 25}, {"device": "d2", "helps_today": 20}]
+    report = flags("tea", "2026-01-01", Counts({}, [("o", 5, 5)], [("d", 30)]))
+    assert report["thresholds"]["new_share"] == 0.8 and report["truncated"]["pairs"] is False
+    assert [o["owner"] for o in report["new_member_owners"]] == ["o"] and report["rings"] == []
+
+
+def test_the_owners_reward_is_the_decisions_item_and_floor(compile_toml: Any) -> None:
+    """``plans.reward_of``: the decision's item at its floor, valid as the catalog says now; an
+    item no longer in the catalog: the packed validity; an entry of an earlier build (a decision
+    of three values): the packed terms."""
+    from games.bargain.plans import reward_of
+    from tests.games.test_bargain import program_of
+
+    program = program_of(compile_toml)  # the teapot: valid 14 days
+    packed = ("kettle", 30 * DAY_MS, 500)
+    assert reward_of(program, packed, (5, 100, 1, "teapot", 100)) == ("teapot", 14 * DAY_MS, 100)
+    assert reward_of(program, packed, (5, 100, 1, "gone", 100)) == ("gone", 30 * DAY_MS, 100)
+    assert reward_of(program, packed, (5, 100, 1)) == packed

@@ -4,6 +4,8 @@ finishes a claim whose process died; over HTTP, every refusal is named and GET s
 
 from __future__ import annotations
 
+from engine.clock import ManualClock
+
 import asyncio
 from typing import Any
 
@@ -55,7 +57,8 @@ def program_of(compile_toml: Any, stock: int = 100, limit: int = 1) -> Any:
 
 def crossing_of(e: Any) -> Crossing:
     return Crossing(e.pipeline, e.keys, e.store, {CATALOG: e.scripts.catalog, **GAME.objects},
-                    {REDEEM: RedeemStep(), FLASH: ClaimStep()}, grace_ms=GRACE_MS)
+                    {REDEEM: RedeemStep(), FLASH: ClaimStep()}, grace_ms=GRACE_MS,
+                    clock=ManualClock(e.now_ms))
 
 
 async def claim(e: Any, crossing: Crossing, member: str, op_id: str, now_ms: int | None = None) -> Any:

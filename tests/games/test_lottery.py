@@ -6,6 +6,8 @@ same prize, and the seam's sweep finishes a spin whose process died."""
 
 from __future__ import annotations
 
+from engine.clock import ManualClock
+
 import asyncio
 from collections import Counter
 from typing import Any
@@ -136,7 +138,8 @@ def test_check_refuses_a_wheel_that_cannot_work(compile_toml: Any) -> None:
 
 
 def crossing_of(e: Any) -> Crossing:
-    return Crossing(e.pipeline, e.keys, e.store, dict(GAME.objects), {LOTTERY: SpinStep()}, grace_ms=GRACE_MS)
+    return Crossing(e.pipeline, e.keys, e.store, dict(GAME.objects), {LOTTERY: SpinStep()}, grace_ms=GRACE_MS,
+                    clock=ManualClock(e.now_ms))
 
 
 async def give_spins(e: Any, member: str, n: int) -> None:

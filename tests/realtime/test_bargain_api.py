@@ -1,6 +1,7 @@
 """The bargain over HTTP against a real service: start (201, then 200 with the same bargain while
 it is open), friends help until the floor (the owner's coupon, each help on the owner's feed),
-GET shows the price and the helps, and every refusal is named."""
+GET shows the price and the helps, and every refusal is named. The admin's anti-collusion report
+finds a ring of three friends and an owner helped only by new members, with the numbers."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.realtime.conftest import Service, error_of, member_client, serving_with, unique
+from tests.realtime.conftest import ADMIN_KEY, Service, error_of, member_client, serving_with, unique
 
 EXTRA = """
 [catalog.cup]
@@ -23,6 +24,20 @@ floor_cents = 0
 helpers = 3
 algorithm = "red_packet"
 helps_per_day = 5
+
+[games.bargain.ring]
+title = "Two friends, one free cup"
+item = "cup"
+price_cents = 1000
+helpers = 2
+helps_per_day = 20
+
+[games.bargain.fresh]
+title = "Ten friends, one free cup"
+item = "cup"
+price_cents = 1000
+helpers = 10
+helps_per_day = 20
 """
 
 
@@ -111,3 +126,80 @@ def now_iso() -> str:
     from datetime import datetime, timezone
 
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+LONG_AGO = "2020-01-01T00:00:00+00:00"
+REPORT = "/v1/admin/games/bargain/report"
+
+
+def joined(svc: Service, member: str, when: str) -> None:
+    with svc.client() as shop:
+        assert shop.put(f"/v1/members/{member}", json={"joined_at": when}).status_code in (200, 204)
+
+
+def help_until_applied(svc: Service, helper: str, bargain: str, op_id: str) -> None:
+    """One help, sent again while the bargain's last help is still being applied (in_progress)."""
+    with member_client(svc, helper) as client:
+        for _ in range(50):
+            helped = client.post(f"/v1/games/bargain/{bargain}/help", json={"id": op_id})
+            if helped.status_code != 409 or error_of(helped)["code"] != "in_progress":
+                break
+        assert helped.status_code == 200 and helped.json()["results"][0]["status"] == "applied", helped.text
+
+
+def test_the_report_shows_a_ring_of_three_and_an_owner_helped_only_by_new_members(bargains: Service) -> None:
+    """Three long-standing members each start three bargains in turn, the other two helping each:
+    a ring, three helps each way. An owner helped by five members who joined today is flagged
+    (5 of 5); one helped by five long-standing members is not."""
+    ring = sorted(unique("ring") for _ in range(3))
+    for m in ring:
+        joined(bargains, m, LONG_AGO)
+    for k in range(3):
+        for owner in ring:
+            with member_client(bargains, owner) as me:
+                started = me.post("/v1/games/bargain", json={"campaign": "ring"})
+                assert started.status_code == 201, started.text
+            for helper in ring:
+                if helper != owner:
+                    help_until_applied(bargains, helper, started.json()["id"], f"h-{k}-{owner}")
+    fresh, steady = unique("fresh"), unique("steady")
+    for owner, when in ((fresh, now_iso()), (steady, LONG_AGO)):
+        with member_client(bargains, owner) as me:
+            bargain = me.post("/v1/games/bargain", json={"campaign": "fresh"}).json()["id"]
+        for _ in range(5):
+            helper = unique("helper")
+            joined(bargains, helper, when)
+            help_until_applied(bargains, helper, bargain, "h-1")
+    admin = bargains.client(ADMIN_KEY)
+    got = admin.get(REPORT, params={"campaign": "ring"})
+    assert got.status_code == 200, got.text
+    body = got.json()
+    assert body["campaign"] == "ring"
+    [found] = [r for r in body["rings"] if r["members"] == ring]
+    assert found["size"] == 3
+    assert sorted((h["helper"], h["owner"], h["helps"]) for h in found["helps"]) == [
+        (a, b, 3) for a in ring for b in ring if a != b]
+    assert not any(o["owner"] in ring for o in body["new_member_owners"])
+    flagged = admin.get(REPORT, params={"campaign": "fresh"}).json()["new_member_owners"]
+    assert {"owner": fresh, "helps": 5, "from_new": 5, "share": 1.0} in flagged
+    assert steady not in [o["owner"] for o in flagged]
+    assert body["thresholds"]["ring_min_helps"] == 3 and body["thresholds"]["new_share"] == 0.8
+
+
+def test_the_report_takes_a_known_campaign_and_the_admin_key(bargains: Service) -> None:
+    admin = bargains.client(ADMIN_KEY)
+    with member_client(bargains, unique("m")) as member:
+        cases = [
+            (admin.get(REPORT, params={"campaign": "nope"}), 404, "not_found", "campaign"),
+            (admin.get(REPORT), 422, "invalid", "campaign"),
+            (admin.get(REPORT, params={"campaign": "no/such"}), 422, "invalid", "campaign"),
+            (member.get(REPORT, params={"campaign": "ring"}), 401, "unauthorized", None),
+            (bargains.client().get(REPORT, params={"campaign": "ring"}), 401, "unauthorized", None),
+        ]
+        for response, status, code, field in cases:
+            assert response.status_code == status, response.text
+            assert error_of(response)["code"] == code
+            if field is not None:
+                assert error_of(response)["field"] == field
+    empty = admin.get(REPORT, params={"campaign": "cup"})
+    assert empty.status_code == 200 and empty.json()["devices"] == []

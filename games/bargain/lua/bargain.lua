@@ -16,15 +16,18 @@
 --          returns {1, round} started | {0, round} the round open now (one open bargain at a time)
 --   help   ARGV[2] entry key  ARGV[3] at ms  ARGV[4] round  ARGV[5] helper  ARGV[6] weight (units)
 --          ARGV[7] the member steps (the helper's and the owner's, packed by the caller; the
---          entry records the decision {cut, price after it, reached (0|1)} for them)
+--          entry records the decision {cut, price after it, reached (0|1), item, floor} for them:
+--          the reward is the round's record's item at its floor, the terms it started under)
 --          ARGV[8] device hash ("": none)  ARGV[9] helps a device may give a round (0: no cap)
---          returns {1, cut, units, used, taken, reached (0|1), price after} | {0, state, reason} an entry under
+--          returns {1, cut, units, used, taken, reached (0|1), price after, item, floor} | {0, state, reason} an entry under
 --          this key already | {2, reason} refused, nothing written (bargain_closed | expired |
 --          already_helped | device_limit) | {3} stale
 --   close  ARGV[2] the expiry of the round to close (its job's)  ARGV[3] now ms
 --          returns {1, round} closed now as expired | {0, why} not closed (unknown, done, not yet
 --          expired, already closed, or helps still pending: try again later)
---   view   ARGV[2] round   returns {record, used, taken, helps...} or {} unknown
+--   view   ARGV[2] round   returns {record, used, taken, helps...} or {} unknown: each helper's
+--          latest help still counted (a help released and the same member's help after it: the
+--          list holds both, the view the later one)
 
 local generic = object_action()
 if generic then return generic end
@@ -91,10 +94,10 @@ if action == 'help' then
   take('c:' .. r .. ':' .. helper, cut)
   if device ~= '' then take('d:' .. r .. ':' .. device, 1) end
   local reached = used + w == units and 1 or 0
-  local decided = {cut, rec[1] - taken - cut, reached}
+  local decided = {cut, rec[1] - taken - cut, reached, rec[10] or '', rec[2]}
   entry_open(key, at_ms, ARGV[7], decided)
   redis.call('RPUSH', HELPS, cmsgpack.pack({r, helper, cut, w, at_ms}))
-  return {1, cut, w, used + w, taken + cut, reached, decided[2]}
+  return {1, cut, w, used + w, taken + cut, reached, decided[2], decided[4], decided[5]}
 end
 
 if action == 'close' then
@@ -121,10 +124,17 @@ if action == 'view' then
   local raw = redis.call('HGET', STATE, 's:' .. r)
   if not raw then return {} end
   local out = {raw, counter('used:' .. r), counter('taken:' .. r)}
-  for _, h in ipairs(redis.call('LRANGE', HELPS, 0, -1)) do
-    local help = cmsgpack.unpack(h)
-    if help[1] == r and counter('c:' .. r .. ':' .. help[2]) > 0 then out[#out + 1] = h end
+  -- Newest first, each helper once: a helper's earlier push is a help released before their
+  -- next (a second help needs the first gone), so the latest is the one "c:<r>:<helper>" counts.
+  local list, seen, kept = redis.call('LRANGE', HELPS, 0, -1), {}, {}
+  for i = #list, 1, -1 do
+    local help = cmsgpack.unpack(list[i])
+    if help[1] == r and not seen[help[2]] then
+      seen[help[2]] = true
+      if counter('c:' .. r .. ':' .. help[2]) > 0 then kept[#kept + 1] = list[i] end
+    end
   end
+  for i = #kept, 1, -1 do out[#out + 1] = kept[i] end
   return out
 end
 
