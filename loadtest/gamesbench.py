@@ -14,7 +14,12 @@ token each, verified once per token as an app's is):
   many were first ones;
 - lottery spins: one wheel (one hot key, as a sale), each spin a prize taken from a stock or the
   fallback by the wheel, the member step (a spin spent, the prize given), the settle. Each member
-  is given a million spins first (a login, under a rule the bench's programme adds).
+  is given a million spins first (a login, under a rule the bench's programme adds);
+- bargain helps: over 1,000 bargains, and on one hot bargain at a time;
+- card draws: one campaign (one hot key for its budgets), each draw the member's chances and pity
+  read, a card given by the campaign within its budget, the member step, the settle;
+- card gifts: each member gives the next (a ring) a common card drawn in the row before: the
+  giver's outbox opens the gift, the giver's step, the receiver's step, the settle.
 
 Each run is closed-loop over as many connections as the award path's runs, so its ratio to the
 award path's median (the service's own rate for one event a request, measured in the same run) is
@@ -89,11 +94,29 @@ algorithm = "schedule"
 helps_per_day = 1_000
 duration_hours = 720
 
-# A login (posted once for each bench member before the spins' row) gives a million spins.
+[games.cards.bench]
+title = "Bench: three cards, the common one drawn 998 times in 1,000, pity for the rare one"
+deadline = 2099-01-01T00:00:00+08:00
+pool_cents = 100_000
+pity_draws = 50
+cards = [
+  { name = "a", title = "Common", weight = 998 },
+  { name = "b", title = "Uncommon", weight = 1, daily_budget = 1_000_000_000 },
+  { name = "c", title = "Rare", weight = 1, daily_budget = 1_000_000_000, rare = true },
+]
+
+# A login (posted once for each bench member before the spins' and the draws' rows) gives a
+# million spins and a million draws.
 [rules.bench_spins]
 event = "login"
 grant = "item"
 item = "lottery:bench"
+fixed = 1_000_000
+
+[rules.bench_draws]
+event = "login"
+grant = "item"
+item = "cards:bench"
 fixed = 1_000_000
 """
 MEMBERS = 1_000  #: distinct members calling, a token each
@@ -130,12 +153,13 @@ class GameLoad:
     bargains: int = 0
     target_order: str = "spread"  # "each": one bargain at a time, every member helping it (``LoadSpec``)
     members: int = 0  # members calling, when not ``MEMBERS`` (a bargain's helpers: as many as its units)
+    body_extra: str = ""  # more of the body after the id (``LoadSpec.body_extra``)
 
     def spec(self, **common: Any) -> LoadSpec:
         if self.members:
             common = {**common, "members": self.members}
         return LoadSpec(mode="member", path=self.path, id_body=self.id_body, count_token=APPLIED, seed=self.seed,
-                        targets=self.bargains, target_order=self.target_order, **common)
+                        targets=self.bargains, target_order=self.target_order, body_extra=self.body_extra, **common)
 
 
     def rate(self, result: LoadResult) -> float:
@@ -177,6 +201,13 @@ LOADS: tuple[GameLoad, ...] = (
     GameLoad("bargain helps, one hot", "HTTP bargain helps, req/s (one bargain at a time, its 200 helpers crowding it "
              "over 64 connections, then the next)", "/v1/games/bargain/hot.1.o{n}/help", 0.5, all_applied=True,
              seed=16, bargains=1_000, target_order="each", members=200, campaign="hot", tolerated=(409,)),
+    GameLoad("card draws", f"HTTP card draws, req/s ({MEMBERS:,} members with draws, one campaign: each draw a card "
+             "within its daily budget by the campaign, the draw spent and the card given)",
+             "/v1/games/cards/bench/draw", 0.8, all_applied=True, seed=17, setup_event="login"),
+    GameLoad("card gifts", f"HTTP card gifts, req/s ({MEMBERS:,} members each giving the next a common card drawn in "
+             "the row before: the giver's outbox, the giver's step, the receiver's: three slots)",
+             "/v1/games/cards/bench/gift", 0.5, seed=18, body_extra='"to":"m{next}","card":"a"',
+             rest="the rest card_not_held: a member who had given every card it drew", tolerated=(409,)),
 )
 
 

@@ -65,6 +65,9 @@ class LoadSpec:
     #: at once); "each", every member's request of a round to the same target, the next round to
     #: the next (one hot target at a time: a bargain its helpers crowd).
     target_order: str = "spread"
+    #: Mode "member": more of the body after the id, as JSON members (``"card":"a"``); ``{next}``
+    #: in it is the next member's number (a gift to the next member: a ring).
+    body_extra: str = ""
 
 
 #: The modes whose requests are made as a member (a token each) or for one (the path names it).
@@ -105,6 +108,7 @@ class RequestMaker:
             "Content-Type: application/json\r\nContent-Length: "
         ).encode()
         self._path = spec.path.encode()
+        self._extra = ("," + spec.body_extra).encode() if spec.body_extra else b""
         self._rest = f"Host: {spec.host}:{spec.port}\r\nContent-Type: application/json\r\nContent-Length: ".encode()
         self._tokens: list[bytes] = []
         if spec.mode in ("redeem", "member"):  # a member token each, minted before the clock starts
@@ -137,7 +141,8 @@ class RequestMaker:
                 self._spec.api_key.encode(),
             )
         elif self._spec.mode == "member":
-            body = b'{"id":"%s-c%d"}' % (self._run, seq) if self._spec.id_body else b""
+            extra = self._extra.replace(b"{next}", b"%d" % ((member + 1) % self._spec.members)) if self._extra else b""
+            body = b'{"id":"%s-c%d"%s}' % (self._run, seq, extra) if self._spec.id_body else b""
             path = self._path
             if self._spec.targets:  # each member comes once in every `members` requests: move it on a target each time
                 round_ = seq // self._spec.members

@@ -13,7 +13,7 @@ from engine.operations import request_object
 from engine.plugins import Answer, Context, GameCall, Link, Route, Window, epoch_ms, name_param, require_open, window
 from games.cards import rules
 from games.cards.config import Campaign, Campaigns, draw_item
-from games.cards.plans import CARDS, pity_field
+from games.cards.plans import CARDS, card_field, pity_field
 from games.cards.store import (
     CombineRequest, DrawRequest, GiftRequest, budgets, campaign_keys, campaign_of, combine, draw, gift, holdings,
 )
@@ -173,11 +173,11 @@ async def snapshot(ctx: Context, program: CompiledProgram, member: ids.MemberId)
         return None
     out: dict[str, CardsState] = {}
     for name, terms in section.root.items():
-        held = await holdings(ctx, name, terms, member)
-        (chances,) = await ctx.members.state_fields(member, [item_field(draw_item(name))])
+        *held, chances = await ctx.members.state_fields(member, [*(card_field(name, c) for c in terms.deck),
+                                                                 item_field(draw_item(name))])
         combined = await ctx.redis.hget(campaign_keys(ctx, name)[1], f"cmb:{member}")
-        out[name] = CardsState(cards={c: n for c, n in held.items() if n}, chances=int(chances or 0),
-                               combined=int(combined or 0) > 0)
+        out[name] = CardsState(cards={c: int(n) for c, n in zip(terms.deck, held) if n and int(n)},
+                               chances=int(chances or 0), combined=int(combined or 0) > 0)
     return out
 
 

@@ -82,7 +82,7 @@ class Issued:
 
 ISSUED = Issued()
 #: The split jobs this process has scheduled (a combine schedules its campaign's before its step).
-_SPLITS: set[str] = set()
+_SPLITS: set[tuple[str, str]] = set()
 
 
 async def issued_today(ctx: Context, name: str, terms: Campaign, day: str) -> list[int]:
@@ -273,11 +273,11 @@ async def schedule_split(ctx: Context, name: str, terms: Campaign) -> None:
     """The campaign's split job, due at its deadline: in before the first combine this process sends."""
     deadline = epoch_ms(terms.deadline)
     assert deadline is not None
-    job = split_job_id(name, deadline)
-    if job in _SPLITS:
+    job, key = split_job_id(name, deadline), jobs_key(ctx.keys, shard_of(name))
+    if (key, job) in _SPLITS:
         return
-    await ctx.runner.call(_ZADD, [jobs_key(ctx.keys, shard_of(name))], ["NX", deadline, job])
-    _SPLITS.add(job)
+    await ctx.runner.call(_ZADD, [key], ["NX", deadline, job])
+    _SPLITS.add((key, job))
 
 
 def share_of(terms: Campaign, place: int, sharers: int) -> int:

@@ -19,7 +19,7 @@ import os
 import random
 import time
 import uuid
-from collections import deque
+from collections import Counter, deque
 from typing import Any
 
 import gevent
@@ -36,6 +36,7 @@ RUN = uuid.uuid4().hex[:8]  # event ids of this process never collide with anoth
 _seq = itertools.count(1)
 #: Bargains app members of this process started: the others help them (a share link, as it were).
 BARGAINS: deque[tuple[str, str]] = deque(maxlen=500)  # (bargain id, its owner)
+CARD_PLAYERS: deque[str] = deque(maxlen=500)  # app members who drew a card: whom a gift goes to
 
 
 def kit() -> Kit:
@@ -127,7 +128,8 @@ def _data(kind: str) -> dict[str, Any]:
 
 class AppMember(FastHttpUser):
     """A member with the app open: the live feed, its own awards arriving, a redemption, a check-in,
-    a spin of the wheel and a flash-sale claim now and then."""
+    a spin of the wheel, a flash-sale claim, a bargain (its own, or a help) and collect cards (a
+    draw, a gift, a combine) now and then."""
 
     weight = 1
 
@@ -139,6 +141,8 @@ class AppMember(FastHttpUser):
         self.member = f"app-{RUN}{os.getpid()}-{next(_seq)}"
         self.pending: dict[str, float] = {}  # event id -> when it was posted (monotonic)
         self.started_bargain = False  # its first bargain task starts one; later ones mostly help others'
+        self.cards: Counter[str] = Counter()  # its cards of the five-fu campaign, as its draws and gifts said
+        self.combined = False
         reply = self.client.post("/v1/tokens", json={"member": self.member}, headers=shop_headers(), name="/v1/tokens")
         if reply.status_code != 200:
             raise StopUser()
@@ -289,14 +293,45 @@ class AppMember(FastHttpUser):
                        ("already_helped", "helper_quota", "bargain_closed", "expired"))
 
     @task(1)
+    def cards(self) -> None:
+        """Collect cards (``[games.cards.five-fu]``): an invite (the shop posts it: two draws), a draw,
+        now and then a card given to another card player, and a combine once a set may be held."""
+        invite = {"id": next_id("app-invite"), "member": self.member, "type": "invite", "data": {"invitee": next_id("i")}}
+        with self.client.post("/v1/events", json=invite, headers=shop_headers(), name="/v1/events app invite",
+                              catch_response=True) as r:
+            if r.status_code == 429:
+                r.success()
+                self._shed("/v1/events app invite")
+        reply = self._play("/v1/games/cards/five-fu/draw", {"id": next_id("draw")}, "/v1/games/cards/{campaign}/draw",
+                           ("no_chance", "no_cards_today"))
+        if reply is not None:
+            for effect in reply["results"][0]["effects"]:
+                if effect["type"] == "card_drawn":
+                    self.cards[effect["data"]["card"]] += 1
+            if self.member not in CARD_PLAYERS:
+                CARD_PLAYERS.append(self.member)
+        others = [m for m in CARD_PLAYERS if m != self.member]
+        spare = [card for card, n in self.cards.items() if n > 1]
+        if others and spare and random.random() < 0.3:
+            card = random.choice(spare)
+            if self._play("/v1/games/cards/five-fu/gift", {"id": next_id("gift"), "to": random.choice(others), "card": card},
+                          "/v1/games/cards/{campaign}/gift", ("card_not_held",)) is not None:
+                self.cards[card] -= 1
+        if len(self.cards) >= 5 and not self.combined:
+            if self._play("/v1/games/cards/five-fu/combine", {"id": next_id("combine")},
+                          "/v1/games/cards/{campaign}/combine", ("no_full_set", "already_combined")) is not None:
+                self.combined = True
+
+    @task(1)
     def claim(self) -> None:
         """The flash sale (``[games.flash.member-day]``): most claims meet sold_out once the spike has passed."""
         self._play("/v1/games/flash/member-day/claim", {"id": next_id("claim")}, "/v1/games/flash/{sale}/claim",
                    ("sold_out", "limit_reached", "insufficient_points"))
 
-    def _play(self, path: str, body: dict[str, Any] | None, name: str, refusals: tuple[str, ...]) -> None:
-        """A game's call as the member: 200, a refusal the game names (409 with one of ``refusals``:
-        a member without a spin, a sale sold out), or shed (429); anything else fails."""
+    def _play(self, path: str, body: dict[str, Any] | None, name: str, refusals: tuple[str, ...]) -> Any:
+        """A game's call as the member: 200 (its body returned), a refusal the game names (409 with
+        one of ``refusals``: a member without a spin, a sale sold out), or shed (429); anything else
+        fails. None unless 200."""
         with self.client.post(path, json=body, headers={"authorization": f"Bearer {self.token}"}, name=name,
                               catch_response=True) as r:
             if r.status_code == 429:
@@ -306,6 +341,9 @@ class AppMember(FastHttpUser):
                 r.success()
             elif r.status_code != 200:
                 r.failure(f"HTTP {r.status_code}: {r.text[:200]}")
+            else:
+                return r.json()
+        return None
 
     @task(1)
     def redeem(self) -> None:

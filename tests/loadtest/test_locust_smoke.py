@@ -32,12 +32,13 @@ def test_a_short_rehearsal_passes_and_verifies(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-3000:]
     assert "PASSED" in done.stdout
     assert "| points: balance = lots = ledger" in done.stdout and "\nok: " in done.stdout
+    assert "| games' conservation across members" in done.stdout  # cards: issued == held + in transfer + consumed
     assert (out / "report.html").stat().st_size > 0
     stats = {s.name: s for s in read_stats(out / "locust_stats.csv")}
-    # (A help needs another app member's bargain: with this small a crowd there may be only one
-    # app member, so the help is not required here; the full rehearsal has dozens.)
+    # (A help, and a card's gift, need another app member: with this small a crowd there may be
+    # only one app member, so they are not required here; the full rehearsal has dozens.)
     games = ("POST /v1/me/checkin", "POST /v1/games/lottery/{wheel}/spin", "POST /v1/games/flash/{sale}/claim",
-             "POST /v1/games/bargain")
+             "POST /v1/games/bargain", "POST /v1/games/cards/{campaign}/draw")
     for name in ("POST /v1/events purchase", "POST /v1/events retry", "WS connect", "WS live delivery", "POST /v1/me/redeem",
                  *games):
         assert name in stats and stats[name].requests > 0, (name, sorted(stats))
