@@ -8,6 +8,8 @@ from stored state (daily caps left, the tier multiplier, whether a quest was alr
 
 from __future__ import annotations
 
+import dataclasses
+
 from typing import Any
 
 from engine.config import CompiledProgram, CompiledQuest, CompiledRule, Currency, Predicate, QuestKind
@@ -63,7 +65,10 @@ def plan_award(program: CompiledProgram, event: Event, now_ms: int) -> MemberPla
         amount = data.get("amount", 0)
         record = (type_tag(event.type), amount if isinstance(amount, int) and amount > 0 else 0)
     reverse = _reversal(program, event)
-    return member_plan(program, op, now_ms, grants=tuple(grants), quests=tuple(quests), record=record, reverse=reverse)
+    plan = member_plan(program, op, now_ms, grants=tuple(grants), quests=tuple(quests), record=record, reverse=reverse)
+    if event.type == program.wake_event:  # a dormant member's return earns the wake-up gift
+        plan = dataclasses.replace(plan, wakes=True)
+    return plan
 
 
 def _item_grant(rule: CompiledRule, amount: int, periods: "Periods", retention_ms: int) -> Grant:
@@ -132,6 +137,11 @@ def quest_period(quest: CompiledQuest, periods: "Periods") -> tuple[str, int]:
     return "all", 0
 
 
+def _on_its_day(days: frozenset[str], day: str) -> bool:
+    """Whether the local day "YYYYMMDD" is one of a holiday's days ("MMDD" every year, or the date)."""
+    return day in days or day[4:] in days
+
+
 # Fields of the member's state hash (keys.MemberKeys.state), named in one place.
 def quest_field(quest_id: str, period: str) -> str:
     return f"q:{quest_id}:{period}"
@@ -150,6 +160,8 @@ def _quest_step(quest: CompiledQuest, event: Event, periods: "Periods", retentio
     if quest.starts_ms is not None and event.at_ms < quest.starts_ms:
         return None
     if quest.ends_ms is not None and event.at_ms >= quest.ends_ms:
+        return None
+    if quest.days and not _on_its_day(quest.days, periods.day()[0]):
         return None
     if not matches(quest.where, event.data):
         return None

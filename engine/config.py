@@ -19,9 +19,9 @@ import hashlib
 import re
 import tomllib
 import types
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Literal, NamedTuple, Union, get_args, get_origin
@@ -327,6 +327,101 @@ class Points(_Model):
     )
 
 
+class Webhooks(_Model):
+    """Outreach to the shop's backend (``engine/outreach.py``): each message ("your points expire
+    in 7 days", "happy birthday", "we miss you") is POSTed to ``url``, signed with HMAC-SHA256 over
+    its timestamp and body (the header ``Rekindle-Signature``), retried with exponential backoff and
+    jitter, and kept in a dead list an admin can read and replay after ``max_attempts``. The
+    signing secret is never in the programme (programmes are stored and shown): it is read from the
+    environment variable ``secret_env`` of the processes that send."""
+
+    url: Str = Field(
+        min_length=8, max_length=2048, pattern=r"^https?://[^\s/?#]+[^\s]*$",
+        description="where messages are POSTed: an http:// or https:// URL of the shop's backend")
+    secret_env: Str = Field(
+        "REKINDLE_WEBHOOK_SECRET", min_length=1, max_length=128, pattern=r"^[A-Z_][A-Z0-9_]*$",
+        description="the environment variable holding the signing secret (at least 16 bytes)")
+    timeout_s: float = Field(5.0, ge=0.1, le=60.0, description="how long one delivery attempt may take")
+    max_attempts: Int = Field(12, ge=1, le=50, description="delivery attempts before a message goes to the dead list")
+
+
+class CareMoment(_Model):
+    """A care moment's gift: what it grants, once per occasion, and how it is told."""
+
+    title: Str = Field(min_length=1, max_length=120, description="shown to the member (the `care` effect's title)")
+    rewards: Rewards = Field(Rewards(), description="granted once per occasion")
+    outreach: bool = Field(False, description="also sent to the shop as a signed webhook (needs `[webhooks]`)")
+
+
+class Birthday(CareMoment):
+    """Once a year, on the member's birthday (the profile's `birthday`, MM-DD), in the programme's
+    time zone: on the day, or from the start of its week (Monday) or month."""
+
+    when: Literal["day", "week", "month"] = Field(
+        "day", description='"day": at the start of the birthday; "week": of its week (Monday); "month": of its month. '
+                           "A birthday set or changed within a year grants once that year all the same")
+
+
+class Holiday(CareMoment):
+    """A dated occasion: the member's first qualifying event on one of its days grants its gift,
+    once per day listed (as a daily quest that only runs on those days)."""
+
+    days: tuple[Str, ...] = Field(
+        min_length=1, max_length=366,
+        description='the local days it runs: "MM-DD" every year (Double 11: "11-11") or "YYYY-MM-DD" once (the Spring '
+                    'Festival by date: "2027-02-06")')
+    event: Name = Field(description="the event type whose first event of the day earns it (under `[events]`)")
+
+
+class Referral(_Model):
+    """The inviter (the profile's `referrer`) is rewarded when the invitee joins and again at the
+    invitee's first purchase; a member cannot refer itself or close a loop of referrals."""
+
+    on_join: CareMoment | None = Field(None, description="granted to the referrer when the invitee joins")
+    on_first_purchase: CareMoment | None = Field(
+        None, description="granted to the referrer at the invitee's first purchase: when the invitee completes "
+                          "`first_purchase_quest`")
+    first_purchase_quest: Str = Field(
+        "care.purchase.1", min_length=1, max_length=80,
+        description='the quest whose completion is the first purchase: `care.purchase.1` (`[care.purchases]` at "1") '
+                    "or a quest of the programme (`first_order`)")
+
+
+class Purchases(_Model):
+    """The first and the Nth purchase: each a once-per-member gift at that count of purchase events."""
+
+    event: Name = Field(description="the event type that is a purchase (under `[events]`)")
+    at: dict[str, CareMoment] = Field(
+        min_length=1, max_length=16,
+        description='gifts by purchase count: `at."1"` the first purchase, `at."5"` the fifth')
+
+
+class Dormancy(_Model):
+    """A member inactive for ``after_days`` (no event, no game step of their own) is marked dormant:
+    a ``care`` effect ("we miss you", and the webhook when ``outreach``), and the wake-up offer: the
+    member's next ``return_event`` (a purchase) ends the dormancy with the ``wake_up`` gift, once."""
+
+    after_days: Int = Field(ge=7, le=3650, description="days without activity that make a member dormant")
+    title: Str = Field(min_length=1, max_length=120, description='the message when a member becomes dormant ("we miss you")')
+    outreach: bool = Field(False, description="also sent to the shop as a signed webhook (needs `[webhooks]`)")
+    return_event: Name = Field(description="the event type whose event by a dormant member is its return (under `[events]`)")
+    wake_up: CareMoment = Field(description="the gift of the return")
+
+
+class Care(_Model):
+    """The care moments (关怀): each grants its gift at most once per occasion, on an operation id
+    derived from the occasion, so running twice, on two processes or across a restart grants once."""
+
+    welcome: CareMoment | None = Field(None, description="a new member: when the profile's `joined_at` is first set, "
+                                                         "or at the `join_event`")
+    join_event: Name | None = Field(None, description="an event type (under `[events]`) that also marks joining")
+    purchases: Purchases | None = Field(None, description="the first and the Nth purchase")
+    birthday: Birthday | None = Field(None, description="once a year, on the member's birthday")
+    holidays: dict[Name, Holiday] = Field(default_factory=dict, max_length=64, description="dated occasions, by name")
+    referral: Referral | None = Field(None, description="the referrer's gifts")
+    dormancy: Dormancy | None = Field(None, description="dormancy and the wake-up gift")
+
+
 class Tier(_Model):
     """A rung of the ladder, reached by lifetime XP."""
 
@@ -408,6 +503,9 @@ class Program(_Model):
         default_factory=dict, max_length=MAX_CATALOG_ITEMS, description="coupons that rewards name, by item name"
     )
     points: Points = Field(Points(), description="how long points live")
+    care: Care = Field(Care(), description="care moments: welcome, purchases, birthday, holidays, referral")
+    webhooks: Webhooks | None = Field(None, description="outreach to the shop's backend as signed webhooks (not "
+                                                        "set: messages go to members' live feeds only)")
     games: dict[Name, Any] = Field(
         default_factory=dict,
         description="the games of the programme, by game: `[games.<game>]`, each checked by its game's own "
@@ -525,6 +623,9 @@ def _item_check(program: Program, unchecked: set[str]) -> list[tuple[str, str]]:
     for qid, quest in program.quests.items():
         for name in quest.rewards.items:
             check(f"quests.{qid}.rewards.items.{name}", name)
+    for path, rewards in _rewards_in(program.care, "care"):
+        for name in rewards.items:
+            check(f"{path}.items.{name}", name)
     for game, section in program.games.items():  # a game's own rewards (a wheel's prizes, streak days)
         for path, rewards in _rewards_in(section, f"games.{game}"):
             for name in rewards.items:
@@ -967,7 +1068,87 @@ def _cross_check(p: Program, dropped: dict[str, set[str]] | None = None) -> list
             and quest.starts >= quest.ends
         ):
             out.append((f"{path}.ends", "must be after starts"))
+    out += _care_check(p, gone)
     return out
+
+
+def _care_check(p: Program, gone: Callable[[str, str], bool]) -> list[tuple[str, str]]:
+    """``[care]``: the event types it names exist, purchase counts are whole numbers, holiday days
+    are real days, the referrer's first-purchase gift has a first purchase to follow, and the
+    rewards' coupons exist."""
+    out: list[tuple[str, str]] = []
+    care = p.care
+
+    def event(path: str, name: str | None) -> None:
+        if name is not None and name not in p.events and not gone("events", name):
+            out.append((path, f"no event type {name!r} is declared under [events]"))
+
+    def coupons(path: str, moment: CareMoment | None) -> None:
+        for i, coupon in enumerate(moment.rewards.coupons if moment is not None else ()):
+            if coupon not in p.catalog and not gone("catalog", coupon):
+                out.append((f"{path}.rewards.coupons[{i}]", f"no catalog item {coupon!r}"))
+
+    event("care.join_event", care.join_event)
+    if care.dormancy is not None:
+        event("care.dormancy.return_event", care.dormancy.return_event)
+        coupons("care.dormancy.wake_up", care.dormancy.wake_up)
+    coupons("care.welcome", care.welcome)
+    if care.purchases is not None:
+        event("care.purchases.event", care.purchases.event)
+        for key, moment in care.purchases.at.items():
+            if not (key.isdigit() and 1 <= int(key) <= 1_000_000 and str(int(key)) == key):
+                out.append((f"care.purchases.at.{key}", "must be a purchase count from 1 to 1000000, such as \"5\""))
+            coupons(f"care.purchases.at.{key}", moment)
+    coupons("care.birthday", care.birthday)
+    for name, holiday in care.holidays.items():
+        event(f"care.holidays.{name}.event", holiday.event)
+        coupons(f"care.holidays.{name}", holiday)
+        for i, day in enumerate(holiday.days):
+            if holiday_day(day) is None:
+                out.append((f"care.holidays.{name}.days[{i}]", f"{day!r} is not a day: MM-DD (every year) or YYYY-MM-DD"))
+    if care.referral is not None:
+        coupons("care.referral.on_join", care.referral.on_join)
+        coupons("care.referral.on_first_purchase", care.referral.on_first_purchase)
+        quest = care.referral.first_purchase_quest
+        known = quest in p.quests or (quest == "care.purchase.1" and care.purchases is not None and "1" in care.purchases.at)
+        if care.referral.on_first_purchase is not None and not known and not gone("quests", quest):
+            out.append(("care.referral.first_purchase_quest",
+                        f"no quest {quest!r}: name a quest of [quests], or give [care.purchases] at.\"1\""))
+    return out
+
+
+def _care_quests(program: Program, items: dict[str, Item]) -> list[CompiledQuest]:
+    """The care moments the award path grants, as quests: each purchase count a ``once`` quest
+    (``care.purchase.<n>``), each holiday a ``daily`` quest of target 1 that runs on its days only
+    (``care.holiday.<name>``); their completion is the quest's, once per member (per holiday day)."""
+    care, out = program.care, []
+    if care.purchases is not None:
+        for key, moment in sorted(care.purchases.at.items(), key=lambda kv: int(kv[0])):
+            out.append(CompiledQuest(
+                id=f"care.purchase.{key}", title=moment.title, kind=QuestKind.ONCE, event=care.purchases.event,
+                target=int(key), sum_field=None, where=(), starts_ms=None, ends_ms=None, rewards=moment.rewards,
+                coupons=_coupons(program, moment.rewards), items=_item_lines(items, moment.rewards)))
+    for name, holiday in care.holidays.items():
+        out.append(CompiledQuest(
+            id=f"care.holiday.{name}", title=holiday.title, kind=QuestKind.DAILY, event=holiday.event, target=1,
+            sum_field=None, where=(), starts_ms=None, ends_ms=None, rewards=holiday.rewards,
+            coupons=_coupons(program, holiday.rewards), items=_item_lines(items, holiday.rewards),
+            days=frozenset(d for d in map(holiday_day, holiday.days) if d is not None)))
+    return out
+
+
+def holiday_day(value: str) -> str | None:
+    """A holiday's day as the planner matches it: "MMDD" every year or "YYYYMMDD" once; None for
+    no real day (02-29 is a day: it comes in leap years)."""
+    match = re.fullmatch(r"(?:(\d{4})-)?(\d{2})-(\d{2})", value)
+    if match is None:
+        return None
+    year, month, day = match.groups()
+    try:
+        date(int(year or 2024), int(month), int(day))
+    except ValueError:
+        return None
+    return (year or "") + month + day
 
 
 def _operands(cond: Condition) -> list[tuple[str, tuple[Any, ...]]]:
@@ -1055,6 +1236,9 @@ class CompiledQuest:
     rewards: Rewards
     coupons: tuple[tuple[str, int], ...]  # (catalog item, valid ms): what the member script grants
     items: tuple[ItemLine, ...] = ()  # the counted items it grants, as member.lua's inventory lines
+    #: A holiday's (``[care.holidays]``): the local days it runs, "MMDD" every year or "YYYYMMDD";
+    #: empty: every day of its window.
+    days: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -1083,6 +1267,13 @@ class CompiledProgram:
     coupon_history_ms: int = 90 * DAY_MS
     #: Event types some refund type ``reverses``: their operations keep a grant record.
     refundable: frozenset[str] = frozenset()
+    #: Event types whose applied events the care moments look at after the award (the join event,
+    #: the event of the referral's first-purchase quest): every other event costs one set lookup.
+    care_events: frozenset[str] = frozenset()
+    #: The dormancy's wake-up gift as member.lua's ARGV[5] (b"": no dormancy), and its return event.
+    wake_packed: bytes = b""
+    wake_event: str = ""
+    dormancy_ms: int = 0  # inactivity that makes a member dormant (0: no dormancy)
 
     @property
     def name(self) -> str:
@@ -1142,6 +1333,9 @@ def compile_program(program: Program, source: bytes) -> CompiledProgram:
         )
         quests[q.event].append(cq)
         all_quests.append(cq)
+    for cq in _care_quests(program, items):
+        quests[cq.event].append(cq)
+        all_quests.append(cq)
     # Flat, so the script unpacks one table a call; the rewards only when a member climbs.
     tiers_packed = msgpack.packb([x for t in program.tiers for x in (t.id, t.xp, round(t.points_multiplier * 1000))])
     # A tier's items, a 4th element, only when it grants some: the script reads none for the others.
@@ -1171,7 +1365,27 @@ def compile_program(program: Program, source: bytes) -> CompiledProgram:
         ledger_keep_ms=program.points.ledger_keep_days * DAY_MS,
         coupon_history_ms=info.coupon_history_days * DAY_MS,
         refundable=frozenset(et.reverses for et in program.events.values() if et.reverses is not None),
+        care_events=_care_events(program, all_quests),
+        wake_packed=_wake_packed(program, items),
+        wake_event=program.care.dormancy.return_event if program.care.dormancy is not None else "",
+        dormancy_ms=program.care.dormancy.after_days * DAY_MS if program.care.dormancy is not None else 0,
     )
+
+
+def _wake_packed(program: Program, items: dict[str, Item]) -> bytes:
+    dormancy = program.care.dormancy
+    if dormancy is None:
+        return b""
+    r = dormancy.wake_up.rewards
+    return msgpack.packb([r.xp, r.points, [list(c) for c in _coupons(program, r)], *_packed_items(items, r)])
+
+
+def _care_events(program: Program, quests: Sequence[CompiledQuest]) -> frozenset[str]:
+    care = program.care
+    out = {care.join_event} if care.join_event is not None else set()
+    if care.referral is not None and care.referral.on_first_purchase is not None:
+        out |= {q.event for q in quests if q.id == care.referral.first_purchase_quest}
+    return frozenset(out)
 
 
 def _coupons(program: Program, rewards: Rewards) -> tuple[tuple[str, int], ...]:

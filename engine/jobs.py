@@ -38,6 +38,7 @@ log = logging.getLogger("rekindle.jobs")
 SHARDS = 16
 
 EXPIRE = "expire"
+DORMANCY = "dormancy"  #: a member's dormancy job (engine/care.py): moved later while the member is active
 
 
 class Job(NamedTuple):
@@ -202,3 +203,54 @@ class ExpiryJobs:
             self._scheduled[key] = None
             if len(self._scheduled) > self._size:
                 self._scheduled.popitem(last=False)
+
+
+def dormancy_job_id(member: str) -> str:
+    """The member's one dormancy job: moved later while the member is active, gone once it has
+    marked the member dormant, scheduled again by the member's return."""
+    return job_id(DORMANCY, member, 0)
+
+
+class DormancyJobs:
+    """The ``dormancy`` job of each member, scheduled before the first activity of theirs this
+    process applies (chained before the member call, as the expire jobs are): ``NX``, so a job
+    already waiting keeps its time. The job moves itself later when it finds the member active
+    since (``engine/care.py``), so activity costs no call once a member is known to the process:
+    the award path stays one script call. Forgotten past ``SCHEDULED_CACHE`` members (the next
+    activity schedules again: NX, harmless)."""
+
+    def __init__(self, keys: Keys, size: int = SCHEDULED_CACHE) -> None:
+        self._keys = keys
+        self._size = size
+        self._known: OrderedDict[str, None] = OrderedDict()
+
+    def pair(self, plan: MemberPlan, program: CompiledProgram) -> list[Any] | None:
+        """(due ms, job id) the plan needs scheduled first, or None."""
+        if not program.dormancy_ms:  # the usual programme: one attribute read
+            return None
+        member = plan.op.member
+        if member in self._known or plan.op.id.startswith(ids.DERIVED_PREFIX):
+            return None
+        return [plan.args.now_ms + program.dormancy_ms, dormancy_job_id(member)]
+
+    def again(self, plan: MemberPlan, program: CompiledProgram) -> Call:
+        """The job of a member who came back (its ``wake_up``): scheduled anew."""
+        member = plan.op.member
+        return ZADD, [jobs_key(self._keys, shard_of(member))], ["NX", plan.args.now_ms + program.dormancy_ms,
+                                                                 dormancy_job_id(member)]
+
+    def settle(self, plan: MemberPlan, reply: Any) -> None:
+        member = plan.op.member
+        if isinstance(reply, Exception):
+            log.error("could not schedule the dormancy job of member=%s: %s", member, type(reply).__name__)
+            return
+        self._known[member] = None
+        if len(self._known) > self._size:
+            self._known.popitem(last=False)
+
+
+def with_pair(call: Call | None, pair: list[Any], keys: Keys, member: str) -> Call:
+    """``call`` (a ``ZADD NX`` to the member's shard, or None) with one more (due, job) pair."""
+    if call is None:
+        return ZADD, [jobs_key(keys, shard_of(member))], ["NX", *pair]
+    return call[0], call[1], [*call[2], *pair]

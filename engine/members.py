@@ -108,6 +108,12 @@ class MemberStore:
         values = await self._read(_HMGET, self._keys.member(member).state, list(fields))
         return [v.decode() if isinstance(v, bytes) else v for v in values]
 
+    async def profile_fields(self, member: ids.MemberId, fields: Sequence[str]) -> list[str | None]:
+        """Facts of the member's profile as the shop wrote them (``joined_at_ms``, ``birthday``,
+        ``referrer``), read by field: the care moments follow them."""
+        values = await self._read(_HMGET, self._keys.member(member).profile, list(fields))
+        return [v.decode() if isinstance(v, bytes) else v for v in values]
+
     async def joined_at_ms(self, member: ids.MemberId) -> int | None:
         """When the shop says the member joined (``PUT /v1/members/{member}``), or None: a game's
         rule for new members (a bargain's larger cuts) reads it, never the profile's key."""
@@ -126,7 +132,10 @@ class MemberStore:
         """Everything an app shows about one member, as of ``now_ms``."""
         mk = self._keys.member(member)
         periods = Periods(program, now_ms)
-        quest_fields = [(q, *quest_period(q, periods)) for q in program.quests]
+        today = periods.day()[0]
+        # A holiday's quest is shown on its days only (``[care.holidays]``).
+        quest_fields = [(q, *quest_period(q, periods)) for q in program.quests
+                        if not q.days or today in q.days or today[4:] in q.days]
         pipe = self._redis.pipeline(transaction=True)
         pipe.hgetall(mk.profile)
         fields = [quest_field(q.id, period) for q, period, _ in quest_fields]

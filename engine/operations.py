@@ -90,6 +90,8 @@ class MemberArgs(NamedTuple):
     revokes: tuple[str, ...]  # coupon ids to revoke if still unused (a compensation)
     inventory: tuple[InventoryLine, ...]
     streak: StreakStep
+    #: Profile fields the operation sets ("" removes one): the dormancy mark ``dm`` (engine/care.py)
+    marks: tuple[list[Any], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +104,9 @@ class MemberPlan:
     lookup_buckets: tuple[int, ...]  # every bucket an earlier sighting could be in
     #: A refund's: every bucket of grant records the original's could be in.
     record_buckets: tuple[int, ...] = ()
+    #: An event of the programme's dormancy return type: a dormant member's return earns the
+    #: wake-up gift (member.lua's ARGV[5]).
+    wakes: bool = False
 
     @property
     def now_ms(self) -> int:
@@ -132,9 +137,11 @@ class MemberPlan:
         values.append(len(quests))
         values += quests
         if (a.debits or a.coupon_uses or a.counters or a.effects or a.coupons or a.reverse or a.revokes or a.inventory
-                or a.streak):
+                or a.streak or a.marks):
             values += (a.debits, a.coupon_uses, a.counters, a.effects, a.coupons, a.reverse, a.revokes, a.inventory,
                        a.streak)
+            if a.marks:  # the rarest part: sent only when set, so older plans keep their length
+                values.append(a.marks)
         return values_of(msgpack.packb(values, use_bin_type=False))  # the server's cmsgpack predates bin types
 
     def is_empty(self) -> bool:
@@ -142,7 +149,7 @@ class MemberPlan:
         a = self.args
         return not (
             a.grants or a.quests or a.debits or a.coupon_uses or a.counters or a.effects or a.coupons or a.reverse
-            or a.revokes or a.inventory or a.streak
+            or a.revokes or a.inventory or a.streak or a.marks
         )
 
 
@@ -163,6 +170,7 @@ def member_plan(
     revokes: tuple[str, ...] = (),
     inventory: tuple[InventoryLine, ...] = (),
     streak: StreakStep | None = None,
+    marks: tuple[list[Any], ...] = (),
 ) -> MemberPlan:
     """The plan for ``op``, with its dedupe and its points' lot expiry worked out.
 
@@ -199,6 +207,7 @@ def member_plan(
         revokes=revokes,
         inventory=inventory,
         streak=[] if streak is None else streak,
+        marks=marks,
     )
     record_buckets: tuple[int, ...] = ()
     if reverse is not None:

@@ -10,6 +10,19 @@ its score is unchanged, so a job moved meanwhile stays as it now stands, and a j
 (unknown kind, a handler that raised, a store error) is due again after a growing delay, so it
 can never spin nor hold up the others.
 
+Retries are bounded. A failed job is due again after 1 s, 2 s, 4 s ... never more than an hour
+later, each delay shortened by a random share (``jitter``: 0.5 by default, "equal jitter", so a
+delay lies between half and all of its exponential value) so that jobs which failed together
+(a webhook receiver that was down) do not all come back in the same second. The randomness is
+one value from Python per settle call (Lua's ``math.random`` is seeded alike on every call),
+from which the script derives each job's own. After its most attempts (``max_tries``, 20 by
+default: four to eight hours of retries; a kind may have its own, ``tries_by_kind``, read from the
+active programme: the outreach webhooks' ``[webhooks] max_attempts``) a job goes to its shard's
+dead list (``jobs.dead_key``), as a task that raises ``DeadJob`` does at once: never run again
+by itself, its attempts kept beside it, and a breach ``rekindle verify`` reports until an
+operator replays or clears it (the webhooks' are replayed with ``POST
+/v1/admin/webhooks/dead/replay``).
+
 The lease makes one process work a shard at a time; it is not what makes a job run once. A job
 is an operation whose id is the job id, so a job that two processes run (a lease lost while its
 holder was slow, a crash between applying and settling) applies once: the second run is a
@@ -25,6 +38,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import socket
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -32,6 +46,7 @@ from dataclasses import dataclass
 
 from engine.clock import Clock
 from engine.config import CompiledProgram
+from engine.ids import DERIVED_PREFIX
 from engine.jobs import (
     HANDLERS, SHARDS, DeadJob, Handler, Job, Task, dead_key, jobs_key, lease_key, parse_job, shard_of, tries_key,
 )
@@ -51,13 +66,19 @@ LEASE_MS = 15_000
 #: A failed job is due again after 1 s, 2 s, 4 s ... and never more than an hour later.
 RETRY_FIRST_MS = 1_000
 RETRY_LONGEST_MS = 3_600_000
+#: The share of each retry delay that is random: a delay lies in [(1 - JITTER) * d, d].
+JITTER = 0.5
+#: Attempts before a failing job goes to the dead list: the delays add up to four to eight hours
+#: (1 s, 2 s ... 34 min, then an hour each, jitter taking up to half of each), time for an
+#: operator to fix what fails.
+MAX_TRIES = 20
 
 
 @dataclass(frozen=True, slots=True)
 class TickReport:
     ran: int  # jobs done: applied, a duplicate, refused, or nothing to do
     failed: int  # jobs that failed and wait for their retry
-    dead: int  # jobs given up for an operator (the shard's dead list)
+    dead: int  # jobs given up for an operator (the shard's dead list): by their task, or at their most attempts
     shards: int  # shards this scheduler held
     more: bool  # a shard had a full batch due: more work may be waiting
 
@@ -78,7 +99,14 @@ class Scheduler:
         lease_ms: int = LEASE_MS,
         retry_first_ms: int = RETRY_FIRST_MS,
         retry_longest_ms: int = RETRY_LONGEST_MS,
+        jitter: float = JITTER,
+        max_tries: int = MAX_TRIES,
+        tries_by_kind: Mapping[str, Callable[[CompiledProgram], int]] | None = None,
     ) -> None:
+        if not 0 <= jitter <= 1:
+            raise ValueError("jitter must be between 0 and 1")
+        if max_tries < 1:
+            raise ValueError("max_tries must be at least 1")
         self._runner = runner
         self._keys = keys
         self._scripts = scripts
@@ -90,6 +118,10 @@ class Scheduler:
         self._batch = batch
         self._lease_ms = lease_ms
         self._retry = (retry_first_ms, retry_longest_ms)
+        self._jitter = jitter
+        self._max_tries = max_tries
+        #: A kind's own most attempts, read from the programme of the tick (it may be reloaded).
+        self._tries_by_kind: Mapping[str, Callable[[CompiledProgram], int]] = tries_by_kind or {}
         #: Who holds a lease, as an operator reading the key sees it.
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._lock = asyncio.Lock()  # one tick at a time: the loop's and one asked for (dev clock)
@@ -187,8 +219,24 @@ class Scheduler:
             return TickReport(0, 0, 0, held, more)
 
         program = self._program()
+        limits: dict[str, int] = {}
+
+        def limit(raw: str) -> int:
+            """The job's most attempts: its kind's, by the programme of this tick, or the default."""
+            kind = raw[len(DERIVED_PREFIX):] if raw.startswith(DERIVED_PREFIX) else raw
+            kind = kind.partition(":")[0]
+            if kind not in limits:
+                of_kind = self._tries_by_kind.get(kind)
+                try:
+                    limits[kind] = max(1, int(of_kind(program))) if of_kind is not None else self._max_tries
+                except Exception as exc:  # a defect in the kind's reader: the default bounds it still
+                    log.error("most attempts of job kind %r unknown (%s: %s); using %d", kind, type(exc).__name__, exc,
+                              self._max_tries)
+                    limits[kind] = self._max_tries
+            return limits[kind]
+
         done: dict[int, list[str]] = {}
-        failed: dict[int, list[str]] = {}
+        failed: dict[int, list[object]] = {}  # triples: job id, score as read, most attempts
         dead: dict[int, list[str]] = {}
         plans: list[MemberPlan] = []
         planned: list[tuple[int, str, str]] = []
@@ -206,7 +254,7 @@ class Scheduler:
                 plan = handler(job, program, now_ms)
             except Exception as exc:
                 log.error("job %s failed: %s: %s", raw, type(exc).__name__, exc)
-                failed.setdefault(shard, []).extend((raw, score))
+                failed.setdefault(shard, []).extend((raw, score, limit(raw)))
                 continue
             if plan is None:
                 done.setdefault(shard, []).extend((raw, score))
@@ -219,7 +267,7 @@ class Scheduler:
             for (shard, raw, score), result in zip(planned, results):
                 if isinstance(result, Exception):
                     log.error("job %s failed in the store: %s", raw, type(result).__name__)
-                    failed.setdefault(shard, []).extend((raw, score))
+                    failed.setdefault(shard, []).extend((raw, score, limit(raw)))
                     continue
                 if result.status is OpStatus.CONFLICT:
                     # Its id was applied with another body. No client can use the namespace, so
@@ -227,7 +275,7 @@ class Scheduler:
                     # between builds): the job fails, stays in its set and is retried with the
                     # backoff, logged every time, rather than dropped with its work undone.
                     log.error("job %s failed: its operation id was applied before with another body", raw)
-                    failed.setdefault(shard, []).extend((raw, score))
+                    failed.setdefault(shard, []).extend((raw, score, limit(raw)))
                     continue
                 done.setdefault(shard, []).extend((raw, score))
 
@@ -241,7 +289,7 @@ class Scheduler:
                     dead.setdefault(shard, []).extend((raw, score))
                 elif isinstance(outcome, BaseException):
                     log.error("job %s failed: %s: %s", raw, type(outcome).__name__, outcome)
-                    failed.setdefault(shard, []).extend((raw, score))
+                    failed.setdefault(shard, []).extend((raw, score, limit(raw)))
                 else:
                     done.setdefault(shard, []).extend((raw, score))
 
@@ -252,15 +300,24 @@ class Scheduler:
             settle.append((
                 scripts.schedule_done,
                 [jobs_key(keys, shard), tries_key(keys, shard), dead_key(keys, shard)],
-                [now_ms, first_ms, longest_ms, len(ok) // 2, len(gone) // 2, *ok, *gone, *bad],
+                # One random seed per call: the script derives each job's jitter from it and the id.
+                [now_ms, first_ms, longest_ms, repr(self._jitter), f"{random.getrandbits(64):016x}",
+                 len(ok) // 2, len(gone) // 2, *ok, *gone, *bad],
             ))
         # One settle per shard, in its own slot; sent after the jobs' replies are in, so the
         # jobs are applied before they are removed (a run_many orders nothing across slots).
+        exhausted = 0
         for reply in await self._runner.run_many(settle):
             if isinstance(reply, Exception):  # the jobs stay due: the next tick runs them again (duplicates)
                 raise reply
+            for job in reply[3]:
+                exhausted += 1
+                raw = _text(job)
+                log.error("job %s given up after %d attempts: it is in the shard's dead list for an operator",
+                          raw, limit(raw))
         ran = sum(len(v) // 2 for v in done.values())
-        return TickReport(ran, sum(len(v) // 2 for v in failed.values()), sum(len(v) // 2 for v in dead.values()), held, more)
+        failures = sum(len(v) // 3 for v in failed.values())
+        return TickReport(ran, failures - exhausted, sum(len(v) // 2 for v in dead.values()) + exhausted, held, more)
 
 
 def schedule_calls(keys: Keys, scripts: Scripts, jobs: Iterable[tuple[str, int]], *, move: bool = False) -> list[Call]:

@@ -89,6 +89,7 @@ class Scripts:
         self.schedule = LuaScript.from_package("schedule.lua")  # the scheduler's (engine/scheduler.py)
         self.lease = LuaScript.from_package("lease.lua")
         self.schedule_done = LuaScript.from_package("schedule_done.lua", with_lib=True)
+        self.outbox = LuaScript.from_package("outbox.lua", with_lib=True)  # outreach webhooks (engine/outreach.py)
         from engine.plugins import all_scripts, installed  # the games' modules import this one
 
         #: The installed games' object scripts (engine/plugins.py), loaded and checked like these.
@@ -96,7 +97,7 @@ class Scripts:
 
     def all(self) -> list[LuaScript]:
         return [self.member, self.replay, self.activate, self.catalog, self.schedule, self.lease, self.schedule_done,
-                *self.games]
+                self.outbox, *self.games]
 
     async def load(self, redis: Redis) -> None:
         for script in self.all():

@@ -18,7 +18,7 @@ import msgpack
 
 from engine.config import CompiledProgram
 from engine.errors import StoreError
-from engine.jobs import ExpiryJobs
+from engine.jobs import DormancyJobs, ExpiryJobs, with_pair
 from engine.keys import Keys
 from engine.operations import MemberPlan, values_of
 from engine.runner import Call, ChainBroken, Runner
@@ -54,7 +54,10 @@ def member_call(keys: Keys, plan: MemberPlan, program: CompiledProgram, publish:
 
 def member_args(plan: MemberPlan, program: CompiledProgram, channel: str) -> list[Any]:
     """member.lua's ARGV for ``plan``; ``channel`` "" publishes nothing."""
-    return [plan.script_arg(), _tier_values(program.tiers_packed), channel, program.tier_rewards_packed]
+    args = [plan.script_arg(), _tier_values(program.tiers_packed), channel, program.tier_rewards_packed]
+    if plan.wakes and program.wake_packed:
+        args.append(program.wake_packed)  # a return event: the wake-up gift of a dormant member
+    return args
 
 
 @functools.lru_cache(maxsize=8)
@@ -74,54 +77,83 @@ class OperationStore:
         self._keys = keys
         self._scripts = scripts
         self._expiries = ExpiryJobs(keys)
+        self._dormancy = DormancyJobs(keys)
+
+    def _schedule(self, plan: MemberPlan, program: CompiledProgram) -> tuple[Call | None, bool]:
+        """The jobs ``plan`` needs first, as one call (the lot's expire job, the member's dormancy
+        job: the same shard), and whether the dormancy job is among them."""
+        call = self._expiries.call(plan)
+        pair = self._dormancy.pair(plan, program)
+        if pair is None:
+            return call, False
+        return with_pair(call, pair, self._keys, plan.op.member), True
+
+    def _settle(self, plan: MemberPlan, call: Call, dormancy: bool, reply: Any) -> None:
+        if not dormancy or len(call[2]) > 3:  # an expire job was in it
+            self._expiries.settle(plan, reply)
+        if dormancy:
+            self._dormancy.settle(plan, reply)
+
+    async def _woken(self, plan: MemberPlan, program: CompiledProgram, result: OpResult) -> None:
+        """A dormant member came back: its dormancy job is scheduled anew (the old one is gone)."""
+        if result.status is OpStatus.APPLIED and any(e["type"] == "wake_up" for e in result.effects):
+            await self._runner.call(*self._dormancy.again(plan, program))
 
     async def apply(self, plan: MemberPlan, program: CompiledProgram) -> OpResult:
         keys, args = member_call(self._keys, plan, program)
-        schedule = self._expiries.call(plan)
+        schedule, dormancy = self._schedule(plan, program)
         if schedule is None:  # the usual case: one call, batched with the tick's others
-            return decode_reply(await self._runner.call(self._scripts.member, keys, args))
-        # A chain, not a run_many: the job's slot is not the member's, and a run_many orders
-        # calls within a slot only. On one server the two still share one write (a ZADD, then
-        # the script, in one transaction); on a cluster the member call waits for the ZADD.
-        scheduled, reply = await self._runner.run_chain([schedule, (self._scripts.member, keys, args)])
-        self._expiries.settle(plan, scheduled)
-        if isinstance(reply, Exception):
-            raise reply
-        return decode_reply(reply)
+            result = decode_reply(await self._runner.call(self._scripts.member, keys, args))
+        else:
+            # A chain, not a run_many: the job's slot is not the member's, and a run_many orders
+            # calls within a slot only. On one server the two still share one write (a ZADD, then
+            # the script, in one transaction); on a cluster the member call waits for the ZADD.
+            scheduled, reply = await self._runner.run_chain([schedule, (self._scripts.member, keys, args)])
+            self._settle(plan, schedule, dormancy, scheduled)
+            if isinstance(reply, Exception):
+                raise reply
+            result = decode_reply(reply)
+        if plan.wakes:
+            await self._woken(plan, program, result)
+        return result
 
     async def apply_many(self, plans: Sequence[MemberPlan], program: CompiledProgram) -> list[OpResult | Exception]:
         """Apply plans in one pipeline; a failed call is returned, not raised. A member's plans
         are applied in order (one slot), but for a call answered NOSCRIPT, sent again after the
         rest (``Runner.run_many``); different members' have no order.
 
-        The expire jobs the plans need are scheduled first, once each, by a ``run_many`` of
-        their own that is answered before any member call is sent (one round trip more, only
-        when a job is new to this process): jobs and members live in different slots, so one
-        ``run_many`` of both would not order them on a cluster. A plan whose job could not be
-        scheduled is not sent; its result is a ``ChainBroken`` naming the failed schedule."""
+        The jobs the plans need (a lot's expire job, a member's dormancy job) are scheduled first,
+        once each, by a ``run_many`` of their own that is answered before any member call is sent
+        (one round trip more, only when a job is new to this process): jobs and members live in
+        different slots, so one ``run_many`` of both would not order them on a cluster. A plan
+        whose job could not be scheduled is not sent; its result is a ``ChainBroken`` naming the
+        failed schedule."""
         member = self._scripts.member
-        schedules: dict[tuple[str, int], tuple[MemberPlan, Call]] = {}
-        needs: list[tuple[str, int] | None] = []  # per plan: the job it needs first, if any
+        schedules: dict[tuple[Any, ...], tuple[MemberPlan, Call, bool]] = {}
+        needs: list[tuple[Any, ...] | None] = []  # per plan: the jobs it needs first, if any
         for p in plans:
-            call = self._expiries.call(p)
-            need: tuple[str, int] | None = None
+            call, dormancy = self._schedule(p, program)
+            need: tuple[Any, ...] | None = None
             if call is not None:
-                need = (p.op.member, p.args.lot_expiry_ms)
-                schedules.setdefault(need, (p, call))
+                need = (p.op.member, *call[2])
+                schedules.setdefault(need, (p, call, dormancy))
             needs.append(need)
-        broken: dict[tuple[str, int], ChainBroken] = {}
+        broken: dict[tuple[Any, ...], ChainBroken] = {}
         if schedules:
-            scheduled = await self._runner.run_many([call for _, call in schedules.values()])
-            for (need, (p, call)), reply in zip(schedules.items(), scheduled):
-                self._expiries.settle(p, reply)
+            scheduled = await self._runner.run_many([call for _, call, _ in schedules.values()])
+            for (need, (p, call, dormancy)), reply in zip(schedules.items(), scheduled):
+                self._settle(p, call, dormancy, reply)
                 if isinstance(reply, Exception):
                     broken[need] = ChainBroken(0, call[0], reply)
         sent = [p for p, need in zip(plans, needs) if need not in broken]
         replies = iter(await self._runner.run_many([(member, *member_call(self._keys, p, program)) for p in sent]))
         results: list[OpResult | Exception] = []
-        for need in needs:
+        for p, need in zip(plans, needs):
             reply = broken[need] if need is not None and need in broken else next(replies)
-            results.append(reply if isinstance(reply, Exception) else decode_reply(reply))
+            result = reply if isinstance(reply, Exception) else decode_reply(reply)
+            if p.wakes and not isinstance(result, Exception):
+                await self._woken(p, program, result)
+            results.append(result)
         return results
 
 

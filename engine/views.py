@@ -20,7 +20,8 @@ from pydantic import Field
 from typing_extensions import TypedDict
 
 EffectType = Literal["xp", "points", "quest_progress", "quest_completed", "tier_up", "reward", "points_expired",
-                     "coupon_used", "reward_revoked", "debt", "debt_settled", "inventory", "streak"]
+                     "coupon_used", "reward_revoked", "debt", "debt_settled", "inventory", "streak", "care",
+                     "wake_up"]
 QuestKindName = Literal["once", "daily", "weekly", "window"]
 QuestState = Literal["upcoming", "active", "completed", "ended"]
 CouponState = Literal["granted", "used", "revoked", "expired"]
@@ -154,11 +155,27 @@ class StreakData(TypedDict):
 
 #: Each effect type's `data`, in ``EffectType``'s order: the API document's description of
 #: ``Effect.data`` and the frame table of docs/live-feed.md (``realtime.live_doc``) are built from it.
+class CareData(TypedDict):
+    """A care moment's gift (its bundle's effects follow): a welcome, a birthday, a referral's."""
+
+    moment: Annotated[str, Field(description="welcome | birthday | referral_join | referral_purchase | dormant")]
+    title: Annotated[str, Field(description="the moment's title in the programme, to show")]
+    occasion: Annotated[str, Field(description="what it is once for: the year of a birthday, the invitee of a "
+                                               "referral, the last activity (ms) of a dormancy; \"\" for a welcome")]
+
+
+class WakeUpData(TypedDict):
+    """A dormant member came back (the programme's return event): the wake-up gift's effects follow."""
+
+    dormant_since_ms: Annotated[int, Field(description="when the member had last been active before")]
+
+
 EFFECT_DATA: dict[str, type] = {
     "xp": XpData, "points": PointsData, "quest_progress": QuestData, "quest_completed": QuestCompletedData,
     "tier_up": TierUpData, "reward": RewardData, "points_expired": PointsExpiredData,
     "coupon_used": CouponUsedData, "reward_revoked": RewardRevokedData, "debt": DebtData,
-    "debt_settled": DebtSettledData, "inventory": InventoryData, "streak": StreakData,
+    "debt_settled": DebtSettledData, "inventory": InventoryData, "streak": StreakData, "care": CareData,
+    "wake_up": WakeUpData,
 }
 
 

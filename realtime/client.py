@@ -185,7 +185,9 @@ class LiveClient:
                     async for raw in ws:
                         accepted = True
                         frame = orjson.loads(raw) if isinstance(raw, str) else msgpack.unpackb(raw, raw=False)
-                        if "id" in frame:
+                        # A feed frame is {id, type, data}; a watched object's frame names the
+                        # object too ({"bargain": ...}): its id is its owner's feed's, not this one's.
+                        if "id" in frame and len(frame) == 3:
                             self.last_id = frame["id"]
                         elif frame.get("type") == "reset":
                             self.last_id = None  # the caller refetches its snapshot (see resume_from)

@@ -10,7 +10,7 @@ dict and is not validated on its way out.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, NotRequired, TypeAlias
+from typing import Annotated, Any, Literal, NotRequired, TypeAlias
 
 from pydantic import Field
 from typing_extensions import TypedDict
@@ -18,9 +18,9 @@ from typing_extensions import TypedDict
 from engine.views import ConfigProblem, ConfigVersion, Effect, ErrorDetail, Snapshot
 
 __all__ = [
-    "ClockReply", "ConfigPosted", "ConfigProblem", "ConfigReply", "ConfigVersion", "Effect", "ErrorBody",
-    "ErrorDetail", "EventsReply", "HealthReply", "OperationReply", "OperationResult", "ProfileReply", "Reply",
-    "Snapshot", "TokenReply",
+    "ClockReply", "ConfigPosted", "ConfigProblem", "ConfigReply", "ConfigVersion", "DeadWebhook", "DeadWebhooksReply",
+    "Effect", "ErrorBody", "ErrorDetail", "EventsReply", "HealthReply", "OperationReply", "OperationResult",
+    "ProfileReply", "ReplayReply", "Reply", "Snapshot", "TokenReply",
 ]
 
 
@@ -108,6 +108,32 @@ class ClockReply(TypedDict):
     jobs_run: int
 
 
+class DeadWebhook(TypedDict):
+    """A webhook message given up after its most attempts (docs/webhooks.md)."""
+
+    id: Annotated[str, Field(description="the message's id, as sent in `Rekindle-Id` and the body: what a replay names")]
+    member: str
+    type: Annotated[str | None, Field(description="the message's type; null: the outbox no longer holds the message")]
+    data: Annotated[dict[str, Any] | None, Field(description="the message's data; null as for `type`")]
+    attempts: Annotated[int, Field(description="delivery attempts made")]
+    dead_at_ms: Annotated[int, Field(description="when it was given up, epoch ms")]
+
+
+class DeadWebhooksReply(TypedDict):
+    """A page of the dead webhook messages, oldest given up first."""
+
+    messages: list[DeadWebhook]
+    next: Annotated[str | None, Field(description="pass as `after` for the next page; null: this is the last")]
+
+
+class ReplayReply(TypedDict):
+    """How many dead webhook messages are due again now."""
+
+    replayed: Annotated[int, Field(description="messages moved back to be delivered now, their attempts reset "
+                                               "(an id not on the dead list is not counted)")]
+    more: Annotated[bool, Field(description='`"all": true` only: more dead messages wait (call again)')]
+
+
 #: What ``json_response`` may send.
 Reply: TypeAlias = (ErrorBody | EventsReply | OperationReply | ProfileReply | Snapshot | TokenReply | ConfigReply | ConfigPosted
-         | HealthReply | ClockReply)
+         | HealthReply | ClockReply | DeadWebhooksReply | ReplayReply)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, StrictInt, StrictStr, StringConstraints
 
@@ -20,8 +20,8 @@ from engine.clock import LATEST_ISO
 from engine.plugins import Game, Link, Param, installed  # one shape for the service's routes and the games'
 
 from realtime.replies import (
-    ClockReply, ConfigPosted, ConfigReply, EventsReply, HealthReply, OperationReply, ProfileReply, Reply, Snapshot,
-    TokenReply,
+    ClockReply, ConfigPosted, ConfigReply, DeadWebhooksReply, EventsReply, HealthReply, OperationReply, ProfileReply,
+    ReplayReply, Reply, Snapshot, TokenReply,
 )
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]*$"  # engine/ids.py: what may reach a Redis key
@@ -122,6 +122,20 @@ class ClockIn(Closed):
     """The moment to move the dev clock to."""
 
     now: str = Field(description=f"ISO 8601 with a UTC offset, not earlier than the service's clock, not later than {LATEST_ISO}")
+
+
+#: A webhook message's id (``engine.outreach.delivery_id``): ``rk:webhook:<member>:<32 hex digits>``.
+WEBHOOK_ID_PATTERN = r"^rk:webhook:[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}:[0-9a-f]{32}$"
+WebhookId = Annotated[str, StringConstraints(min_length=45, max_length=108, pattern=WEBHOOK_ID_PATTERN)]
+
+
+class ReplayIn(Closed):
+    """Which dead webhook messages to send again: `ids`, or `all` (exactly one of them)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1, "maxProperties": 1})
+
+    ids: list[WebhookId] = _omitted("message ids from GET /v1/admin/webhooks/dead", min_length=1, max_length=500)
+    all: Literal[True] = _omitted("true: every dead message (up to 10,000 a call; `more` says if others wait)")
 
 
 # --- the routes -----------------------------------------------------------------------------------
@@ -335,6 +349,36 @@ OPERATIONS: tuple[Operation, ...] = (
         errors={**_BODY, 404: ("not_found",), 422: ("invalid",), 500: ("internal", "store_error"), 503: ("unavailable",)},
         example_body={"now": "2027-01-01T00:00:00+08:00"},
         example_reply={"now": "2027-01-01T00:00:00.000+08:00", "now_ms": 1798732800000, "jobs_run": 1},
+    ),
+    Operation(
+        "get", "/v1/admin/webhooks/dead", "listDeadWebhooks", "The webhook messages given up",
+        "Outreach messages (points expiring, birthday, we miss you) go to the programme's `[webhooks] url` as "
+        "signed webhooks (docs/webhooks.md), retried with exponential backoff and jitter; after `max_attempts` a "
+        "message is given up and kept here, oldest given up first, until it is replayed. A page holds `limit` "
+        "messages at most (1 to 500, default 100); `next`, when not null, is the `after` of the next page. "
+        "A message's `id` is the one the receiver saw in `Rekindle-Id`. Reading changes nothing.",
+        "operations", "admin", None, DeadWebhooksReply,
+        params=(Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 500, "default": 100},
+                      "The most messages in the page."),
+                Param("after", "query", {"type": "string", "maxLength": 359,
+                                         "pattern": r"^[0-9]{1,16}\.[A-Za-z0-9_-]{1,342}$"},
+                      "The `next` of the previous page (opaque).")),
+        errors={401: ("unauthorized",), 422: ("invalid",), 500: ("internal",), 503: ("unavailable",)},
+        example_reply={"messages": [{"id": "rk:webhook:m-42:9f2c4e0a1b7d4c55aa01e3f6b2d8c901", "member": "m-42",
+                                     "type": "birthday", "data": {"coupon": "bday-2026"}, "attempts": 12,
+                                     "dead_at_ms": 1798732800000}], "next": None},
+    ),
+    Operation(
+        "post", "/v1/admin/webhooks/dead/replay", "replayDeadWebhooks", "Send given-up webhook messages again",
+        'Moves the dead messages named in `ids` (from `GET /v1/admin/webhooks/dead`), or every one with `"all": '
+        "true`, back to be delivered now, their attempts reset: the scheduler sends them on its next tick, with "
+        "the same ids (a receiver that got one before dedupes it). An id that is not on the dead list (delivered, "
+        "replayed already) is left alone and not counted; replaying again is harmless. `all` moves up to 10,000 "
+        "a call; `more` says whether others wait.",
+        "operations", "admin", ReplayIn, ReplayReply,
+        errors={**_BODY, 422: ("invalid",), 500: ("internal",), 503: ("unavailable",)},
+        example_body={"ids": ["rk:webhook:m-42:9f2c4e0a1b7d4c55aa01e3f6b2d8c901"]},
+        example_reply={"replayed": 1, "more": False},
     ),
 )
 

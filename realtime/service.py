@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from typing import Any
 
+import httpx
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
@@ -24,10 +25,12 @@ from engine.programs import ProgramRegistry
 from engine.scripts import Scripts
 from engine.dryrun import DryRun
 from engine.store import OperationStore
+from engine.care import BIRTHDAY, CareMoments
 from engine.crossing import CROSS, Crossing
 from engine.redeem import CATALOG, REDEEM, RedeemStep
 from engine.redemptions import RedemptionStore
-from engine.jobs import HANDLERS
+from engine.jobs import DORMANCY, HANDLERS
+from engine import outreach
 from engine.plugins import Context, installed
 from engine.scheduler import Scheduler
 from realtime import metrics
@@ -61,6 +64,8 @@ class Service:
     crossing: Crossing  # the cross-slot seam: object steps, member steps, their decisions
     games: Context  # what the games' routes, jobs and snapshot parts may use
     scheduler: Scheduler  # due jobs (points expiry, ...), by this service's clock
+    http: httpx.AsyncClient  # the process's one client for outreach webhooks (engine/outreach.py)
+    care: CareMoments  # the care moments a profile write or an event starts, and the birthday job
 
     @classmethod
     async def open(cls, settings: Settings, clock: Clock | None = None) -> "Service":
@@ -116,10 +121,15 @@ class Service:
         # games' jobs run there too.
         members = MemberStore(redis, keys, runner=pipeline)
         ctx = Context(keys, pipeline, ops, crossing, members, redis, clock, lambda: programs.current.program)
+        care = CareMoments(pipeline, keys, ops, members)
+        http = outreach.open_client()  # outreach webhooks: one client per process, closed by close()
+        deliveries = outreach.Deliveries(pipeline, keys, http)
         scheduler = Scheduler(
             pipeline, keys, scripts, ops, clock, lambda: programs.current.program,
             handlers={**HANDLERS, **{k: v for g in games for k, v in g.jobs.items()}},
-            tasks={CROSS: crossing.run_job, **{k: make(ctx) for g in games for k, make in g.tasks.items()}},
+            tasks={CROSS: crossing.run_job, BIRTHDAY: care.birthday_task(), DORMANCY: care.dormancy_task(), outreach.WEBHOOK: deliveries.run_job,
+                   **{k: make(ctx) for g in games for k, make in g.tasks.items()}},
+            tries_by_kind={outreach.WEBHOOK: outreach.max_attempts},  # the programme's [webhooks] max_attempts
         )
         scheduler.start(settings.scheduler_s)
         return cls(
@@ -140,10 +150,13 @@ class Service:
             crossing=crossing,
             games=ctx,
             scheduler=scheduler,
+            care=care,
+            http=http,
         )
 
     async def close(self) -> None:
         await self.scheduler.stop()  # gives its leases up: another process takes the shards at once
+        await self.http.aclose()  # after the scheduler: no delivery is under way
         await self.hub.close()
         await self.programs.stop_watching()
         await self.pipeline.aclose()

@@ -61,12 +61,19 @@
 --   coupon:  [item, valid ms (0: no end), reason]
 --   reverse: {} or [id digest of the original, amount (0: all that remains), refund window ms,
 --             the original type's tag, n record buckets]: take back (a share of) what it granted
+--   marks:   (sent only when set, after streak) [[profile field, value ("" removes it)]...]: the
+--            dormancy mark "dm" (engine/care.py)
 -- ARGV[2] tiers: msgpack values back to back (as ARGV[1]): id, xp threshold, points multiplier
 --         in thousandths, id, ...
 -- ARGV[3] pub/sub channel of the member ("" publishes nothing: a dry run on copied keys)
 -- ARGV[4] msgpack tier rewards: {[xp, points, {{item, valid ms}}, {inventory} (absent: no counted
 --         items)]} by tier, unpacked only when a member climbs (nested tables cost several times a
 --         flat one to unpack, every call)
+-- ARGV[5] (absent or "": none) the wake-up gift, msgpack [xp, points, {{item, valid ms}}, {inventory}],
+--         sent with the programme's return event: a dormant member's (profile "dm") return ends the
+--         dormancy with it. Every operation whose id is not the engine's own ("rk:...", a job's or
+--         a care moment's) is the member's activity: the profile's "la" (last active: the
+--         operation's now, by the service's clock) is written with the balance
 -- returns, when applied, the message it published: msgpack [feed entry id, operation id,
 --   [[type, data]...]] (entry id "" when the operation had no effect); [2] same id, other body;
 --   [3, reason, index] refused, nothing written (reason: insufficient_points | not_found |
@@ -99,6 +106,7 @@ if rare then
   debits, uses, counters, passed, coupon_grants = p[Q_END], p[Q_END + 1], p[Q_END + 2], p[Q_END + 3], p[Q_END + 4]
   reverse, revokes, inventory, streak = p[Q_END + 5], p[Q_END + 6], p[Q_END + 7], p[Q_END + 8]
 end
+local marks = rare and p[Q_END + 9] or NONE
 local RECORDS, DEDUPE = 7, 8
 local last_dedupe = #KEYS - (reverse[5] or 0)
 local mp = cmsgpack.pack
@@ -150,7 +158,7 @@ local function remember(entry_id, packed_effects)
   return '\147' .. mp(entry_id, op_id) .. packed_effects
 end
 
-local stored = redis.call('HMGET', KEYS[1], 'xp', 'pts', 'tier', 'debt', 'nx')
+local stored = redis.call('HMGET', KEYS[1], 'xp', 'pts', 'tier', 'debt', 'nx', 'dm')
 local xp = tonumber(stored[1]) or 0
 local points = tonumber(stored[2]) or 0
 local debt = tonumber(stored[4]) or 0
@@ -681,6 +689,15 @@ if rare then
   for _, e in ipairs(passed) do effects[#effects + 1] = e; raw_effects = true end
 end
 
+-- The member's own activity (see ARGV[5]); a dormant member's return: the wake-up gift, once.
+local active = string.sub(op_id, 1, 3) ~= 'rk:'
+local woke = active and stored[6] and ARGV[5] and ARGV[5] ~= ''
+if woke then
+  local w = cmsgpack.unpack(ARGV[5])
+  effect('wake_up', {dormant_since_ms = tonumber(stored[6])})
+  grant_bundle(w[1], w[2], w[3], w[4], 'care:wake_up')
+end
+
 -- Tiers: climb while lifetime XP reaches the next threshold; each rung's rewards are granted
 -- on the way (their XP may lift the member further).
 local rewards = nil
@@ -757,7 +774,14 @@ local profile = {'xp', xp, 'pts', points}
 if tier ~= start_tier or not stored[3] then profile[#profile + 1] = 'tier'; profile[#profile + 1] = tiers[3 * tier - 2] end
 if debt > 0 or stored[4] then profile[#profile + 1] = 'debt'; profile[#profile + 1] = debt end
 if next_expiry ~= (tonumber(stored[5]) or 0) then profile[#profile + 1] = 'nx'; profile[#profile + 1] = next_expiry end
+if active then profile[#profile + 1] = 'la'; profile[#profile + 1] = now_ms end
+local unmarked = woke and {'dm'} or nil
+for _, m in ipairs(marks) do
+  if m[2] == '' then unmarked = unmarked or {}; unmarked[#unmarked + 1] = m[1]
+  else profile[#profile + 1] = m[1]; profile[#profile + 1] = m[2] end
+end
 redis.call('HSET', KEYS[1], unpack(profile))
+if unmarked then redis.call('HDEL', KEYS[1], unpack(unmarked)) end
 
 -- One feed entry per operation (an XADD costs more than packing all the effects once); effect i
 -- of entry <ms>-<seq> is feed id <ms>-<seq>-<i> to clients.

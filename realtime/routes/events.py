@@ -100,6 +100,8 @@ async def _post_one(svc: Service, body: Any, program: CompiledProgram, now_ms: i
         metrics.STORE_SECONDS.observe(perf_counter() - started)
     except (RedisError, OSError) as exc:
         raise store_failure(exc) from exc
+    if event.type in program.care_events and result.status is OpStatus.APPLIED:
+        await svc.care.after_events(program, [(event, result)], now_ms)
     view = result_view(event.id, event.member, result, "id")
     metrics.count_event(event.type, view["status"])
     if "error" in view:  # refused: 409 for an idempotency conflict, 422 for a refund that cannot apply
@@ -148,4 +150,9 @@ async def _post_batch(
             view = result_view(event.id, event.member, outcome, f"events[{i}].id")  # type: ignore[arg-type]
             metrics.count_event(event.type, view["status"])
             results[i] = view
+        if program.care_events:
+            cared = [(e, o) for (_, e), o in zip(events, outcomes)
+                     if e.type in program.care_events and o.status is OpStatus.APPLIED]  # type: ignore[union-attr]
+            if cared:
+                await svc.care.after_events(program, cared, now_ms)
     return json_response(EventsReply(results=results))  # type: ignore[typeddict-item]  # every None is filled above

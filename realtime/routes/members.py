@@ -23,7 +23,11 @@ async def put_member(request: Request) -> Response:
     body = await read_json(request, 64 * 1024)
     with admit(gate_of(request), Kind.AWARD):  # a write the shop retries as is (PUT is idempotent)
         profile = parse_profile(body, member)
+        before = await svc.care.check_profile(member, profile.fields)  # a referral loop: 422, nothing written
         await svc.members.put_profile(member, profile)
+        # The moments it starts (welcome, the referrer's gift, the birthday job), each once by its
+        # id: a PUT sent again after a failure here starts them again, harmlessly.
+        await svc.care.after_profile(svc.programs.current.program, member, profile.fields, before, svc.clock.now_ms())
     return json_response(ProfileReply(member=member, updated=sorted(profile.fields)))  # type: ignore[arg-type]  # parse_profile's keys
 
 

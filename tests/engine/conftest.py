@@ -78,9 +78,10 @@ class Engine:
         return await self.store.apply(self.plan(*args, **kwargs), kwargs.get("program") or self.program)
 
     async def profile(self, member: str) -> dict[str, str]:
-        """The profile hash but ``nx`` (the soonest lot expiry: test_operations checks it)."""
+        """The profile hash but ``nx`` (the soonest lot expiry: test_operations checks it) and
+        ``la`` (the last activity: test_care checks it)."""
         raw = await self.redis.hgetall(self.keys.member(member).profile)
-        return {k.decode(): v.decode() for k, v in raw.items() if k != b"nx"}
+        return {k.decode(): v.decode() for k, v in raw.items() if k not in (b"nx", b"la")}
 
     async def balance(self, member: str) -> int:
         return int(await self.redis.hget(self.keys.member(member).profile, "pts") or 0)

@@ -59,6 +59,8 @@ def test_example_programme_validates_and_compiles(example_config_path: Path) -> 
         "first_order",
         "weekly_spend",
         "double_twelve_big_orders",
+        "care.holiday.day-520",  # [care.holidays]: daily quests that run on their days only
+        "care.holiday.spring-festival",
     ]
     assert program.rules_by_event["login"][0].daily_cap == 1
     window = program.quests_by_event["purchase"][2]
@@ -289,7 +291,8 @@ def test_json_schema_is_a_dict_describing_the_programme() -> None:
     assert isinstance(schema, dict)
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     assert schema["title"] == "rekindle programme"
-    assert set(schema["properties"]) == {"program", "events", "rules", "tiers", "quests", "catalog", "points", "games"}
+    assert set(schema["properties"]) == {"program", "events", "rules", "tiers", "quests", "catalog", "points", "care",
+                                         "webhooks", "games"}
     # Each installed game's section is described under games, for editors to complete and check.
     assert schema["properties"]["games"]["properties"]["checkin"]["title"] == "Checkin"
     assert schema["properties"]["games"]["additionalProperties"] is False

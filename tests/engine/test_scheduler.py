@@ -209,7 +209,8 @@ def test_a_job_rescheduled_during_its_run_is_kept(engine, sync_redis: redis.Redi
 
 def test_unknown_and_failing_jobs_wait_with_backoff_and_block_nothing(engine, compile_toml) -> None:
     """An unknown kind, a handler that raises and an id of no known shape stay, due again after
-    1 s, 2 s, then at most the longest delay; the expiry job beside them runs at once."""
+    1 s, 2 s, then at most the longest delay (no jitter here: test_scheduler_retries.py has it);
+    the expiry job beside them runs at once."""
 
     async def run() -> None:
         async with engine(program_=lots_program(compile_toml)) as e:
@@ -222,7 +223,8 @@ def test_unknown_and_failing_jobs_wait_with_backoff_and_block_nothing(engine, co
             expiry = local_midnight_after(e.now_ms, 3)
             clock.set(expiry)
             handlers = {**HANDLERS, "boom": boom}
-            async with scheduler_of(e, clock, handlers, retry_first_ms=1_000, retry_longest_ms=2_500) as scheduler:
+            async with scheduler_of(e, clock, handlers, retry_first_ms=1_000, retry_longest_ms=2_500,
+                                    jitter=0) as scheduler:
                 await scheduler.schedule([("nope:m-2:1", expiry - 10), ("boom:m-3:1", expiry - 10)])
                 await e.redis.zadd(jobs_key(e.keys, 0), {"garbage": expiry - 10})
                 report = await scheduler.tick()

@@ -31,7 +31,8 @@ def test_every_effect_member_lua_emits_has_a_type_with_exactly_its_keys() -> Non
 def test_every_described_type_is_emitted_and_in_effect_type() -> None:
     """EFFECT_DATA is EffectType, in its order, and member.lua emits each of them (none is a phantom)."""
     assert list(EFFECT_DATA) == list(get_args(EffectType))
-    assert {kind for kind, _ in _emitted()} == set(EFFECT_DATA)
+    # "care" is packed by engine/care.py (the gift's plan), as the games' effects are by theirs.
+    assert {kind for kind, _ in _emitted()} | {"care"} == set(EFFECT_DATA)
 
 
 def test_the_documents_effect_data_is_described_from_the_types() -> None:

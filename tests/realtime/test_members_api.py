@@ -31,9 +31,11 @@ def test_put_profile_then_get_shows_it(shop: httpx.Client, member: str) -> None:
         "tags": ["tea", "vip"],
     }
     assert body["xp"] == 0
-    assert body["points"]["balance"] == 0
+    assert body["points"]["balance"] == 150  # joined_at: the example's [care.welcome], once
     assert body["tier"]["id"] == "bronze"
-    assert body["feed_id"] == "0-0"
+    assert body["feed_id"] != "0-0"
+    again = shop.put(f"/v1/members/{member}", json={"joined_at": "2025-03-01T09:30:00+08:00"})
+    assert again.status_code == 200 and shop.get(f"/v1/members/{member}").json()["points"]["balance"] == 150
 
 
 def test_put_profile_keeps_fields_not_given(shop: httpx.Client, member: str) -> None:
@@ -46,7 +48,7 @@ def test_put_profile_keeps_fields_not_given(shop: httpx.Client, member: str) -> 
     assert body["profile"]["joined_at_ms"] == 1_700_000_000_000
     assert body["profile"]["tags"] == ["new"]
     assert body["xp"] == 299
-    assert body["points"]["balance"] == 299
+    assert body["points"]["balance"] == 299 + 150  # the purchase's, and the welcome's ([care.welcome])
 
 
 @pytest.mark.parametrize(
