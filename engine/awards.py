@@ -8,8 +8,6 @@ from stored state (daily caps left, the tier multiplier, whether a quest was alr
 
 from __future__ import annotations
 
-import dataclasses
-
 from typing import Any
 
 from engine.config import CompiledProgram, CompiledQuest, CompiledRule, Currency, Predicate, QuestKind
@@ -65,10 +63,9 @@ def plan_award(program: CompiledProgram, event: Event, now_ms: int) -> MemberPla
         amount = data.get("amount", 0)
         record = (type_tag(event.type), amount if isinstance(amount, int) and amount > 0 else 0)
     reverse = _reversal(program, event)
-    plan = member_plan(program, op, now_ms, grants=tuple(grants), quests=tuple(quests), record=record, reverse=reverse)
-    if event.type == program.wake_event:  # a dormant member's return earns the wake-up gift
-        plan = dataclasses.replace(plan, wakes=True)
-    return plan
+    # A dormant member's return (the programme's return event) earns the wake-up gift.
+    return member_plan(program, op, now_ms, grants=tuple(grants), quests=tuple(quests), record=record, reverse=reverse,
+                       event=event.type, wakes=event.type == program.wake_event)
 
 
 def _item_grant(rule: CompiledRule, amount: int, periods: "Periods", retention_ms: int) -> Grant:

@@ -267,6 +267,28 @@ class CareMoments:
         if outreach and program.model.webhooks is not None:
             await enqueue(self._runner, self._keys, message)
 
+    def expiring_task(self) -> Task:
+        """The ``expiring`` job, the programme's days before a lot's expiry: the notice of the
+        points left in it (none left, nothing said), on the job's id: once."""
+
+        async def run(job: Job, program: CompiledProgram, now_ms: int) -> None:
+            notice = program.model.care.points_expiring
+            expiry = int(job.param)
+            if notice is None or now_ms >= expiry:
+                return
+            left = await self._members.points_expiring_at(job.member, expiry)
+            if left <= 0:
+                return
+            op = Operation(job.op_id, job.member, now_ms, fingerprint("care", "points_expiring", str(expiry)))
+            effect = pack_effect("care", {"moment": "points_expiring", "title": notice.title, "occasion": str(expiry),
+                                          "points": left})
+            await self._tell(program, notice.outreach, Message(
+                job.op_id, job.member, "points_expiring", {"title": notice.title, "points": left, "expires_at_ms": expiry},
+                now_ms))
+            await self._ops.apply(member_plan(program, op, now_ms, effects=(effect,)), program)
+
+        return run
+
     def dormancy_task(self) -> Task:
         """The ``dormancy`` job: active since it was due (``la``, written by member.lua), it moves
         itself to ``la`` + the programme's days (the scheduler leaves a job whose time moved);

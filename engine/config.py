@@ -408,6 +408,16 @@ class Dormancy(_Model):
     wake_up: CareMoment = Field(description="the gift of the return")
 
 
+class PointsExpiring(_Model):
+    """A notice, ``days_before`` a lot of points expires, of the points that will go then: a
+    ``care`` effect on the member's feed, and the webhook when ``outreach`` ("your points expire in
+    7 days"). Nothing is granted; nothing is said when the lot is spent by then."""
+
+    days_before: Int = Field(7, ge=1, le=90, description="days before the expiry")
+    title: Str = Field(min_length=1, max_length=120, description="the notice, shown to the member")
+    outreach: bool = Field(False, description="also sent to the shop as a signed webhook (needs `[webhooks]`)")
+
+
 class Care(_Model):
     """The care moments (关怀): each grants its gift at most once per occasion, on an operation id
     derived from the occasion, so running twice, on two processes or across a restart grants once."""
@@ -420,6 +430,7 @@ class Care(_Model):
     holidays: dict[Name, Holiday] = Field(default_factory=dict, max_length=64, description="dated occasions, by name")
     referral: Referral | None = Field(None, description="the referrer's gifts")
     dormancy: Dormancy | None = Field(None, description="dormancy and the wake-up gift")
+    points_expiring: PointsExpiring | None = Field(None, description="a notice before points expire")
 
 
 class Tier(_Model):
@@ -1274,6 +1285,7 @@ class CompiledProgram:
     wake_packed: bytes = b""
     wake_event: str = ""
     dormancy_ms: int = 0  # inactivity that makes a member dormant (0: no dormancy)
+    expiring_notice_ms: int = 0  # how long before a lot's expiry its notice is due (0: none)
 
     @property
     def name(self) -> str:
@@ -1369,6 +1381,8 @@ def compile_program(program: Program, source: bytes) -> CompiledProgram:
         wake_packed=_wake_packed(program, items),
         wake_event=program.care.dormancy.return_event if program.care.dormancy is not None else "",
         dormancy_ms=program.care.dormancy.after_days * DAY_MS if program.care.dormancy is not None else 0,
+        expiring_notice_ms=(program.care.points_expiring.days_before * DAY_MS
+                            if program.care.points_expiring is not None else 0),
     )
 
 

@@ -39,6 +39,7 @@ SHARDS = 16
 
 EXPIRE = "expire"
 DORMANCY = "dormancy"  #: a member's dormancy job (engine/care.py): moved later while the member is active
+EXPIRING = "expiring"  #: the notice before a lot of points expires (engine/care.py)
 
 
 class Job(NamedTuple):
@@ -203,6 +204,12 @@ class ExpiryJobs:
             self._scheduled[key] = None
             if len(self._scheduled) > self._size:
                 self._scheduled.popitem(last=False)
+
+
+def expiring_job_id(member: str, expiry_ms: int) -> str:
+    """The notice of the member's points expiring at ``expiry_ms``: scheduled with the lot's
+    expire job, in the same call."""
+    return job_id(EXPIRING, member, expiry_ms)
 
 
 def dormancy_job_id(member: str) -> str:

@@ -114,6 +114,11 @@ class MemberStore:
         values = await self._read(_HMGET, self._keys.member(member).profile, list(fields))
         return [v.decode() if isinstance(v, bytes) else v for v in values]
 
+    async def points_expiring_at(self, member: ids.MemberId, expiry_ms: int) -> int:
+        """The points of the member's lot that expires at ``expiry_ms`` (0: none left)."""
+        raw = await self._read(_HGET, self._keys.member(member).lots, [str(expiry_ms)])
+        return int(raw) if raw is not None else 0
+
     async def joined_at_ms(self, member: ids.MemberId) -> int | None:
         """When the shop says the member joined (``PUT /v1/members/{member}``), or None: a game's
         rule for new members (a bargain's larger cuts) reads it, never the profile's key."""

@@ -107,6 +107,7 @@ class MemberPlan:
     #: An event of the programme's dormancy return type: a dormant member's return earns the
     #: wake-up gift (member.lua's ARGV[5]).
     wakes: bool = False
+    event: str = ""  #: the event type, for an event's plan (the KPIs' buyers)
 
     @property
     def now_ms(self) -> int:
@@ -171,6 +172,8 @@ def member_plan(
     inventory: tuple[InventoryLine, ...] = (),
     streak: StreakStep | None = None,
     marks: tuple[list[Any], ...] = (),
+    event: str = "",
+    wakes: bool = False,
 ) -> MemberPlan:
     """The plan for ``op``, with its dedupe and its points' lot expiry worked out.
 
@@ -215,7 +218,7 @@ def member_plan(
         oldest = (now_ms - program.refund_window_ms - DAY_MS) // DEDUPE_BUCKET_MS
         record_buckets = tuple(range(oldest, last + 1))
         args.reverse.append(len(record_buckets))
-    return MemberPlan(op, args, bucket, tuple(range(first, last + 1)), record_buckets)
+    return MemberPlan(op, args, bucket, tuple(range(first, last + 1)), record_buckets, wakes, event)
 
 
 #: A plan without a record: its four values in ``MemberPlan.script_arg`` (kept until 0: none).

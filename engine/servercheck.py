@@ -58,6 +58,9 @@ CLIENT_COMMANDS: dict[Command, str] = {
     Command("HMGET"): "a game's read of a member's state fields and of its objects' counts (engine/members.py)",
     Command("HGET"): "a game's read of a member's join date (engine/members.py)",
     Command("EXISTS"): "a gift's check that its receiver is a member (engine/members.py)",
+    Command("PFADD"): "the KPIs' active members, buyers and players a day (engine/kpis.py)",
+    Command("HINCRBY"): "the KPIs' counters a day (engine/kpis.py)",
+    Command("EXPIRE"): "the KPIs' keys, kept KEEP_DAYS (engine/kpis.py)",
     Command("MULTI"): "a chain of calls in one write (engine/pipelining.py)",
     Command("EXEC"): "a chain of calls in one write (engine/pipelining.py)",
 }

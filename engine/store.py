@@ -18,8 +18,9 @@ import msgpack
 
 from engine.config import CompiledProgram
 from engine.errors import StoreError
-from engine.jobs import DormancyJobs, ExpiryJobs, with_pair
+from engine.jobs import DormancyJobs, ExpiryJobs, expiring_job_id, with_pair
 from engine.keys import Keys
+from engine.kpis import KpiRecorder
 from engine.operations import MemberPlan, values_of
 from engine.runner import Call, ChainBroken, Runner
 from engine.scripts import Scripts
@@ -78,18 +79,24 @@ class OperationStore:
         self._scripts = scripts
         self._expiries = ExpiryJobs(keys)
         self._dormancy = DormancyJobs(keys)
+        #: Counts every applied operation for the KPIs (``engine/kpis.py``), when the service sets one.
+        self.kpis: KpiRecorder | None = None
 
     def _schedule(self, plan: MemberPlan, program: CompiledProgram) -> tuple[Call | None, bool]:
         """The jobs ``plan`` needs first, as one call (the lot's expire job, the member's dormancy
         job: the same shard), and whether the dormancy job is among them."""
         call = self._expiries.call(plan)
+        if call is not None and program.expiring_notice_ms:  # the lot's notice rides with its expire job
+            expiry = plan.args.lot_expiry_ms
+            call = with_pair(call, [expiry - program.expiring_notice_ms, expiring_job_id(plan.op.member, expiry)],
+                             self._keys, plan.op.member)
         pair = self._dormancy.pair(plan, program)
         if pair is None:
             return call, False
         return with_pair(call, pair, self._keys, plan.op.member), True
 
     def _settle(self, plan: MemberPlan, call: Call, dormancy: bool, reply: Any) -> None:
-        if not dormancy or len(call[2]) > 3:  # an expire job was in it
+        if not dormancy or len(call[2]) > 3:  # an expire job was in it (pairs after "NX": 2 a job)
             self._expiries.settle(plan, reply)
         if dormancy:
             self._dormancy.settle(plan, reply)
@@ -113,6 +120,8 @@ class OperationStore:
             if isinstance(reply, Exception):
                 raise reply
             result = decode_reply(reply)
+        if self.kpis is not None and result.status is OpStatus.APPLIED:
+            self.kpis.record(plan, program, result.effects, plan.event)
         if plan.wakes:
             await self._woken(plan, program, result)
         return result
@@ -151,8 +160,11 @@ class OperationStore:
         for p, need in zip(plans, needs):
             reply = broken[need] if need is not None and need in broken else next(replies)
             result = reply if isinstance(reply, Exception) else decode_reply(reply)
-            if p.wakes and not isinstance(result, Exception):
-                await self._woken(p, program, result)
+            if not isinstance(result, Exception):
+                if self.kpis is not None and result.status is OpStatus.APPLIED:
+                    self.kpis.record(p, program, result.effects, p.event)
+                if p.wakes:
+                    await self._woken(p, program, result)
             results.append(result)
         return results
 

@@ -158,10 +158,13 @@ class StreakData(TypedDict):
 class CareData(TypedDict):
     """A care moment's gift (its bundle's effects follow): a welcome, a birthday, a referral's."""
 
-    moment: Annotated[str, Field(description="welcome | birthday | referral_join | referral_purchase | dormant")]
+    moment: Annotated[str, Field(description="welcome | birthday | referral_join | referral_purchase | dormant | "
+                                             "points_expiring")]
     title: Annotated[str, Field(description="the moment's title in the programme, to show")]
     occasion: Annotated[str, Field(description="what it is once for: the year of a birthday, the invitee of a "
-                                               "referral, the last activity (ms) of a dormancy; \"\" for a welcome")]
+                                               "referral, the last activity (ms) of a dormancy, the expiry (ms) of "
+                                               "points expiring; \"\" for a welcome")]
+    points: NotRequired[Annotated[int, Field(description="points_expiring: the points that expire then")]]
 
 
 class WakeUpData(TypedDict):

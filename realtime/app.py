@@ -21,7 +21,9 @@ from engine.errors import RekindleError
 from engine.plugins import installed
 from realtime import live
 from realtime.admission import Admission, Limits
-from realtime.routes import admin, config, docs, events, games, health, members, points, redeem, tokens, webhooks
+from realtime.routes import (
+    admin, config, docs, events, games, health, members, points, redeem, stats, tokens, webhooks,
+)
 from realtime.errors import STORE_ERRORS, http_error, rekindle_error, store_unreachable, unexpected_error
 from realtime.gcpacer import GcPacer
 from realtime.service import Service
@@ -56,6 +58,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
         Route("/v1/config", config.get_config, methods=["GET"]),
         Route("/v1/config", config.post_config, methods=["POST"]),
         Route("/v1/admin/webhooks/dead", webhooks.get_dead, methods=["GET"]),
+        Route("/v1/stats", stats.get_stats, methods=["GET"]),
         Route("/v1/admin/webhooks/dead/replay", webhooks.post_replay, methods=["POST"]),
         WebSocketRoute("/v1/live", live.live),
         # Every other WebSocket path (this one matches no HTTP request): 404, not a bare 403.

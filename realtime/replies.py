@@ -20,7 +20,7 @@ from engine.views import ConfigProblem, ConfigVersion, Effect, ErrorDetail, Snap
 __all__ = [
     "ClockReply", "ConfigPosted", "ConfigProblem", "ConfigReply", "ConfigVersion", "DeadWebhook", "DeadWebhooksReply",
     "Effect", "ErrorBody", "ErrorDetail", "EventsReply", "HealthReply", "OperationReply", "OperationResult",
-    "ProfileReply", "ReplayReply", "Reply", "Snapshot", "TokenReply",
+    "ProfileReply", "ReplayReply", "Reply", "Snapshot", "StatsReply", "TokenReply",
 ]
 
 
@@ -134,6 +134,42 @@ class ReplayReply(TypedDict):
     more: Annotated[bool, Field(description='`"all": true` only: more dead messages wait (call again)')]
 
 
+class DayFigures(TypedDict):
+    """One local day's figures."""
+
+    day: Annotated[str, Field(description="the programme's local day, YYYY-MM-DD")]
+    active: Annotated[int, Field(description="members active that day (an event or a game step of theirs; estimated: HyperLogLog, ±1%)")]
+    buyers: Annotated[int, Field(description="members who made a purchase that day (estimated)")]
+    new: Annotated[int, Field(description="members welcomed that day ([care.welcome])")]
+    dormant: Annotated[int, Field(description="members marked dormant that day ([care.dormancy])")]
+    woken: Annotated[int, Field(description="dormant members who came back that day")]
+    points_issued: int
+    points_spent: Annotated[int, Field(description="points taken: spends, and refunds' take-backs")]
+    points_expired: int
+    rewards: Annotated[int, Field(description="coupons granted")]
+    games: Annotated[dict[str, int], Field(description="members who played each game that day (estimated)")]
+
+
+class WindowFigures(TypedDict):
+    """Of the members counted in the window before the last one, how many were counted again in the last."""
+
+    window_days: int
+    before: Annotated[int, Field(description="members in the earlier window")]
+    again: Annotated[int, Field(description="of them, members in the later window too (estimated)")]
+    rate: Annotated[float, Field(description="again / before (0 when before is 0)")]
+
+
+class StatsReply(TypedDict):
+    """The programme's KPIs over a range of days, from counters the operations maintain."""
+
+    days: list[DayFigures]
+    churn: Annotated[WindowFigures, Field(description="active members of the window before the range's last `window` "
+                                                      "days who were not active in it: rate = 1 - again/before")]
+    repurchase: Annotated[WindowFigures, Field(description="buyers of the earlier window who bought again in the last")]
+    points_outstanding: Annotated[int, Field(description="points issued less spent and expired, ever")]
+    dormant_now: Annotated[int, Field(description="members marked dormant less those who came back, ever")]
+
+
 #: What ``json_response`` may send.
 Reply: TypeAlias = (ErrorBody | EventsReply | OperationReply | ProfileReply | Snapshot | TokenReply | ConfigReply | ConfigPosted
-         | HealthReply | ClockReply | DeadWebhooksReply | ReplayReply)
+         | HealthReply | ClockReply | DeadWebhooksReply | ReplayReply | StatsReply)

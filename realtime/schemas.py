@@ -21,6 +21,7 @@ from engine.plugins import Game, Link, Param, installed  # one shape for the ser
 
 from realtime.replies import (
     ClockReply, ConfigPosted, ConfigReply, DeadWebhooksReply, EventsReply, HealthReply, OperationReply, ProfileReply,
+    StatsReply,
     ReplayReply, Reply, Snapshot, TokenReply,
 )
 
@@ -379,6 +380,22 @@ OPERATIONS: tuple[Operation, ...] = (
         errors={**_BODY, 422: ("invalid",), 500: ("internal",), 503: ("unavailable",)},
         example_body={"ids": ["rk:webhook:m-42:9f2c4e0a1b7d4c55aa01e3f6b2d8c901"]},
         example_reply={"replayed": 1, "more": False},
+    ),
+    Operation(
+        "get", "/v1/stats", "getStats", "The programme's KPIs, a day at a time",
+        "Daily active members, buyers, new members, members marked dormant and woken up, points issued, spent and "
+        "expired, coupons granted and each game's players, for each local day from `from` to `to` (at most 92; "
+        "default the last 7 days); churn and repurchase over `window` days (the last `window` days of the range "
+        "against the `window` before them); the points outstanding and the members dormant now. Counted as "
+        "operations apply (members by HyperLogLog: estimates within about 1%), by the operation's local day; read "
+        "in a fixed number of reads a day, whatever the number of members. A process's last second of counts is "
+        "lost if it dies.",
+        "operations", "admin", None, StatsReply,
+        params=(Param("from", "query", {"type": "string", "format": "date"}, "The first local day (YYYY-MM-DD)."),
+                Param("to", "query", {"type": "string", "format": "date"}, "The last local day (default: today)."),
+                Param("window", "query", {"type": "integer", "minimum": 1, "maximum": 90, "default": 30},
+                      "Days of each of churn's and repurchase's two windows.")),
+        errors={401: ("unauthorized",), 422: ("invalid",), 500: ("internal",), 503: ("unavailable",)},
     ),
 )
 

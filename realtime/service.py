@@ -19,6 +19,7 @@ from engine.clock import Clock, OffsetClock, SystemClock
 from engine import servercheck
 from engine.feed import FeedStore
 from engine.keys import Keys
+from engine.kpis import KpiRecorder
 from engine.members import MemberStore
 from engine.runner import Runner
 from engine.programs import ProgramRegistry
@@ -29,7 +30,7 @@ from engine.care import BIRTHDAY, CareMoments
 from engine.crossing import CROSS, Crossing
 from engine.redeem import CATALOG, REDEEM, RedeemStep
 from engine.redemptions import RedemptionStore
-from engine.jobs import DORMANCY, HANDLERS
+from engine.jobs import DORMANCY, EXPIRING, HANDLERS
 from engine import outreach
 from engine.plugins import Context, installed
 from engine.scheduler import Scheduler
@@ -122,12 +123,15 @@ class Service:
         members = MemberStore(redis, keys, runner=pipeline)
         ctx = Context(keys, pipeline, ops, crossing, members, redis, clock, lambda: programs.current.program)
         care = CareMoments(pipeline, keys, ops, members)
+        ops.kpis = KpiRecorder(pipeline, keys, {kind: g.name for g in games for kind in g.effects})
+        ops.kpis.start()
         http = outreach.open_client()  # outreach webhooks: one client per process, closed by close()
         deliveries = outreach.Deliveries(pipeline, keys, http)
         scheduler = Scheduler(
             pipeline, keys, scripts, ops, clock, lambda: programs.current.program,
             handlers={**HANDLERS, **{k: v for g in games for k, v in g.jobs.items()}},
-            tasks={CROSS: crossing.run_job, BIRTHDAY: care.birthday_task(), DORMANCY: care.dormancy_task(), outreach.WEBHOOK: deliveries.run_job,
+            tasks={CROSS: crossing.run_job, BIRTHDAY: care.birthday_task(), DORMANCY: care.dormancy_task(),
+                   EXPIRING: care.expiring_task(), outreach.WEBHOOK: deliveries.run_job,
                    **{k: make(ctx) for g in games for k, make in g.tasks.items()}},
             tries_by_kind={outreach.WEBHOOK: outreach.max_attempts},  # the programme's [webhooks] max_attempts
         )
@@ -156,6 +160,8 @@ class Service:
 
     async def close(self) -> None:
         await self.scheduler.stop()  # gives its leases up: another process takes the shards at once
+        if self.ops.kpis is not None:
+            await self.ops.kpis.stop()  # the last second's counts
         await self.http.aclose()  # after the scheduler: no delivery is under way
         await self.hub.close()
         await self.programs.stop_watching()

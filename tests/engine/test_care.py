@@ -291,3 +291,60 @@ def test_dormancy_is_pushed_later_by_activity_marked_once_and_ended_by_a_return(
             assert "wake_up" not in [x["type"] for x in later.effects] and await e.balance("m-1") == 77
 
     asyncio.run(run())
+
+
+EXPIRING = """
+[points]
+expiry = "days"
+expiry_days = 30
+
+[rules.buy_points]
+event = "purchase"
+grant = "points"
+per = { field = "amount", every = 100, amount = 1 }
+
+[care.points_expiring]
+days_before = 7
+title = "Your points expire in 7 days"
+outreach = true
+
+[webhooks]
+url = "http://127.0.0.1:9/hooks"
+"""
+
+
+def test_a_notice_goes_out_before_points_expire_unless_they_are_spent(engine: Any, compile_toml: Any) -> None:
+    """A purchase's lot gets its expire job and, in the same call, its notice 7 days before; the
+    notice says the points left (on the feed and to the outbox), once; a member who spent them
+    all by then hears nothing."""
+
+    async def run() -> None:
+        async with engine(program_=compile_toml(BASE + EXPIRING)) as e:
+            care = care_of(e)
+            for m in ("m-1", "m-2"):
+                await e.apply(f"o-{m}", m, "purchase", {"amount": 5_000})
+            shard = jobs_key(e.keys, shard_of("m-1"))
+            jobs = {j.decode(): int(s) for j, s in await e.redis.zrange(shard, 0, -1, withscores=True)}
+            [expiry] = [int(j.rsplit(":", 1)[1]) for j in jobs if j.startswith("rk:expire:m-1:")]
+            assert jobs[f"rk:expiring:m-1:{expiry}"] == expiry - 7 * DAY_MS
+            from engine.operations import Operation, fingerprint, member_plan
+
+            spend = member_plan(e.program, Operation("spend-1", "m-2", e.now_ms, fingerprint("spend")), e.now_ms,
+                                debits=([50, "checkout"],))
+            assert (await e.store.apply(spend, e.program)).status.value == "applied"
+            for _ in range(2):
+                scheduler = Scheduler(e.pipeline, e.keys, e.scripts, e.store, ManualClock(expiry - 7 * DAY_MS),
+                                      lambda: e.program, tasks={"expiring": care.expiring_task()})
+                await scheduler.run_due()
+                await scheduler.stop()
+            import msgpack
+
+            def notices(entries: Any) -> list[Any]:
+                return [d for _, f in entries for t, d in msgpack.unpackb(f[b"d"], raw=False) if t == "care"]
+
+            assert notices(await e.redis.xrange(e.keys.member("m-1").feed)) == [
+                {"moment": "points_expiring", "title": "Your points expire in 7 days", "occasion": str(expiry), "points": 50}]
+            assert notices(await e.redis.xrange(e.keys.member("m-2").feed)) == []
+            assert await e.redis.hlen(outbox_key(e.keys, shard_of("m-1"))) == 1
+
+    asyncio.run(run())

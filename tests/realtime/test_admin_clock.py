@@ -69,7 +69,9 @@ def test_moving_the_clock_past_an_expiry_expires_the_points(dev: Service, sync_r
 
     moved = admin.post("/v1/admin/clock", json={"now": iso(expiry + 86_400_000)})
     assert moved.status_code == 200, moved.text
-    assert moved.json() == {"now": iso(expiry + 86_400_000), "now_ms": expiry + 86_400_000, "jobs_run": 1}
+    # Three jobs fell due: the lot's expiry, its notice a week before ([care.points_expiring]) and
+    # the member's dormancy ([care.dormancy]: 60 days without activity).
+    assert moved.json() == {"now": iso(expiry + 86_400_000), "now_ms": expiry + 86_400_000, "jobs_run": 3}
 
     after = shop.get(f"/v1/members/{member}").json()["points"]
     assert (after["balance"], after["expiring"]) == (0, [])
