@@ -103,6 +103,13 @@ def completed_first_purchase(program: CompiledProgram, effects: Any) -> bool:
     return any(e.get("type") == "quest_completed" and e.get("data", {}).get("quest") == quest for e in effects)
 
 
+def cares(program: CompiledProgram, event: Any, result: Any) -> bool:
+    """Whether an applied event starts a care moment (its join event, or the completion of the
+    referral's first-purchase quest): checked before ``after_events`` is called, so that every
+    other purchase costs a set lookup and a look at its effects, no call."""
+    return event.type == program.model.care.join_event or completed_first_purchase(program, result.effects)
+
+
 def check_referrer(member: str, referrer: str, chain: Mapping[str, str | None]) -> None:
     """Refuse a referral that closes a loop: ``chain`` maps each member up the referrer's chain
     (the referrer's referrer, and so on, as far as it was read) to its own referrer."""

@@ -101,11 +101,6 @@ class OperationStore:
         if dormancy:
             self._dormancy.settle(plan, reply)
 
-    async def _woken(self, plan: MemberPlan, program: CompiledProgram, result: OpResult) -> None:
-        """A dormant member came back: its dormancy job is scheduled anew (the old one is gone)."""
-        if result.status is OpStatus.APPLIED and any(e["type"] == "wake_up" for e in result.effects):
-            await self._runner.call(*self._dormancy.again(plan, program))
-
     async def apply(self, plan: MemberPlan, program: CompiledProgram) -> OpResult:
         keys, args = member_call(self._keys, plan, program)
         schedule, dormancy = self._schedule(plan, program)
@@ -120,10 +115,11 @@ class OperationStore:
             if isinstance(reply, Exception):
                 raise reply
             result = decode_reply(reply)
-        if self.kpis is not None and result.status is OpStatus.APPLIED:
-            self.kpis.record(plan, program, result.effects, plan.event)
-        if plan.wakes:
-            await self._woken(plan, program, result)
+        if result.status is OpStatus.APPLIED:
+            if self.kpis is not None:
+                self.kpis.record(plan, program, result.effects, plan.event)
+            if plan.wakes and woke(result):
+                await self._runner.call(*self._dormancy.again(plan, program))
         return result
 
     async def apply_many(self, plans: Sequence[MemberPlan], program: CompiledProgram) -> list[OpResult | Exception]:
@@ -160,13 +156,18 @@ class OperationStore:
         for p, need in zip(plans, needs):
             reply = broken[need] if need is not None and need in broken else next(replies)
             result = reply if isinstance(reply, Exception) else decode_reply(reply)
-            if not isinstance(result, Exception):
-                if self.kpis is not None and result.status is OpStatus.APPLIED:
+            if not isinstance(result, Exception) and result.status is OpStatus.APPLIED:
+                if self.kpis is not None:
                     self.kpis.record(p, program, result.effects, p.event)
-                if p.wakes:
-                    await self._woken(p, program, result)
+                if p.wakes and woke(result):
+                    await self._runner.call(*self._dormancy.again(p, program))
             results.append(result)
         return results
+
+
+def woke(result: OpResult) -> bool:
+    """A dormant member came back (member.lua's ``wake_up``): its dormancy job is scheduled anew."""
+    return any(e["type"] == "wake_up" for e in result.effects)
 
 
 def decode_reply(raw: bytes) -> OpResult:

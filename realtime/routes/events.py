@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from engine import ids
+from engine.care import cares
 from engine.awards import plan_award
 from engine.operations import MemberPlan
 from engine.config import CompiledProgram
@@ -100,7 +101,7 @@ async def _post_one(svc: Service, body: Any, program: CompiledProgram, now_ms: i
         metrics.STORE_SECONDS.observe(perf_counter() - started)
     except (RedisError, OSError) as exc:
         raise store_failure(exc) from exc
-    if event.type in program.care_events and result.status is OpStatus.APPLIED:
+    if event.type in program.care_events and result.status is OpStatus.APPLIED and cares(program, event, result):
         await svc.care.after_events(program, [(event, result)], now_ms)
     view = result_view(event.id, event.member, result, "id")
     metrics.count_event(event.type, view["status"])
@@ -152,7 +153,8 @@ async def _post_batch(
             results[i] = view
         if program.care_events:
             cared = [(e, o) for (_, e), o in zip(events, outcomes)
-                     if e.type in program.care_events and o.status is OpStatus.APPLIED]  # type: ignore[union-attr]
+                     if e.type in program.care_events and o.status is OpStatus.APPLIED  # type: ignore[union-attr]
+                     and cares(program, e, o)]
             if cared:
                 await svc.care.after_events(program, cared, now_ms)
     return json_response(EventsReply(results=results))  # type: ignore[typeddict-item]  # every None is filled above
