@@ -52,9 +52,17 @@ REFERRAL = "referral"
 REFERRAL_DEPTH = 32
 
 
+def once_field(name: str, occasion: str = "") -> str:
+    """The member's state field that makes a moment once per occasion for good: a limited counter
+    (limit 1) the gift's plan takes, so a second gift is refused ``limit_reached`` even after the
+    operation's id has left the dedupe retention (a profile sent again months later)."""
+    return f"care:{name}:{occasion}" if occasion else f"care:{name}"
+
+
 def moment_plan(program: CompiledProgram, op_id: str, member: str, at_ms: int, now_ms: int, moment: CareMoment,
-                name: str, occasion: str = "") -> MemberPlan:
-    """The gift of ``moment`` as one operation: its bundle, and a ``care`` effect first."""
+                name: str, occasion: str = "", once_until_ms: int = 0) -> MemberPlan:
+    """The gift of ``moment`` as one operation: its bundle, and a ``care`` effect first; once per
+    occasion by its id and by ``once_field`` (kept until ``once_until_ms``; 0: for good)."""
     op = Operation(ids.EventId(op_id), ids.MemberId(member), at_ms, fingerprint("care", name, occasion))
     reason = f"care:{name}"
     r = moment.rewards
@@ -63,7 +71,8 @@ def moment_plan(program: CompiledProgram, op_id: str, member: str, at_ms: int, n
     coupons = tuple([item, catalog[item].valid_days * DAY_MS if item in catalog else 0, reason] for item in r.coupons)
     inventory = tuple([program.items[n].field, k, program.items[n].cap, 0, n] for n, k in r.items.items() if n in program.items)
     effect = pack_effect("care", {"moment": name, "title": moment.title, "occasion": occasion})
-    return member_plan(program, op, now_ms, grants=grants, coupons=coupons, inventory=inventory, effects=(effect,))
+    return member_plan(program, op, now_ms, grants=grants, coupons=coupons, inventory=inventory, effects=(effect,),
+                       counters=([once_field(name, occasion), 1, 1, once_until_ms],))
 
 
 def welcome_id(member: str) -> str:
@@ -168,7 +177,9 @@ def birthday_plan(job: Job, program: CompiledProgram, now_ms: int, birthday: str
     moment = program.model.care.birthday
     if moment is None or birthday is None:
         return None
-    return moment_plan(program, job.op_id, job.member, now_ms, now_ms, moment, BIRTHDAY, job.param)
+    year = int(job.param)
+    until = _local_ms(date(year + 2, 1, 1), program.tz)  # the year's mark outlives any change of birthday in it
+    return moment_plan(program, job.op_id, job.member, now_ms, now_ms, moment, BIRTHDAY, job.param, until)
 
 
 # --- the I/O around them -------------------------------------------------------------------------
@@ -220,7 +231,7 @@ class CareMoments:
             if before.get("joined_at_ms") is not None:  # joined before: only the referral is new
                 plans = [p for p in plans if p.op.member != member]
         birthday = program.model.care.birthday
-        if "birthday" in fields and birthday is not None:
+        if "birthday" in fields and birthday is not None and fields["birthday"] != before.get("birthday"):
             job, due = birthday_job(member, fields["birthday"], birthday.when, now_ms, program.tz)
             await self._runner.call(_ZADD, [jobs_key(self._keys, shard_of(member))], [due, job])
         for result in await self._ops.apply_many(plans, program) if plans else ():
@@ -257,7 +268,8 @@ class CareMoments:
             _, end = birthday_window(birthday, moment.when, int(job.param), program.tz)
             following, due = birthday_job(job.member, birthday, moment.when, max(now_ms, end), program.tz)
             await self._runner.call(_ZADD, [jobs_key(self._keys, shard_of(job.member))], ["NX", due, following])
-            plan = birthday_plan(job, program, now_ms, birthday)
+            (given,) = await self._members.state_fields(job.member, [once_field(BIRTHDAY, job.param)])
+            plan = birthday_plan(job, program, now_ms, birthday) if given is None else None
             if plan is not None:
                 await self._tell(program, moment.outreach, Message(
                     job.op_id, job.member, BIRTHDAY, {"title": moment.title, "birthday": birthday, "year": int(job.param)},

@@ -246,6 +246,9 @@ class DormancyJobs:
         return ZADD, [jobs_key(self._keys, shard_of(member))], ["NX", plan.args.now_ms + program.dormancy_ms,
                                                                  dormancy_job_id(member)]
 
+    def forget(self, member: str) -> None:
+        self._known.pop(member, None)
+
     def settle(self, plan: MemberPlan, reply: Any) -> None:
         member = plan.op.member
         if isinstance(reply, Exception):

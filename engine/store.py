@@ -8,6 +8,8 @@ it writes.
 
 from __future__ import annotations
 
+import logging
+
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,6 +27,9 @@ from engine.operations import MemberPlan, values_of
 from engine.runner import Call, ChainBroken, Runner
 from engine.scripts import Scripts
 from engine.views import Effect
+
+
+log = logging.getLogger("rekindle.store")
 
 
 class OpStatus(str, Enum):
@@ -119,8 +124,18 @@ class OperationStore:
             if self.kpis is not None:
                 self.kpis.record(plan, program, result.effects, plan.event)
             if plan.wakes and woke(result):
-                await self._runner.call(*self._dormancy.again(plan, program))
+                await self._rescheduled(plan, program)
         return result
+
+    async def _rescheduled(self, plan: MemberPlan, program: CompiledProgram) -> None:
+        """A dormant member came back: its dormancy job again (the old one is gone). A failure is
+        logged and the member forgotten, so its next activity schedules the job (chained): the
+        return itself stands, applied."""
+        try:
+            await self._runner.call(*self._dormancy.again(plan, program))
+        except Exception as exc:  # noqa: BLE001
+            log.error("could not schedule the dormancy job of member=%s again: %s", plan.op.member, type(exc).__name__)
+            self._dormancy.forget(plan.op.member)
 
     async def apply_many(self, plans: Sequence[MemberPlan], program: CompiledProgram) -> list[OpResult | Exception]:
         """Apply plans in one pipeline; a failed call is returned, not raised. A member's plans
@@ -160,7 +175,7 @@ class OperationStore:
                 if self.kpis is not None:
                     self.kpis.record(p, program, result.effects, p.event)
                 if p.wakes and woke(result):
-                    await self._runner.call(*self._dormancy.again(p, program))
+                    await self._rescheduled(p, program)
             results.append(result)
         return results
 

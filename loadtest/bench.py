@@ -19,10 +19,13 @@ taken minutes apart on the same loopback, the same embedded Valkey and the same 
 5. operations: spends and redemptions over HTTP, as req/s beside baseline (a);
 7. the award path on a local three-primary cluster next to one server (``loadtest/clusterbench.py``);
 8. games: flash-sale claims on one sale, refusals once it sold out, and daily check-ins, beside
-   the award path (``loadtest/gamesbench.py``).
+   the award path (``loadtest/gamesbench.py``);
+9. the scheduler: the award path with 1,000,000 due jobs waiting beside it with none, and the
+   bytes per member of the lifecycle's jobs (``loadtest/schedbench.py``).
 
 ``--only 8`` (or ``--only 1,6``) runs some phases, with the phases their figures are ratios to:
-[8] and [6] take [1] (the award path's median pair), [3] takes [2] (baseline (b)).
+[8] and [6] take [1] (the award path's median pair), [3] takes [2] (baseline (b)); [9] measures
+its own pairs.
 
 It is a report: it exits 0 when a target is missed, and non-zero only when something failed to
 run (2) or was interrupted (130).
@@ -58,7 +61,7 @@ from engine.keys import Keys
 from engine.pipelining import AutoPipeline
 from engine.scripts import Scripts
 from engine.store import OpStatus, OperationStore
-from loadtest import gamesbench, memberyear, redisload, servercost
+from loadtest import gamesbench, memberyear, redisload, schedbench, servercost
 from loadtest.httpload import LoadResult, LoadSpec
 from loadtest.processes import BenchError, Processes, free_port, wait_healthy
 from loadtest.clusterbench import ClusterRun, run_cluster_pairs
@@ -105,7 +108,7 @@ class Options:
 #: The bench's phases (the numbers they print), and those whose figures another's are ratios to
 #: (or, for [6], whose members the spends draw points from): ``--only`` runs those too.
 PHASES = {1: "single event per request", 2: "baseline (b)", 3: "batch ingest", 4: "memory", 5: "server cost",
-          6: "operations", 7: "cluster", 8: "games"}
+          6: "operations", 7: "cluster", 8: "games", 9: "scheduler"}
 NEEDS = {3: {2}, 6: {1}, 8: {1}}
 
 
@@ -539,6 +542,7 @@ def summary_rows(
     clustered: ClusterRun | None,
     year: memberyear.YearMemory | None = None,
     games: gamesbench.Games | None = None,
+    sched: schedbench.Scheduled | None = None,
 ) -> list[Row]:
     """The rows of the phases that ran (``None`` or no pairs: a phase ``--only`` left out)."""
 
@@ -591,6 +595,10 @@ def summary_rows(
         errors += games.errors
         not_applied += games.not_applied
         rows += [Row(*row) for row in games.rows()]
+    if sched is not None:  # busy against idle: both the service's, in pairs of this phase
+        errors += sched.errors
+        not_applied += sched.not_applied
+        rows += [Row(*row) for row in sched.rows()]
     if clustered is not None:
         errors += sum(r.errors for r in clustered.single + clustered.cluster)
         not_applied += sum(r.requests - r.counted for r in clustered.single + clustered.cluster)
@@ -728,6 +736,7 @@ def run(opts: Options, workdir: Path) -> list[Row]:
         operations: Operations | None = None
         games: gamesbench.Games | None = None
         clustered: ClusterRun | None = None
+        sched: schedbench.Scheduled | None = None
         if 1 in phases:
             with phase_noise(url):
                 pairs = run_http_pairs(opts, baseline_port, service_port, api_key, run_id)
@@ -748,6 +757,14 @@ def run(opts: Options, workdir: Path) -> list[Row]:
                                              connections=opts.connections, warmup_s=opts.warmup_s,
                                              duration_s=opts.duration_s, run_id=run_id, api_key=api_key,
                                              award_rps=median_pair(pairs).service.requests_per_s)
+        if 9 in phases:
+            with phase_noise(url):
+                sched = schedbench.run_sched(
+                    http_load, describe, url=url, prefix=f"bench{run_id}", port=service_port, api_key=api_key,
+                    connections=opts.connections, warmup_s=opts.warmup_s, duration_s=opts.duration_s,
+                    members=opts.members, rounds=opts.rounds, run_id=run_id,
+                    due_jobs=schedbench.QUICK_DUE_JOBS if opts.quick else schedbench.DUE_JOBS,
+                    lifecycle_members=schedbench.QUICK_LIFECYCLE_MEMBERS if opts.quick else schedbench.LIFECYCLE_MEMBERS)
         if 7 in phases:
             clustered = run_cluster_pairs(
                 rounds=opts.rounds, connections=opts.connections, warmup_s=opts.warmup_s, duration_s=opts.duration_s,
@@ -767,7 +784,7 @@ def run(opts: Options, workdir: Path) -> list[Row]:
             year = run_memory_year(opts, url, program, run_id)
         if 5 in phases:
             cost = run_server_cost(opts, url, program, run_id)
-        rows = summary_rows(pairs, batch, pipeline, memory, cost, operations, hundred, clustered, year, games)
+        rows = summary_rows(pairs, batch, pipeline, memory, cost, operations, hundred, clustered, year, games, sched)
         print_summary(rows, pairs)
         return rows
     finally:

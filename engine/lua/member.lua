@@ -165,8 +165,13 @@ local debt = tonumber(stored[4]) or 0
 local next_expiry = tonumber(stored[5]) or 0
 local expiring = next_expiry > 0 and next_expiry <= now_ms
 
--- Nothing to apply (the rarer parts are sent only when one of them is not empty).
+-- The member's own activity (see ARGV[5]): every operation but the engine's own.
+local active = string.sub(op_id, 1, 3) ~= 'rk:'
+
+-- Nothing to apply (the rarer parts are sent only when one of them is not empty); an event that
+-- earns nothing is activity all the same.
 if G_END == G and Q_END == Q and not rare and record_until == 0 and not expiring then
+  if active then redis.call('HSET', KEYS[1], 'la', now_ms) end
   return remember('', '\144')
 end
 
@@ -689,8 +694,7 @@ if rare then
   for _, e in ipairs(passed) do effects[#effects + 1] = e; raw_effects = true end
 end
 
--- The member's own activity (see ARGV[5]); a dormant member's return: the wake-up gift, once.
-local active = string.sub(op_id, 1, 3) ~= 'rk:'
+-- A dormant member's return: the wake-up gift, once.
 local woke = active and stored[6] and ARGV[5] and ARGV[5] ~= ''
 if woke then
   local w = cmsgpack.unpack(ARGV[5])
@@ -764,7 +768,10 @@ if keep then
   else expire_no_sooner(KEYS[RECORDS], record_until) end
 end
 
-if #effects == 0 then return remember('', '\144') end
+if #effects == 0 then
+  if active then redis.call('HSET', KEYS[1], 'la', now_ms) end
+  return remember('', '\144')
+end
 
 -- Points granted into a lot already past its expiry (an operation with an old time, whose lot's
 -- expire job may have run before it) are written off at once, not left for a later operation.

@@ -58,7 +58,11 @@ async def conservation(redis: Any, keys: Keys, program: CompiledProgram | None, 
 
 async def _campaign(redis: Any, keys: Keys, name: str, terms: Campaign, held: Mapping[str, int]) -> list[str]:
     tag = keys.object(CARDS, name)
-    counters = {_text(k): int(v) for k, v in (await redis.hgetall(f"{tag}:n")).items()}
+    pipe = redis.pipeline(transaction=True)  # counters and entries as of one moment (a settle moves both)
+    pipe.hgetall(f"{tag}:n")
+    pipe.hgetall(f"{tag}:e")
+    raw_counters, raw_entries = await pipe.execute()
+    counters = {_text(k): int(v) for k, v in raw_counters.items()}
     issued: Counter[str] = Counter()
     consumed: Counter[str] = Counter()
     for field, value in counters.items():
@@ -66,7 +70,7 @@ async def _campaign(redis: Any, keys: Keys, name: str, terms: Campaign, held: Ma
             issued[field.rsplit(":", 1)[1]] += value
         elif field.startswith("s:used:"):
             consumed[field[len("s:used:"):]] += value
-    for record, steps in _entries(await redis.hgetall(f"{tag}:e")):
+    for record, steps in _entries(raw_entries):
         undo = record[2]
         for step in steps:
             if step[0] in (DRAW, COMBINE) and await _applied(redis, keys, step):
@@ -76,6 +80,8 @@ async def _campaign(redis: Any, keys: Keys, name: str, terms: Campaign, held: Ma
                     elif field.startswith("used:"):
                         consumed[field[len("used:"):]] += int(delta)
     in_transfer: Counter[str] = Counter()
+    # (Counts and members are read at different moments: the check is exact on a store at rest,
+    # as after a rehearsal or a crash; under traffic a draw settling between reads may show.)
     async for key in redis.scan_iter(match=f"{keys.prefix}:{{{GIFTS}:{name}.*}}:e", count=1000):
         for _, steps in _entries(await redis.hgetall(key)):
             give, receive = steps

@@ -29,7 +29,7 @@ from engine import ids
 from engine.config import CompiledProgram, item_field
 from engine.crossing import EntryState, ObjectRef, entry_key, pack_steps, with_decided
 from engine.errors import Refused
-from engine.jobs import Job, job_id, jobs_key, shard_of
+from engine.jobs import DeadJob, Job, job_id, jobs_key, shard_of
 from engine.plugins import Context, epoch_ms, section_entry
 from engine.scripts import Command
 from engine.store import OpResult, OpStatus
@@ -73,6 +73,9 @@ class Issued:
 
     def get(self, name: str, day: str) -> list[int] | None:
         return self._counts.get((name, day))
+
+    def forget(self, name: str, day: str) -> None:
+        self._counts.pop((name, day), None)
 
     def put(self, name: str, day: str, counts: Sequence[Any]) -> None:
         if len(self._counts) > 1024:
@@ -126,11 +129,16 @@ async def draw(ctx: Context, program: CompiledProgram, request: DrawRequest) -> 
     deck, limits = terms.deck, budgets(terms)
     due = rules.pity_due(int(pity or 0), terms.pity_draws)
     counts = await issued_today(ctx, name, terms, day)
-    for _ in range(2):  # the object found no room on the counts drawn from: once more, on its counts
+    fresh = False
+    for _ in range(3):  # the object found no room on the counts drawn from: again, on its counts
         slots = rules.slots(terms, dict(zip(deck, counts)))
         total = rules.draw_range(slots, due)
         if total == 0:
-            break
+            if fresh:
+                break
+            ISSUED.forget(name, day)  # the counts heard may be stale (a released draw gave a unit back)
+            counts, fresh = await issued_today(ctx, name, terms, day), True
+            continue
         chosen = rules.draw(slots, secrets.randbelow(total), due)
         assert chosen is not None
         order = [chosen, *rules.fallback_order(slots, chosen)]
@@ -142,19 +150,22 @@ async def draw(ctx: Context, program: CompiledProgram, request: DrawRequest) -> 
         if code == 3:
             raise TimeoutError("the draw took too long to reach its campaign; send it again")
         if code == 0:
-            return await _answer_existing(ctx, program, int(reply[1]), _text(reply[2]), with_decided([step], (0,)), request.at_ms)
+            return await _answer_existing(ctx, program, int(reply[1]), _text(reply[2]), with_decided([step], (0,)),
+                                          request.at_ms, "no_chance")
         if code == 2:
             reason = _text(reply[1])
             if reason == "ended":
                 raise Refused("ended", "this campaign's pool is being split: draws have ended", field="campaign")
-            counts = [int(c) for c in reply[2:]]
+            counts, fresh = [int(c) for c in reply[2:]], True
             ISSUED.put(name, day, counts)
             continue
         ISSUED.put(name, day, reply[2:])
         decided = with_decided([step], (int(reply[1]),))
         outcome = await ctx.crossing.finish(program, obj, decided, request.at_ms, opened_now=True)
         return _renamed(outcome.result, "no_chance")
-    raise Refused("no_cards_today", "every card's issue budget for today is spent: draw again tomorrow", field="campaign")
+    # A retry of a draw that took the day's last unit finds its entry, and is answered by it.
+    return await _existing_or(ctx, program, obj, key, with_decided([step], (0,)), request.at_ms, Refused(
+        "no_cards_today", "every card's issue budget for today is spent: draw again tomorrow", field="campaign"))
 
 
 class GiftRequest(NamedTuple):
@@ -182,7 +193,8 @@ async def gift(ctx: Context, program: CompiledProgram, request: GiftRequest) -> 
         raise TimeoutError("the gift took too long to reach its outbox; send it again")
     decided = tuple(steps)  # nothing decided: a gift's steps are its terms alone
     if code == 0:
-        return await _answer_existing(ctx, program, int(reply[1]), _text(reply[2]), decided, request.at_ms)
+        return await _answer_existing(ctx, program, int(reply[1]), _text(reply[2]), decided, request.at_ms,
+                                      "card_not_held")
     outcome = await ctx.crossing.finish(program, obj, decided, request.at_ms, opened_now=True)
     return _renamed(outcome.result, "card_not_held")
 
@@ -218,7 +230,8 @@ async def combine(ctx: Context, program: CompiledProgram, request: CombineReques
         raise TimeoutError("the combine took too long to reach its campaign; send it again")
     decided = (step,)
     if code == 0:
-        return await _answer_existing(ctx, program, int(reply[1]), _text(reply[2]), decided, request.at_ms)
+        return await _answer_existing(ctx, program, int(reply[1]), _text(reply[2]), decided, request.at_ms,
+                                      "no_full_set")
     if code == 2:
         reason = _text(reply[1])
         raise Refused(reason, _REASONS[reason], field="campaign")
@@ -246,13 +259,21 @@ async def _existing_or(ctx: Context, program: CompiledProgram, obj: ObjectRef, k
     entry = await ctx.crossing.status(obj, key)
     if entry is None:
         raise refusal
-    return (await ctx.crossing.answer_existing(program, entry.state, entry.reason, steps, at_ms)).result
+    result = (await ctx.crossing.answer_existing(program, entry.state, entry.reason, steps, at_ms)).result
+    return _renamed(result, _GAME_REASON.get(refusal.code, refusal.code))
 
 
 async def _answer_existing(ctx: Context, program: CompiledProgram, state: int, reason: str, steps: Sequence[Any],
-                           at_ms: int) -> OpResult:
+                           at_ms: int, refusal: str) -> OpResult:
+    """A retry of an entry the object holds, answered as the first answer was (the member
+    script's ``insufficient_items`` under the game's own reason)."""
     outcome = await ctx.crossing.answer_existing(program, EntryState(state), reason, steps, at_ms)
-    return outcome.result
+    return _renamed(outcome.result, refusal)
+
+
+#: The reason a retry's released entry is answered with, by the pre-check's refusal.
+_GAME_REASON = {"no_chance": "no_chance", "no_cards_today": "no_chance", "card_not_held": "card_not_held",
+                "no_full_set": "no_full_set"}
 
 
 def _renamed(result: OpResult, refusal: str) -> OpResult:
@@ -309,6 +330,8 @@ def split_task(ctx: Context) -> Any:
         sharers, paid = int(reply[1]), int(reply[2])
         while paid < sharers:
             members = [_text(m) for m in await ctx.runner.call(script, keys, ["sharers", "", paid, paid + SPLIT_BATCH])]
+            if not members:  # the sharers' list lost members (a key deleted by hand): an operator's to look at
+                raise DeadJob(f"cards campaign {name}: {sharers} sharers recorded, the list ends at {paid}")
             shares = [share_of(terms, paid + i, sharers) for i in range(len(members))]
             plans = [payout_plan(program, name, m, deadline, now_ms, points, terms.coupon if terms.payout == "coupon" else None,
                                  paid + i + 1, sharers)

@@ -30,6 +30,9 @@ from realtime.replies import Effect, ErrorBody, EventsReply, OperationResult
 from realtime.service import Service
 
 
+_DONE = (OpStatus.APPLIED, OpStatus.DUPLICATE)
+
+
 async def post_events(request: Request) -> Response:
     started = perf_counter()
     svc = service(request)
@@ -101,7 +104,9 @@ async def _post_one(svc: Service, body: Any, program: CompiledProgram, now_ms: i
         metrics.STORE_SECONDS.observe(perf_counter() - started)
     except (RedisError, OSError) as exc:
         raise store_failure(exc) from exc
-    if event.type in program.care_events and result.status is OpStatus.APPLIED and cares(program, event, result):
+    # A duplicate too: its first answer may have failed after it applied (its moments' ids make
+    # them once), and it replays the effects the moments look at.
+    if event.type in program.care_events and result.status in _DONE and cares(program, event, result):
         await svc.care.after_events(program, [(event, result)], now_ms)
     view = result_view(event.id, event.member, result, "id")
     metrics.count_event(event.type, view["status"])
@@ -153,7 +158,7 @@ async def _post_batch(
             results[i] = view
         if program.care_events:
             cared = [(e, o) for (_, e), o in zip(events, outcomes)
-                     if e.type in program.care_events and o.status is OpStatus.APPLIED  # type: ignore[union-attr]
+                     if e.type in program.care_events and o.status in _DONE  # type: ignore[union-attr]
                      and cares(program, e, o)]
             if cared:
                 await svc.care.after_events(program, cared, now_ms)

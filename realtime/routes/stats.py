@@ -65,8 +65,12 @@ def _labels(first: date, days: int) -> list[str]:
     return [(first + timedelta(days=i)).strftime("%Y%m%d") for i in range(days)]
 
 
-def _figures(window: int, before: int, again: int) -> WindowFigures:
-    return WindowFigures(window_days=window, before=before, again=again, rate=round(again / before, 4) if before else 0.0)
+def _figures(window: int, before: int, again: int, *, churn: bool = False) -> WindowFigures:
+    """Repurchase: the share of the earlier window's buyers who bought again; churn: the share of
+    its active members who were not active again."""
+    share = again / before if before else 0.0
+    return WindowFigures(window_days=window, before=before, again=again,
+                         rate=round((1 - share if before else 0.0) if churn else share, 4))
 
 
 async def get_stats(request: Request) -> Response:
@@ -87,5 +91,5 @@ async def get_stats(request: Request) -> Response:
     except (RedisError, OSError) as exc:
         raise store_failure(exc) from exc
     views = [DayFigures(**{**d, "day": f"{d['day'][:4]}-{d['day'][4:6]}-{d['day'][6:]}"}) for d in days]  # type: ignore[typeddict-item]
-    return json_response(StatsReply(days=views, churn=_figures(window, *active), repurchase=_figures(window, *buyers),
+    return json_response(StatsReply(days=views, churn=_figures(window, *active, churn=True), repurchase=_figures(window, *buyers),
                                     points_outstanding=outstanding, dormant_now=dormant_now))

@@ -348,3 +348,49 @@ def test_a_notice_goes_out_before_points_expire_unless_they_are_spent(engine: An
             assert await e.redis.hlen(outbox_key(e.keys, shard_of("m-1"))) == 1
 
     asyncio.run(run())
+
+
+async def forget_dedupe(e: Any, member: str) -> None:
+    """What the dedupe retention does to a member's ids after its days: gone."""
+    async for key in e.redis.scan_iter(match=f"{e.keys.member_tag(member)}:d:*"):
+        await e.redis.delete(key)
+
+
+def test_a_gift_stays_once_after_its_id_has_left_the_dedupe_retention(engine: Any, compile_toml: Any) -> None:
+    """Months later (the ids forgotten), the join event again and the birthday's job run again
+    for the same year grant nothing more: each moment's mark in the member's state holds."""
+
+    async def run() -> None:
+        async with engine(program_=compile_toml(BASE + CARE)) as e:
+            care = care_of(e)
+            today = datetime.fromtimestamp(e.now_ms / 1000, SHANGHAI)
+            fields = {"birthday": today.strftime("%m-%d")}
+            await care.after_profile(e.program, "m-1", fields, await care.check_profile("m-1", fields), e.now_ms)
+            join = await e.apply("join-1", "m-1", "join")
+            await care.after_events(e.program, [(parse(e, "join-1", "m-1", "join"), join)], e.now_ms)
+
+            async def tick() -> None:
+                scheduler = Scheduler(e.pipeline, e.keys, e.scripts, e.store, ManualClock(e.now_ms), lambda: e.program,
+                                      tasks={BIRTHDAY: care.birthday_task()})
+                await scheduler.run_due()
+                await scheduler.stop()
+
+            await MemberStore(e.redis, e.keys).put_profile("m-1", type("P", (), {"fields": fields})())  # type: ignore[arg-type]
+            await tick()
+            assert await e.balance("m-1") == 100 + 500
+            await forget_dedupe(e, "m-1")
+            await care.after_events(e.program, [(parse(e, "join-2", "m-1", "join"), join)], e.now_ms)
+            await e.redis.zadd(jobs_key(e.keys, shard_of("m-1")), {f"rk:birthday:m-1:{today.year}": e.now_ms})
+            await tick()
+            assert await e.balance("m-1") == 100 + 500
+
+    asyncio.run(run())
+
+
+def test_an_event_that_earns_nothing_is_activity_all_the_same(engine: Any, compile_toml: Any) -> None:
+    async def run() -> None:
+        async with engine(program_=compile_toml(BASE)) as e:
+            await e.apply("join-1", "m-1", "join")  # no rule, no quest: nothing to apply
+            assert await MemberStore(e.redis, e.keys).profile_fields("m-1", ["la"]) == [str(e.now_ms)]
+
+    asyncio.run(run())

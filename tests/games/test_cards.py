@@ -370,3 +370,41 @@ def test_verify_names_a_card_that_came_from_nowhere_and_a_budget_passed(engine: 
             assert any(f"card 'ai': 9 issued on {day}, budget 5" in b for b in breaches["games' own invariants"])
 
     asyncio.run(run())
+
+
+def test_retries_are_answered_as_their_first_answer(engine: Any, compile_toml: Any) -> None:
+    """A draw that took the day's last unit, retried: duplicate, the same card (not
+    no_cards_today). Two draws racing for one chance: the loser's retry is no_chance again (not
+    the member script's insufficient_items)."""
+
+    async def run() -> None:
+        async with engine(program_=program_of(compile_toml, common=1, rare=0)) as e:
+            ctx = context_of(e)
+            for m in ("m-1", "m-2"):
+                await give_chances(e, m, 2)
+            first = await draw(ctx, e.program, DrawRequest("fu", "m-1", "d-1", e.now_ms))
+            second = await draw(ctx, e.program, DrawRequest("fu", "m-2", "d-1", e.now_ms))
+            assert {drawn_card(first), drawn_card(second)} == {"ai", "he"}  # the day's two units
+            again = await draw(ctx, e.program, DrawRequest("fu", "m-1", "d-1", e.now_ms))
+            assert again.status is OpStatus.DUPLICATE and drawn_card(again) == drawn_card(first)
+            with pytest.raises(Refused) as refused:
+                await draw(ctx, e.program, DrawRequest("fu", "m-1", "d-2", e.now_ms))
+            assert refused.value.code == "no_cards_today"
+
+        async with engine(program_=program_of(compile_toml)) as e:
+            ctx = context_of(e)
+            await give_chances(e, "m-3", 1)
+
+            async def one(op_id: str) -> Any:
+                try:
+                    return await draw(ctx, e.program, DrawRequest("fu", "m-3", op_id, e.now_ms))
+                except Refused as exc:
+                    return exc.code
+
+            results = await asyncio.gather(one("a"), one("b"))
+            lost = [op for op, r in zip("ab", results) if isinstance(r, str) or r.status is not OpStatus.APPLIED]
+            assert len(lost) == 1
+            retry = await one(lost[0])
+            assert retry == "no_chance" or (retry.status, retry.refusal) == (OpStatus.REFUSED, "no_chance")
+
+    asyncio.run(run())

@@ -27,6 +27,9 @@ ROWS = [
     "HTTP 1 event/request on a 3-primary cluster, req/s, median of 2",
     "Valkey CPU per award / floor script (purchase)",
     "Valkey CPU per award / floor script (programme at its limits)",
+    "HTTP 1 event/request, scheduler with 20,000 due jobs / idle, req/s, median of 2 pairs",
+    "Scheduler jobs run/s beside the award path (that pair's window)",
+    "Lifecycle bytes per member (16 job sets, 4.0 jobs a member)",
 ]
 NUMBER = r"[0-9][0-9,]*(?:\.[0-9]+)?"
 
