@@ -7,6 +7,7 @@ in one round trip (a MULTI pipeline, so a snapshot never shows half of an award)
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -82,6 +83,8 @@ def _valid_month_day(month: int, day: int) -> bool:
 
 
 _HMGET, _HGET, _EXISTS = Command("HMGET"), Command("HGET"), Command("EXISTS")
+JOINED_TTL_S = 60.0  #: how long a member's join date is remembered by a process
+JOINED_CACHE = 100_000  #: members remembered at most (then forgotten at once: a read each again)
 
 
 class MemberStore:
@@ -93,6 +96,7 @@ class MemberStore:
         self._redis = redis
         self._keys = keys
         self._runner = runner
+        self._joined: dict[str, tuple[float, int | None]] = {}  # member -> (until, joined_at_ms)
 
     async def _read(self, command: Command, key: str, args: Sequence[Any]) -> Any:
         if self._runner is not None:
@@ -121,9 +125,19 @@ class MemberStore:
 
     async def joined_at_ms(self, member: ids.MemberId) -> int | None:
         """When the shop says the member joined (``PUT /v1/members/{member}``), or None: a game's
-        rule for new members (a bargain's larger cuts) reads it, never the profile's key."""
+        rule for new members (a bargain's larger cuts, its report's new helpers) reads it, never
+        the profile's key. Remembered for ``JOINED_TTL_S`` (a join date seldom changes; a PUT
+        through this process forgets it at once, one through another is seen within the TTL)."""
+        now = time.monotonic()
+        hit = self._joined.get(member)
+        if hit is not None and hit[0] > now:
+            return hit[1]
         raw = await self._read(_HGET, self._keys.member(member).profile, ["joined_at_ms"])
-        return int(raw) if raw is not None else None
+        value = int(raw) if raw is not None else None
+        if len(self._joined) >= JOINED_CACHE:
+            self._joined.clear()
+        self._joined[member] = (now + JOINED_TTL_S, value)
+        return value
 
     async def exists(self, member: ids.MemberId) -> bool:
         """Whether the engine knows the member: one operation applied, or a profile the shop put
@@ -132,6 +146,7 @@ class MemberStore:
 
     async def put_profile(self, member: ids.MemberId, profile: Profile) -> None:
         await self._redis.hset(self._keys.member(member).profile, mapping=profile.fields)  # type: ignore[arg-type]  # Mapping's key is invariant in redis-py's hints
+        self._joined.pop(member, None)  # after the write: a read meanwhile cannot keep the old date
 
     async def snapshot(self, member: ids.MemberId, program: CompiledProgram, now_ms: int) -> Snapshot:
         """Everything an app shows about one member, as of ``now_ms``."""

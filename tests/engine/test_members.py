@@ -320,3 +320,25 @@ def test_quest_states(engine, compile_toml) -> None:
             }
 
     asyncio.run(run())
+
+
+def test_a_join_date_is_remembered_until_a_put_changes_it(engine) -> None:
+    """A game reads a member's join date on every help: the store remembers it (one HGET for two
+    reads, counted by the server), and a profile write through it is seen at once."""
+    import asyncio
+
+    from engine.members import MemberStore, Profile
+
+    async def run() -> None:
+        async with engine() as e:
+            members = MemberStore(e.redis, e.keys, runner=e.pipeline)
+            await members.put_profile("m-1", Profile({"joined_at_ms": "1000"}))
+            await e.redis.config_resetstat()
+            assert await members.joined_at_ms("m-1") == 1000
+            assert await members.joined_at_ms("m-1") == 1000
+            stats = await e.redis.info("commandstats")
+            assert int(stats["cmdstat_hget"]["calls"]) == 1
+            await members.put_profile("m-1", Profile({"joined_at_ms": "2000"}))
+            assert await members.joined_at_ms("m-1") == 2000
+
+    asyncio.run(run())
