@@ -36,13 +36,12 @@ from engine import ids
 from engine.clock import DAY_MS
 from engine.config import CareMoment, CompiledProgram
 from engine.errors import InvalidInput
-from engine.jobs import Job, Task, job_id, jobs_key, shard_of
+from engine.jobs import ZADD, Job, Task, job_id, jobs_key, shard_of
 from engine.keys import Keys
 from engine.members import MemberStore
 from engine.operations import MemberPlan, Operation, fingerprint, member_plan, pack_effect
 from engine.outreach import Message, enqueue
 from engine.runner import Runner
-from engine.scripts import Command
 from engine.store import OperationStore
 
 BIRTHDAY = "birthday"  #: the job kind, and the moment's name in the ``care`` effect
@@ -184,9 +183,6 @@ def birthday_plan(job: Job, program: CompiledProgram, now_ms: int, birthday: str
 
 # --- the I/O around them -------------------------------------------------------------------------
 
-_ZADD = Command("ZADD")
-
-
 class CareMoments:
     """What the service does when a profile is written or events are applied, and the birthday
     job: reads by field through ``MemberStore``, every change through ``member.lua``."""
@@ -233,7 +229,7 @@ class CareMoments:
         birthday = program.model.care.birthday
         if "birthday" in fields and birthday is not None and fields["birthday"] != before.get("birthday"):
             job, due = birthday_job(member, fields["birthday"], birthday.when, now_ms, program.tz)
-            await self._runner.call(_ZADD, [jobs_key(self._keys, shard_of(member))], [due, job])
+            await self._runner.call(ZADD, [jobs_key(self._keys, shard_of(member))], [due, job])
         for result in await self._ops.apply_many(plans, program) if plans else ():
             if isinstance(result, Exception):
                 raise result
@@ -267,7 +263,7 @@ class CareMoments:
                 return
             _, end = birthday_window(birthday, moment.when, int(job.param), program.tz)
             following, due = birthday_job(job.member, birthday, moment.when, max(now_ms, end), program.tz)
-            await self._runner.call(_ZADD, [jobs_key(self._keys, shard_of(job.member))], ["NX", due, following])
+            await self._runner.call(ZADD, [jobs_key(self._keys, shard_of(job.member))], ["NX", due, following])
             (given,) = await self._members.state_fields(job.member, [once_field(BIRTHDAY, job.param)])
             plan = birthday_plan(job, program, now_ms, birthday) if given is None else None
             if plan is not None:
@@ -325,7 +321,7 @@ class CareMoments:
             active_ms = int(last) if last is not None else job.due_ms - span
             if now_ms - active_ms < span:
                 key = jobs_key(self._keys, shard_of(job.member))
-                await self._runner.call(_ZADD, [key], ["XX", active_ms + span, job.id])
+                await self._runner.call(ZADD, [key], ["XX", active_ms + span, job.id])
                 return
             plan = dormant_plan(program, job.member, active_ms, now_ms)
             await self._tell(program, dormancy.outreach, Message(

@@ -1079,11 +1079,12 @@ def _cross_check(p: Program, dropped: dict[str, set[str]] | None = None) -> list
             and quest.starts >= quest.ends
         ):
             out.append((f"{path}.ends", "must be after starts"))
-    out += _care_check(p, gone)
+    out += _care_check(p, gone, check_rewards)
     return out
 
 
-def _care_check(p: Program, gone: Callable[[str, str], bool]) -> list[tuple[str, str]]:
+def _care_check(p: Program, gone: Callable[[str, str], bool],
+                check_rewards: Callable[[str, Rewards], None]) -> list[tuple[str, str]]:
     """``[care]``: the event types it names exist, purchase counts are whole numbers, holiday days
     are real days, the referrer's first-purchase gift has a first purchase to follow, and the
     rewards' coupons exist."""
@@ -1095,9 +1096,8 @@ def _care_check(p: Program, gone: Callable[[str, str], bool]) -> list[tuple[str,
             out.append((path, f"no event type {name!r} is declared under [events]"))
 
     def coupons(path: str, moment: CareMoment | None) -> None:
-        for i, coupon in enumerate(moment.rewards.coupons if moment is not None else ()):
-            if coupon not in p.catalog and not gone("catalog", coupon):
-                out.append((f"{path}.rewards.coupons[{i}]", f"no catalog item {coupon!r}"))
+        if moment is not None:
+            check_rewards(path, moment.rewards)  # the quests' and tiers' check: its problems go with theirs
 
     event("care.join_event", care.join_event)
     if care.dormancy is not None:

@@ -27,6 +27,7 @@ from engine.verify import step_applied
 from games.cards import rules
 from games.cards.config import Campaign, Campaigns
 from games.cards.plans import CARDS, COMBINE, DRAW, GIFTS, GIVE, card_field
+from games.cards.store import budgets
 
 
 def _entries(raw: Mapping[bytes, bytes]) -> list[tuple[list[Any], list[Any]]]:
@@ -124,8 +125,7 @@ def budgets_kept(program: CompiledProgram | None, kind: str, obj: str, counters:
     terms = section.root.get(obj) if isinstance(section, Campaigns) else None
     if terms is None:
         return []
-    limits = dict(zip(terms.deck, [c.daily_budget for c in terms.cards] +
-                      ([terms.universal.daily_budget] if terms.universal is not None else [])))
+    limits = dict(zip(terms.deck, budgets(terms)))
     out = []
     for field, value in counters.items():
         if field.startswith("iss:"):

@@ -29,7 +29,7 @@ from engine import ids
 from engine.config import CompiledProgram, item_field
 from engine.crossing import EntryState, ObjectRef, entry_key, pack_steps, with_decided
 from engine.errors import Refused
-from engine.jobs import DeadJob, Job, job_id, jobs_key, shard_of
+from engine.jobs import ZADD, DeadJob, Job, job_id, jobs_key, shard_of
 from engine.plugins import Context, epoch_ms, section_entry
 from engine.scripts import Command
 from engine.store import OpResult, OpStatus
@@ -41,7 +41,7 @@ from games.cards.plans import (
 
 SPLIT = "cards_split"  #: the job kind that splits a campaign's pool at its deadline
 SPLIT_BATCH = 200  #: shares paid (one pipeline) and recorded per step of the split
-_ZADD, _HMGET = Command("ZADD"), Command("HMGET")
+_HMGET = Command("HMGET")
 
 
 def campaign_of(program: CompiledProgram, name: str) -> Campaign:
@@ -297,7 +297,7 @@ async def schedule_split(ctx: Context, name: str, terms: Campaign) -> None:
     job, key = split_job_id(name, deadline), jobs_key(ctx.keys, shard_of(name))
     if (key, job) in _SPLITS:
         return
-    await ctx.runner.call(_ZADD, [key], ["NX", deadline, job])
+    await ctx.runner.call(ZADD, [key], ["NX", deadline, job])
     _SPLITS.add((key, job))
 
 
@@ -321,7 +321,7 @@ def split_task(ctx: Context) -> Any:
         moved = epoch_ms(terms.deadline)
         if moved != deadline:  # the designer moved the deadline: the split is the new one's
             assert moved is not None
-            await ctx.runner.call(_ZADD, [jobs_key(ctx.keys, shard_of(name))], ["NX", moved, split_job_id(name, moved)])
+            await ctx.runner.call(ZADD, [jobs_key(ctx.keys, shard_of(name))], ["NX", moved, split_job_id(name, moved)])
             return
         script, keys = ctx.crossing.script(CARDS), campaign_keys(ctx, name)
         reply = await ctx.runner.call(script, keys, ["freeze", "", now_ms, deadline])

@@ -27,13 +27,20 @@ DEFAULT_DAYS = 7
 DEFAULT_WINDOW = 30
 
 
+#: The first day a range may name: its windows reach 180 days before it, and no counter is older.
+FIRST_DAY = date(2000, 1, 1)
+
+
 def _day(value: str | None, field: str, default: date) -> date:
     if value is None:
         return default
     try:
-        return date.fromisoformat(value) if len(value) == 10 else _bad(field)
+        day = date.fromisoformat(value) if len(value) == 10 else _bad(field)
     except ValueError:
         return _bad(field)
+    if day < FIRST_DAY:
+        raise InvalidInput(f"must be a day from {FIRST_DAY.isoformat()} on", field=field)
+    return day
 
 
 def _bad(field: str) -> date:

@@ -27,7 +27,8 @@ from engine.verify import verify_all
 from games.cards import GAME
 from games.cards.plans import card_field, gift_steps
 from games.cards.store import (
-    SPLIT, CombineRequest, DrawRequest, GiftRequest, combine, draw, gift, gifts_object, holdings, split_job_id,
+    SPLIT, CombineRequest, DrawRequest, GiftRequest, campaign_object, combine, draw, gift, gifts_object, holdings,
+    split_job_id,
     split_task,
 )
 from tests.engine.test_redemptions import DUE_MS, GRACE_MS
@@ -333,7 +334,8 @@ def test_the_split_pays_the_pool_exactly_once_across_a_restart(engine: Any, comp
                 await give_cards(e, m, {"ai": 1, "he": 1, "jing": 1})
             for m in members:
                 assert (await combine(ctx, e.program, CombineRequest("fu", m, "c-1", e.now_ms))).status is OpStatus.APPLIED
-            await asyncio.sleep(0.01)  # the combines' settles go out on the loop's next turns
+            for m in members:  # the combines' settles, gathered for the loop's turn, out and read back
+                assert (await ctx.crossing.status(campaign_object("fu"), entry_key(m, "c-1"))).state.name == "SETTLED"
             terms = e.program.games["cards"].root["fu"]
             deadline = int(terms.deadline.timestamp() * 1000)
             job_id = split_job_id("fu", deadline)
