@@ -63,9 +63,17 @@ def plan_award(program: CompiledProgram, event: Event, now_ms: int) -> MemberPla
         amount = data.get("amount", 0)
         record = (type_tag(event.type), amount if isinstance(amount, int) and amount > 0 else 0)
     reverse = _reversal(program, event)
+    qualify = 0
+    rules = program.tier_rules
+    if rules is not None and rules.spend:  # the spend a tier policy counts (a refund: what it takes back)
+        if event.type in rules.spend_events:
+            amount = data.get("amount", 0)
+            qualify = amount if isinstance(amount, int) and amount > 0 else 0
+        elif reverse is not None and program.events[event.type].reverses in rules.spend_events:
+            qualify = -1
     # A dormant member's return (the programme's return event) earns the wake-up gift.
     return member_plan(program, op, now_ms, grants=tuple(grants), quests=tuple(quests), record=record, reverse=reverse,
-                       event=event.type, wakes=event.type == program.wake_event)
+                       event=event.type, wakes=event.type == program.wake_event, qualify=qualify)
 
 
 def _item_grant(rule: CompiledRule, amount: int, periods: "Periods", retention_ms: int) -> Grant:

@@ -34,6 +34,7 @@ from engine.calendar import Calendar
 from engine.clock import DAY_MS
 from engine.errors import ConfigError, ConfigProblem
 from engine.ids import EVENT_ID_MAX
+from engine.tiering import TierRules
 
 # --- limits: a valid programme must not be able to cripple the service ------------------------
 # Inclusive; each is named in the error a designer sees and listed in docs/programme.md. The tier
@@ -434,11 +435,15 @@ class Care(_Model):
 
 
 class Tier(_Model):
-    """A rung of the ladder, reached by lifetime XP."""
+    """A rung of the ladder, reached by lifetime XP (the default) or by what `[tier_policy]` counts."""
 
     id: Name = Field(description="stable id used in the API and in key paths (`tiers[gold]`)")
     name: Str = Field(min_length=1, max_length=60, description="shown to the member")
-    xp: Count = Field(description="lifetime XP that reaches this tier; 0 for the first, rising after")
+    xp: Count = Field(description="XP that reaches this tier (lifetime XP, or the XP of `[tier_policy]`'s window); "
+                                  "0 for the first, rising after")
+    spend: Count | None = Field(None, description="with `tier_policy.qualify_on = \"spend\"`: the spend (int cents, "
+                                                  "the `amount` of the spend events) in the window that reaches this "
+                                                  "tier; 0 for the first, rising after")
     points_multiplier: float = Field(
         1.0, ge=0.0, le=100.0, description="multiplies points from rules while in this tier; at most three decimals"
     )
@@ -457,6 +462,43 @@ class Tier(_Model):
         if abs(round(value * 1000) - value * 1000) > 1e-6:
             raise ValueError("must have at most three decimals (it is applied in thousandths)")
         return value
+
+
+class TierWindow(str, Enum):
+    """What a tier is qualified on, and so how long it lasts."""
+
+    LIFETIME = "lifetime"
+    YEAR = "year"
+    ROLLING = "rolling"
+
+
+class QualifyOn(str, Enum):
+    XP = "xp"
+    SPEND = "spend"
+
+
+class TierPolicy(_Model):
+    """How tiers are kept or lost (engine/tiering.py). Without it, tiers are reached by lifetime XP
+    and kept for good. With a window, a tier is reached on what the member earns (XP) or spends in
+    the window and held until a stated expiry: reached or kept in a calendar year, until the end
+    of the next year (`year`); reached or kept at some moment, for `months` months after it
+    (`rolling`, the window being those months). At the expiry it is reviewed: kept when the window
+    still reaches it, else held `grace_days` more (reaching it again meanwhile keeps it), then
+    dropped, by at most one level. Never dropped before its expiry; every change is logged with
+    the programme version and shown in the member's snapshot."""
+
+    qualify_on: QualifyOn = Field(QualifyOn.XP, description='"xp": the XP earned; "spend": the `amount` of '
+                                                            "`spend_events` (each tier then gives `spend`)")
+    window: TierWindow = Field(TierWindow.LIFETIME, description='"lifetime" (never reviewed), "year" (a calendar '
+                                                               'year, in the programme\'s zone) or "rolling" '
+                                                               "(the last `months` months)")
+    months: Int = Field(12, ge=1, le=36, description='with window = "rolling": the months counted, and how long a '
+                                                     "tier reached or kept is held")
+    grace_days: Int = Field(0, ge=0, le=180, description="days a tier is held past its expiry when the window no "
+                                                         "longer reaches it (0: dropped at the expiry)")
+    spend_events: tuple[Name, ...] = Field(("purchase",), min_length=1, max_length=8,
+                                           description='with qualify_on = "spend": the event types whose int '
+                                                       "`amount` counts (a refund of one takes its amount back)")
 
 
 class QuestKind(str, Enum):
@@ -509,6 +551,8 @@ class Program(_Model):
     tiers: tuple[Tier, ...] = Field(
         min_length=1, max_length=MAX_TIERS, description="ascending by xp; the first has xp 0"
     )
+    tier_policy: TierPolicy = Field(TierPolicy(), description="how tiers are qualified for, kept or lost "
+                                                              "(default: lifetime XP, kept for good)")
     quests: dict[Name, Quest] = Field(default_factory=dict, max_length=MAX_QUESTS, description="goals, by quest name")
     catalog: dict[Name, CatalogItem] = Field(
         default_factory=dict, max_length=MAX_CATALOG_ITEMS, description="coupons that rewards name, by item name"
@@ -839,6 +883,54 @@ def _unwrap(annotation: Any) -> tuple[Any, int]:
             return annotation, 1
 
 
+def _tier_policy_problems(p: Program, tier_ids: Sequence[str], gone: Callable[[str, str], bool]) -> list[tuple[str, str]]:
+    """A tier policy that cannot work: spend thresholds missing or out of order, spend events that
+    carry no int amount, a grace or a months count its window never uses."""
+    out: list[tuple[str, str]] = []
+    policy = p.tier_policy
+    given = policy.model_fields_set
+    if policy.window is TierWindow.LIFETIME and policy.grace_days:
+        out.append(("tier_policy.grace_days", "a lifetime tier never expires, so it has no grace: set window to "
+                                              '"year" or "rolling", or remove grace_days'))
+    if "months" in given and policy.window is not TierWindow.ROLLING:
+        out.append(("tier_policy.months", 'counts the months of a "rolling" window; this window is '
+                                          f"{policy.window.value!r}"))
+    if policy.window is TierWindow.ROLLING and policy.grace_days >= policy.months * 28:
+        out.append(("tier_policy.grace_days", f"must be shorter than the window ({policy.months} months)"))
+    spend = policy.qualify_on is QualifyOn.SPEND
+    if not spend:
+        if "spend_events" in given:
+            out.append(("tier_policy.spend_events", 'counted only with qualify_on = "spend"'))
+        for i, tier in enumerate(p.tiers):
+            if tier.spend is not None:
+                out.append((f"tiers[{_tier_label(tier_ids, i)}].spend", 'read only with tier_policy.qualify_on = '
+                                                                        '"spend"; tiers are reached by xp'))
+        return out
+    for i, tier in enumerate(p.tiers):
+        path = f"tiers[{_tier_label(tier_ids, i)}].spend"
+        before = p.tiers[i - 1].spend if i else None
+        if tier.spend is None:
+            out.append((path, 'is required with tier_policy.qualify_on = "spend"'))
+        elif i == 0 and tier.spend != 0:
+            out.append((path, "the first tier is where every member starts: its spend must be 0"))
+        elif i > 0 and before is not None and tier.spend <= before:
+            out.append((path, f"must be greater than the tier before it ({before})"))
+    for j, name in enumerate(policy.spend_events):
+        path = f"tier_policy.spend_events[{j}]"
+        event = p.events.get(name)
+        if event is None:
+            if not gone("events", name):
+                out.append((path, f"no event type {name!r} is declared under [events]"))
+            continue
+        amount = event.fields.get("amount")
+        if event.reverses is not None:
+            out.append((path, f"event type {name!r} is a refund: a refund of a spend event takes its amount back "
+                              "by itself"))
+        elif amount is None or amount.type is not FieldType.INT:
+            out.append((path, f"event type {name!r} has no int field 'amount' to count"))
+    return out
+
+
 def _id_of(tier: object) -> object:
     return tier.get("id") if isinstance(tier, dict) else None
 
@@ -1054,9 +1146,10 @@ def _cross_check(p: Program, dropped: dict[str, set[str]] | None = None) -> list
         seen.add(tier.id)
         if i == 0 and tier.xp != 0:
             out.append((f"{path}.xp", "the first tier is where every member starts: its xp must be 0"))
-        if i > 0 and tier.xp <= p.tiers[i - 1].xp:
+        if i > 0 and tier.xp <= p.tiers[i - 1].xp and p.tier_policy.qualify_on is QualifyOn.XP:
             out.append((f"{path}.xp", f"must be greater than the tier before it ({p.tiers[i - 1].xp})"))
         check_rewards(path, tier.rewards)
+    out += _tier_policy_problems(p, tier_ids, gone)
 
     for name, quest in p.quests.items():
         path = f"quests.{name}"
@@ -1286,6 +1379,8 @@ class CompiledProgram:
     wake_event: str = ""
     dormancy_ms: int = 0  # inactivity that makes a member dormant (0: no dormancy)
     expiring_notice_ms: int = 0  # how long before a lot's expiry its notice is due (0: none)
+    #: ``[tier_policy]`` when it is not the default (None: lifetime XP, kept for good).
+    tier_rules: TierRules | None = None
 
     @property
     def name(self) -> str:
@@ -1349,16 +1444,25 @@ def compile_program(program: Program, source: bytes) -> CompiledProgram:
         quests[cq.event].append(cq)
         all_quests.append(cq)
     # Flat, so the script unpacks one table a call; the rewards only when a member climbs.
-    tiers_packed = msgpack.packb([x for t in program.tiers for x in (t.id, t.xp, round(t.points_multiplier * 1000))])
+    spend = program.tier_policy.qualify_on is QualifyOn.SPEND
+    tiers_packed = msgpack.packb([x for t in program.tiers
+                                  for x in (t.id, (t.spend or 0) if spend else t.xp, round(t.points_multiplier * 1000))])
     # A tier's items, a 4th element, only when it grants some: the script reads none for the others.
     tier_rewards_packed = msgpack.packb([
         [t.rewards.xp, t.rewards.points, _coupons(program, t.rewards), *_packed_items(items, t.rewards)]
         for t in program.tiers
     ])
     info = program.program
+    program_hash = hashlib.sha256(source).hexdigest()[:16]
+    policy = program.tier_policy
+    tier_rules = None
+    if spend or policy.window is not TierWindow.LIFETIME:
+        tier_rules = TierRules(spend=spend, window=policy.window.value, months=policy.months,
+                               grace_ms=policy.grace_days * DAY_MS, calendar=Calendar(ZoneInfo(info.timezone)),
+                               version=program_hash, spend_events=frozenset(policy.spend_events) if spend else frozenset())
     return CompiledProgram(
         model=program,
-        program_hash=hashlib.sha256(source).hexdigest()[:16],
+        program_hash=program_hash,
         source=source,
         tz=ZoneInfo(info.timezone),
         retention_ms=info.dedupe_retention_days * DAY_MS,
@@ -1383,6 +1487,7 @@ def compile_program(program: Program, source: bytes) -> CompiledProgram:
         dormancy_ms=program.care.dormancy.after_days * DAY_MS if program.care.dormancy is not None else 0,
         expiring_notice_ms=(program.care.points_expiring.days_before * DAY_MS
                             if program.care.points_expiring is not None else 0),
+        tier_rules=tier_rules,
     )
 
 

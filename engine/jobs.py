@@ -40,6 +40,7 @@ SHARDS = 16
 EXPIRE = "expire"
 DORMANCY = "dormancy"  #: a member's dormancy job (engine/care.py): moved later while the member is active
 EXPIRING = "expiring"  #: the notice before a lot of points expires (engine/care.py)
+TIER = "tier"  #: the review of a member's tier at its expiry (engine/tiering.py)
 
 
 class Job(NamedTuple):
@@ -135,9 +136,44 @@ def plan_expire(job: Job, program: CompiledProgram, now_ms: int) -> MemberPlan:
     return member_plan(program, op, expiry_ms)
 
 
+def tier_job_id(member: str, expiry_ms: int) -> str:
+    """The review of the member's tier held until ``expiry_ms``: one per expiry, so a review that
+    a climb made stale (the member's expiry moved) finds another expiry and does nothing."""
+    return job_id(TIER, member, expiry_ms)
+
+
+def plan_tier_review(job: Job, program: CompiledProgram, now_ms: int) -> MemberPlan | None:
+    """A review of the member's tier as of its expiry (``engine/tiering.py``): the operation's
+    time is the expiry, so a late run decides as a punctual one would."""
+    rules = program.tier_rules
+    if rules is None or not rules.reviewed:
+        return None  # the programme keeps tiers for good now: nothing to review
+    expiry_ms = int(job.param)
+    if expiry_ms <= 0:
+        raise ValueError(f"{job.id}: the expiry must be a positive epoch ms")
+    op = Operation(job.op_id, job.member, expiry_ms, fingerprint(TIER, expiry_ms))
+    return member_plan(program, op, expiry_ms, review_ms=expiry_ms)
+
+
+#: Effects that hold a tier until an expiry (``until_ms``): each schedules that expiry's review.
+TIER_HELD = frozenset({"tier_up", "tier_kept", "tier_grace", "tier_down"})
+
+
+def tier_reviews(keys: Keys, member: str, effects: Any) -> Call | None:
+    """The ``tier`` jobs an operation's effects need (``ZADD NX``; None: none)."""
+    pairs: list[Any] = []
+    for e in effects:
+        if e["type"] in TIER_HELD and e["data"].get("until_ms"):
+            until = int(e["data"]["until_ms"])
+            pairs += [until, tier_job_id(member, until)]
+    if not pairs:
+        return None
+    return ZADD, [jobs_key(keys, shard_of(member))], ["NX", *pairs]
+
+
 #: The kinds this build knows. The lifecycle adds its own (``birthday``, ``wakeup``) here; a
 #: kind a process does not know (a newer build's, during a rolling deploy) waits, with backoff.
-HANDLERS: Mapping[str, Handler] = {EXPIRE: plan_expire}
+HANDLERS: Mapping[str, Handler] = {EXPIRE: plan_expire, TIER: plan_tier_review}
 
 
 # --- scheduling expiry jobs as lots are created (engine/store.py) ---------------------------------

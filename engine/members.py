@@ -25,7 +25,9 @@ from engine.events import parse_time
 from engine.keys import Keys
 from engine.runner import Runner
 from engine.scripts import Command
-from engine.views import CouponState, CouponView, PointsLot, PointsView, ProfileView, QuestRewards, QuestState, QuestView, Snapshot, TierNext, TierView
+from engine.tiering import LOG_FIELD
+from engine.views import (CouponState, CouponView, PointsLot, PointsView, ProfileView, QuestRewards, QuestState, QuestView,
+                          Snapshot, TierChange, TierKeep, TierNext, TierView)
 
 _BIRTHDAY = re.compile(r"([0-9]{2})-([0-9]{2})")
 _PROFILE_KEYS = frozenset({"joined_at", "birthday", "referrer", "tags"})
@@ -159,31 +161,24 @@ class MemberStore:
         pipe = self._redis.pipeline(transaction=True)
         pipe.hgetall(mk.profile)
         fields = [quest_field(q.id, period) for q, period, _ in quest_fields]
-        pipe.hmget(mk.state, [*fields, *map(quest_done_field, fields)] or ["-"])
+        rules = program.tier_rules
+        window = rules.period(now_ms)[2] if rules is not None else ()
+        pipe.hmget(mk.state, [*fields, *map(quest_done_field, fields), *window, LOG_FIELD])
         pipe.hgetall(mk.coupons)
         pipe.hgetall(mk.lots)
         pipe.xrevrange(mk.feed, count=1)
         # A member with no history is a member all the same: tier one, nothing earned yet.
         profile, state, coupons, lots, last_feed = await pipe.execute()
-        progress, done = state[: len(fields)], state[len(fields) :]
+        n = len(fields)
+        progress, done = state[:n], state[n : 2 * n]
         p = {k.decode(): v.decode() for k, v in profile.items()}
         xp = int(p.get("xp", 0))
-        tiers = program.tiers
-        # As member.lua does: the stored tier if the programme still has it, else where XP reaches.
-        tier_index = next((i for i, t in enumerate(tiers) if t.id == p.get("tier")), None)
-        if tier_index is None:
-            tier_index = max(i for i, t in enumerate(tiers) if xp >= t.xp)
-        tier = tiers[tier_index]
-        nxt = tiers[tier_index + 1] if tier_index + 1 < len(tiers) else None
+        qualified = sum(int(v or 0) for v in state[2 * n : 2 * n + len(window)]) if rules is not None else xp
+        tier = await self._tier_view(program, member, p, qualified, window, state[-1])
         return Snapshot(
             member=member,
             xp=xp,
-            tier=TierView(
-                id=tier.id,
-                name=tier.name,
-                points_multiplier=tier.points_multiplier,
-                next=None if nxt is None else TierNext(id=nxt.id, name=nxt.name, xp=nxt.xp, xp_to_go=max(0, nxt.xp - xp)),
-            ),
+            tier=tier,
             points=_points_view(int(p.get("pts", 0)), int(p.get("debt", 0)), lots, now_ms),
             quests=[
                 _quest_view(q, int(raw or 0), marker is not None, period_end_ms, now_ms)
@@ -200,6 +195,49 @@ class MemberStore:
             feed_id=_last_feed_id(last_feed),
             program_hash=program.program_hash,
         )
+
+    async def _tier_view(self, program: CompiledProgram, member: ids.MemberId, p: dict[str, str], qualified: int,
+                         window: Sequence[str], log: bytes | None) -> TierView:
+        """The tier as member.lua holds it: the stored tier if the programme still has it, else where
+        the qualifying amount reaches; under a window, its review and what keeps it."""
+        tiers, rules = program.tiers, program.tier_rules
+        spend = rules is not None and rules.spend
+        thresholds = [(t.spend or 0) if spend else t.xp for t in tiers]
+        index = next((i for i, t in enumerate(tiers) if t.id == p.get("tier")), None)
+        if index is None:
+            index = max(i for i, v in enumerate(thresholds) if qualified >= v)
+        tier = tiers[index]
+        nxt = index + 1 if index + 1 < len(tiers) else None
+        until = int(p.get("te", 0)) if rules is not None and rules.reviewed else 0
+        keep = None
+        if until and index > 0:
+            # As the review will count: the window then, or the year the tier was held for.
+            counted = qualified
+            for name in rules.review_fields(until) if rules is not None else ():
+                if name not in window:  # the year the tier was held for, when it is not this one
+                    counted = max(counted, int(await self._redis.hget(self._keys.member(member).state, name) or 0))
+            keep = TierKeep(need=max(0, thresholds[index] - counted), by_ms=until)
+        return TierView(
+            id=tier.id,
+            name=tier.name,
+            points_multiplier=tier.points_multiplier,
+            next=None if nxt is None else TierNext(id=tiers[nxt].id, name=tiers[nxt].name, xp=thresholds[nxt],
+                                                   xp_to_go=max(0, thresholds[nxt] - qualified)),
+            qualify_on="spend" if spend else "xp",
+            qualified=qualified,
+            until_ms=until or None,
+            grace="tg" in p,
+            keep=keep,
+            changes=_tier_changes(log),
+        )
+
+
+def _tier_changes(raw: bytes | None) -> list[TierChange]:
+    if not raw:
+        return []
+    return [TierChange(at_ms=int(at), change=change, from_tier=a, to_tier=b, version=v)
+            for at, change, a, b, v in msgpack.unpackb(raw, raw=False)]
+
 
 def _last_feed_id(last: list[Any]) -> str:
     """The id of the newest effect (the frame a client last saw, if it is up to date)."""

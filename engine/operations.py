@@ -108,6 +108,10 @@ class MemberPlan:
     #: wake-up gift (member.lua's ARGV[5]).
     wakes: bool = False
     event: str = ""  #: the event type, for an event's plan (the KPIs' buyers)
+    #: Under ``[tier_policy]`` counting spend: the spend this operation counts (-1: a refund's
+    #: amount taken back). ``review_ms``: a ``tier`` job's review of the expiry at that time.
+    qualify: int = 0
+    review_ms: int = 0
 
     @property
     def now_ms(self) -> int:
@@ -174,6 +178,8 @@ def member_plan(
     marks: tuple[list[Any], ...] = (),
     event: str = "",
     wakes: bool = False,
+    qualify: int = 0,
+    review_ms: int = 0,
 ) -> MemberPlan:
     """The plan for ``op``, with its dedupe and its points' lot expiry worked out.
 
@@ -218,7 +224,7 @@ def member_plan(
         oldest = (now_ms - program.refund_window_ms - DAY_MS) // DEDUPE_BUCKET_MS
         record_buckets = tuple(range(oldest, last + 1))
         args.reverse.append(len(record_buckets))
-    return MemberPlan(op, args, bucket, tuple(range(first, last + 1)), record_buckets, wakes, event)
+    return MemberPlan(op, args, bucket, tuple(range(first, last + 1)), record_buckets, wakes, event, qualify, review_ms)
 
 
 #: A plan without a record: its four values in ``MemberPlan.script_arg`` (kept until 0: none).

@@ -20,7 +20,7 @@ import msgpack
 
 from engine.config import CompiledProgram
 from engine.errors import StoreError
-from engine.jobs import DormancyJobs, ExpiryJobs, expiring_job_id, with_pair
+from engine.jobs import DormancyJobs, ExpiryJobs, expiring_job_id, tier_reviews, with_pair
 from engine.keys import Keys
 from engine.kpis import KpiRecorder
 from engine.operations import MemberPlan, values_of
@@ -63,6 +63,11 @@ def member_args(plan: MemberPlan, program: CompiledProgram, channel: str) -> lis
     args = [plan.script_arg(), _tier_values(program.tiers_packed), channel, program.tier_rewards_packed]
     if plan.wakes and program.wake_packed:
         args.append(program.wake_packed)  # a return event: the wake-up gift of a dormant member
+    rules = program.tier_rules
+    if rules is not None:  # ARGV[6]: the tier policy's window, as of the operation's time
+        if len(args) == 4:
+            args.append("")
+        args.append(rules.script_arg(plan.op.at_ms, plan.qualify, plan.review_ms))
     return args
 
 
@@ -125,6 +130,16 @@ class OperationStore:
                 self.kpis.record(plan, program, result.effects, plan.event)
             if plan.wakes and woke(result):
                 await self._rescheduled(plan, program)
+        if program.tier_rules is not None and result.effects:
+            review = tier_reviews(self._keys, plan.op.member, result.effects)
+            if review is not None:
+                try:
+                    await self._runner.call(*review)
+                except Exception as exc:  # noqa: BLE001
+                    # The operation stands, applied; its retry (a duplicate, replaying these
+                    # effects while the feed keeps them) schedules the review again.
+                    log.error("could not schedule the tier review of member=%s: %s", plan.op.member,
+                              type(exc).__name__)
         return result
 
     async def _rescheduled(self, plan: MemberPlan, program: CompiledProgram) -> None:
@@ -177,7 +192,26 @@ class OperationStore:
                 if p.wakes and woke(result):
                     await self._rescheduled(p, program)
             results.append(result)
+        if program.tier_rules is not None:
+            await self._reviews(plans, results)
         return results
+
+    async def _reviews(self, plans: Sequence[MemberPlan], results: list[OpResult | Exception]) -> None:
+        """Schedule the tier reviews the results need; a plan whose review could not be scheduled
+        is answered with the failure (a job is then retried: its duplicate schedules again)."""
+        calls: list[tuple[int, Call]] = []
+        for n, (p, result) in enumerate(zip(plans, results)):
+            if isinstance(result, OpResult) and result.effects:
+                call = tier_reviews(self._keys, p.op.member, result.effects)
+                if call is not None:
+                    calls.append((n, call))
+        if not calls:
+            return
+        for (n, call), reply in zip(calls, await self._runner.run_many([call for _, call in calls])):
+            if isinstance(reply, Exception):
+                log.error("could not schedule the tier review of member=%s: %s", plans[n].op.member,
+                          type(reply).__name__)
+                results[n] = reply
 
 
 def woke(result: OpResult) -> bool:

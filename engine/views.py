@@ -21,7 +21,7 @@ from typing_extensions import TypedDict
 
 EffectType = Literal["xp", "points", "quest_progress", "quest_completed", "tier_up", "reward", "points_expired",
                      "coupon_used", "reward_revoked", "debt", "debt_settled", "inventory", "streak", "care",
-                     "wake_up"]
+                     "wake_up", "tier_kept", "tier_grace", "tier_down"]
 QuestKindName = Literal["once", "daily", "weekly", "window"]
 QuestState = Literal["upcoming", "active", "completed", "ended"]
 CouponState = Literal["granted", "used", "revoked", "expired"]
@@ -82,8 +82,34 @@ class QuestCompletedData(QuestData):
 TierUpData = TypedDict("TierUpData", {
     "from": Annotated[str, Field(description="the tier id left")],
     "to": Annotated[str, Field(description="the tier id reached")],
+    "until_ms": NotRequired[Annotated[int, Field(description="under a `[tier_policy]` window: when the tier is "
+                                                             "reviewed (0: held for good)")]],
 })
 TierUpData.__doc__ = """The member reached a higher tier (once per rung climbed)."""
+
+
+class TierKeptData(TypedDict):
+    """The member keeps the tier (a review found it reached, or it was reached again in grace)."""
+
+    tier: str
+    until_ms: Annotated[int, Field(description="when it is reviewed next")]
+
+
+class TierGraceData(TypedDict):
+    """A review found the tier no longer reached: it is held until the grace ends."""
+
+    tier: str
+    until_ms: Annotated[int, Field(description="when the grace ends")]
+    need: Annotated[int, Field(description="what the window still needs to keep it (XP or spend)")]
+
+
+TierDownData = TypedDict("TierDownData", {
+    "from": Annotated[str, Field(description="the tier id left")],
+    "to": Annotated[str, Field(description="the tier id held now (one level down at most)")],
+    "until_ms": Annotated[int, Field(description="when the new tier is reviewed (0: the first tier, never)")],
+})
+TierDownData.__doc__ = """A review dropped the member a level: the window did not reach the tier by its expiry
+(and its grace)."""
 
 
 class RewardData(TypedDict):
@@ -178,7 +204,7 @@ EFFECT_DATA: dict[str, type] = {
     "tier_up": TierUpData, "reward": RewardData, "points_expired": PointsExpiredData,
     "coupon_used": CouponUsedData, "reward_revoked": RewardRevokedData, "debt": DebtData,
     "debt_settled": DebtSettledData, "inventory": InventoryData, "streak": StreakData, "care": CareData,
-    "wake_up": WakeUpData,
+    "wake_up": WakeUpData, "tier_kept": TierKeptData, "tier_grace": TierGraceData, "tier_down": TierDownData,
 }
 
 
@@ -215,6 +241,23 @@ class TierNext(TypedDict):
     xp_to_go: int
 
 
+class TierKeep(TypedDict):
+    """What keeps the tier at its review ("keep Gold: ¥1,200 more by 2027-03-31")."""
+
+    need: Annotated[int, Field(description="XP or spend the window still needs (0: already kept)")]
+    by_ms: Annotated[int, Field(description="when the tier is reviewed")]
+
+
+class TierChange(TypedDict):
+    """One entry of the tier log."""
+
+    at_ms: int
+    change: Annotated[Literal["up", "kept", "grace", "down"], Field(description="what happened")]
+    from_tier: str
+    to_tier: str
+    version: Annotated[str, Field(description="the programme's hash when it happened")]
+
+
 class TierView(TypedDict):
     """The member's tier."""
 
@@ -222,6 +265,12 @@ class TierView(TypedDict):
     name: str
     points_multiplier: float
     next: Annotated[TierNext | None, Field(description="null at the top tier")]
+    qualify_on: Annotated[Literal["xp", "spend"], Field(description="what reaches a tier (`[tier_policy]`)")]
+    qualified: Annotated[int, Field(description="lifetime XP, or what the policy's window holds now")]
+    until_ms: Annotated[int | None, Field(description="when the tier is reviewed (null: held for good)")]
+    grace: Annotated[bool, Field(description="held past its expiry, in grace: reaching it again keeps it")]
+    keep: Annotated[TierKeep | None, Field(description="what keeps it at its review (null: never reviewed)")]
+    changes: Annotated[list[TierChange], Field(description="the tier log: the last 20 changes, oldest first")]
 
 
 class PointsLot(TypedDict):

@@ -8,7 +8,9 @@ figure the server time of that path alone (the service's Python is not in it). P
 - the same event again: a duplicate, which replays the original award from the feed;
 - a purchase under a programme at every size limit the validator allows (tiers, coupons per
   bundle, quests matching one event), which shows that no valid programme can make an award
-  cost many times the typical one.
+  cost many times the typical one;
+- a purchase under the example programme with tiers kept or lost over a rolling 12-month window
+  (``[tier_policy]``: the window's 12 fields read and one written with every award).
 
 Absolute us swing 2x between runs on a shared machine, so both purchases are also set against a
 *floor script* (``loadtest/lua/floor.lua``: only the writes every award makes) on the same
@@ -46,6 +48,11 @@ class CostRound:
     award_us: float  # member.lua, a purchase under the example programme
     floor_us: float  # floor.lua, on the same purchases
     at_limits_us: float  # member.lua, a purchase under the programme at its limits
+    tiered_us: float = 0.0  # member.lua, a purchase under the example with a rolling tier window
+
+    @property
+    def tiered_ratio(self) -> float:
+        return self.tiered_us / self.floor_us
 
     @property
     def award_ratio(self) -> float:
@@ -69,6 +76,13 @@ class ServerCost:
     @property
     def at_limits_us(self) -> float:
         return statistics.median(r.at_limits_us for r in self.rounds)
+
+
+def tiered(program: CompiledProgram) -> CompiledProgram:
+    """``program`` with tiers qualified over a rolling 12-month window: the most fields a tier
+    policy reads per award."""
+    source = program.source + b'\n[tier_policy]\nwindow = "rolling"\nmonths = 12\n'
+    return compile_program(parse_program(source, "tiered.toml"), source)
 
 
 def limits_program() -> CompiledProgram:
@@ -173,6 +187,8 @@ async def _measure(url: str, db: int, program: CompiledProgram, run_id: str, now
         limits = limits_program()
         purchases = _plans(program, "purchase", {"amount": 12_900}, members, run_id, now_ms)
         at_limits = _plans(limits, "pay", {"cents": 12_900}, members, run_id, now_ms)
+        tiered_program = tiered(program)
+        tiered_plans = _plans(tiered_program, "purchase", {"amount": 12_900}, members, run_id, now_ms)
         measured = []
         for n in range(rounds):
             # Every round on an empty database and every batch on keys of its own, so each round
@@ -187,6 +203,8 @@ async def _measure(url: str, db: int, program: CompiledProgram, run_id: str, now
                 ("floor_us", purchases, _floor_batches(runner, Keys(f"sf{run_id}{n}"), floor)),
                 ("at_limits_us", at_limits, _member_batches(
                     OperationStore(runner, Keys(f"sl{run_id}{n}"), scripts), limits, OpStatus.APPLIED)),
+                ("tiered_us", tiered_plans, _member_batches(
+                    OperationStore(runner, Keys(f"st{run_id}{n}"), scripts), tiered_program, OpStatus.APPLIED)),
             ]
             turned = batches[n % len(batches) :] + batches[: n % len(batches)]
             us = {name: await _server_us(client, plans, send) for name, plans, send in turned}

@@ -74,6 +74,14 @@
 --         dormancy with it. Every operation whose id is not the engine's own ("rk:...", a job's or
 --         a care moment's) is the member's activity: the profile's "la" (last active: the
 --         operation's now, by the service's clock) is written with the balance
+-- ARGV[6] (absent or "": tiers by lifetime XP, kept for good) the tier policy (engine/tiering.py),
+--         msgpack values back to back: 1 spend | 0 XP qualifies, the spend counted (-1: a refund's
+--         amount taken back), the field counted in, its expiry ms (0 never), held until ms for a
+--         tier reached now (0: for good), grace ms, programme version, n, the window's n fields;
+--         then, for a review (a `tier` job), its time ms (the expiry it reviews), held until ms
+--         when kept, n, n more fields it reads. Profile "te": the tier's expiry, "tg": in grace, the
+--         expiry the grace extends; state "tl": the tier log, msgpack [[ms, change, from, to,
+--         version]...], the last 20
 -- returns, when applied, the message it published: msgpack [feed entry id, operation id,
 --   [[type, data]...]] (entry id "" when the operation had no effect); [2] same id, other body;
 --   [3, reason, index] refused, nothing written (reason: insufficient_points | not_found |
@@ -158,8 +166,12 @@ local function remember(entry_id, packed_effects)
   return '\147' .. mp(entry_id, op_id) .. packed_effects
 end
 
-local stored = redis.call('HMGET', KEYS[1], 'xp', 'pts', 'tier', 'debt', 'nx', 'dm')
+local policy = ARGV[6] and ARGV[6] ~= '' and {cmsgpack.unpack(ARGV[6])} or nil
+local stored
+if policy then stored = redis.call('HMGET', KEYS[1], 'xp', 'pts', 'tier', 'debt', 'nx', 'dm', 'te', 'tg')
+else stored = redis.call('HMGET', KEYS[1], 'xp', 'pts', 'tier', 'debt', 'nx', 'dm') end
 local xp = tonumber(stored[1]) or 0
+local xp_start = xp
 local points = tonumber(stored[2]) or 0
 local debt = tonumber(stored[4]) or 0
 local next_expiry = tonumber(stored[5]) or 0
@@ -170,7 +182,10 @@ local active = string.sub(op_id, 1, 3) ~= 'rk:'
 
 -- Nothing to apply (the rarer parts are sent only when one of them is not empty); an event that
 -- earns nothing is activity all the same.
-if G_END == G and Q_END == Q and not rare and record_until == 0 and not expiring then
+local window_end = policy and 9 + policy[8] -- one past the window's fields: a review's part, when sent
+local reviewing = policy and policy[window_end] ~= nil
+local counting = reviewing or (policy and policy[1] == 1 and policy[2] ~= 0) -- a review, or spend to count
+if G_END == G and Q_END == Q and not rare and record_until == 0 and not expiring and not counting then
   if active then redis.call('HSET', KEYS[1], 'la', now_ms) end
   return remember('', '\144')
 end
@@ -371,7 +386,8 @@ if rare then
       if rec[7] + amount > rec[2] then return cmsgpack.pack({3, 'amount_exceeds_original', 0}) end
       refunded = rec[7] + amount
     end
-    refund = {rec = rec, key = key, field = field, refunded = refunded, full = amount == 0 or refunded >= rec[2]}
+    refund = {rec = rec, key = key, field = field, refunded = refunded, full = amount == 0 or refunded >= rec[2],
+              spent_back = refunded - rec[7]}
   end
 end
 
@@ -566,6 +582,12 @@ while i < Q_END do
   local coupons = p[i + 7]
   i = i + 9 + 2 * coupons + 5 * p[i + 8 + 2 * coupons]
 end
+if policy then
+  for j = 9, window_end - 1 do state_fields[#state_fields + 1] = policy[j] end
+  if reviewing then
+    for j = window_end + 3, window_end + 2 + policy[window_end + 2] do state_fields[#state_fields + 1] = policy[j] end
+  end
+end
 local state = {} -- field -> number, for the fields read (false: read, absent)
 -- field written -> the expiry of a new field (0: none), or -1: it existed, it keeps its own
 local state_written, state_order = {}, {}
@@ -702,16 +724,82 @@ if woke then
   grant_bundle(w[1], w[2], w[3], w[4], 'care:wake_up')
 end
 
--- Tiers: climb while lifetime XP reaches the next threshold; each rung's rewards are granted
--- on the way (their XP may lift the member further).
+-- Under a tier policy, what qualifies is counted in the period's field (spend, or the XP this
+-- operation earned, less what it took back: never below zero), and the window's sum decides;
+-- tier rewards' XP does not qualify. A review (a `tier` job at the expiry, "te") keeps the tier
+-- while the window (or the year held for) reaches it, else grants the grace once, else drops
+-- one level at most; a member in grace who reaches the tier again keeps it.
+local qualified, te, tg, changes = xp, 0, nil, nil
+if policy then
+  local inc = policy[2]
+  if policy[1] == 0 then inc = xp - xp_start elseif inc == -1 then inc = refund and -refund.spent_back or 0 end
+  if inc ~= 0 then set_state(policy[3], math.max(0, (state[policy[3]] or 0) + inc), policy[4]) end
+  qualified = 0
+  for j = 9, window_end - 1 do qualified = qualified + (state[policy[j]] or 0) end
+  te, tg = tonumber(stored[7]) or 0, tonumber(stored[8])
+  changes = {}
+  local function change(kind, from, to)
+    changes[#changes + 1] = '\149' .. mp(now_ms, kind, from, to, policy[7])
+  end
+  local id = tiers[3 * tier - 2]
+  if reviewing then
+    local review_ms, kept_until = policy[window_end], policy[window_end + 1]
+    if te == review_ms and tier > 1 then
+      local q = qualified
+      local held_for = 0
+      for j = window_end + 3, window_end + 2 + policy[window_end + 2] do held_for = held_for + (state[policy[j]] or 0) end
+      if held_for > q then q = held_for end
+      local target = 1
+      for k = 1, tier_count do if q >= tiers[3 * k - 1] then target = k end end
+      if target >= tier then
+        te, tg = kept_until, nil
+        effect('tier_kept', {tier = id, until_ms = te})
+        change('kept', id, id)
+      elseif not tg and policy[6] > 0 then
+        tg, te = te, te + policy[6]
+        effect('tier_grace', {tier = id, until_ms = te, need = tiers[3 * tier - 1] - q})
+        change('grace', id, id)
+      else
+        local to = math.max(target, tier - 1)
+        tier, tg = to, nil
+        te = to > 1 and kept_until or 0
+        effect('tier_down', {from = id, to = tiers[3 * to - 2], until_ms = te})
+        change('down', id, tiers[3 * to - 2])
+      end
+    end
+  elseif tier > 1 and policy[5] > 0 and (te == 0 or (tg and qualified >= tiers[3 * tier - 1])) then
+    -- Reached again in grace, or held since before the policy (no expiry yet): held from now.
+    te, tg = policy[5], nil
+    effect('tier_kept', {tier = id, until_ms = te})
+    change('kept', id, id)
+  end
+end
+
+-- Tiers: climb while lifetime XP (or the policy's window) reaches the next threshold; each
+-- rung's rewards are granted on the way (their XP may lift the member further, by lifetime XP).
 local rewards = nil
-while tier < tier_count and xp >= tiers[3 * tier + 2] do
+while tier < tier_count and (policy and qualified or xp) >= tiers[3 * tier + 2] do
   tier = tier + 1
   local id = tiers[3 * tier - 2]
-  effect('tier_up', {from = tiers[3 * tier - 5], to = id})
+  if policy then
+    te, tg = policy[5], nil
+    effect('tier_up', {from = tiers[3 * tier - 5], to = id, until_ms = te})
+    changes[#changes + 1] = '\149' .. mp(now_ms, 'up', tiers[3 * tier - 5], id, policy[7])
+  else
+    effect('tier_up', {from = tiers[3 * tier - 5], to = id})
+  end
   rewards = rewards or cmsgpack.unpack(ARGV[4])
   local r = rewards[tier]
   grant_bundle(r[1], r[2], r[3], r[4], 'tier:' .. id)
+end
+if changes and #changes > 0 then
+  -- The tier log: the last 20 changes (an array of arrays: its header, then the entries packed).
+  local raw = redis.call('HGET', KEYS[2], 'tl')
+  local log = raw and {cmsgpack.unpack(string.sub(raw, raw:byte(1) == 220 and 4 or 2))} or {}
+  local kept = {}
+  for j = math.max(1, #log + #changes - 19), #log do kept[#kept + 1] = cmsgpack.pack(log[j]) end
+  for j = math.max(1, #changes - 19), #changes do kept[#kept + 1] = changes[j] end
+  redis.call('HSET', KEYS[2], 'tl', (#kept < 16 and string.char(0x90 + #kept) or '\220' .. struct.pack('>I2', #kept)) .. table.concat(kept))
 end
 
 -- State fields, by expiry (0: keep the field's own), one HSETEX each, in the order each expiry
@@ -783,6 +871,14 @@ if debt > 0 or stored[4] then profile[#profile + 1] = 'debt'; profile[#profile +
 if next_expiry ~= (tonumber(stored[5]) or 0) then profile[#profile + 1] = 'nx'; profile[#profile + 1] = next_expiry end
 if active then profile[#profile + 1] = 'la'; profile[#profile + 1] = now_ms end
 local unmarked = woke and {'dm'} or nil
+if policy then
+  if te ~= (tonumber(stored[7]) or 0) then
+    if te > 0 then profile[#profile + 1] = 'te'; profile[#profile + 1] = te
+    else unmarked = unmarked or {}; unmarked[#unmarked + 1] = 'te' end
+  end
+  if stored[8] and not tg then unmarked = unmarked or {}; unmarked[#unmarked + 1] = 'tg'
+  elseif tg and not stored[8] then profile[#profile + 1] = 'tg'; profile[#profile + 1] = tg end
+end
 for _, m in ipairs(marks) do
   if m[2] == '' then unmarked = unmarked or {}; unmarked[#unmarked + 1] = m[1]
   else profile[#profile + 1] = m[1]; profile[#profile + 1] = m[2] end

@@ -109,6 +109,12 @@ def test_snapshot_after_a_first_order(engine, program) -> None:
                 "name": "Bronze",
                 "points_multiplier": 1.0,
                 "next": {"id": "silver", "name": "Silver", "xp": 1000, "xp_to_go": 701},
+                "qualify_on": "xp",
+                "qualified": 299,
+                "until_ms": None,
+                "grace": False,
+                "keep": None,
+                "changes": [],
             }
             year = datetime.fromtimestamp(e.now_ms / 1000, SHANGHAI).year  # end_of_next_year
             next_year_end = int(datetime(year + 2, 1, 1, tzinfo=SHANGHAI).timestamp() * 1000)
