@@ -25,6 +25,7 @@ def plan_award(program: CompiledProgram, event: Event, now_ms: int) -> MemberPla
     data = event.data
     periods = Periods(program, event.at_ms)
     grants: list[Grant] = []
+    targets: list[tuple[str, int, list[Any]]] = []
     for rule in program.rules_by_event[event.type]:
         if not matches(rule.where, data):
             continue
@@ -39,6 +40,8 @@ def plan_award(program: CompiledProgram, event: Event, now_ms: int) -> MemberPla
                 f"would earn {amount:,} {rule.currency.value} under rule {rule.id!r}; one event earns at most {AWARD_MAX:,}",
                 field=f"data.{rule.per_field}",
             )
+        if rule.audience is not None:
+            targets.append(("g", len(grants), rule.audience))
         if rule.currency is Currency.ITEM:
             grants.append(_item_grant(rule, amount, periods, program.retention_ms))
             continue
@@ -55,6 +58,8 @@ def plan_award(program: CompiledProgram, event: Event, now_ms: int) -> MemberPla
     for quest in program.quests_by_event[event.type]:
         step = _quest_step(quest, event, periods, program.retention_ms)
         if step is not None:
+            if quest.audience is not None:
+                targets.append(("q", len(quests), quest.audience))
             quests.append(step)
 
     op = Operation(event.id, event.member, event.at_ms, event.fingerprint)
@@ -73,7 +78,8 @@ def plan_award(program: CompiledProgram, event: Event, now_ms: int) -> MemberPla
             qualify = -1
     # A dormant member's return (the programme's return event) earns the wake-up gift.
     return member_plan(program, op, now_ms, grants=tuple(grants), quests=tuple(quests), record=record, reverse=reverse,
-                       event=event.type, wakes=event.type == program.wake_event, qualify=qualify)
+                       event=event.type, wakes=event.type == program.wake_event, qualify=qualify,
+                       targets=tuple(targets), boosts=program.boosts(periods.day()[0]) if program.member_days else None)
 
 
 def _item_grant(rule: CompiledRule, amount: int, periods: "Periods", retention_ms: int) -> Grant:

@@ -34,6 +34,7 @@ from engine.calendar import Calendar
 from engine.clock import DAY_MS
 from engine.errors import ConfigError, ConfigProblem
 from engine.ids import EVENT_ID_MAX
+from engine.targeting import Packed, pack as pack_audience
 from engine.tiering import TierRules
 
 # --- limits: a valid programme must not be able to cripple the service ------------------------
@@ -239,6 +240,21 @@ class Currency(str, Enum):
     ITEM = "item"  # a counted item a game declares, named by the rule's `item`
 
 
+class Audience(_Model):
+    """Who it is for (专属, engine/targeting.py): every test given must hold, for the member as
+    they stand before the operation. A rule or quest not for the member earns nothing; a catalog
+    item or a game's campaign refuses them (`not_eligible`)."""
+
+    tiers: tuple[Name, ...] | None = Field(None, min_length=1, max_length=MAX_TIERS,
+                                           description="the member's tier is one of these")
+    tags: tuple[Name, ...] | None = Field(None, min_length=1, max_length=16,
+                                          description="the member has one of these tags (`PUT /v1/members/{id}`)")
+    new_days: Int | None = Field(None, ge=1, le=3650, description="the member joined (the profile's `joined_at`) "
+                                                                  "less than this many days before")
+    dormant: Bool | None = Field(None, description="true: only members marked dormant (`[care.dormancy]`); "
+                                                   "false: only members who are not")
+
+
 class Rule(_Model):
     """What one event type earns in one currency; ``fixed`` or ``per``, never both."""
 
@@ -264,6 +280,7 @@ class Rule(_Model):
     where: dict[Name, Condition] = Field(
         default_factory=dict, max_length=MAX_CONDITIONS, description="tests on the event's fields, by field name"
     )
+    audience: Audience | None = Field(None, description="who the rule is for (everyone without it)")
 
 
 class Rewards(_Model):
@@ -305,6 +322,8 @@ class CatalogItem(_Model):
     )
     stock: Int | None = Field(None, ge=0, le=10**9, description="how many can be redeemed in all (no limit without it)")
     per_member_limit: Int | None = Field(None, ge=1, le=10**6, description="how many one member may redeem")
+    audience: Audience | None = Field(None, description="who may redeem it (everyone without it); a coupon granted "
+                                                        "as a reward goes to whoever earned it")
 
 
 class PointsExpiry(str, Enum):
@@ -419,6 +438,33 @@ class PointsExpiring(_Model):
     outreach: bool = Field(False, description="also sent to the shop as a signed webhook (needs `[webhooks]`)")
 
 
+class MemberDay(_Model):
+    """A member day (会员日): on its days, points from rules earn at a multiple, for its tiers."""
+
+    title: Str = Field(min_length=1, max_length=120, description="shown to members")
+    days: tuple[Str, ...] = Field(
+        min_length=1, max_length=366,
+        description='the local days: "MM-DD" every year ("12-12") or "YYYY-MM-DD" once')
+    multiplier: float = Field(ge=1.0, le=10.0, description="multiplies points from rules on those days, on top of "
+                                                            "the tier's multiplier; at most three decimals")
+    tiers: tuple[Name, ...] | None = Field(None, min_length=1, max_length=MAX_TIERS,
+                                           description="the tiers it is for (every tier without it)")
+
+    @field_validator("multiplier", mode="before")
+    @classmethod
+    def _a_number(cls, value: object) -> object:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError("must be a number such as 2 or 1.5")
+        return value
+
+    @field_validator("multiplier")
+    @classmethod
+    def _thousandths(cls, value: float) -> float:
+        if abs(round(value * 1000) - value * 1000) > 1e-6:
+            raise ValueError("must have at most three decimals (it is applied in thousandths)")
+        return value
+
+
 class Care(_Model):
     """The care moments (关怀): each grants its gift at most once per occasion, on an operation id
     derived from the occasion, so running twice, on two processes or across a restart grants once."""
@@ -521,6 +567,8 @@ class Quest(_Model):
     where: dict[Name, Condition] = Field(
         default_factory=dict, max_length=MAX_CONDITIONS, description="tests on the event's fields, by field name"
     )
+    audience: Audience | None = Field(None, description="who the quest is for (everyone without it): it counts "
+                                                          "no event of anyone else")
     # Kept on every kind (issue 10 asked: document or refuse): bounds are useful for a seasonal
     # daily or weekly quest, and the award path already honours them.
     starts: datetime | None = Field(
@@ -559,6 +607,8 @@ class Program(_Model):
     )
     points: Points = Field(Points(), description="how long points live")
     care: Care = Field(Care(), description="care moments: welcome, purchases, birthday, holidays, referral")
+    member_days: dict[Name, MemberDay] = Field(default_factory=dict, max_length=64,
+                                               description="member days: points at a multiple on their days, by name")
     webhooks: Webhooks | None = Field(None, description="outreach to the shop's backend as signed webhooks (not "
                                                         "set: messages go to members' live feeds only)")
     games: dict[Name, Any] = Field(
@@ -883,6 +933,19 @@ def _unwrap(annotation: Any) -> tuple[Any, int]:
             return annotation, 1
 
 
+def audience_problems(p: Program, path: str, audience: Audience | None) -> list[tuple[str, str]]:
+    """An audience naming a tier the programme lacks (a game's section checks its campaigns' with
+    this too)."""
+    return [] if audience is None else _unknown_tiers(p, f"{path}.tiers", audience.tiers)
+
+
+def _unknown_tiers(p: Program, path: str, tiers: Sequence[str] | None) -> list[tuple[str, str]]:
+    known = {t.id for t in p.tiers}
+    if len(known) < len(p.tiers):
+        return []  # a tier id declared twice is reported as such; which tier a name meant is unclear
+    return [(f"{path}[{i}]", f"no tier {t!r} under [[tiers]]") for i, t in enumerate(tiers or ()) if t not in known]
+
+
 def _tier_policy_problems(p: Program, tier_ids: Sequence[str], gone: Callable[[str, str], bool]) -> list[tuple[str, str]]:
     """A tier policy that cannot work: spend thresholds missing or out of order, spend events that
     carry no int amount, a grace or a months count its window never uses."""
@@ -1136,6 +1199,7 @@ def _cross_check(p: Program, dropped: dict[str, set[str]] | None = None) -> list
         if rule.per is not None:
             int_field(f"{path}.per.field", rule.event, rule.per.field)
         check_where(path, rule.event, rule.where)
+        out.extend(audience_problems(p, f"{path}.audience", rule.audience))
 
     seen: set[str] = set()
     tier_ids = [tier.id for tier in p.tiers]
@@ -1150,6 +1214,14 @@ def _cross_check(p: Program, dropped: dict[str, set[str]] | None = None) -> list
             out.append((f"{path}.xp", f"must be greater than the tier before it ({p.tiers[i - 1].xp})"))
         check_rewards(path, tier.rewards)
     out += _tier_policy_problems(p, tier_ids, gone)
+    for name, entry in p.catalog.items():
+        out.extend(audience_problems(p, f"catalog.{name}.audience", entry.audience))
+    for name, day in p.member_days.items():
+        path = f"member_days.{name}"
+        for i, value in enumerate(day.days):
+            if holiday_day(value) is None:
+                out.append((f"{path}.days[{i}]", f"{value!r} is not a day: MM-DD (every year) or YYYY-MM-DD"))
+        out.extend(_unknown_tiers(p, f"{path}.tiers", day.tiers))
 
     for name, quest in p.quests.items():
         path = f"quests.{name}"
@@ -1161,6 +1233,7 @@ def _cross_check(p: Program, dropped: dict[str, set[str]] | None = None) -> list
             int_field(f"{path}.sum", quest.event, quest.sum)
         check_where(path, quest.event, quest.where)
         check_rewards(path, quest.rewards)
+        out.extend(audience_problems(p, f"{path}.audience", quest.audience))
         for key in ("starts", "ends"):
             value = getattr(quest, key)
             if value is not None and value.tzinfo is None:
@@ -1324,6 +1397,7 @@ class CompiledRule:
     item: str | None = None
     item_field: str = ""
     item_cap: int = 0
+    audience: Packed | None = None  # who it is for (engine/targeting.py; None: everyone)
 
 
 @dataclass(frozen=True, slots=True)
@@ -1343,6 +1417,7 @@ class CompiledQuest:
     #: A holiday's (``[care.holidays]``): the local days it runs, "MMDD" every year or "YYYYMMDD";
     #: empty: every day of its window.
     days: frozenset[str] = frozenset()
+    audience: Packed | None = None  # who it is for (engine/targeting.py; None: everyone)
 
 
 @dataclass(frozen=True, slots=True)
@@ -1381,6 +1456,18 @@ class CompiledProgram:
     expiring_notice_ms: int = 0  # how long before a lot's expiry its notice is due (0: none)
     #: ``[tier_policy]`` when it is not the default (None: lifetime XP, kept for good).
     tier_rules: TierRules | None = None
+    #: ``[member_days]``: (local days "MMDD" or "YYYYMMDD", the boost member.lua applies).
+    member_days: tuple[tuple[frozenset[str], list[Any]], ...] = ()
+
+    def audience(self, audience: Audience | None) -> Packed | None:
+        """An audience as member.lua reads it (``engine/targeting.py``)."""
+        if audience is None:
+            return None
+        return pack_audience(self.tiers[0].id, audience.tiers, audience.tags, audience.new_days, audience.dormant)
+
+    def boosts(self, day: str) -> list[list[Any]]:
+        """The member days' boosts of the local day "YYYYMMDD"."""
+        return [boost for days, boost in self.member_days if day in days or day[4:] in days]
 
     @property
     def name(self) -> str:
@@ -1419,6 +1506,7 @@ def compile_program(program: Program, source: bytes) -> CompiledProgram:
                 item=r.item,
                 item_field=item.field if item else "",
                 item_cap=item.cap if item else 0,
+                audience=_audience(program, r.audience),
             )
         )
     quests: dict[str, list[CompiledQuest]] = {name: [] for name in program.events}
@@ -1437,6 +1525,7 @@ def compile_program(program: Program, source: bytes) -> CompiledProgram:
             rewards=q.rewards,
             coupons=_coupons(program, q.rewards),
             items=_item_lines(items, q.rewards),
+            audience=_audience(program, q.audience),
         )
         quests[q.event].append(cq)
         all_quests.append(cq)
@@ -1488,7 +1577,17 @@ def compile_program(program: Program, source: bytes) -> CompiledProgram:
         expiring_notice_ms=(program.care.points_expiring.days_before * DAY_MS
                             if program.care.points_expiring is not None else 0),
         tier_rules=tier_rules,
+        member_days=tuple(
+            (frozenset(d for d in map(holiday_day, day.days) if d is not None),
+             [round(day.multiplier * 1000), list(day.tiers or ())])
+            for day in program.member_days.values()),
     )
+
+
+def _audience(program: Program, audience: Audience | None) -> Packed | None:
+    if audience is None:
+        return None
+    return pack_audience(program.tiers[0].id, audience.tiers, audience.tags, audience.new_days, audience.dormant)
 
 
 def _wake_packed(program: Program, items: dict[str, Item]) -> bytes:

@@ -25,6 +25,7 @@ from engine.events import parse_time
 from engine.keys import Keys
 from engine.runner import Runner
 from engine.scripts import Command
+from engine.targeting import Packed, eligible
 from engine.tiering import LOG_FIELD
 from engine.views import (CouponState, CouponView, PointsLot, PointsView, ProfileView, QuestRewards, QuestState, QuestView,
                           Snapshot, TierChange, TierKeep, TierNext, TierView)
@@ -183,6 +184,7 @@ class MemberStore:
             quests=[
                 _quest_view(q, int(raw or 0), marker is not None, period_end_ms, now_ms)
                 for (q, _, period_end_ms), raw, marker in zip(quest_fields, progress, done)
+                if q.audience is None or _for_member(q.audience, p, now_ms)  # a quest for others is not shown
             ],
             rewards=_rewards_view([_coupon_view(cid.decode(), raw, program, now_ms) for cid, raw in coupons.items()]),
             profile=ProfileView(
@@ -230,6 +232,13 @@ class MemberStore:
             keep=keep,
             changes=_tier_changes(log),
         )
+
+
+def _for_member(audience: Packed, p: dict[str, str], now_ms: int) -> bool:
+    """Whether ``audience`` holds the member of profile ``p``, as member.lua would decide."""
+    joined = p.get("joined_at_ms")
+    return eligible(audience, p.get("tier"), orjson.loads(p["tags"]) if "tags" in p else [],
+                    int(joined) if joined is not None else None, "dm" in p, now_ms)
 
 
 def _tier_changes(raw: bytes | None) -> list[TierChange]:

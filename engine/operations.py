@@ -29,6 +29,7 @@ from engine.clock import DAY_MS
 from engine.config import CompiledProgram
 from engine.errors import InvalidInput
 from engine.keys import DEDUPE_BUCKET_MS
+from engine.targeting import Packed, targeting
 
 #: 80 bits: two ids of one member colliding in one bucket, even among a million, is about 1 in
 #: 10^12; every byte saved here is saved once per retained operation.
@@ -92,6 +93,8 @@ class MemberArgs(NamedTuple):
     streak: StreakStep
     #: Profile fields the operation sets ("" removes one): the dormancy mark ``dm`` (engine/care.py)
     marks: tuple[list[Any], ...] = ()
+    #: Who it is for (``engine.targeting.targeting``): [] for everyone
+    targeting: list[Any] = []
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,11 +145,13 @@ class MemberPlan:
         values.append(len(quests))
         values += quests
         if (a.debits or a.coupon_uses or a.counters or a.effects or a.coupons or a.reverse or a.revokes or a.inventory
-                or a.streak or a.marks):
+                or a.streak or a.marks or a.targeting):
             values += (a.debits, a.coupon_uses, a.counters, a.effects, a.coupons, a.reverse, a.revokes, a.inventory,
                        a.streak)
-            if a.marks:  # the rarest part: sent only when set, so older plans keep their length
+            if a.marks or a.targeting:  # the rarest parts: sent only when set, so older plans keep their length
                 values.append(a.marks)
+            if a.targeting:
+                values.append(a.targeting)
         return values_of(msgpack.packb(values, use_bin_type=False))  # the server's cmsgpack predates bin types
 
     def is_empty(self) -> bool:
@@ -154,7 +159,7 @@ class MemberPlan:
         a = self.args
         return not (
             a.grants or a.quests or a.debits or a.coupon_uses or a.counters or a.effects or a.coupons or a.reverse
-            or a.revokes or a.inventory or a.streak or a.marks
+            or a.revokes or a.inventory or a.streak or a.marks or a.targeting
         )
 
 
@@ -180,12 +185,18 @@ def member_plan(
     wakes: bool = False,
     qualify: int = 0,
     review_ms: int = 0,
+    audience: Packed | None = None,
+    targets: tuple[tuple[str, int, Packed], ...] = (),
+    boosts: list[list[Any]] | None = None,
 ) -> MemberPlan:
     """The plan for ``op``, with its dedupe and its points' lot expiry worked out.
 
     ``record``: keep what this operation grants, as (its type's tag, its ``amount``, 0 when it has
     none), for a refund within the programme's refund window. ``reverse``: take back what the
-    operation (its id, the amount refunded, 0 for all that remains, its type's tag) granted."""
+    operation (its id, the amount refunded, 0 for all that remains, its type's tag) granted.
+    ``audience``: the member it is for, else it is refused ``not_eligible``; ``targets``: the
+    grants and quests (by index) for an audience only; ``boosts``: the member days' (see
+    ``engine/targeting.py``)."""
     retention = program.retention_ms
     # A day of margin each side: another host whose clock is off by up to a day still looks
     # in every bucket this operation's first sighting could be in (an empty bucket costs little).
@@ -217,6 +228,8 @@ def member_plan(
         inventory=inventory,
         streak=[] if streak is None else streak,
         marks=marks,
+        targeting=targeting(audience, targets, boosts or (), [len(g) for g in grants], [_quest_size(q) for q in quests])
+        if audience is not None or targets or boosts else [],
     )
     record_buckets: tuple[int, ...] = ()
     if reverse is not None:
@@ -225,6 +238,11 @@ def member_plan(
         record_buckets = tuple(range(oldest, last + 1))
         args.reverse.append(len(record_buckets))
     return MemberPlan(op, args, bucket, tuple(range(first, last + 1)), record_buckets, wakes, event, qualify, review_ms)
+
+
+def _quest_size(q: QuestStep) -> int:
+    """The values a quest takes in ARGV[1] (``MemberPlan.script_arg``)."""
+    return 9 + 2 * len(q[7]) + 5 * (len(q[8]) if len(q) > 8 else 0)
 
 
 #: A plan without a record: its four values in ``MemberPlan.script_arg`` (kept until 0: none).

@@ -150,6 +150,8 @@ def plan_redeem_member(program: CompiledProgram, redemption: Redemption, now_ms:
         debits=([redemption.points_cost, f"redeem:{redemption.item}"],),
         counters=counters,
         coupons=([redemption.item, redemption.valid_ms, "redeem"],),
+        # Who may redeem it, as the programme says now (refused ``not_eligible``: the unit goes back).
+        audience=program.audience(item.audience) if (item := program.model.catalog.get(redemption.item)) else None,
     )
 
 

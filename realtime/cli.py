@@ -64,6 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     verify.add_argument("--redis-url")
     verify.add_argument("--prefix", default=None, help="key prefix (REKINDLE_KEY_PREFIX, rk)")
 
+    backfill = sub.add_parser("backfill", help="schedule the lifecycle jobs of members who predate them "
+                                               "(dormancy, tier reviews); safe to run again")
+    backfill.add_argument("--data-dir", type=Path)
+    backfill.add_argument("--redis-url")
+    backfill.add_argument("--prefix", default=None, help="key prefix (REKINDLE_KEY_PREFIX, rk)")
+
     token = sub.add_parser("token", help="mint a member token for development")
     token.add_argument("member")
     token.add_argument("--ttl", type=int, default=24 * 3600, help="seconds (default a day)")
@@ -84,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handler = {
         "serve": _serve, "check": _check, "verify": _verify, "token": _token, "schema": _schema, "cluster": _cluster,
-        "openapi": _openapi,
+        "openapi": _openapi, "backfill": _backfill,
     }
     try:
         return handler[args.command](args)
@@ -156,15 +162,10 @@ def _verify(args: argparse.Namespace) -> int:
     from redis.asyncio import Redis
 
     settings = Settings.from_env(data_dir=args.data_dir, redis_url=args.redis_url, key_prefix=args.prefix)
-    embedded: EmbeddedValkey | None = None
-    url = settings.redis_url or running_url(settings.data_dir / "valkey")
-    if url is None or not (is_cluster_url(url) or answers(url)):  # a cluster answers, or fails, below
-        if settings.redis_url:
-            print(f"rekindle verify: cannot reach {settings!r}", file=sys.stderr)
-            return 2
-        embedded = EmbeddedValkey(settings.data_dir / "valkey")  # reads the AOF the service wrote
-        embedded.start()
-        url = embedded.url
+    opened = _store_of(settings, "verify")
+    if opened is None:
+        return 2
+    url, embedded = opened
 
     def progress(members: int) -> None:  # on a terminal only: a log file gets the table alone
         if sys.stderr.isatty():
@@ -191,6 +192,62 @@ def _verify(args: argparse.Namespace) -> int:
         return asyncio.run(run())
     except (RedisError, RedisClusterException, OSError) as exc:
         print(f"rekindle verify: cannot read {settings!r}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+def _store_of(settings: Settings, command: str) -> tuple[str, EmbeddedValkey | None] | None:
+    """The store an offline command reads: the given URL, the running embedded server, or the
+    embedded server started on the data the service wrote (the caller stops it). None: the given
+    URL does not answer (said on stderr)."""
+    from engine.cluster import is_cluster_url
+
+    url = settings.redis_url or running_url(settings.data_dir / "valkey")
+    if url is not None and (is_cluster_url(url) or answers(url)):  # a cluster answers, or fails, later
+        return url, None
+    if settings.redis_url:
+        print(f"rekindle {command}: cannot reach {settings!r}", file=sys.stderr)
+        return None
+    embedded = EmbeddedValkey(settings.data_dir / "valkey")  # reads the AOF the service wrote
+    embedded.start()
+    return embedded.url, embedded
+
+
+def _backfill(args: argparse.Namespace) -> int:
+    from engine.backfill import backfill
+    from engine.clock import SystemClock as Clock
+    from engine.cluster import cluster_from_url, is_cluster_url
+    from engine.programs import ProgramRegistry
+    from redis.asyncio import Redis
+    from redis.exceptions import RedisClusterException, RedisError
+
+    settings = Settings.from_env(data_dir=args.data_dir, redis_url=args.redis_url, key_prefix=args.prefix)
+    opened = _store_of(settings, "backfill")
+    if opened is None:
+        return 2
+    url, embedded = opened
+
+    async def run() -> int:
+        client = cluster_from_url(url) if is_cluster_url(url) else Redis.from_url(url)
+        try:
+            keys = Keys(settings.key_prefix)
+            programs = ProgramRegistry(client, keys, Clock())
+            if not await programs.refresh():
+                print("rekindle backfill: no programme is active in this store (start the service once)", file=sys.stderr)
+                return 2
+            report = await backfill(client, keys, programs.current.program, Clock().now_ms())
+        finally:
+            await client.aclose()
+        print(f"ok: {report.members:,} members read; scheduled {report.dormancy_jobs:,} dormancy jobs and "
+              f"{report.tier_reviews:,} tier reviews")
+        return 0
+
+    try:
+        return asyncio.run(run())
+    except (RedisError, RedisClusterException, OSError) as exc:
+        print(f"rekindle backfill: cannot read {settings!r}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
     finally:
         if embedded is not None:

@@ -285,7 +285,8 @@ OPERATIONS: tuple[Operation, ...] = (
         "coupon: `points` and `reward` effects. " + _ID + " The same id again takes no stock. `in_progress`: "
         "the same redemption is being applied or finished; send the same request again shortly." + _RETRY,
         "rewards", "member", RedeemIn, OperationReply,
-        errors={**_BODY, 409: ("insufficient_points", "out_of_stock", "limit_reached", "in_progress", "idempotency_conflict"),
+        errors={**_BODY, 409: ("insufficient_points", "out_of_stock", "limit_reached", "not_eligible", "in_progress",
+                               "idempotency_conflict"),
                 422: ("invalid",), **_BUSY, 500: ("internal", "store_error")},
         example_body={"id": "r-1", "item": "tea-voucher-20"},
     ),

@@ -63,6 +63,13 @@
 --             the original type's tag, n record buckets]: take back (a share of) what it granted
 --   marks:   (sent only when set, after streak) [[profile field, value ("" removes it)]...]: the
 --            dormancy mark "dm" (engine/care.py)
+--   targeting: (sent only when set, after marks) [required audience index (-1: none), targets
+--            flat (kind "g"|"q", offset of the grant's or quest's first value from the first
+--            grant's or quest's, audience index), audiences, boosts]: engine/targeting.py. An
+--            audience is [tier ids ("" the first tier, for a member with none stored), tags, joined
+--            within ms (0: any), dormant -1 any | 0 not | 1 only], tested on the member before
+--            the operation; a target not for the member earns nothing, a required one refuses
+--            the operation `not_eligible`. A boost: [multiplier in thousandths, tier ids ({}: all)]
 -- ARGV[2] tiers: msgpack values back to back (as ARGV[1]): id, xp threshold, points multiplier
 --         in thousandths, id, ...
 -- ARGV[3] pub/sub channel of the member ("" publishes nothing: a dry run on copied keys)
@@ -115,6 +122,7 @@ if rare then
   reverse, revokes, inventory, streak = p[Q_END + 5], p[Q_END + 6], p[Q_END + 7], p[Q_END + 8]
 end
 local marks = rare and p[Q_END + 9] or NONE
+local targeting = rare and p[Q_END + 10] or NONE
 local RECORDS, DEDUPE = 7, 8
 local last_dedupe = #KEYS - (reverse[5] or 0)
 local mp = cmsgpack.pack
@@ -275,6 +283,48 @@ if expiring or #debits > 0 or #reverse > 0 or (lot_expiry > 0 and lot_expiry <= 
 end
 
 -- --- checks: a refusal writes nothing, so every check comes before the first write ------------
+
+-- Targeting (engine/targeting.py): an audience required, and the grants and quests of the plan
+-- that are for an audience only (a grant's amount, a quest's increment, set to 0 when they are not
+-- for this member). The profile's tags and join time are read only here.
+local boosts = NONE
+if #targeting > 0 then
+  local facts, verdicts = nil, {}
+  local function eligible(k)
+    local verdict = verdicts[k]
+    if verdict ~= nil then return verdict end
+    local a = targeting[3][k + 1]
+    verdict = true
+    if #a[1] > 0 then
+      local held, found = stored[3] or '', false
+      for _, id in ipairs(a[1]) do if id == held then found = true end end
+      verdict = found
+    end
+    if verdict and (#a[2] > 0 or a[3] > 0) and not facts then
+      local f = redis.call('HMGET', KEYS[1], 'tags', 'joined_at_ms')
+      facts = {f[1] and cjson.decode(f[1]) or NONE, tonumber(f[2])}
+    end
+    if verdict and #a[2] > 0 then
+      local found = false
+      for _, want in ipairs(a[2]) do
+        for _, tag in ipairs(facts[1]) do if tag == want then found = true end end
+      end
+      verdict = found
+    end
+    if verdict and a[3] > 0 then verdict = facts[2] ~= nil and now_ms - facts[2] < a[3] end
+    if verdict and a[4] ~= -1 then verdict = (a[4] == 1) == (stored[6] ~= false and stored[6] ~= nil) end
+    verdicts[k] = verdict
+    return verdict
+  end
+  if targeting[1] >= 0 and not eligible(targeting[1]) then return cmsgpack.pack({3, 'not_eligible', 0}) end
+  local t = targeting[2]
+  for j = 1, #t, 3 do
+    if not eligible(t[j + 2]) then
+      if t[j] == 'g' then p[G + t[j + 1] + 1] = 0 else p[Q + t[j + 1] + 2] = 0 end
+    end
+  end
+  boosts = targeting[4]
+end
 
 local due = 0 -- points whose lots have expired by now
 if expiring then
@@ -630,6 +680,15 @@ local function grant_bonus(bonus_xp, bonus_points, reason)
 end
 
 local multiplier = tiers[3 * tier]
+if #boosts > 0 then -- member days: the largest boost for the member's tier, on top of the tier's own
+  local best, id = 1000, tiers[3 * tier - 2]
+  for _, b in ipairs(boosts) do
+    local applies = #b[2] == 0
+    for _, t in ipairs(b[2]) do if t == id then applies = true end end
+    if applies and b[1] > best then best = b[1] end
+  end
+  multiplier = multiplier * best / 1000
+end
 i = G
 while i < G_END do
   local kind, n, cap = p[i], p[i + 1], p[i + 4]
@@ -673,8 +732,9 @@ while i < Q_END do
   local items_at = i + 8 + 2 * coupons -- how many items, then theirs
   local done_field = 'd' .. field
   local after = (state[field] or 0) + increment
-  set_state(field, after, expire_ms)
-  if not state[done_field] and after >= target then
+  if increment > 0 then set_state(field, after, expire_ms) end
+  if increment == 0 then -- not for this member (targeting): nothing moves
+  elseif not state[done_field] and after >= target then
     set_state(done_field, now_ms, expire_ms)
     effect('quest_completed', {quest = quest_id, progress = target, target = target})
     local reason = 'quest:' .. quest_id
@@ -766,6 +826,11 @@ if policy then
         effect('tier_down', {from = id, to = tiers[3 * to - 2], until_ms = te})
         change('down', id, tiers[3 * to - 2])
       end
+    elseif te == 0 and tier > 1 and policy[5] > 0 then
+      -- Held since before the policy (`rekindle backfill` schedules this review): held from the review.
+      te = policy[5]
+      effect('tier_kept', {tier = id, until_ms = te})
+      change('kept', id, id)
     end
   elseif tier > 1 and policy[5] > 0 and (te == 0 or (tg and qualified >= tiers[3 * tier - 1])) then
     -- Reached again in grace, or held since before the policy (no expiry yet): held from now.

@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, RootModel, Strict, field_validator
 
-from engine.config import Name
+from engine.config import Audience, Name, Program, audience_problems
 from engine.plugins import window_problems
 
 #: The cut algorithms a designer picks from (``rules.unit_cuts`` draws each).
@@ -64,6 +64,9 @@ class Campaign(BaseModel):
     ends_at: AwareDatetime | None = Field(
         None, description="when starting bargains ends (exclusive), with its UTC offset (not set: never); "
                           "bargains started before it run their full duration")
+    audience: Audience | None = Field(
+        None, description="who may start a bargain (everyone without it): anyone else is refused `not_eligible`. "
+                          "Helpers are anyone (the anti-collusion report watches them)")
 
     @field_validator("first_cut_share", mode="before")
     @classmethod
@@ -84,7 +87,7 @@ class Campaigns(RootModel[dict[Name, Campaign]]):
     model_config = ConfigDict(frozen=True)
 
 
-def check(program: object, section: Campaigns) -> list[tuple[str, str]]:
+def check(program: Program, section: Campaigns) -> list[tuple[str, str]]:
     """Campaigns that cannot work as set: key path and problem."""
     from games.bargain.rules import share_cents  # pure, and it imports this module
 
@@ -126,4 +129,5 @@ def check(program: object, section: Campaigns) -> list[tuple[str, str]]:
                                                            f"1 cent for each of the {campaign.helpers - 1} other helpers "
                                                            f"(at most {most})"))
         out += window_problems(path, campaign.opens_at, campaign.ends_at)
+        out += audience_problems(program, f"{path}.audience", campaign.audience)
     return out

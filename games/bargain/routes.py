@@ -170,9 +170,10 @@ ROUTES = (
         "Starts a bargain on the campaign's item at its price, open for the campaign's duration; friends help cut "
         "it to the floor (share its id). One open bargain per member and campaign: while one is open, this answers "
         "it (200) instead of starting another (201). Its cut schedule is drawn now and kept with it, as are the "
-        "campaign's terms: a bargain keeps the programme it started under.",
+        "campaign's terms: a bargain keeps the programme it started under. A campaign with an `audience` is "
+        "started by its members only: anyone else is refused `not_eligible` (helpers are anyone).",
         "member", post_start, reply=BargainView, body=StartIn, status=201,
-        errors={404: ("not_found",), 409: ("not_open", "ended"), 422: ("invalid",)},
+        errors={404: ("not_found",), 409: ("not_open", "ended", "not_eligible"), 422: ("invalid",)},
         example_body={"campaign": "member-day-tea"},
         links=(Link("help", "helpBargain", {"bargain": "$response.body#/id"}, "Help this bargain (as a friend)."),
                Link("read", "getBargain", {"bargain": "$response.body#/id"}, "Read this bargain.")),

@@ -5,6 +5,9 @@
   round's record so a designer can replay it) and the terms of the programme now (a bargain keeps
   the version it started under), unless a round is open: one open bargain per member and item.
   Its close job (``bargain_close``) goes into the scheduler in the same chain, before the start.
+  A campaign with an ``audience`` is started by its members only (``not_eligible``, nothing
+  written): a start has no member step, so the owner's profile is read and tested here, as
+  member.lua would (``engine.targeting.eligible``). Helpers are anyone.
 - **Help**: the object takes the help's units and cut (refusing a closed or expired bargain, a
   second help by the same member, a device past its cap) and opens an entry naming the helper's
   step and the owner's (``plans``), its decision carrying the round's item and floor (the owner's
@@ -27,6 +30,7 @@ import secrets
 from typing import Any, NamedTuple
 
 import msgpack
+import orjson
 from redis.exceptions import RedisError
 
 from engine import ids
@@ -38,6 +42,7 @@ from engine.operations import Operation, fingerprint, member_plan, pack_effect
 from engine.plugins import Context, section_entry
 from engine.scripts import Command
 from engine.store import OpResult, OpStatus
+from engine.targeting import eligible
 from games.bargain.config import Campaign, Campaigns
 from games.bargain.plans import BARGAIN, bargain_id, coupon_terms, helper_step, owner_step, parse_bargain_id
 from games.bargain.report import count_help
@@ -94,8 +99,11 @@ def campaign_of(program: CompiledProgram, name: str) -> Campaign:
 
 
 async def start(ctx: Context, program: CompiledProgram, name: str, owner: str, now_ms: int) -> tuple[bool, str]:
-    """(started now, the bargain's id): a new round, or the one open."""
+    """(started now, the bargain's id): a new round, or the one open. An owner outside the
+    campaign's audience is refused ``not_eligible`` (even with a round open: it stays readable)."""
     campaign = campaign_of(program, name)
+    if campaign.audience is not None:
+        await require_audience(ctx, program, campaign, owner, now_ms)
     seed = secrets.token_bytes(16)
     prefix = prefix_sums(unit_cuts(campaign.algorithm, seed, campaign.amount, campaign.helpers, campaign.first_cut_share))
     expires = now_ms + campaign.duration_hours * HOUR_MS
@@ -111,6 +119,24 @@ async def start(ctx: Context, program: CompiledProgram, name: str, owner: str, n
             raise reply
     started, round_ = int(replies[1][0]) == 1, int(replies[1][1])
     return started, bargain_id(name, round_, owner)
+
+
+async def require_audience(ctx: Context, program: CompiledProgram, campaign: Campaign, owner: str, now_ms: int) -> None:
+    """Refuse (``not_eligible``, 409 naming the campaign) an owner outside the campaign's audience:
+    the stored tier ("" or none: the first tier), the profile's tags and join time, the dormancy
+    mark, as member.lua tests them. A start writes nothing on the member, so a read is enough: a
+    profile changed meanwhile decides the next start."""
+    audience = program.audience(campaign.audience)
+    if audience is None:
+        return
+    tier, tags, joined, dormant = await ctx.members.profile_fields(ids.MemberId(owner), _AUDIENCE_FIELDS)
+    if not eligible(audience, tier, orjson.loads(tags) if tags else [], int(joined) if joined is not None else None,
+                    dormant is not None, now_ms):
+        raise Refused("not_eligible", "this campaign is not for this member (its audience: tiers, tags, new or "
+                                      "dormant members)", field="campaign")
+
+
+_AUDIENCE_FIELDS = ("tier", "tags", "joined_at_ms", "dm")  #: the profile's facts an audience tests
 
 
 def close_job_id(obj: ObjectRef, expires_ms: int) -> str:

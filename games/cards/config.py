@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, RootModel, Strict
 
-from engine.config import Int, Item, Name, item_field
+from engine.config import Audience, Int, Item, Name, Program, audience_problems, item_field
 from engine.plugins import window_problems
 
 GAME_NAME = "cards"  #: the section ``[games.cards]``, the routes' prefix and the items' ``<game>:``
@@ -94,6 +94,9 @@ class Campaign(BaseModel):
     opens_at: AwareDatetime | None = Field(None, description="when draws open, with its UTC offset (not set: open now)")
     deadline: AwareDatetime = Field(description="when draws and combining end (exclusive) and the pool is split, "
                                                 "with its UTC offset")
+    audience: Audience | None = Field(None, description="who may draw (everyone without it): anyone else is refused "
+                                                        "`not_eligible`, keeping the chance. Gifts and combines are "
+                                                        "anyone's")
 
     @property
     def deck(self) -> tuple[str, ...]:
@@ -130,7 +133,7 @@ def obtainable(card: Card, pity_draws: int | None) -> bool:
     return card.weight > 0 or (card.rare and pity_draws is not None)
 
 
-def check(program: object, section: Campaigns) -> list[tuple[str, str]]:
+def check(program: Program, section: Campaigns) -> list[tuple[str, str]]:
     """Campaigns that cannot work as published: key path and problem.
 
     Refused: fewer than two card types; a name used twice (the universal card's included); no
@@ -204,4 +207,5 @@ def check(program: object, section: Campaigns) -> list[tuple[str, str]]:
                 out.append((f"{path}.coupon", 'is for payout = "coupon" only (payout is "points")'))
         out += [(key.removesuffix(".ends_at") + ".deadline", problem)
                 for key, problem in window_problems(path, campaign.opens_at, campaign.deadline)]
+        out += audience_problems(program, f"{path}.audience", campaign.audience)
     return out

@@ -6,7 +6,9 @@ a card comes into the game by a draw only, so what was issued is what the campai
 
 - **Draw** (``DRAW``, under the draw's id): one chance spent, the card the campaign's object gave
   (the entry's decision, the last term: its index in the campaign's deck) added, and the member's
-  pity counter moved (``rules.pity_after``: back to 0 with a rare card, else one more).
+  pity counter moved (``rules.pity_after``: back to 0 with a rare card, else one more); refused
+  whole (``not_eligible``) for a member outside the campaign's audience, the card back to the
+  day's budget. Gifts and combines are anyone's.
 - **Gift**: the giver's step (``GIVE``, under the gift's id) takes the card, refused whole when the
   giver holds none; the receiver's (``RECEIVE``, a derived id) adds it. Between the two the card is
   *in transfer*: counted by ``rekindle verify`` from the gift's pending entry.
@@ -30,7 +32,8 @@ from engine.clock import DAY_MS
 from engine.config import CompiledProgram, item_field
 from engine.crossing import Step, undo_id
 from engine.operations import MemberPlan, Operation, fingerprint, member_plan, pack_effect
-from games.cards.config import GAME_NAME, Campaign, draw_item
+from engine.targeting import Packed
+from games.cards.config import GAME_NAME, Campaign, Campaigns, draw_item
 
 CARDS = GAME_NAME  #: the campaign's object kind (tag {cards:<campaign>}): budgets, combines, the split
 GIFTS = "card_gifts"  #: a giver's object kind (tag {card_gifts:<campaign>.<giver>}): gifts in transfer
@@ -86,6 +89,13 @@ def _pity_delta(step: Step, rare: bool) -> int:
     return -pity_before if rare else 1  # rules.pity_after, as a change of the counter read before
 
 
+def draw_audience(program: CompiledProgram, campaign: str) -> Packed | None:
+    """Who may draw, as ``program`` says (None: everyone, or a campaign no longer in it)."""
+    section = program.games.get(GAME_NAME)
+    terms = section.root.get(campaign) if isinstance(section, Campaigns) else None
+    return program.audience(terms.audience) if terms is not None else None
+
+
 class DrawStep:
     """A draw: a chance spent, the card given, the pity counter moved (``engine.crossing.StepKind``)."""
 
@@ -95,8 +105,12 @@ class DrawStep:
         op = Operation(step.op_id, step.member, step.at_ms, fingerprint(DRAW, campaign))
         effect = pack_effect("card_drawn", {"campaign": campaign, "card": card, "title": title, "rare": rare,
                                             "universal": universal, "pity": pity_before})
+        # The audience is not among the terms fixed in the entry: it is read from the programme the
+        # step is planned under (as a catalog redemption's is, engine/redeem.py), so an entry of an
+        # earlier build plans alike. Refused ``not_eligible``, the draw releases its card.
         return member_plan(program, op, now_ms, inventory=(_chance_line(campaign, -1, cap), _card_line(campaign, card, 1)),
-                           counters=([pity_field(campaign), _pity_delta(step, rare), PITY_LIMIT, 0],), effects=(effect,))
+                           counters=([pity_field(campaign), _pity_delta(step, rare), PITY_LIMIT, 0],), effects=(effect,),
+                           audience=draw_audience(program, campaign))
 
     def compensate(self, program: CompiledProgram, step: Step, now_ms: int) -> MemberPlan:
         campaign, cap, _, _, _ = step.terms

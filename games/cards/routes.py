@@ -184,6 +184,8 @@ async def snapshot(ctx: Context, program: CompiledProgram, member: ids.MemberId)
 _CAMPAIGN = name_param("campaign", "The collect-cards campaign's name in the programme.")
 REFUSALS: dict[str, tuple[str, str]] = {
     "no_chance": ("the member has no draw of this campaign left", "campaign"),
+    "not_eligible": ("this campaign's draws are not for this member (its audience: tiers, tags, new or dormant "
+                     "members)", "campaign"),
     "card_not_held": ("the member holds no such card to give", "card"),
     "no_full_set": ("the member does not hold a full set", "campaign"),
     "in_progress": ("this operation is being applied; send the same request again shortly", "id"),
@@ -198,9 +200,11 @@ ROUTES = (
         "budget; after the campaign's `pity_draws` draws without a rare card, the draw is a rare card if one has "
         "budget left today. Effects: `card_drawn`, `inventory` (the draw spent, the card added). The same id again "
         "answers `duplicate` with the same card: a draw is never redrawn. Refusals write nothing: `no_chance`, "
-        "`no_cards_today` (every budget spent today), `not_open`, `ended`, `in_progress`.",
+        "`no_cards_today` (every budget spent today), `not_eligible` (draws are for the campaign's `audience` "
+        "only: the chance is kept; gifts and combines are anyone's), `not_open`, `ended`, `in_progress`.",
         "member", post_draw, body=DrawIn, params=(_CAMPAIGN,),
-        errors={409: ("no_chance", "no_cards_today", *_COMMON_409), 404: ("not_found",), 422: ("invalid",)},
+        errors={409: ("no_chance", "no_cards_today", "not_eligible", *_COMMON_409), 404: ("not_found",),
+                422: ("invalid",)},
         example_body={"id": "draw-1"}, refusals=REFUSALS,
         links=(Link("cards", "getCards", {"campaign": "$request.path.campaign"}, "The member's cards after this draw."),
                Link("gift", "giftCard", {"campaign": "$request.path.campaign"}, "Give a card of this campaign."),),

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, Strict
 
-from engine.config import Rewards
+from engine.config import Audience, Program, Rewards, audience_problems
 
 Count = Annotated[int, Strict(), Field(ge=0, le=1_000_000_000)]
 Days = Annotated[int, Strict(), Field(ge=1, le=3650)]
@@ -41,9 +41,11 @@ class Checkin(BaseModel):
     makeup_points_cost: Count | None = Field(
         None, description="points a make-up costs when the member has no card (not set: cards only)"
     )
+    audience: Audience | None = Field(None, description="who may check in and make up a day (everyone without it): "
+                                                        "anyone else is refused `not_eligible`")
 
 
-def check(program: object, section: Checkin) -> list[tuple[str, str]]:
+def check(program: Program, section: Checkin) -> list[tuple[str, str]]:
     """Cross-checks with the programme: key path and problem."""
     out: list[tuple[str, str]] = []
     seen: set[int] = set()
@@ -61,4 +63,5 @@ def check(program: object, section: Checkin) -> list[tuple[str, str]]:
     for coupon in section.rewards.coupons:
         if coupon not in catalog:
             out.append(("games.checkin.rewards.coupons", f"no catalog item {coupon!r} is declared under [catalog]"))
+    out += audience_problems(program, "games.checkin.audience", section.audience)
     return out

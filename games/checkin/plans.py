@@ -3,7 +3,9 @@
 A check-in's operation id is derived from its local day (``rk:checkin:<member>:<day>``), so a
 second check-in the same day is the first one again (a duplicate, replaying its effects), however
 many devices tap at once. A make-up's is derived from the day it repairs. The streak itself is
-decided by the script against the stored state (``engine/streaks.py`` has the rules).
+decided by the script against the stored state (``engine/streaks.py`` has the rules). With an
+``audience``, both are for its members only: anyone else is refused ``not_eligible``, writing
+nothing (a second check-in the same day is still the first one's duplicate).
 """
 
 from __future__ import annotations
@@ -78,6 +80,7 @@ def plan_checkin(program: CompiledProgram, section: Checkin, member: ids.MemberI
     return member_plan(
         program, op, now_ms, grants=grants, coupons=tuple([c[0], c[1], "checkin"] for c in coupons),
         inventory=tuple(_items(program, section.rewards)), streak=_streak(program, section, today, 0),
+        audience=program.audience(section.audience),
     )
 
 
@@ -90,6 +93,6 @@ def plan_makeup(program: CompiledProgram, section: Checkin, member: ids.MemberId
         if section.makeup_points_cost is None:
             raise InvalidInput("this programme's make-ups take cards only", field="pay")
         return member_plan(program, op, now_ms, debits=([section.makeup_points_cost, "checkin_makeup"],),
-                           streak=_streak(program, section, today, missed))
+                           streak=_streak(program, section, today, missed), audience=program.audience(section.audience))
     return member_plan(program, op, now_ms, inventory=([CARDS_FIELD, -1, section.makeup_cards_cap, 0, CARDS_ITEM],),
-                       streak=_streak(program, section, today, missed))
+                       streak=_streak(program, section, today, missed), audience=program.audience(section.audience))

@@ -96,6 +96,8 @@ REFUSALS: dict[str, tuple[str, str]] = {
     "out_of_order": ("a day before the last check-in cannot be checked in", "makeup"),
     "insufficient_items": ("the member has no make-up card", "pay"),
     "insufficient_points": ("the member's live points balance cannot cover the make-up", "pay"),
+    "not_eligible": ("this programme's check-in is not for this member (its audience: tiers, tags, new or dormant "
+                     "members)", "checkin"),
 }
 
 ROUTES = (
@@ -105,7 +107,8 @@ ROUTES = (
         "`xp`, `points`, `streak`, and a streak reward's on the days the programme chose). Twice a day is one "
         "check-in: the second answers `duplicate`, replaying the first's effects (its operation id is "
         "`rk:checkin:<member>:<day>`). With `makeup` (YYYY-MM-DD) it repairs one missed day with a make-up card, "
-        "or with points when `pay` is `points` and the programme sets a cost. A refusal writes nothing.",
+        "or with points when `pay` is `points` and the programme sets a cost. With an `audience` in `[games.checkin]`, "
+        "check-ins and make-ups are for its members only (`not_eligible`). A refusal writes nothing.",
         "member", post_checkin, body=CheckinIn,
         errors={409: tuple(REFUSALS) + ("idempotency_conflict",), 404: ("not_found",), 422: ("invalid",)},
         example_body={"makeup": "2026-12-03"},

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, RootModel, Strict
 
-from engine.config import Name
+from engine.config import Audience, Name, Program, audience_problems
 from engine.plugins import window_problems
 
 Count = Annotated[int, Strict(), Field(ge=0, le=1_000_000_000)]
@@ -24,6 +24,8 @@ class Sale(BaseModel):
     price_points: Count = Field(0, description="points a claim costs (0: free)")
     opens_at: AwareDatetime | None = Field(None, description="when claims open, with its UTC offset (not set: open now)")
     ends_at: AwareDatetime | None = Field(None, description="when claims end (exclusive), with its UTC offset (not set: never)")
+    audience: Audience | None = Field(None, description="who may claim (everyone without it): anyone else is refused "
+                                                        "`not_eligible`, the unit staying in the sale")
 
 
 class FlashSales(RootModel[dict[Name, Sale]]):
@@ -32,7 +34,7 @@ class FlashSales(RootModel[dict[Name, Sale]]):
     model_config = ConfigDict(frozen=True)
 
 
-def check(program: object, section: FlashSales) -> list[tuple[str, str]]:
+def check(program: Program, section: FlashSales) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     catalog = getattr(program, "catalog", {})
     for name, sale in section.root.items():
@@ -40,5 +42,6 @@ def check(program: object, section: FlashSales) -> list[tuple[str, str]]:
         if sale.item not in catalog:
             out.append((f"{path}.item", f"no catalog item {sale.item!r} is declared under [catalog]"))
         out += window_problems(path, sale.opens_at, sale.ends_at)
+        out += audience_problems(program, f"{path}.audience", sale.audience)
     return out
 

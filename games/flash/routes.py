@@ -88,6 +88,7 @@ _SALE = name_param("sale", "The sale's name in the programme.")
 REFUSALS: dict[str, tuple[str, str]] = {
     "limit_reached": ("the member has won this sale's limit", "sale"),
     "insufficient_points": ("the member's live points balance cannot cover the price", "sale"),
+    "not_eligible": ("this sale is not for this member (its audience: tiers, tags, new or dormant members)", "sale"),
     "in_progress": ("this claim is being applied; send the same request again shortly", "id"),
 }
 
@@ -96,12 +97,14 @@ ROUTES = (
         "post", "/v1/games/flash/{sale}/claim", "claimFlashSale", "Claim a unit of a flash sale",
         "First come, first served from the opening instant, never oversold: a unit and the member's count under "
         "the per-member limit are taken by the sale, then the member pays its `price_points` and gets the item as "
-        "a coupon (`points`, `reward` effects; `applied` is a win). A claim whose member cannot pay gives its unit "
-        "back. The same id again answers `duplicate`. Refusals write nothing: `sold_out`, `not_open`, `ended`, "
-        "`limit_reached`, `insufficient_points`, `in_progress` (send the same request again shortly). Once the "
+        "a coupon (`points`, `reward` effects; `applied` is a win). A claim whose member cannot pay, or is not in "
+        "the sale's `audience`, gives its unit back. The same id again answers `duplicate`. Refusals write nothing: "
+        "`sold_out`, `not_open`, `ended`, `limit_reached`, `insufficient_points`, `not_eligible` (the sale is for "
+        "its audience only), `in_progress` (send the same request again shortly). Once the "
         "sale said sold out, a process answers so for 0.1 s without asking it.",
         "member", post_claim, body=ClaimIn, params=(_SALE,),
-        errors={409: ("sold_out", "not_open", "ended", "limit_reached", "insufficient_points", "in_progress"),
+        errors={409: ("sold_out", "not_open", "ended", "limit_reached", "insufficient_points", "not_eligible",
+                      "in_progress"),
                 404: ("not_found",), 422: ("invalid",)},
         example_body={"id": "claim-1"}, refusals=REFUSALS,
         links=(Link("sale", "getFlashSale", {"sale": "$request.path.sale"}, "The sale after this claim: what is left."),

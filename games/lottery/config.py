@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, RootModel, Strict, field_validator
 
-from engine.config import Int, Name, Rewards
+from engine.config import Audience, Int, Name, Program, Rewards, audience_problems
 from engine.plugins import window_problems
 
 PPM = 1_000_000  #: a probability's unit: parts per million
@@ -77,6 +77,8 @@ class Wheel(BaseModel):
     spins_cap: Count = Field(0, description="the most spins one member may hold (0: no cap)")
     opens_at: AwareDatetime | None = Field(None, description="when spins open, with its UTC offset (not set: open now)")
     ends_at: AwareDatetime | None = Field(None, description="when spins end (exclusive), with its UTC offset (not set: never)")
+    audience: Audience | None = Field(None, description="who may spin (everyone without it): anyone else is refused "
+                                                        "`not_eligible`, keeping the spin, the prize back to the wheel")
 
     def prize(self, name: str) -> Prize:
         return next(p for p in self.prizes if p.name == name)
@@ -88,7 +90,7 @@ class Wheels(RootModel[dict[Name, Wheel]]):
     model_config = ConfigDict(frozen=True)
 
 
-def check(program: object, section: Wheels) -> list[tuple[str, str]]:
+def check(program: Program, section: Wheels) -> list[tuple[str, str]]:
     """Wheels that cannot work as published: key path and problem."""
     from games.lottery.rules import expected_cost  # pure, and it imports this module
 
@@ -123,4 +125,5 @@ def check(program: object, section: Wheels) -> list[tuple[str, str]]:
                                               f"{float(cost):,.2f} (each prize's odds x spins, up to its stock, x its "
                                               f"cost), more than the budget of {wheel.budget:,}"))
         out += window_problems(path, wheel.opens_at, wheel.ends_at)
+        out += audience_problems(program, f"{path}.audience", wheel.audience)
     return out

@@ -1,8 +1,8 @@
 """Lottery plans, pure: a spin's member step and its reversal.
 
 The member step spends one spin (the inventory item ``lottery:<wheel>``, refused whole when the
-member holds none) and gives the prize the wheel decided, under the spin's own id, with a
-``prize`` effect naming it. Its reversal, should it land after the wheel released the entry
+member holds none, or is not in the wheel's audience: ``not_eligible``) and gives the prize the
+wheel decided, under the spin's own id, with a ``prize`` effect naming it. Its reversal, should it land after the wheel released the entry
 (a request stalled past the sweep, whose own step was refused), gives the spin back and takes
 back the prize's coupons under ``rk:undo:<id>``; the prize's points, XP and items stay with the
 member (taking them back could be refused whole once spent, leaving the spin unreturned too) and
@@ -17,7 +17,8 @@ from engine.clock import DAY_MS
 from engine.config import CompiledProgram, item_field
 from engine.crossing import Step, undo_id
 from engine.operations import MemberPlan, Operation, fingerprint, member_plan, pack_effect
-from games.lottery.config import Prize, Wheel
+from engine.targeting import Packed
+from games.lottery.config import Prize, Wheel, Wheels
 
 LOTTERY = "lottery"  #: the object kind (tag {lottery:<wheel>}) and the member step's kind
 
@@ -43,6 +44,13 @@ def spin_step(program: CompiledProgram, wheel_name: str, wheel: Wheel, prize: Pr
     return Step(LOTTERY, member, op_id, at_ms, terms)  # type: ignore[arg-type]
 
 
+def wheel_audience(program: CompiledProgram, wheel_name: str) -> Packed | None:
+    """Who may spin the wheel, as ``program`` says (None: everyone, or a wheel no longer in it)."""
+    section = program.games.get(LOTTERY)
+    wheel = section.root.get(wheel_name) if isinstance(section, Wheels) else None
+    return program.audience(wheel.audience) if wheel is not None else None
+
+
 class SpinStep:
     """The lottery's member step (``engine.crossing.StepKind``), planned from the entry's terms."""
 
@@ -53,9 +61,12 @@ class SpinStep:
         both: tuple[list[Any], ...] = (["x", xp, reason, "", 0, 0, 0], ["p", points, reason, "", 0, 0, 0])
         inventory = ([item_field(spin_item(wheel)), -1, spins_cap, 0, spin_item(wheel)], *items)
         effect = pack_effect("prize", {"wheel": wheel, "prize": prize, "title": title, "fallback": bool(fallback)})
+        # The audience is not among the terms fixed in the entry: it is read from the programme the
+        # step is planned under (as a catalog redemption's is, engine/redeem.py), so an entry of an
+        # earlier build plans alike. Refused ``not_eligible``, the spin releases its prize.
         return member_plan(program, op, now_ms, grants=tuple(g for g in both if g[1] > 0),
                            coupons=tuple([c[0], c[1], reason] for c in coupons), inventory=inventory,
-                           effects=(effect,))
+                           effects=(effect,), audience=wheel_audience(program, wheel))
 
     def compensate(self, program: CompiledProgram, step: Step, now_ms: int) -> MemberPlan:
         wheel, _, _, _, _, _, _, coupons, _ = step.terms

@@ -114,6 +114,7 @@ async def snapshot(ctx: Context, program: CompiledProgram, member: ids.MemberId)
 _WHEEL = name_param("wheel", "The wheel's name in the programme.")
 REFUSALS: dict[str, tuple[str, str]] = {
     "insufficient_items": ("the member has no spin of this wheel left", "wheel"),
+    "not_eligible": ("this wheel is not for this member (its audience: tiers, tags, new or dormant members)", "wheel"),
     "in_progress": ("this spin is being applied; send the same request again shortly", "id"),
 }
 
@@ -125,10 +126,12 @@ ROUTES = (
         "yet released or past the wheel's budget, the wheel's fallback prize instead. The answer's effects say which: "
         "`prize` (`fallback` true when it replaced the one drawn), `inventory` (the spin spent) and the prize's own "
         "(`xp`, `points`, `reward`). The same id again answers `duplicate` with the same prize: a spin is never "
-        "redrawn. Refusals write nothing: `insufficient_items` (no spin left), `not_open`, `ended`, `budget_spent`, "
-        "`in_progress` (send the same request again shortly).",
+        "redrawn. Refusals write nothing: `insufficient_items` (no spin left), `not_eligible` (the wheel is for its "
+        "`audience` only: the spin is kept), `not_open`, `ended`, `budget_spent`, `in_progress` (send the same "
+        "request again shortly).",
         "member", post_spin, body=SpinIn, params=(_WHEEL,),
-        errors={409: ("insufficient_items", "not_open", "ended", "budget_spent", "in_progress", "idempotency_conflict"),
+        errors={409: ("insufficient_items", "not_eligible", "not_open", "ended", "budget_spent", "in_progress",
+                      "idempotency_conflict"),
                 404: ("not_found",), 422: ("invalid",)},
         example_body={"id": "spin-1"}, refusals=REFUSALS,
         links=(Link("wheel", "getWheel", {"wheel": "$request.path.wheel"}, "The wheel after this spin: stocks, spins left."),

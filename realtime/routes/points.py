@@ -27,6 +27,7 @@ REFUSALS: dict[str, tuple[str, str]] = {
     "expired": ("this coupon has expired", "coupon"),
     "limit_reached": ("the member has reached this item's limit", "item"),
     "out_of_stock": ("this item is out of stock", "item"),
+    "not_eligible": ("this item is not for this member (its audience: tiers, tags, new or dormant members)", "item"),
 }
 
 

@@ -75,14 +75,16 @@ def test_checkin_plan(program: CompiledProgram) -> None:
 
 
 def test_where_filters_select_rules_and_quests(program: CompiledProgram) -> None:
-    """A photo review earns the photo bonus and moves the photo quest; a plain one does neither."""
+    """A photo review earns the photo bonus and moves the photo quest; a plain one does neither.
+    (``newcomer_review`` is planned for every review: its audience, new members, is the script's to test.)"""
     photo = plan(program, "review", {"stars": 5, "has_photo": True})
-    assert [g[2] for g in photo.args.grants] == ["review_points", "photo_review_bonus"]
-    assert [g[1] for g in photo.args.grants] == [20, 30]
+    assert [g[2] for g in photo.args.grants] == ["review_points", "photo_review_bonus", "newcomer_review"]
+    assert [g[1] for g in photo.args.grants] == [20, 30, 10]
+    assert photo.args.targeting[1] == ["g", 14, 0]  # the third grant (7 values each) is for an audience
     assert [q[0] for q in photo.args.quests] == ["weekly_reviews", "photo_reviewer"]
     for data in ({"stars": 5, "has_photo": False}, {"stars": 5}):
         plain = plan(program, "review", data)
-        assert [g[2] for g in plain.args.grants] == ["review_points"]
+        assert [g[2] for g in plain.args.grants] == ["review_points", "newcomer_review"]
         assert [q[0] for q in plain.args.quests] == ["weekly_reviews"]
 
 

@@ -291,7 +291,7 @@ def test_json_schema_is_a_dict_describing_the_programme() -> None:
     assert isinstance(schema, dict)
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     assert schema["title"] == "rekindle programme"
-    assert set(schema["properties"]) == {"program", "events", "rules", "tiers", "tier_policy", "quests", "catalog", "points", "care",
+    assert set(schema["properties"]) == {"program", "events", "rules", "tiers", "tier_policy", "quests", "catalog", "points", "care", "member_days",
                                          "webhooks", "games"}
     # Each installed game's section is described under games, for editors to complete and check.
     assert schema["properties"]["games"]["properties"]["checkin"]["title"] == "Checkin"
