@@ -27,7 +27,7 @@ a ``care`` effect naming the moment) and applied by ``member.lua`` like every ch
 from __future__ import annotations
 
 import calendar
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import date, datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
@@ -42,7 +42,7 @@ from engine.members import MemberStore
 from engine.operations import MemberPlan, Operation, fingerprint, member_plan, pack_effect
 from engine.outreach import Message, enqueue
 from engine.runner import Runner
-from engine.store import OperationStore
+from engine.store import OperationStore, OpResult, OpStatus
 
 BIRTHDAY = "birthday"  #: the job kind, and the moment's name in the ``care`` effect
 WELCOME = "welcome"
@@ -233,6 +233,17 @@ class CareMoments:
         for result in await self._ops.apply_many(plans, program) if plans else ():
             if isinstance(result, Exception):
                 raise result
+
+    async def after_batch(self, program: CompiledProgram, outcomes: Sequence[tuple[Any, Any]], now_ms: int) -> None:
+        """A batch of events applied (or answered duplicate: a retry after a lost reply): the care
+        moments those of ``care_events`` start (``after_events``). ``outcomes``: (event, its result)."""
+        if not program.care_events:
+            return
+        cared = [(e, o) for e, o in outcomes
+                 if e.type in program.care_events and isinstance(o, OpResult)
+                 and o.status in (OpStatus.APPLIED, OpStatus.DUPLICATE) and cares(program, e, o)]
+        if cared:
+            await self.after_events(program, cared, now_ms)
 
     async def after_events(self, program: CompiledProgram, applied: list[tuple[Any, Any]], now_ms: int) -> None:
         """Events of the programme's ``care_events`` that applied: the welcome at the join event,

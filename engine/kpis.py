@@ -89,6 +89,11 @@ class KpiRecorder:
         self._seen: dict[str, set[str]] = {}  # day -> members counted active by this process
         self._task: asyncio.Task[None] | None = None
 
+    @property
+    def games(self) -> Mapping[str, str]:
+        """Effect type -> the game whose players it counts."""
+        return self._games
+
     def record(self, plan: MemberPlan, program: CompiledProgram, effects: Sequence[Mapping[str, Any]],
                event_type: str = "") -> None:
         """One applied operation: its member, its day, its effects. Pure bookkeeping, no I/O."""

@@ -22,7 +22,7 @@ from engine.plugins import installed
 from realtime import live
 from realtime.admission import Admission, Limits
 from realtime.routes import (
-    admin, config, docs, events, games, health, members, points, redeem, stats, tokens, webhooks,
+    admin, config, docs, events, games, health, members, page, points, redeem, stats, tokens, webhooks,
 )
 from realtime.errors import STORE_ERRORS, http_error, rekindle_error, store_unreachable, unexpected_error
 from realtime.gcpacer import GcPacer
@@ -69,6 +69,8 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
         Route("/openapi.json", docs.get_openapi, methods=["GET"]),
         Route("/docs", docs.get_docs, methods=["GET"]),
         Mount("/docs/static", app=docs.STATIC, name="docs-static"),
+        Route("/", page.get_page, methods=["GET"]),
+        Mount("/page", app=page.STATIC, name="page"),
     ]
     routes += games.starlette_routes(installed())  # every installed game's, through one adapter
     if settings.dev_clock:  # without --dev-clock the route does not exist: 404 like any unknown path

@@ -70,10 +70,24 @@ def main(argv: list[str] | None = None) -> int:
     backfill.add_argument("--redis-url")
     backfill.add_argument("--prefix", default=None, help="key prefix (REKINDLE_KEY_PREFIX, rk)")
 
+    sim = sub.add_parser("simulate", help="run a programme on a synthetic population; an HTML report (docs/simulate.md)")
+    sim.add_argument("program", type=Path, help="the programme TOML")
+    sim.add_argument("--archetypes", type=Path, default=Path("config/archetypes.toml"),
+                     help="the population's archetypes (default config/archetypes.toml)")
+    sim.add_argument("--members", type=int, default=20_000)
+    sim.add_argument("--days", type=int, default=30)
+    sim.add_argument("--seed", type=int, default=7)
+    sim.add_argument("--out", type=Path, default=Path("report.html"), help="the HTML report (default report.html)")
+    sim.add_argument("--json", type=Path, default=None, help="also write the summary as JSON here (for CI diffs)")
+    sim.add_argument("--compare", type=Path, default=None,
+                     help="another programme, run on the same population and seed, side by side")
+
     token = sub.add_parser("token", help="mint a member token for development")
     token.add_argument("member")
     token.add_argument("--ttl", type=int, default=24 * 3600, help="seconds (default a day)")
     token.add_argument("--data-dir", type=Path)
+    token.add_argument("--url", nargs="?", const="http://127.0.0.1:8000", default=None, metavar="BASE",
+                       help="print a development link to the member page instead (default base http://127.0.0.1:8000)")
 
     sub.add_parser("schema", help="print the programme JSON Schema (config/program.schema.json)")
 
@@ -90,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handler = {
         "serve": _serve, "check": _check, "verify": _verify, "token": _token, "schema": _schema, "cluster": _cluster,
-        "openapi": _openapi, "backfill": _backfill,
+        "openapi": _openapi, "backfill": _backfill, "simulate": _simulate,
     }
     try:
         return handler[args.command](args)
@@ -151,8 +165,14 @@ def _token(args: argparse.Namespace) -> int:
         return 2
     auth = Auth(settings.api_keys, settings.admin_keys, settings.token_secret)
     token, _ = auth.mint(member, SystemClock().now_ms(), args.ttl)
-    print(token)
+    print(page_link(args.url, token) if args.url is not None else token)
     return 0
+
+
+def page_link(base: str, token: str) -> str:
+    """A development link to the member page: the token in the query, which the page moves out of
+    the address bar at once (an app passes it to the page instead)."""
+    return f"{base.rstrip('/')}/?token={token}"
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -196,6 +216,50 @@ def _verify(args: argparse.Namespace) -> int:
     finally:
         if embedded is not None:
             embedded.stop()
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from engine.errors import ConfigError
+    from realtime.report import render
+    from realtime.simulate import SimulateError, check_run, prepare, simulate
+
+    try:  # everything that can be refused, before any work
+        check_run(args.members, args.days, args.out)
+        if args.json is not None:
+            check_run(args.members, args.days, args.json)
+        programs = [args.program] + ([args.compare] if args.compare is not None else [])
+        for path in programs:
+            prepare(path, args.archetypes)
+    except SimulateError as exc:
+        print(f"rekindle simulate: {exc}", file=sys.stderr)
+        return 2
+    except ConfigError as exc:
+        print(f"rekindle simulate: {exc}", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 2
+    reports = []
+    for path in programs:
+        with tqdm(total=args.days, unit="day", desc=path.name, file=sys.stderr, disable=None) as bar:
+            def progress(day: int, events: int) -> None:
+                bar.update(1)
+                bar.set_postfix(events=f"{events:,}")
+            report = asyncio.run(simulate(path, args.archetypes, args.members, args.days, args.seed, progress))
+        reports.append(report)
+        print(f"{path}: {report.events:,} events in {report.seconds:.1f} s: {report.events / max(report.seconds, 1e-9):,.0f} "
+              f"events/s", file=sys.stderr)
+    args.out.write_text(render(reports), encoding="utf-8")
+    if args.json is not None:
+        summaries = [r.summary() for r in reports]
+        args.json.write_bytes(orjson.dumps(summaries[0] if len(summaries) == 1 else summaries,
+                                           option=orjson.OPT_INDENT_2))
+    for r in reports:
+        for warning in r.warnings():
+            print(f"warning: {r.program_hash}: {warning}", file=sys.stderr)
+    print(f"report: {args.out}")
+    return 0
 
 
 def _store_of(settings: Settings, command: str) -> tuple[str, EmbeddedValkey | None] | None:
@@ -463,6 +527,12 @@ def _banner(settings: Settings, file_program: str, started: "FileActivation", em
         lines.append(f"  (generated for development, kept in {settings.data_dir}/dev-secrets.json;"
                      " set REKINDLE_API_KEYS, REKINDLE_ADMIN_KEYS, REKINDLE_TOKEN_SECRET in production)")
     lines.append(f"  member token:          {_token_command(settings)}")
+    if "token_secret" in settings.dev_generated:
+        from realtime.auth import Auth
+
+        auth = Auth(settings.api_keys, settings.admin_keys, settings.token_secret)
+        token, _ = auth.mint(ids.MemberId("m-42"), SystemClock().now_ms(), 24 * 3600)
+        lines.append(f"  member page (m-42):    {page_link(url, token)}")
     if settings.dev_clock:
         lines.append("  dev clock: on (GET /v1/admin/clock reads it, POST moves it forward)")
     print("\n".join(lines), flush=True)

@@ -333,6 +333,13 @@ OPERATIONS: tuple[Operation, ...] = (
         "operations", None, None, None,
     ),
     Operation(
+        "get", "/", "getMemberPage", "The member page",
+        "An HTML page (text/html), not JSON: the reference member app (docs/member-page.md), its script and styles "
+        "served by this service under `/page`. It reads `GET /v1/me` and follows `/v1/live` with the member token "
+        "it is given (`?token=` in development, moved out of the address bar at once). No credentials.",
+        "operations", None, None, None,
+    ),
+    Operation(
         "get", "/v1/admin/clock", "getClock", "Read the dev clock",
         "Exists only on a service started with `rekindle serve --dev-clock` (one worker); elsewhere it is 404 "
         "like any unknown path. The service's clock now, in UTC; `jobs_run` is 0 (reading runs no job).",

@@ -69,7 +69,9 @@ class Service:
     care: CareMoments  # the care moments a profile write or an event starts, and the birthday job
 
     @classmethod
-    async def open(cls, settings: Settings, clock: Clock | None = None) -> "Service":
+    async def open(cls, settings: Settings, clock: Clock | None = None, http: httpx.AsyncClient | None = None) -> "Service":
+        """The service's parts on ``settings``' store. ``http``: the outreach webhooks' client (a
+        simulation passes one whose transport keeps every message on the machine)."""
         if not settings.redis_url:
             raise ValueError("settings.redis_url is required (rekindle serve starts the embedded server)")
         clock = clock or (OffsetClock() if settings.dev_clock else SystemClock())
@@ -125,7 +127,7 @@ class Service:
         care = CareMoments(pipeline, keys, ops, members)
         ops.kpis = KpiRecorder(pipeline, keys, {kind: g.name for g in games for kind in g.effects})
         ops.kpis.start()
-        http = outreach.open_client()  # outreach webhooks: one client per process, closed by close()
+        http = http or outreach.open_client()  # outreach webhooks: one client per process, closed by close()
         deliveries = outreach.Deliveries(pipeline, keys, http)
         scheduler = Scheduler(
             pipeline, keys, scripts, ops, clock, lambda: programs.current.program,

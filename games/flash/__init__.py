@@ -18,7 +18,7 @@ from engine.plugins import Game
 from engine.scripts import LuaScript
 from games.flash.config import FlashSales, check
 from games.flash.plans import FLASH, ClaimStep
-from games.flash.routes import ROUTES
+from games.flash.routes import ROUTES, snapshot
 
 def never_oversold(program: CompiledProgram | None, kind: str, sale: str, counters: Mapping[str, int]) -> list[str]:
     """``rekindle verify``: no sale has more units taken than its stock."""
@@ -30,7 +30,7 @@ def never_oversold(program: CompiledProgram | None, kind: str, sale: str, counte
 
 
 GAME = Game(
-    name="flash", section=FlashSales, check=check, routes=ROUTES,
+    name="flash", section=FlashSales, check=check, routes=ROUTES, snapshot=snapshot,
     objects={FLASH: LuaScript.from_package("catalog.lua", with_object=True)}, steps={FLASH: ClaimStep()},
     verify=never_oversold,
 )

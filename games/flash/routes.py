@@ -14,7 +14,7 @@ from engine.config import CompiledProgram
 from engine.crossing import ObjectRef
 from engine.errors import Refused
 from engine.operations import request_object
-from engine.plugins import Answer, GameCall, Link, Route, epoch_ms, name_param, require_open, window, section_entry
+from engine.plugins import Answer, Context, GameCall, Link, Route, epoch_ms, name_param, require_open, window, section_entry
 from engine.redemptions import claim_unit
 from games.flash.config import FlashSales, Sale
 from games.flash.plans import FLASH, claim_step
@@ -46,6 +46,25 @@ class SaleView(TypedDict):
     state: Literal["upcoming", "open", "sold_out", "ended"]
     opens_at_ms: int | None
     ends_at_ms: int | None
+
+
+class SaleState(TypedDict):
+    """A flash sale as the member's app shows it (the snapshot's ``games.flash.<sale>``): its terms
+    and window, from the programme (the stock left is ``GET /v1/games/flash/{sale}``'s)."""
+
+    title: str
+    item: str
+    price_points: int
+    opens_at_ms: int | None
+    ends_at_ms: int | None
+
+
+async def snapshot(ctx: Context, program: CompiledProgram, member: ids.MemberId) -> dict[str, SaleState] | None:
+    section = program.games.get(FLASH)
+    if not isinstance(section, FlashSales) or not section.root:
+        return None
+    return {name: SaleState(title=s.title, item=s.item, price_points=s.price_points, opens_at_ms=epoch_ms(s.opens_at),
+                            ends_at_ms=epoch_ms(s.ends_at)) for name, s in section.root.items()}
 
 
 def sale_of(program: CompiledProgram, name: str) -> Sale:

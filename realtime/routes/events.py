@@ -156,10 +156,5 @@ async def _post_batch(
             view = result_view(event.id, event.member, outcome, f"events[{i}].id")  # type: ignore[arg-type]
             metrics.count_event(event.type, view["status"])
             results[i] = view
-        if program.care_events:
-            cared = [(e, o) for (_, e), o in zip(events, outcomes)
-                     if e.type in program.care_events and o.status in _DONE  # type: ignore[union-attr]
-                     and cares(program, e, o)]
-            if cared:
-                await svc.care.after_events(program, cared, now_ms)
+        await svc.care.after_batch(program, [(e, o) for (_, e), o in zip(events, outcomes)], now_ms)
     return json_response(EventsReply(results=results))  # type: ignore[typeddict-item]  # every None is filled above

@@ -18,6 +18,7 @@ from engine.redeem import CATALOG
 from engine.redemptions import Reserve
 from engine.store import OpStatus
 from engine.verify import verify_all
+from tests.engine.conftest import local_noon_ms
 from tests.engine.test_redemptions import (
     DUE_MS, GRACE_MS, SHOP, crossing_of, outbox, pay, record, redeem, shop, sold, store_of, sweep,
 )
@@ -115,7 +116,9 @@ def test_an_entry_pending_past_the_dedupe_retention_is_left_to_an_operator(engin
     stays held, and rekindle verify names the job."""
 
     async def run() -> None:
-        async with engine(program_=shop(compile_toml)) as e:
+        # A day ahead of real time: verify reads the server's clock, which must not find the entry
+        # overdue by itself (at noon in Shanghai and after, today's noon would be).
+        async with engine(program_=shop(compile_toml), now_ms=local_noon_ms() + DAY_MS) as e:
             store = store_of(e)
             await pay(e, "m-1", 500)
             r = record(e, "m-1", "r-1")

@@ -99,7 +99,7 @@ def test_twice_a_day_is_one_check_in(dev: Service) -> None:
         # (Its effects are replayed while the feed keeps them, except on a dev clock moved far from
         # the server's, whose feed entry ids the dedupe entry cannot point to.)
         assert again.json()["results"][0]["status"] == "duplicate"
-        assert state(me) == {"title": "Check in every day", "current": 1, "longest": 1, "last_day": day.label(),
+        assert state(me) == {"title": "每日签到 Check in every day", "current": 1, "longest": 1, "last_day": day.label(),
                              "checked_in_today": True, "makeup_cards": 0, "repairable_day": None}
 
 

@@ -1,0 +1,288 @@
+// The member page: the reference client app developers copy. Plain JavaScript, no build step, no
+// CDN: it draws the member from GET /v1/me, then follows the live feed (GET /v1/live, a
+// WebSocket) from the snapshot's feed_id, resuming from the last effect shown after a dropped
+// connection, so nothing is missed and nothing shown twice (docs/live-feed.md, "A browser").
+//
+// The member token: `?token=` in development (`rekindle token --url MEMBER` prints such a link;
+// it is moved to sessionStorage and out of the address bar at once), or from the app that embeds
+// the page: `window.REKINDLE_TOKEN`, or a message {type: "rekindle.token", token}.
+"use strict";
+
+const rekindle = (() => {
+  const $ = (id) => document.getElementById(id);
+  const state = { token: null, me: null, lastId: null, ws: null, wait: 500, stopped: false, refresh: null,
+                  frames: 0, shown: new Set() };
+
+  function takeToken() {
+    const params = new URLSearchParams(location.search);
+    const given = params.get("token");
+    if (given) {
+      sessionStorage.setItem("rekindle.token", given);
+      params.delete("token");
+      const rest = params.toString();
+      history.replaceState(null, "", location.pathname + (rest ? "?" + rest : "") + location.hash);
+      return given;
+    }
+    return window.REKINDLE_TOKEN || sessionStorage.getItem("rekindle.token");
+  }
+
+  function signedOut(why) {
+    state.stopped = true;
+    if (state.ws) state.ws.close(1000);
+    sessionStorage.removeItem("rekindle.token");
+    $("status").hidden = true;
+    $("member").hidden = true;
+    $("signed-out").hidden = false;
+    $("signed-out-why").textContent = why;
+  }
+
+  async function api(method, path, body) {
+    const reply = await fetch(path, {
+      method,
+      headers: { authorization: `Bearer ${state.token}`, ...(body ? { "content-type": "application/json" } : {}) },
+      body: body ? JSON.stringify(body) : undefined,
+    });
+    if (reply.status === 401) {
+      signedOut("Your session has expired: open the page again from the app.");
+      throw new Error("unauthorized");
+    }
+    const data = await reply.json().catch(() => ({}));
+    return { ok: reply.ok, status: reply.status, data };
+  }
+
+  const newId = () => `page-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 10)}`;
+  const day = (ms) => new Date(ms).toLocaleDateString();
+  const money = (cents) => `¥${(cents / 100).toFixed(2)}`;
+  function el(tag, text, cls) {
+    const node = document.createElement(tag);
+    if (text !== undefined) node.textContent = text;
+    if (cls) node.className = cls;
+    return node;
+  }
+  function bar(fraction) {
+    const outer = el("div", undefined, "bar");
+    const fill = el("div", undefined, "fill");
+    fill.style.width = `${Math.max(0, Math.min(1, fraction)) * 100}%`;
+    outer.appendChild(fill);
+    return outer;
+  }
+
+  function draw(me) {
+    state.me = me;
+    $("status").hidden = true;
+    $("signed-out").hidden = true;
+    $("member").hidden = false;
+    $("member-id").textContent = me.member;
+    const tier = me.tier;
+    $("tier-name").textContent = tier.name;
+    $("xp").textContent = tier.qualified.toLocaleString();
+    $("xp-unit").textContent = tier.qualify_on === "spend" ? "spent (cents)" : "XP";
+    $("next-tier").textContent = tier.next ? `${tier.next.xp_to_go.toLocaleString()} more to ${tier.next.name}` : "the top tier";
+    $("xp-bar").style.width = `${tier.next ? Math.min(100, (100 * tier.qualified) / Math.max(1, tier.next.xp)) : 100}%`;
+    $("keep").hidden = !tier.keep;
+    if (tier.keep) {
+      $("keep").textContent = tier.keep.need > 0
+        ? `Keep ${tier.name}: ${tier.keep.need.toLocaleString()} more by ${day(tier.keep.by_ms)}`
+        : `${tier.name} is kept until ${day(tier.keep.by_ms)}`;
+    }
+    const points = me.points;
+    $("balance").textContent = points.balance.toLocaleString();
+    const soon = points.expiring[0];
+    $("expiring").textContent = soon ? `${soon.amount.toLocaleString()} expire on ${day(soon.expires_at_ms)}`
+      : (points.debt ? `${points.debt} owed` : "none expiring");
+
+    const quests = $("quests");
+    quests.replaceChildren(...me.quests.map((q) => {
+      const li = el("li");
+      li.dataset.quest = q.id;
+      li.appendChild(el("div", `${q.title} · ${q.progress.toLocaleString()} / ${q.target.toLocaleString()}`
+        + (q.state === "completed" ? " ✓" : "")));
+      li.appendChild(bar(q.progress / q.target));
+      return li;
+    }));
+    const coupons = $("coupons");
+    const usable = me.rewards.filter((c) => c.state === "granted");
+    coupons.replaceChildren(...(usable.length ? usable.map((c) => {
+      const li = el("li", `${c.title}` + (c.expires_at_ms ? ` · until ${day(c.expires_at_ms)}` : ""));
+      li.dataset.coupon = c.coupon;
+      return li;
+    }) : [el("li", "No coupons yet", "muted")]));
+    drawGames(me.games || {});
+  }
+
+  function action(label, run) {
+    const button = el("button", label);
+    const answer = el("span", "", "answer muted");
+    button.addEventListener("click", async () => {
+      button.disabled = true;
+      try {
+        const reply = await run();
+        answer.textContent = reply.ok ? "done" : (reply.data.error ? reply.data.error.message : `refused (${reply.status})`);
+      } catch (error) {
+        answer.textContent = "could not reach the service";
+      } finally {
+        button.disabled = false;
+      }
+    });
+    const span = el("span");
+    span.append(button, answer);
+    return span;
+  }
+
+  function gameCard(title, ...children) {
+    const card = el("section", undefined, "card");
+    card.appendChild(el("h2", title));
+    card.append(...children);
+    return card;
+  }
+
+  function drawGames(games) {
+    const cards = [];
+    const c = games.checkin;
+    if (c) {
+      const button = action(c.checked_in_today ? "Checked in today" : "Check in", () => api("POST", "/v1/me/checkin", {}));
+      button.querySelector("button").disabled = c.checked_in_today;
+      button.querySelector("button").id = "checkin";
+      cards.push(gameCard(c.title, el("p", `Streak: ${c.current} days (longest ${c.longest}) · make-up cards: ${c.makeup_cards}`),
+        button));
+    }
+    for (const [name, w] of Object.entries(games.lottery || {})) {
+      cards.push(gameCard(w.title, el("p", `${w.spins} spins left`),
+        action("Spin", () => api("POST", `/v1/games/lottery/${encodeURIComponent(name)}/spin`, { id: newId() }))));
+    }
+    for (const [name, s] of Object.entries(games.flash || {})) {
+      const when = el("p", "", "countdown");
+      when.dataset.opens = s.opens_at_ms || "";
+      when.dataset.ends = s.ends_at_ms || "";
+      cards.push(gameCard(s.title, el("p", s.price_points ? `${s.price_points.toLocaleString()} points` : "free"), when,
+        action("Claim", () => api("POST", `/v1/games/flash/${encodeURIComponent(name)}/claim`, { id: newId() }))));
+    }
+    for (const [name, k] of Object.entries(games.cards || {})) {
+      const chips = el("p", undefined, "chips");
+      chips.append(...Object.entries(k.cards).map(([card, n]) => el("span", `${card} × ${n}`)));
+      cards.push(gameCard(`Cards: ${name}`, chips, el("p", `${k.chances} draws left` + (k.combined ? " · set combined ✓" : "")),
+        action("Draw", () => api("POST", `/v1/games/cards/${encodeURIComponent(name)}/draw`, { id: newId() }))));
+    }
+    for (const [name, b] of Object.entries(games.bargain || {})) {
+      cards.push(gameCard(`Bargain: ${name}`, el("p", `${money(b.current_cents)} now · ${b.state}`
+        + (b.expires_at_ms ? ` · until ${new Date(b.expires_at_ms).toLocaleString()}` : ""))));
+    }
+    $("games").replaceChildren(...cards);
+    tick();
+  }
+
+  function tick() { // the flash sales' countdowns
+    const now = Date.now();
+    for (const node of document.querySelectorAll(".countdown")) {
+      const opens = Number(node.dataset.opens || 0), ends = Number(node.dataset.ends || 0);
+      if (opens && now < opens) {
+        const s = Math.ceil((opens - now) / 1000);
+        node.textContent = `opens in ${Math.floor(s / 3600)}h ${Math.floor((s % 3600) / 60)}m ${s % 60}s`;
+      } else if (ends && now >= ends) {
+        node.textContent = "ended";
+      } else {
+        node.textContent = ends ? `open until ${new Date(ends).toLocaleString()}` : "open now";
+      }
+    }
+  }
+
+  function describe(frame) {
+    const d = frame.data || {};
+    switch (frame.type) {
+      case "xp": return `${d.amount > 0 ? "+" : ""}${d.amount} XP`;
+      case "points": return `${d.amount > 0 ? "+" : ""}${d.amount} points (${d.reason})`;
+      case "quest_progress": return `Quest ${d.quest}: ${d.progress} / ${d.target}`;
+      case "quest_completed": return `Quest done: ${d.quest}`;
+      case "tier_up": return `Welcome to ${d.to}!`;
+      case "tier_kept": return `${d.tier} kept until ${day(d.until_ms)}`;
+      case "tier_down": return `Now ${d.to}`;
+      case "reward": return `New coupon: ${d.item}`;
+      case "streak": return `Check-in streak: ${d.current} days`;
+      case "care": return d.title || d.moment;
+      default: return frame.type.replace(/_/g, " ");
+    }
+  }
+
+  function show(frame) {
+    if (state.shown.has(frame.id)) return; // never twice (a feed id is unique)
+    state.shown.add(frame.id);
+    state.frames += 1;
+    const feed = $("feed");
+    const li = el("li", describe(frame));
+    li.dataset.id = frame.id;
+    feed.prepend(li);
+    while (feed.children.length > 30) feed.lastChild.remove();
+    // What the frame says at once; the rest with the snapshot drawn again just after.
+    const d = frame.data || {};
+    if (frame.type === "xp" && state.me && state.me.tier.qualify_on === "xp") $("xp").textContent = d.total.toLocaleString();
+    if (frame.type === "points") $("balance").textContent = d.balance.toLocaleString();
+    clearTimeout(state.refresh);
+    state.refresh = setTimeout(redraw, 150);
+  }
+
+  async function redraw() {
+    const reply = await api("GET", "/v1/me");
+    if (reply.ok) draw(reply.data);
+  }
+
+  function connect() {
+    if (state.stopped) return;
+    const ws = new WebSocket(location.origin.replace(/^http/, "ws") + "/v1/live", "rekindle.json");
+    state.ws = ws;
+    ws.onopen = () => {
+      ws.send(JSON.stringify({ op: "auth", token: state.token, since: state.lastId }));
+      $("live").textContent = "live";
+      $("live").className = "live on";
+    };
+    ws.onmessage = async (message) => {
+      const frame = JSON.parse(message.data);
+      state.wait = 500;
+      if (frame.id) {
+        state.lastId = frame.id;
+        show(frame);
+      } else if (frame.type === "reset") { // lastId is older than the feed keeps: draw afresh
+        const reply = await api("GET", "/v1/me");
+        if (reply.ok) {
+          draw(reply.data);
+          state.lastId = reply.data.feed_id;
+        }
+      }
+    };
+    ws.onclose = (event) => {
+      $("live").textContent = "reconnecting";
+      $("live").className = "live off";
+      if (state.stopped || ws !== state.ws) return;
+      if (event.code === 4401) return signedOut("Your session has expired: open the page again from the app.");
+      if (event.code === 4400 || event.code === 4429) return;
+      const asked = /after (\d+(?:\.\d+)?) s/.exec(event.reason);
+      setTimeout(connect, asked ? asked[1] * 1000 : state.wait); // resumes from lastId: nothing is lost
+      state.wait = Math.min(state.wait * 2, 30000);
+    };
+  }
+
+  async function start(token) {
+    state.token = token;
+    state.stopped = false;
+    if (!token) return signedOut("No member token: open this page from the app, or with a link from `rekindle token --url`.");
+    try {
+      const reply = await api("GET", "/v1/me");
+      if (!reply.ok) return signedOut(reply.data.error ? reply.data.error.message : "The service refused the token.");
+      draw(reply.data);
+      state.lastId = reply.data.feed_id; // nothing between the snapshot and the feed is missed
+      connect();
+      setInterval(tick, 1000);
+    } catch (error) {
+      if (!state.stopped) $("status").textContent = "The service cannot be reached; try again shortly.";
+    }
+  }
+
+  window.addEventListener("message", (event) => {
+    if (event.origin === location.origin && event.data && event.data.type === "rekindle.token" && !state.token) {
+      start(event.data.token);
+    }
+  });
+  document.addEventListener("DOMContentLoaded", () => start(takeToken()));
+  // For developers (and the page's tests): the state, and a way to drop the connection.
+  return { state, drop: () => state.ws && state.ws.close(), redraw };
+})();
+window.rekindle = rekindle;

@@ -1,0 +1,333 @@
+"""``rekindle simulate``: what a programme does to a population, before it ships.
+
+A synthetic population (``engine/archetypes.py``) runs through the service's own parts
+(``Service.open``: the planning code, the member script, the scheduler, the care moments, the
+KPIs) on a scratch embedded Valkey, under a ``ManualClock`` moved a day at a time: each day's
+joiners are given a profile (and so a welcome), its events are parsed, planned and applied in
+batches as ``POST /v1/events`` applies a batch, then the clock goes to the day's end and the
+scheduler runs what fell due (expiries, birthdays, dormancy, tier reviews, outreach). Outreach
+webhooks never leave the machine: their client's transport answers each one itself and counts it.
+
+The figures come from what the operations answered (effects) and from the KPIs the operations
+kept (``engine/kpis.py``), read per day; nothing is modelled apart from the population. The same
+seed, programme and archetypes give the same figures (the members' days are seeded by member
+and day; the batches are applied in one order).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import secrets
+import shutil
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from engine.archetypes import Member, Planned, Population, day_events, load_population, members
+from engine.awards import plan_award
+from engine.clock import DAY_MS, ManualClock
+from engine.config import CompiledProgram, load_program
+from engine.events import parse_event
+from engine.keys import Keys
+from engine.kpis import KpiRecorder, outstanding, read_day
+from engine.operations import MemberPlan
+from engine.runner import Runner
+from engine.members import parse_profile
+from engine.store import OpStatus
+from realtime.embedded import EmbeddedValkey
+from realtime.service import Service
+from realtime.settings import Settings
+
+BATCH = 1000  #: events a batch, as the largest ``POST /v1/events`` takes
+
+
+class SimulateError(ValueError):
+    """A run that cannot start: said before any work."""
+
+
+@dataclass
+class Day:
+    day: str  # the local day, YYYYMMDD
+    events: int = 0
+    kpis: dict[str, Any] = field(default_factory=dict)
+    liability_points: int = 0
+    tiers: dict[str, int] = field(default_factory=dict)  # members per tier at the day's end
+    quests: dict[str, int] = field(default_factory=dict)  # completions that day, by quest
+    care: dict[str, int] = field(default_factory=dict)  # care moments granted that day, by moment
+    coupons: int = 0
+    refunds: int = 0
+
+
+@dataclass
+class Report:
+    program: str
+    program_hash: str
+    members: int
+    days: int
+    seed: int
+    point_value_cents: float
+    start_day: str
+    rows: list[Day]
+    tier_ids: list[str]
+    quest_ids: list[str]
+    events: int = 0
+    seconds: float = 0.0
+    webhooks: int = 0
+    refused: Counter[str] = field(default_factory=Counter)
+    setup: Day = field(default_factory=lambda: Day("setup"))  # what the members' first profiles started
+
+    def summary(self) -> dict[str, Any]:
+        """The figures a designer reads first, and what a CI diff of a programme change compares."""
+        last = self.rows[-1] if self.rows else Day("")
+        issued = sum(r.kpis.get("points_issued", 0) for r in self.rows)
+        spent = sum(r.kpis.get("points_spent", 0) for r in self.rows)
+        expired = sum(r.kpis.get("points_expired", 0) for r in self.rows)
+        completions: Counter[str] = Counter()
+        care: Counter[str] = Counter()
+        for r in (self.setup, *self.rows):
+            completions.update(r.quests)
+            care.update(r.care)
+        return {
+            "program": self.program, "program_hash": self.program_hash, "members": self.members, "days": self.days,
+            "seed": self.seed, "start_day": self.start_day, "events": self.events,
+            "tiers_at_end": {t: last.tiers.get(t, 0) for t in self.tier_ids},
+            "points": {"issued": issued, "spent": spent, "expired": expired, "outstanding": last.liability_points,
+                       "liability_cents": round(last.liability_points * self.point_value_cents)},
+            "quests_completed": {q: completions.get(q, 0) for q in self.quest_ids},
+            "care_moments": dict(sorted(care.items())),
+            "coupons_granted": sum(r.coupons for r in self.rows),
+            "refunds": sum(r.refunds for r in self.rows),
+            "active_members_per_day": [r.kpis.get("active", 0) for r in self.rows],
+            "refused": dict(sorted(self.refused.items())),
+            "warnings": self.warnings(),
+        }
+
+    def warnings(self) -> list[str]:
+        """What a designer should see, each with the number behind it."""
+        out: list[str] = []
+        if not self.rows:
+            return out
+        last = self.rows[-1]
+        population = max(1, sum(last.tiers.values()))
+        for tier in self.tier_ids[1:]:
+            reached = sum(last.tiers.get(t, 0) for t in self.tier_ids[self.tier_ids.index(tier):])
+            share = reached / population
+            if share < 0.01:
+                out.append(f"the {tier} tier is reached by {share:.1%} of members ({reached} of {population}) "
+                           f"after {self.days} days")
+        weekly = [r.liability_points for r in self.rows[6::7]]
+        for before, after in zip(weekly, weekly[1:]):
+            if before > 0 and after > before * 1.10:
+                out.append(f"points liability grows {after / before - 1:.0%} a week (from {before:,} to {after:,} "
+                           f"points, ¥{after * self.point_value_cents / 100:,.0f})")
+                break
+        completed: Counter[str] = Counter()
+        for r in self.rows:
+            completed.update(r.quests)
+        for quest in self.quest_ids:
+            if not quest.startswith("care.") and completed.get(quest, 0) == 0:
+                out.append(f"quest {quest} is never completed in {self.days} days")
+        return out
+
+
+def check_run(members_: int, days: int, out: Path | None) -> None:
+    """Refuse a run that cannot work, before any: the counts, and an output it cannot write."""
+    if members_ < 1 or members_ > 1_000_000:
+        raise SimulateError("--members must be from 1 to 1,000,000")
+    if days < 1 or days > 3_650:
+        raise SimulateError("--days must be from 1 to 3,650")
+    if out is not None:
+        if out.is_dir():
+            raise SimulateError(f"{out}: is a folder, not a file to write")
+        if not out.parent.exists() or not os.access(out.parent, os.W_OK):
+            raise SimulateError(f"{out}: its folder does not exist or cannot be written")
+        if out.exists() and not os.access(out, os.W_OK):
+            raise SimulateError(f"{out}: cannot be written")
+
+
+def prepare(program_path: Path, archetypes_path: Path) -> tuple[CompiledProgram, Population]:
+    """The programme and the population, checked (``ConfigError`` names every problem)."""
+    program = load_program(program_path)
+    return program, load_population(archetypes_path, program)
+
+
+async def simulate(program_path: Path, archetypes_path: Path, count: int, days: int, seed: int,
+                   progress: Callable[[int, int], None] | None = None) -> Report:
+    program, population = prepare(program_path, archetypes_path)
+    started = time.perf_counter()
+    folder = Path(tempfile.mkdtemp(prefix="rekindle-simulate-"))
+    valkey = EmbeddedValkey(folder / "valkey")
+    valkey.start()
+    try:
+        return await _run(program_path, program, population, valkey.url, count, days, seed, started, progress)
+    finally:
+        valkey.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+async def _run(program_path: Path, program: CompiledProgram, population: Population, url: str, count: int, days: int,
+               seed: int, started: float, progress: Callable[[int, int], None] | None) -> Report:
+    tz = program.tz
+    # From the next local midnight: every expiry the run sets is ahead of the server's own clock.
+    today = datetime.now(tz)
+    start = datetime(today.year, today.month, today.day, tzinfo=tz) + timedelta(days=1)
+    start_ms = int(start.timestamp() * 1000)
+    clock = ManualClock(start_ms)
+    webhooks = 0
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        nonlocal webhooks
+        webhooks += 1
+        return httpx.Response(200)
+
+    webhook_config = program.model.webhooks
+    if webhook_config is not None and not os.environ.get(webhook_config.secret_env):
+        os.environ[webhook_config.secret_env] = secrets.token_hex(32)  # this process only: the messages stay here
+    settings = Settings(redis_url=url, config_path=program_path, key_prefix="sim", token_secret=secrets.token_hex(32),
+                        api_keys=frozenset({"sim"}), admin_keys=frozenset({"sim-admin"}), scheduler_s=3600.0)
+    svc = await Service.open(settings, clock, http=httpx.AsyncClient(transport=httpx.MockTransport(answer)))
+    await svc.scheduler.stop()  # run by the day below, not by its loop
+    # Every applied operation's effects pass through the store's KPI recorder (events, care
+    # gifts, the scheduler's jobs): this one also tallies them for the report, and is flushed by
+    # the day instead of by the second.
+    if svc.ops.kpis is not None:
+        await svc.ops.kpis.stop()
+    tally = Tally(svc.pipeline, svc.keys, svc.ops.kpis.games if svc.ops.kpis is not None else {})
+    svc.ops.kpis = tally
+    program = svc.programs.current.program
+    report = Report(program.name, program.program_hash, count, days, seed, population.simulation.point_value_cents,
+                    start.strftime("%Y%m%d"), [], [t.id for t in program.tiers], [q.id for q in program.quests])
+    people = members(population, count, days, seed)
+    churned: set[str] = set()
+    refunds: dict[int, list[tuple[str, str, int]]] = {}  # day -> (member, purchase id, cents: 0 the whole)
+    games = [g for g in program.games]
+    tally.row = report.setup
+    try:
+        await _profiles(svc, program, [m for m in people if m.joins_day == 0], start_ms, seed, welcome=False)
+        for d in range(days):
+            day_start = start_ms + d * DAY_MS
+            clock.set(day_start)
+            row = tally.row = Day(program.calendar.day(day_start)[0])
+            joiners = [m for m in people if m.joins_day == d + 1]
+            await _profiles(svc, program, joiners, day_start, seed, welcome=True)
+            clock.set(day_start + DAY_MS - 1000)
+            raws = _raw_events(population, program, people, d, seed, day_start, churned, refunds)
+            row.refunds = sum(1 for r in raws if r["type"] == population.simulation.refund_event)
+            await _apply(svc, program, raws, clock.now_ms(), row, report)
+            clock.set(day_start + DAY_MS)
+            await svc.scheduler.run_due()
+            await tally.flush()
+            row.kpis = dict(await read_day(svc.redis, svc.keys, row.day, games))
+            row.liability_points = await outstanding(svc.redis, svc.keys)
+            counts = Counter(tally.tiers.values())
+            first = program.tiers[0].id
+            row.tiers = {t.id: counts.get(t.id, 0) for t in program.tiers}
+            row.tiers[first] += sum(1 for m in people if m.joins_day <= d + 1) - len(tally.tiers)
+            report.rows.append(row)
+            report.events += row.events
+            if progress is not None:
+                progress(d + 1, row.events)
+    finally:
+        await svc.close()
+    report.webhooks = webhooks
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+async def _profiles(svc: Service, program: CompiledProgram, people: list[Member], at_ms: int, seed: int,
+                    welcome: bool) -> None:
+    """Each member's profile: a join date (members at the start joined before it), a birthday.
+    Joiners during the run are welcomed as a shop's profile write welcomes them; members at the
+    start were welcomed long ago (their write follows a join date already known)."""
+    for i in range(0, len(people), 500):
+        chunk = people[i : i + 500]
+        writes = []
+        for m in chunk:
+            joined = at_ms if welcome else at_ms - random.Random(f"{seed}:joined:{m.id}").randrange(30, 700) * DAY_MS
+            fields: dict[str, Any] = {"joined_at": joined}
+            if m.birthday is not None:
+                fields["birthday"] = m.birthday
+            writes.append((m, parse_profile(fields, m.id)))  # type: ignore[arg-type]
+        await asyncio.gather(*(svc.members.put_profile(m.id, profile) for m, profile in writes))  # type: ignore[arg-type]
+        await asyncio.gather(*(
+            svc.care.after_profile(program, m.id, profile.fields,  # type: ignore[arg-type]
+                                   {} if welcome else {"joined_at_ms": profile.fields["joined_at_ms"]}, at_ms)
+            for m, profile in writes if welcome or m.birthday is not None))
+
+
+def _raw_events(population: Population, program: CompiledProgram, people: list[Member], d: int, seed: int,
+                day_start: int, churned: set[str], refunds: dict[int, list[tuple[str, str, int]]]) -> list[dict[str, Any]]:
+    sim = population.simulation
+    out: list[dict[str, Any]] = []
+    for m in people:
+        if m.joins_day > d + 1 or m.id in churned:
+            continue
+        planned, gone = day_events(population, program, m, d, seed)
+        if gone:
+            churned.add(m.id)
+            continue
+        for n, ev in enumerate(planned):
+            event_id = f"sim-{m.id}-{d}-{n}"
+            out.append({"id": event_id, "member": m.id, "type": ev.type, "data": ev.data,
+                        "at": day_start + ev.second * 1000})
+            if ev.refund is not None and sim.refund_event is not None:
+                later, half = ev.refund
+                amount = ev.data.get("amount", 0) // 2 if half else 0  # 0: the whole
+                refunds.setdefault(d + later, []).append((m.id, event_id, amount))
+    for member, of, amount in refunds.pop(d, []):
+        data: dict[str, Any] = {"of": of}
+        if amount > 0:
+            data["amount"] = amount
+        out.append({"id": f"refund-{of}", "member": member, "type": sim.refund_event, "data": data,
+                    "at": day_start + 86_100_000})
+    out.sort(key=lambda e: e["at"])
+    return out
+
+
+async def _apply(svc: Service, program: CompiledProgram, raws: list[dict[str, Any]], now_ms: int, row: Day,
+                 report: Report) -> None:
+    window_ms = svc.programs.current.window_ms(now_ms)
+    for i in range(0, len(raws), BATCH):
+        events = [parse_event(raw, program, now_ms, window_ms) for raw in raws[i : i + BATCH]]
+        outcomes = await svc.ops.apply_many([plan_award(program, e, now_ms) for e in events], program)
+        for event, outcome in zip(events, outcomes):
+            if isinstance(outcome, Exception):
+                raise outcome
+            if outcome.status is OpStatus.REFUSED:
+                report.refused[outcome.refusal] += 1
+        await svc.care.after_batch(program, list(zip(events, outcomes)), now_ms)
+        row.events += len(events)
+
+
+class Tally(KpiRecorder):
+    """The KPI recorder, tallying as well what the report shows that the KPIs do not keep: the
+    tier of every member, quest completions, care moments, coupons (of the current ``row``)."""
+
+    def __init__(self, runner: Runner, keys: Keys, games: Mapping[str, str]) -> None:
+        super().__init__(runner, keys, games)
+        self.tiers: dict[str, str] = {}
+        self.row = Day("")
+
+    def record(self, plan: MemberPlan, program: CompiledProgram, effects: Sequence[Mapping[str, Any]],
+               event_type: str = "") -> None:
+        super().record(plan, program, effects, event_type)
+        row = self.row
+        for effect in effects:
+            kind, data = effect["type"], effect["data"]
+            if kind in ("tier_up", "tier_down"):
+                self.tiers[plan.op.member] = data["to"]
+            elif kind == "quest_completed":
+                row.quests[data["quest"]] = row.quests.get(data["quest"], 0) + 1
+            elif kind == "care":
+                row.care[data["moment"]] = row.care.get(data["moment"], 0) + 1
+            elif kind == "reward":
+                row.coupons += 1

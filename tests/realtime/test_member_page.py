@@ -1,0 +1,116 @@
+"""The member page at ``/`` in a real browser: headless Chromium (Debian's package) driven by
+Playwright, against a real ``rekindle serve`` process (see test_docs_page.py for the browser's
+setup; without a Chromium these tests skip and say why).
+
+The page loads a member's snapshot, follows the live feed, resumes after a dropped connection with
+no effect missed or shown twice, takes a game action and shows its result live, raises no script
+error and fetches nothing from outside the service. A screenshot is kept under ``.artifacts/``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.realtime.conftest import Service
+from tests.realtime.test_docs_page import CHROMIUM, HOST, browser  # noqa: F401  (the browser fixture)
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / ".artifacts"
+
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="no Chromium on this machine: `apt-get install chromium` (Debian's package; .ci/run installs it) "
+           "or set REKINDLE_CHROMIUM to a Chromium binary",
+)
+
+
+def watched(page: Any, base_url: str) -> tuple[list[str], list[str]]:
+    requested: list[str] = []
+    problems: list[str] = []
+    page.on("request", lambda r: requested.append(r.url))
+    page.on("websocket", lambda ws: requested.append(ws.url))
+    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+    return requested, problems
+
+
+def outside(requested: list[str], base_url: str) -> list[str]:
+    ws_base = base_url.replace("http://", "ws://")
+    return [url for url in requested if not url.startswith((base_url + "/", ws_base + "/", "data:"))]
+
+
+def test_the_page_follows_the_member_live_and_resumes_without_a_gap(service: Service, shop: httpx.Client,
+                                                                   browser: Any) -> None:  # noqa: F811
+    member = f"page-{uuid.uuid4().hex[:8]}"
+    token = shop.post("/v1/tokens", json={"member": member}).json()["token"]
+    base_url = service.base_url.replace("127.0.0.1", HOST)
+    page = browser.new_page()
+    requested, problems = watched(page, base_url)
+    effects = 0
+
+    def post(order: str, amount: int) -> int:
+        nonlocal effects
+        reply = shop.post("/v1/events", json={"id": order, "member": member, "type": "purchase", "data": {"amount": amount}})
+        result = reply.json()["results"][0]
+        assert result["status"] == "applied", result
+        effects += len(result["effects"])
+        return [e for e in result["effects"] if e["type"] == "xp"][-1]["data"]["total"]
+
+    try:
+        page.goto(f"{base_url}/?token={token}")
+        page.wait_for_function("() => document.querySelector('#xp').textContent === '0'", timeout=15_000)
+        assert "token=" not in page.url  # moved out of the address bar at once
+        page.wait_for_function("() => rekindle.state.ws && rekindle.state.ws.readyState === 1", timeout=10_000)
+        assert page.title() == "会员中心 · rekindle"
+        assert "每日签到" in page.locator("#games").inner_text()  # the programme's UTF-8 names
+
+        total = post(f"{member}-o1", 19_900)
+        page.wait_for_function(f"() => document.querySelector('#xp').textContent === '{total:,}'", timeout=10_000)
+        assert "Quest done: first_order" in page.locator("#feed").inner_text()
+
+        # Drop the connection and award meanwhile: the page reconnects from the last effect it showed.
+        page.evaluate("() => rekindle.drop()")
+        total = post(f"{member}-o2", 5_000)
+        page.wait_for_function(f"() => document.querySelector('#xp').textContent === '{total:,}'", timeout=15_000)
+        page.wait_for_function(f"() => rekindle.state.frames === {effects}", timeout=10_000)
+        ids = page.eval_on_selector_all("#feed li", "items => items.map(li => li.dataset.id)")
+        assert len(ids) == len(set(ids)) == effects  # every effect once: no gap, no repeat
+        snapshot = shop.get(f"/v1/members/{member}").json()
+        assert page.evaluate("() => rekindle.state.lastId") == snapshot["feed_id"]
+
+        # A game action on the page shows its result live.
+        page.click("#checkin")
+        page.wait_for_function("() => document.querySelector('#checkin') && document.querySelector('#checkin').disabled "
+                               "&& document.querySelector('#games').textContent.includes('Streak: 1 days')",
+                               timeout=10_000)
+        assert "Check-in streak: 1 days" in page.locator("#feed").inner_text()
+        page.wait_for_load_state("networkidle")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "member-page.png"), full_page=True)
+    finally:
+        page.close()
+    assert not problems, problems
+    assert not outside(requested, base_url), f"the page fetched from outside the service: {outside(requested, base_url)}"
+
+
+@pytest.mark.parametrize("query, said", [("", "No member token"), ("?token=not-a-token", "")])
+def test_without_a_valid_token_the_page_says_so_and_offers_nothing_else(service: Service, browser: Any,  # noqa: F811
+                                                                       query: str, said: str) -> None:
+    base_url = service.base_url.replace("127.0.0.1", HOST)
+    page = browser.new_page()
+    requested, problems = watched(page, base_url)
+    try:
+        page.goto(f"{base_url}/{query}")
+        page.wait_for_selector("#signed-out:not([hidden])", timeout=10_000)
+        assert said in page.locator("#signed-out").inner_text()
+        assert page.locator("#member").is_hidden()
+        page.wait_for_load_state("networkidle")
+    finally:
+        page.close()
+    api = [url for url in requested if "/v1/" in url]
+    assert api == ([] if not query else [f"{base_url}/v1/me"])  # the one read that found the token refused
+    assert not [p for p in problems if "401" not in p], problems  # the refused read is the console's only line

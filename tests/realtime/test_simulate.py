@@ -1,0 +1,111 @@
+"""``rekindle simulate`` (realtime/simulate.py): a programme run on a synthetic population, through
+the service's own parts on a scratch embedded Valkey."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from engine.archetypes import day_events, load_population, members
+from engine.config import load_program
+from engine.errors import ConfigError
+from realtime.cli import main
+from realtime.report import render
+from realtime.simulate import simulate
+
+ROOT = Path(__file__).resolve().parents[2]
+PROGRAM = ROOT / "config" / "member_day.toml"
+ARCHETYPES = ROOT / "config" / "archetypes.toml"
+
+
+def run(members_: int, days: int, seed: int, program: Path = PROGRAM) -> Any:
+    return asyncio.run(simulate(program, ARCHETYPES, members_, days, seed))
+
+
+def test_the_same_seed_gives_the_same_figures_and_they_add_up() -> None:
+    first, second = run(120, 4, 11), run(120, 4, 11)
+    assert first.summary() == second.summary()
+    other = run(120, 4, 12)
+    assert other.summary()["events"] != first.summary()["events"]
+
+    program = load_program(PROGRAM)
+    population = load_population(ARCHETYPES, program)
+    people = members(population, 120, 4, 11)
+    assert sum(m.archetype == "new" for m in people) == 12  # shares: 10% of 120
+    # Every event the population planned was applied (refunds come on top, from purchases).
+    planned = 0
+    churned: set[str] = set()
+    for d in range(4):
+        for m in people:
+            if m.joins_day > d + 1 or m.id in churned:
+                continue
+            events, gone = day_events(population, program, m, d, 11)
+            if gone:
+                churned.add(m.id)
+            planned += len(events)
+    s = first.summary()
+    assert s["events"] == planned + s["refunds"]
+    p = s["points"]
+    assert p["issued"] > 0 and p["outstanding"] == p["issued"] - p["spent"] - p["expired"]
+    assert sum(s["tiers_at_end"].values()) == sum(1 for m in people if m.joins_day <= 4)
+    assert s["care_moments"].get("welcome", 0) == sum(1 for m in people if 1 <= m.joins_day <= 4)
+    assert s["quests_completed"]["first_order"] > 0
+
+
+def test_the_report_is_one_file_that_opens_offline(tmp_path: Path) -> None:
+    report = run(60, 3, 5)
+    page = render([report, report])
+    assert page.startswith("<!doctype html>") and "Plotly" in page
+    assert not re.search(r"<script[^>]+src=", page)  # plotly.js is inlined, nothing is fetched
+    assert "Members per tier" in page and "Quest completions" in page and 'class="diff"' not in page
+
+
+def test_the_cli_writes_the_report_and_the_json(tmp_path: Path, capsys: Any) -> None:
+    out, summary = tmp_path / "report.html", tmp_path / "summary.json"
+    code = main(["simulate", str(PROGRAM), "--archetypes", str(ARCHETYPES), "--members", "50", "--days", "2",
+                 "--seed", "3", "--out", str(out), "--json", str(summary)])
+    assert code == 0 and out.stat().st_size > 1_000_000  # plotly.js inlined
+    data = orjson.loads(summary.read_bytes())
+    assert data["members"] == 50 and data["days"] == 2 and data["seed"] == 3
+    assert "events/s" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "edit, args, said",
+    [
+        (None, ["--members", "0"], "--members must be from 1"),
+        (None, ["--days", "0"], "--days must be from 1"),
+        (None, ["--out", "/nonexistent-folder/report.html"], "cannot be written"),
+        (("per_week = 2.0", "per_week = -2.0"), [], "archetypes.loyal.events.purchase.per_week"),
+        (("churn_per_week = 0.005", "churn_per_week = 0.005\nvelocity = 3"), [], "archetypes.loyal.velocity"),
+        (("events.login = { per_week = 6.0 }", "events.logon = { per_week = 6.0 }"), [],
+         "archetypes.loyal.events.logon: the programme has no event type"),
+        (('stars = { one_of = [4, 5] }', 'stars = { chance = 0.5 }'), [], "archetypes.loyal.events.review.data.stars"),
+    ],
+)
+def test_a_run_that_cannot_work_is_refused_before_any(tmp_path: Path, capsys: Any, edit: Any, args: list[str],
+                                                       said: str) -> None:
+    archetypes = ARCHETYPES
+    if edit is not None:
+        archetypes = tmp_path / "archetypes.toml"
+        text = ARCHETYPES.read_text()
+        assert edit[0] in text
+        archetypes.write_text(text.replace(edit[0], edit[1], 1))
+    out = tmp_path / "report.html"
+    code = main(["simulate", str(PROGRAM), "--archetypes", str(archetypes), "--members", "10", "--days", "1",
+                 "--out", str(out), *args])
+    assert code == 2 and said in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_shares_must_add_up(tmp_path: Path) -> None:
+    path = tmp_path / "archetypes.toml"
+    path.write_text(ARCHETYPES.read_text().replace("share = 0.15\nchurn_per_week = 0.005", "share = 0.25\nchurn_per_week = 0.005"))
+    with pytest.raises(ConfigError) as info:
+        load_population(path, load_program(PROGRAM))
+    assert [(p.path, p.reason) for p in info.value.problems] == [("archetypes", "the shares add up to 1.1, not 1")]
