@@ -8,11 +8,13 @@ before a ``[tier_policy]`` window has no expiry until their next operation. This
 member once (SCAN: an offline tool, as ``rekindle verify`` is, never a hot path) and schedules
 what is missing, ``ZADD NX`` (a job already waiting keeps its time):
 
-- the dormancy job at the member's last activity (``la``) plus the programme's days, or now when
-  the profile has no ``la`` (the member was last active before ``la`` was kept); the job itself
-  then decides (``engine/care.py``), so a member active since is not marked;
+- the dormancy job at the member's last activity (``la``) plus the programme's days; when the
+  profile has no ``la`` (the member was last active before ``la`` was kept, so when is unknown),
+  the days from now: a member is never marked dormant by the upgrade itself;
 - under a reviewed tier policy, for a member above the first tier with no expiry (``te``), a
-  review now, which holds the tier from then (member.lua's review of a tier with no expiry).
+  review now, which holds the tier from then (member.lua's review of a tier with no expiry); and
+  for a member with an expiry, its review at the expiry (an operation that set it and could not
+  schedule its review leaves one missing: ``OperationStore`` logs it and says to run this).
 
 Run twice, it schedules nothing more: the dormancy job's id is one per member, and a second
 review finds the expiry the first set.
@@ -59,11 +61,12 @@ async def backfill(redis: Redis, keys: Keys, program: CompiledProgram, now_ms: i
         for member, (la, dm, tier, te) in zip(batch, facts):
             key = jobs_key(keys, shard_of(member))
             if program.dormancy_ms and dm is None:
-                due = (int(la) if la is not None else now_ms) + (program.dormancy_ms if la is not None else 0)
+                due = (int(la) if la is not None else now_ms) + program.dormancy_ms
                 pipe.zadd(key, {dormancy_job_id(member): max(due, now_ms)}, nx=True)
                 kinds.append("d")
-            if reviews and tier is not None and tier.decode() != program.tiers[0].id and te is None:
-                pipe.zadd(key, {tier_job_id(member, now_ms): now_ms}, nx=True)
+            if reviews and tier is not None and tier.decode() != program.tiers[0].id:
+                expiry = int(te) if te is not None else now_ms
+                pipe.zadd(key, {tier_job_id(member, expiry): expiry}, nx=True)
                 kinds.append("t")
         for kind, added in zip(kinds, await pipe.execute()):
             if kind == "d":

@@ -175,7 +175,7 @@ class MemberStore:
         p = {k.decode(): v.decode() for k, v in profile.items()}
         xp = int(p.get("xp", 0))
         qualified = sum(int(v or 0) for v in state[2 * n : 2 * n + len(window)]) if rules is not None else xp
-        tier = await self._tier_view(program, member, p, qualified, window, state[-1])
+        tier = await self._tier_view(program, member, p, qualified, state[-1])
         return Snapshot(
             member=member,
             xp=xp,
@@ -199,7 +199,7 @@ class MemberStore:
         )
 
     async def _tier_view(self, program: CompiledProgram, member: ids.MemberId, p: dict[str, str], qualified: int,
-                         window: Sequence[str], log: bytes | None) -> TierView:
+                         log: bytes | None) -> TierView:
         """The tier as member.lua holds it: the stored tier if the programme still has it, else where
         the qualifying amount reaches; under a window, its review and what keeps it."""
         tiers, rules = program.tiers, program.tier_rules
@@ -213,11 +213,14 @@ class MemberStore:
         until = int(p.get("te", 0)) if rules is not None and rules.reviewed else 0
         keep = None
         if until and index > 0:
-            # As the review will count: the window then, or the year the tier was held for.
-            counted = qualified
-            for name in rules.review_fields(until) if rules is not None else ():
-                if name not in window:  # the year the tier was held for, when it is not this one
-                    counted = max(counted, int(await self._redis.hget(self._keys.member(member).state, name) or 0))
+            # As the review will count (member.lua): the window ending with the expiry, or the year
+            # the tier was held for, whichever holds more.
+            assert rules is not None
+            ending = rules.period(until - 1)[2]
+            extra = [f for f in rules.review_fields(until) if f not in ending]
+            values = await self._redis.hmget(self._keys.member(member).state, [*ending, *extra])
+            counts = [int(v or 0) for v in values]
+            counted = max(sum(counts[: len(ending)]), sum(counts[len(ending):]))
             keep = TierKeep(need=max(0, thresholds[index] - counted), by_ms=until)
         return TierView(
             id=tier.id,

@@ -8,6 +8,7 @@ it writes.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import functools
@@ -133,14 +134,24 @@ class OperationStore:
         if program.tier_rules is not None and result.effects:
             review = tier_reviews(self._keys, plan.op.member, result.effects)
             if review is not None:
-                try:
-                    await self._runner.call(*review)
-                except Exception as exc:  # noqa: BLE001
-                    # The operation stands, applied; its retry (a duplicate, replaying these
-                    # effects while the feed keeps them) schedules the review again.
-                    log.error("could not schedule the tier review of member=%s: %s", plan.op.member,
-                              type(exc).__name__)
+                await self._review(plan.op.member, review)
         return result
+
+    async def _review(self, member: str, review: Call) -> None:
+        """Schedule a tier review after the operation that set its expiry, trying again on a
+        transient failure. The operation stands, applied, whatever happens here: a review still
+        unscheduled is logged, and ``rekindle backfill`` schedules the review of every expiry
+        that has none (its id is the expiry's: scheduling it twice is harmless)."""
+        for wait_s in (0.05, 0.2, 0.0):
+            try:
+                await self._runner.call(*review)
+                return
+            except Exception as exc:  # noqa: BLE001
+                if not wait_s:
+                    log.error("could not schedule the tier review of member=%s: %s (run `rekindle backfill`)",
+                              member, type(exc).__name__)
+                    return
+                await asyncio.sleep(wait_s)
 
     async def _rescheduled(self, plan: MemberPlan, program: CompiledProgram) -> None:
         """A dormant member came back: its dormancy job again (the old one is gone). A failure is

@@ -87,6 +87,12 @@ class TierRules:
         self._last = (start, end, answer)
         return answer
 
+    def counted_at(self, expiry_ms: int) -> tuple[str, ...]:
+        """Every field the review at ``expiry_ms`` counts (the snapshot's ``keep`` reads the same):
+        the window ending with the expiry, and the year the tier was held for."""
+        window = self.period(expiry_ms - 1)[2]
+        return window + tuple(f for f in self.review_fields(expiry_ms) if f not in window)
+
     def review_fields(self, expiry_ms: int) -> tuple[str, ...]:
         """The fields a review at ``expiry_ms`` (or at the end of its grace) reads besides the
         current window's: the year the tier was held for (a rolling window's is the current one)."""
@@ -106,10 +112,12 @@ class TierRules:
     def script_arg(self, at_ms: int, increment: int, review_ms: int = 0) -> bytes:
         """member.lua's ARGV[6] (its header has the layout)."""
         own, expires, fields, held = self.period(at_ms)
+        if review_ms:  # a review counts the window that ends with the expiry (its last moment's)
+            fields = self.period(review_ms - 1)[2]
         values: list[object] = [1 if self.spend else 0, increment, own, expires, held, self.grace_ms, self.version,
                                 len(fields), *fields]
         if review_ms:
-            extra = self.review_fields(review_ms)
+            extra = [f for f in self.review_fields(review_ms) if f not in fields]
             values += [review_ms, self.kept_until(review_ms), len(extra), *extra]
         return msgpack.packb(values)[_header(len(values)):]
 

@@ -77,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     sim.add_argument("--members", type=int, default=20_000)
     sim.add_argument("--days", type=int, default=30)
     sim.add_argument("--seed", type=int, default=7)
+    sim.add_argument("--start", default=None, metavar="YYYY-MM-DD",
+                     help="the first local day (default tomorrow); the same start, seed and files give the same figures")
     sim.add_argument("--out", type=Path, default=Path("report.html"), help="the HTML report (default report.html)")
     sim.add_argument("--json", type=Path, default=None, help="also write the summary as JSON here (for CI diffs)")
     sim.add_argument("--compare", type=Path, default=None,
@@ -223,15 +225,21 @@ def _simulate(args: argparse.Namespace) -> int:
 
     from engine.errors import ConfigError
     from realtime.report import render
-    from realtime.simulate import SimulateError, check_run, prepare, simulate
+    from datetime import date
+
+    from realtime.simulate import SimulateError, check_run, first_day, prepare, simulate
 
     try:  # everything that can be refused, before any work
         check_run(args.members, args.days, args.out)
         if args.json is not None:
             check_run(args.members, args.days, args.json)
         programs = [args.program] + ([args.compare] if args.compare is not None else [])
-        for path in programs:
-            prepare(path, args.archetypes)
+        try:
+            asked = date.fromisoformat(args.start) if args.start is not None else None
+        except ValueError:
+            raise SimulateError(f"--start must be a date, YYYY-MM-DD, not {args.start!r}") from None
+        starts = [first_day(prepare(path, args.archetypes)[0], asked) for path in programs]
+        start = starts[0]  # --compare: both programmes on the same days
     except SimulateError as exc:
         print(f"rekindle simulate: {exc}", file=sys.stderr)
         return 2
@@ -246,7 +254,7 @@ def _simulate(args: argparse.Namespace) -> int:
             def progress(day: int, events: int) -> None:
                 bar.update(1)
                 bar.set_postfix(events=f"{events:,}")
-            report = asyncio.run(simulate(path, args.archetypes, args.members, args.days, args.seed, progress))
+            report = asyncio.run(simulate(path, args.archetypes, args.members, args.days, args.seed, progress, start))
         reports.append(report)
         print(f"{path}: {report.events:,} events in {report.seconds:.1f} s: {report.events / max(report.seconds, 1e-9):,.0f} "
               f"events/s", file=sys.stderr)

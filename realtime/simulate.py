@@ -26,7 +26,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -160,27 +160,44 @@ def prepare(program_path: Path, archetypes_path: Path) -> tuple[CompiledProgram,
     return program, load_population(archetypes_path, program)
 
 
+def first_day(program: CompiledProgram, start: date | None) -> date:
+    """The run's first local day: ``start``, or tomorrow in the programme's zone. It must be after
+    today: the store's own expiries (fields, buckets) run on real time, so a run set in the past
+    would see what it writes expire as it writes it."""
+    tomorrow = datetime.now(program.tz).date() + timedelta(days=1)
+    if start is None:
+        return tomorrow
+    if start < tomorrow:
+        raise SimulateError(f"--start must be after today ({tomorrow - timedelta(days=1)} in {program.tz.key}): "
+                            "the store's expiries run on real time")
+    return start
+
+
+def local_midnight(program: CompiledProgram, day: date) -> int:
+    """Epoch ms of the local midnight starting ``day`` (a day is 23 or 25 hours across a DST change)."""
+    return int(datetime(day.year, day.month, day.day, tzinfo=program.tz).timestamp() * 1000)
+
+
 async def simulate(program_path: Path, archetypes_path: Path, count: int, days: int, seed: int,
-                   progress: Callable[[int, int], None] | None = None) -> Report:
+                   progress: Callable[[int, int], None] | None = None, start: date | None = None) -> Report:
+    """The run: from ``start`` (tomorrow by default: a run on another day meets other dates, so
+    give the same ``start`` for the same figures), ``days`` local days."""
     program, population = prepare(program_path, archetypes_path)
+    first = first_day(program, start)
     started = time.perf_counter()
     folder = Path(tempfile.mkdtemp(prefix="rekindle-simulate-"))
     valkey = EmbeddedValkey(folder / "valkey")
     valkey.start()
     try:
-        return await _run(program_path, program, population, valkey.url, count, days, seed, started, progress)
+        return await _run(program_path, program, population, valkey.url, count, days, seed, started, progress, first)
     finally:
         valkey.stop()
         shutil.rmtree(folder, ignore_errors=True)
 
 
 async def _run(program_path: Path, program: CompiledProgram, population: Population, url: str, count: int, days: int,
-               seed: int, started: float, progress: Callable[[int, int], None] | None) -> Report:
-    tz = program.tz
-    # From the next local midnight: every expiry the run sets is ahead of the server's own clock.
-    today = datetime.now(tz)
-    start = datetime(today.year, today.month, today.day, tzinfo=tz) + timedelta(days=1)
-    start_ms = int(start.timestamp() * 1000)
+               seed: int, started: float, progress: Callable[[int, int], None] | None, first: date) -> Report:
+    start_ms = local_midnight(program, first)
     clock = ManualClock(start_ms)
     webhooks = 0
 
@@ -205,7 +222,7 @@ async def _run(program_path: Path, program: CompiledProgram, population: Populat
     svc.ops.kpis = tally
     program = svc.programs.current.program
     report = Report(program.name, program.program_hash, count, days, seed, population.simulation.point_value_cents,
-                    start.strftime("%Y%m%d"), [], [t.id for t in program.tiers], [q.id for q in program.quests])
+                    first.strftime("%Y%m%d"), [], [t.id for t in program.tiers], [q.id for q in program.quests])
     people = members(population, count, days, seed)
     churned: set[str] = set()
     refunds: dict[int, list[tuple[str, str, int]]] = {}  # day -> (member, purchase id, cents: 0 the whole)
@@ -214,24 +231,25 @@ async def _run(program_path: Path, program: CompiledProgram, population: Populat
     try:
         await _profiles(svc, program, [m for m in people if m.joins_day == 0], start_ms, seed, welcome=False)
         for d in range(days):
-            day_start = start_ms + d * DAY_MS
+            day_start = local_midnight(program, first + timedelta(days=d))
+            day_end = local_midnight(program, first + timedelta(days=d + 1))
             clock.set(day_start)
             row = tally.row = Day(program.calendar.day(day_start)[0])
             joiners = [m for m in people if m.joins_day == d + 1]
             await _profiles(svc, program, joiners, day_start, seed, welcome=True)
-            clock.set(day_start + DAY_MS - 1000)
-            raws = _raw_events(population, program, people, d, seed, day_start, churned, refunds)
+            clock.set(day_end - 1000)
+            raws = _raw_events(population, program, people, d, seed, day_start, day_end, churned, refunds)
             row.refunds = sum(1 for r in raws if r["type"] == population.simulation.refund_event)
             await _apply(svc, program, raws, clock.now_ms(), row, report)
-            clock.set(day_start + DAY_MS)
+            clock.set(day_end)
             await svc.scheduler.run_due()
             await tally.flush()
             row.kpis = dict(await read_day(svc.redis, svc.keys, row.day, games))
             row.liability_points = await outstanding(svc.redis, svc.keys)
             counts = Counter(tally.tiers.values())
-            first = program.tiers[0].id
+            base = program.tiers[0].id
             row.tiers = {t.id: counts.get(t.id, 0) for t in program.tiers}
-            row.tiers[first] += sum(1 for m in people if m.joins_day <= d + 1) - len(tally.tiers)
+            row.tiers[base] += sum(1 for m in people if m.joins_day <= d + 1) - len(tally.tiers)
             report.rows.append(row)
             report.events += row.events
             if progress is not None:
@@ -265,7 +283,8 @@ async def _profiles(svc: Service, program: CompiledProgram, people: list[Member]
 
 
 def _raw_events(population: Population, program: CompiledProgram, people: list[Member], d: int, seed: int,
-                day_start: int, churned: set[str], refunds: dict[int, list[tuple[str, str, int]]]) -> list[dict[str, Any]]:
+                day_start: int, day_end: int, churned: set[str],
+                refunds: dict[int, list[tuple[str, str, int]]]) -> list[dict[str, Any]]:
     sim = population.simulation
     out: list[dict[str, Any]] = []
     for m in people:
@@ -278,7 +297,7 @@ def _raw_events(population: Population, program: CompiledProgram, people: list[M
         for n, ev in enumerate(planned):
             event_id = f"sim-{m.id}-{d}-{n}"
             out.append({"id": event_id, "member": m.id, "type": ev.type, "data": ev.data,
-                        "at": day_start + ev.second * 1000})
+                        "at": min(day_start + ev.second * 1000, day_end - 2000)})
             if ev.refund is not None and sim.refund_event is not None:
                 later, half = ev.refund
                 amount = ev.data.get("amount", 0) // 2 if half else 0  # 0: the whole
@@ -288,7 +307,7 @@ def _raw_events(population: Population, program: CompiledProgram, people: list[M
         if amount > 0:
             data["amount"] = amount
         out.append({"id": f"refund-{of}", "member": member, "type": sim.refund_event, "data": data,
-                    "at": day_start + 86_100_000})
+                    "at": day_end - 1500})
     out.sort(key=lambda e: e["at"])
     return out
 

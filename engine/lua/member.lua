@@ -455,7 +455,7 @@ if stored[3] then
   for i = 1, tier_count do
     if tiers[3 * i - 2] == stored[3] then tier = i; found = true end
   end
-  if not found then
+  if not found and not policy then -- under a policy: the first, then the window's climb below
     for i = 1, tier_count do
       if xp >= tiers[3 * i - 1] then tier = i end
     end

@@ -11,10 +11,12 @@ from starlette.responses import FileResponse, Response
 from starlette.staticfiles import StaticFiles
 
 FOLDER = Path(__file__).resolve().parent.parent / "page"
-STATIC = StaticFiles(directory=FOLDER)
+#: The page's script and styles under /page: index.html is not among them (it is served at / only,
+#: with its headers).
+STATIC = StaticFiles(directory=FOLDER / "static")
 
 #: Everything from the service itself: no CDN, no third-party script, no frame of another site.
-POLICY = ("default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; style-src 'self'; "
+POLICY = ("default-src 'self'; connect-src 'self'; img-src 'self' data:; style-src 'self'; "
           "script-src 'self'; frame-ancestors 'self'; base-uri 'none'; form-action 'none'")
 
 

@@ -65,7 +65,7 @@ def test_members_from_before_the_lifecycle_get_their_jobs_once(engine: Any, comp
 
             assert await due("silver", dormancy_job_id("silver")) == now + 30 * DAY_MS  # last active + 30 days
             assert await due("base", dormancy_job_id("base")) == now + 31 * DAY_MS
-            assert await due("gone", dormancy_job_id("gone")) == later  # no `la`: the job decides now
+            assert await due("gone", dormancy_job_id("gone")) == later + 30 * DAY_MS  # no `la`: the days from now
             assert await due("silver", tier_job_id("silver", later)) == later
 
             scheduler = Scheduler(e.pipeline, e.keys, e.scripts, e.store, ManualClock(later), lambda: e.program)
@@ -74,5 +74,10 @@ def test_members_from_before_the_lifecycle_get_their_jobs_once(engine: Any, comp
             assert (await e.profile("silver"))["te"] == str(e.program.tier_rules.kept_until(later))  # type: ignore[union-attr]
             again = await backfill(e.redis, e.keys, e.program, later + DAY_MS)
             assert (again.dormancy_jobs, again.tier_reviews) == (0, 0)
+            # An expiry whose review was lost (a schedule that failed after the operation) gets it.
+            expiry = int((await e.profile("silver"))["te"])
+            await e.redis.zrem(jobs_key(e.keys, shard_of("silver")), tier_job_id("silver", expiry))
+            repaired = await backfill(e.redis, e.keys, e.program, later + DAY_MS)
+            assert repaired.tier_reviews == 1 and await due("silver", tier_job_id("silver", expiry)) == expiry
 
     asyncio.run(run())

@@ -119,8 +119,9 @@ def test_a_years_tier_is_held_to_the_end_of_next_year_then_graced_then_dropped_o
             ]
             assert await e.redis.zscore(shard, tier_job_id("m-1", ms(2029))) == ms(2029)
             tier = await tier_of(e, "m-1")
+            # Held until the end of 2028 on 2027's XP; what keeps it then is 2028's.
             assert (tier["id"], tier["until_ms"], tier["qualified"], tier["keep"]) == ("gold", ms(2029), 320,
-                                                                                       {"need": 0, "by_ms": ms(2029)})
+                                                                                       {"need": 300, "by_ms": ms(2029)})
             e.now_ms = ms(2028, 6, 1, 12)
             await e.apply("o-2", "m-1", "purchase", {"amount": 50})
             tier = await tier_of(e, "m-1")
@@ -205,7 +206,7 @@ spend = 10000
 def test_spend_over_a_rolling_window_reaches_a_tier_a_refund_never_drops_it_early(engine: Any, compile_toml: Any) -> None:
     """¥60 in March and ¥50 in April reach VIP (¥100 over 3 months), held 3 months from that day.
     A refund of ¥50 takes the spend back but not the tier; the review in July counts the window
-    then (May to July: ¥0), and there is no grace: Base."""
+    ending then (May to July: ¥0), and there is no grace: Base."""
 
     async def run() -> None:
         async with engine(program_=compile_toml(ROLLING_SPEND), now_ms=ms(2027, 3, 10, 12)) as e:
@@ -219,7 +220,8 @@ def test_spend_over_a_rolling_window_reaches_a_tier_a_refund_never_drops_it_earl
             e.now_ms = ms(2027, 4, 11, 12)
             await e.apply("r-1", "m-1", "refund", {"of": "o-2"})
             tier = await tier_of(e, "m-1")
-            assert (tier["id"], tier["qualified"], tier["keep"]) == ("vip", 6000, {"need": 4000, "by_ms": ms(2027, 7, 11)})
+            # The review counts May to July: nothing yet.
+            assert (tier["id"], tier["qualified"], tier["keep"]) == ("vip", 6000, {"need": 10000, "by_ms": ms(2027, 7, 11)})
             e.now_ms = ms(2027, 6, 1, 12)
             tier = await tier_of(e, "m-1")  # March has left the window
             assert (tier["qualified"], tier["keep"]["need"]) == (0, 10000)
@@ -244,5 +246,25 @@ def test_a_tier_held_before_the_policy_gets_an_expiry_at_the_next_operation(engi
                                                                                        "until_ms": ms(2029)}]
             tier = await tier_of(e, "m-1")
             assert (tier["id"], tier["qualified"], tier["until_ms"]) == ("silver", 1, ms(2029))
+
+    asyncio.run(run())
+
+
+def test_a_rolling_review_at_a_months_turn_counts_the_months_before_it(engine: Any, compile_toml: Any) -> None:
+    """VIP reached on April 30th is held 3 months from the day's end, to August 1st; May's spend is
+    within the 3 months the review counts (May to July), so the tier is kept."""
+
+    async def run() -> None:
+        async with engine(program_=compile_toml(ROLLING_SPEND), now_ms=ms(2027, 4, 30, 12)) as e:
+            up = await e.apply("o-1", "m-1", "purchase", {"amount": 10000})
+            assert [x["data"]["until_ms"] for x in up.effects if x["type"] == "tier_up"] == [ms(2027, 8, 1)]
+            e.now_ms = ms(2027, 5, 20, 12)
+            await e.apply("o-2", "m-1", "purchase", {"amount": 10000})
+            assert (await tier_of(e, "m-1"))["keep"] == {"need": 0, "by_ms": ms(2027, 8, 1)}
+            await run_jobs(e, ms(2027, 8, 1))
+            e.now_ms = ms(2027, 8, 1, 12)
+            tier = await tier_of(e, "m-1")
+            assert (tier["id"], tier["until_ms"]) == ("vip", ms(2027, 11, 1))
+            assert [c["change"] for c in tier["changes"]] == ["up", "kept"]
 
     asyncio.run(run())

@@ -78,7 +78,9 @@ def test_the_page_follows_the_member_live_and_resumes_without_a_gap(service: Ser
         page.wait_for_function(f"() => document.querySelector('#xp').textContent === '{total:,}'", timeout=15_000)
         page.wait_for_function(f"() => rekindle.state.frames === {effects}", timeout=10_000)
         ids = page.eval_on_selector_all("#feed li", "items => items.map(li => li.dataset.id)")
-        assert len(ids) == len(set(ids)) == effects  # every effect once: no gap, no repeat
+        assert len(ids) == len(set(ids)) == effects  # every effect shown once: no gap
+        received = page.evaluate("() => rekindle.state.received")
+        assert len(received) == len(set(received)) == effects  # and the feed sent each once: no repeat
         snapshot = shop.get(f"/v1/members/{member}").json()
         assert page.evaluate("() => rekindle.state.lastId") == snapshot["feed_id"]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -12,19 +13,22 @@ import orjson
 import pytest
 
 from engine.archetypes import day_events, load_population, members
-from engine.config import load_program
+from engine.config import compile_program, load_program, parse_program
 from engine.errors import ConfigError
 from realtime.cli import main
 from realtime.report import render
-from realtime.simulate import simulate
+from realtime.simulate import local_midnight, simulate
 
 ROOT = Path(__file__).resolve().parents[2]
 PROGRAM = ROOT / "config" / "member_day.toml"
 ARCHETYPES = ROOT / "config" / "archetypes.toml"
 
 
+START = date.today() + timedelta(days=3)  # one start for every run of the module (any zone's tomorrow or later)
+
+
 def run(members_: int, days: int, seed: int, program: Path = PROGRAM) -> Any:
-    return asyncio.run(simulate(program, ARCHETYPES, members_, days, seed))
+    return asyncio.run(simulate(program, ARCHETYPES, members_, days, seed, start=START))
 
 
 def test_the_same_seed_gives_the_same_figures_and_they_add_up() -> None:
@@ -81,6 +85,8 @@ def test_the_cli_writes_the_report_and_the_json(tmp_path: Path, capsys: Any) -> 
         (None, ["--members", "0"], "--members must be from 1"),
         (None, ["--days", "0"], "--days must be from 1"),
         (None, ["--out", "/nonexistent-folder/report.html"], "cannot be written"),
+        (None, ["--start", "2020-01-01"], "--start must be after today"),
+        (None, ["--start", "soon"], "--start must be a date"),
         (("per_week = 2.0", "per_week = -2.0"), [], "archetypes.loyal.events.purchase.per_week"),
         (("churn_per_week = 0.005", "churn_per_week = 0.005\nvelocity = 3"), [], "archetypes.loyal.velocity"),
         (("events.login = { per_week = 6.0 }", "events.logon = { per_week = 6.0 }"), [],
@@ -109,3 +115,15 @@ def test_shares_must_add_up(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_population(path, load_program(PROGRAM))
     assert [(p.path, p.reason) for p in info.value.problems] == [("archetypes", "the shares add up to 1.1, not 1")]
+
+
+def test_days_are_local_days_across_a_clock_change() -> None:
+    """A day is from local midnight to local midnight: 25 hours when New York's clocks go back."""
+    program = load_program(PROGRAM)
+    source = PROGRAM.read_bytes().replace(b'timezone = "Asia/Shanghai"', b'timezone = "America/New_York"', 1)
+    ny = compile_program(parse_program(source, "ny.toml"), source)
+    start = date(2026, 10, 31)
+    days = [local_midnight(ny, start + timedelta(days=d)) for d in range(4)]
+    assert [b - a for a, b in zip(days, days[1:])] == [86_400_000, 90_000_000, 86_400_000]
+    assert [ny.calendar.day(t)[0] for t in days] == ["20261031", "20261101", "20261102", "20261103"]
+    assert local_midnight(program, start + timedelta(days=1)) - local_midnight(program, start) == 86_400_000

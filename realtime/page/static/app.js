@@ -11,7 +11,7 @@
 const rekindle = (() => {
   const $ = (id) => document.getElementById(id);
   const state = { token: null, me: null, lastId: null, ws: null, wait: 500, stopped: false, refresh: null,
-                  frames: 0, shown: new Set() };
+                  frames: 0, shown: new Set(), received: [] };
 
   function takeToken() {
     const params = new URLSearchParams(location.search);
@@ -110,16 +110,21 @@ const rekindle = (() => {
     drawGames(me.games || {});
   }
 
+  // A button whose action is sent with an idempotency key: kept until an answer comes, so a press
+  // again after a lost reply is the same action (a duplicate), never a second spin or claim.
   function action(label, run) {
     const button = el("button", label);
     const answer = el("span", "", "answer muted");
+    let pending = null;
     button.addEventListener("click", async () => {
       button.disabled = true;
+      pending = pending || newId();
       try {
-        const reply = await run();
+        const reply = await run(pending);
+        pending = null;
         answer.textContent = reply.ok ? "done" : (reply.data.error ? reply.data.error.message : `refused (${reply.status})`);
       } catch (error) {
-        answer.textContent = "could not reach the service";
+        answer.textContent = "could not reach the service: press again to retry";
       } finally {
         button.disabled = false;
       }
@@ -148,20 +153,20 @@ const rekindle = (() => {
     }
     for (const [name, w] of Object.entries(games.lottery || {})) {
       cards.push(gameCard(w.title, el("p", `${w.spins} spins left`),
-        action("Spin", () => api("POST", `/v1/games/lottery/${encodeURIComponent(name)}/spin`, { id: newId() }))));
+        action("Spin", (id) => api("POST", `/v1/games/lottery/${encodeURIComponent(name)}/spin`, { id }))));
     }
     for (const [name, s] of Object.entries(games.flash || {})) {
       const when = el("p", "", "countdown");
       when.dataset.opens = s.opens_at_ms || "";
       when.dataset.ends = s.ends_at_ms || "";
       cards.push(gameCard(s.title, el("p", s.price_points ? `${s.price_points.toLocaleString()} points` : "free"), when,
-        action("Claim", () => api("POST", `/v1/games/flash/${encodeURIComponent(name)}/claim`, { id: newId() }))));
+        action("Claim", (id) => api("POST", `/v1/games/flash/${encodeURIComponent(name)}/claim`, { id }))));
     }
     for (const [name, k] of Object.entries(games.cards || {})) {
       const chips = el("p", undefined, "chips");
       chips.append(...Object.entries(k.cards).map(([card, n]) => el("span", `${card} × ${n}`)));
       cards.push(gameCard(`Cards: ${name}`, chips, el("p", `${k.chances} draws left` + (k.combined ? " · set combined ✓" : "")),
-        action("Draw", () => api("POST", `/v1/games/cards/${encodeURIComponent(name)}/draw`, { id: newId() }))));
+        action("Draw", (id) => api("POST", `/v1/games/cards/${encodeURIComponent(name)}/draw`, { id }))));
     }
     for (const [name, b] of Object.entries(games.bargain || {})) {
       cards.push(gameCard(`Bargain: ${name}`, el("p", `${money(b.current_cents)} now · ${b.state}`
@@ -212,17 +217,18 @@ const rekindle = (() => {
     li.dataset.id = frame.id;
     feed.prepend(li);
     while (feed.children.length > 30) feed.lastChild.remove();
-    // What the frame says at once; the rest with the snapshot drawn again just after.
-    const d = frame.data || {};
-    if (frame.type === "xp" && state.me && state.me.tier.qualify_on === "xp") $("xp").textContent = d.total.toLocaleString();
-    if (frame.type === "points") $("balance").textContent = d.balance.toLocaleString();
+    // The balance at once; the rest (the tier's figure depends on its policy) with the snapshot
+    // drawn again just after.
+    if (frame.type === "points") $("balance").textContent = frame.data.balance.toLocaleString();
     clearTimeout(state.refresh);
     state.refresh = setTimeout(redraw, 150);
   }
 
   async function redraw() {
-    const reply = await api("GET", "/v1/me");
-    if (reply.ok) draw(reply.data);
+    try {
+      const reply = await api("GET", "/v1/me");
+      if (reply.ok) draw(reply.data);
+    } catch (error) { /* signed out (said on the page), or unreachable: the next effect redraws */ }
   }
 
   function connect() {
@@ -238,14 +244,17 @@ const rekindle = (() => {
       const frame = JSON.parse(message.data);
       state.wait = 500;
       if (frame.id) {
+        state.received.push(frame.id); // every feed frame as it came (the tests check each came once)
         state.lastId = frame.id;
         show(frame);
       } else if (frame.type === "reset") { // lastId is older than the feed keeps: draw afresh
-        const reply = await api("GET", "/v1/me");
-        if (reply.ok) {
-          draw(reply.data);
-          state.lastId = reply.data.feed_id;
-        }
+        try {
+          const reply = await api("GET", "/v1/me");
+          if (reply.ok) {
+            draw(reply.data);
+            state.lastId = reply.data.feed_id;
+          }
+        } catch (error) { /* signed out, or unreachable: the socket's close says which */ }
       }
     };
     ws.onclose = (event) => {
