@@ -59,6 +59,14 @@ class Behaviour(_Model):
         default_factory=dict, description="each field: a constant, an int around a median, a chance or a choice")
 
 
+class Play(_Model):
+    """How the archetype's members play the programme's games that need no draw: a chance a day
+    each (the games that draw, wheels, cards and bargains, are not played yet)."""
+
+    checkin: Chance = Field(0.0, description="check in (`POST /v1/me/checkin`)")
+    flash: Chance = Field(0.0, description="claim each flash sale that is open (`POST /v1/games/flash/{sale}/claim`)")
+
+
 class Archetype(_Model):
     share: Chance = Field(description="of the population (the shares add up to 1)")
     new: bool = Field(False, description="true: its members join over the run (one day each), not before it")
@@ -67,6 +75,7 @@ class Archetype(_Model):
     partial_refund_share: Chance = Field(0.0, description="of refunds, the part that refunds half the amount")
     birthday_share: Chance = Field(0.5, description="of members whose profile gives a birthday")
     events: dict[Name, Behaviour] = Field(default_factory=dict, description="by event type of the programme")
+    play: Play = Field(Play(), description="the games its members play, a chance a day each")
 
 
 class Simulation(_Model):
@@ -126,6 +135,9 @@ def _cross_check(pop: Population, program: CompiledProgram) -> list[tuple[str, s
     if abs(total - 1.0) > 1e-6:
         out.append(("archetypes", f"the shares add up to {total:g}, not 1"))
     for name, arch in pop.archetypes.items():
+        for game, chance in (("checkin", arch.play.checkin), ("flash", arch.play.flash)):
+            if chance and game not in program.games:
+                out.append((f"archetypes.{name}.play.{game}", f"the programme has no [games.{game}] to play"))
         for event, b in arch.events.items():
             path = f"archetypes.{name}.events.{event}"
             spec = events.get(event)
@@ -244,4 +256,20 @@ def _data(rng: random.Random, program: CompiledProgram, event: str, b: Behaviour
             out[field] = gen
     if "amount" in spec and "amount" not in out and spec["amount"].type is FieldType.INT:
         out["amount"] = max(spec["amount"].min or 1, 1)
+    return out
+
+
+def day_plays(pop: Population, program: CompiledProgram, member: Member, day: int, seed: int) -> list[str]:
+    """The game actions of the member's day: "checkin", "flash:<sale>" (each open sale's claim is
+    the caller's to know: a sale not open answers so)."""
+    play = pop.archetypes[member.archetype].play
+    rng = random.Random(f"{seed}:{member.id}:{day}:play")
+    out: list[str] = []
+    if play.checkin and rng.random() < play.checkin:
+        out.append("checkin")
+    if play.flash:
+        section = program.games.get("flash")
+        for sale in getattr(section, "root", {}):
+            if rng.random() < play.flash:
+                out.append(f"flash:{sale}")
     return out

@@ -26,6 +26,8 @@ def render(reports: Sequence[Report]) -> str:
         _kpis(reports),
     ]
     played = any(row.kpis.get("games") and any(row.kpis["games"].values()) for r in reports for row in r.rows)
+    drawn = ("<p>Played: check-ins and flash-sale claims (the summary's <i>game</i> rows). The games that draw "
+             "(wheels, cards, bargains) are not simulated yet.</p>")
     if played:
         figures.append(_games(reports))
     parts = []
@@ -49,8 +51,7 @@ def render(reports: Sequence[Report]) -> str:
         + _summary_table(reports)
         + _warnings(reports)
         + "".join(parts)
-        + ("" if played else "<p>No game was played: the archetypes post the programme's events; game play "
-                             "(claims, spins, helps, draws) is not simulated yet.</p>")
+        + drawn
         + "</body></html>"
     )
 
@@ -68,6 +69,8 @@ def _summary_rows(report: Report) -> list[tuple[str, str]]:
              ("refunds", f"{s['refunds']:,}")]
     rows += [(f"quest {q} completed", f"{n:,}") for q, n in s["quests_completed"].items()]
     rows += [(f"care: {m}", f"{n:,}") for m, n in s["care_moments"].items()]
+    rows += [(f"game {k}", f"{n:,}") for k, n in s["games"].items()]
+    rows += [(f"flash sale {sale} sold out on", f"{d[:4]}-{d[4:6]}-{d[6:]}") for sale, d in s["flash_sold_out"].items()]
     return rows
 
 

@@ -32,7 +32,8 @@ from typing import Any
 
 import httpx
 
-from engine.archetypes import Member, Planned, Population, day_events, load_population, members
+from engine import ids
+from engine.archetypes import Member, Population, day_events, day_plays, load_population, members
 from engine.awards import plan_award
 from engine.clock import DAY_MS, ManualClock
 from engine.config import CompiledProgram, load_program
@@ -42,6 +43,8 @@ from engine.kpis import KpiRecorder, outstanding, read_day
 from engine.operations import MemberPlan
 from engine.runner import Runner
 from engine.members import parse_profile
+from engine.errors import RekindleError
+from engine.plugins import GameCall, installed
 from engine.store import OpStatus
 from realtime.embedded import EmbeddedValkey
 from realtime.service import Service
@@ -83,6 +86,8 @@ class Report:
     seconds: float = 0.0
     webhooks: int = 0
     refused: Counter[str] = field(default_factory=Counter)
+    plays: Counter[str] = field(default_factory=Counter)  # "<game action>:<outcome>" -> how many
+    sold_out: dict[str, str] = field(default_factory=dict)  # flash sale -> the local day it sold out
     setup: Day = field(default_factory=lambda: Day("setup"))  # what the members' first profiles started
 
     def summary(self) -> dict[str, Any]:
@@ -108,6 +113,8 @@ class Report:
             "refunds": sum(r.refunds for r in self.rows),
             "active_members_per_day": [r.kpis.get("active", 0) for r in self.rows],
             "refused": dict(sorted(self.refused.items())),
+            "games": dict(sorted(self.plays.items())),
+            "flash_sold_out": dict(sorted(self.sold_out.items())),
             "warnings": self.warnings(),
         }
 
@@ -241,6 +248,7 @@ async def _run(program_path: Path, program: CompiledProgram, population: Populat
             raws = _raw_events(population, program, people, d, seed, day_start, day_end, churned, refunds)
             row.refunds = sum(1 for r in raws if r["type"] == population.simulation.refund_event)
             await _apply(svc, program, raws, clock.now_ms(), row, report)
+            await _play(svc, program, population, people, d, seed, churned, clock.now_ms(), row.day, report)
             clock.set(day_end)
             await svc.scheduler.run_due()
             await tally.flush()
@@ -280,6 +288,49 @@ async def _profiles(svc: Service, program: CompiledProgram, people: list[Member]
             svc.care.after_profile(program, m.id, profile.fields,  # type: ignore[arg-type]
                                    {} if welcome else {"joined_at_ms": profile.fields["joined_at_ms"]}, at_ms)
             for m, profile in writes if welcome or m.birthday is not None))
+
+
+#: The game routes the population plays, by their operation id (``engine.plugins.Route``).
+PLAYED = {"checkin": "checkIn", "flash": "claimFlashSale"}
+
+
+async def _play(svc: Service, program: CompiledProgram, population: Population, people: list[Member], d: int,
+                seed: int, churned: set[str], now_ms: int, day: str, report: Report) -> None:
+    """The day's game actions, through the games' own route handlers (as their HTTP routes call
+    them). Check-ins touch the member alone: sent together. Claims contend for a sale's stock: sent
+    one after another in the members' order, so the same seed sells the same units to the same
+    members."""
+    routes = {r.operation_id: r for g in installed() for r in g.routes}
+    checkins: list[str] = []
+    claims: list[tuple[str, str]] = []
+    for m in people:
+        if m.joins_day > d + 1 or m.id in churned:
+            continue
+        for action in day_plays(population, program, m, d, seed):
+            if action == "checkin":
+                checkins.append(m.id)
+            else:
+                claims.append((m.id, action.partition(":")[2]))
+
+    async def call(operation: str, member: str, params: dict[str, str], body: Any) -> str:
+        game_call = GameCall(svc.games, ids.MemberId(member), params, body, program, now_ms)
+        try:
+            answer = await routes[operation].handler(game_call)
+        except RekindleError as exc:
+            return getattr(exc, "code", type(exc).__name__)
+        if answer.operation is None:
+            return "ok"
+        result = answer.operation[1]
+        return {OpStatus.APPLIED: "ok", OpStatus.DUPLICATE: "duplicate"}.get(result.status, result.refusal or "refused")
+
+    for i in range(0, len(checkins), 200):
+        outcomes = await asyncio.gather(*(call(PLAYED["checkin"], m, {}, {}) for m in checkins[i : i + 200]))
+        report.plays.update(f"checkin:{o}" for o in outcomes)
+    for member, sale in claims:
+        outcome = await call(PLAYED["flash"], member, {"sale": sale}, {"id": f"sim-claim-{member}-{d}-{sale}"})
+        report.plays[f"flash:{sale}:{outcome}"] += 1
+        if outcome == "sold_out":
+            report.sold_out.setdefault(sale, day)
 
 
 def _raw_events(population: Population, program: CompiledProgram, people: list[Member], d: int, seed: int,

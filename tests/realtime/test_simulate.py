@@ -59,6 +59,18 @@ def test_the_same_seed_gives_the_same_figures_and_they_add_up() -> None:
     assert sum(s["tiers_at_end"].values()) == sum(1 for m in people if m.joins_day <= 4)
     assert s["care_moments"].get("welcome", 0) == sum(1 for m in people if 1 <= m.joins_day <= 4)
     assert s["quests_completed"]["first_order"] > 0
+    assert s["games"]["checkin:ok"] > 0  # the archetypes play: through the check-in's own route
+
+
+def test_a_flash_sale_sells_its_stock_and_no_more_and_says_when(tmp_path: Path) -> None:
+    text = PROGRAM.read_text()
+    assert "stock = 100\nper_member_limit = 1\nprice_points = 100" in text
+    small = tmp_path / "small.toml"
+    small.write_text(text.replace("stock = 100\nper_member_limit = 1\nprice_points = 100",
+                                  "stock = 3\nper_member_limit = 1\nprice_points = 0", 1))
+    s = asyncio.run(simulate(small, ARCHETYPES, 120, 3, 11, start=START)).summary()
+    assert s["games"]["flash:member-day:ok"] == 3 and s["games"]["flash:member-day:sold_out"] > 0
+    assert s["flash_sold_out"] == {"member-day": s["start_day"]}  # the first day's claims took all three
 
 
 def test_the_report_is_one_file_that_opens_offline(tmp_path: Path) -> None:
@@ -127,3 +139,23 @@ def test_days_are_local_days_across_a_clock_change() -> None:
     assert [b - a for a, b in zip(days, days[1:])] == [86_400_000, 90_000_000, 86_400_000]
     assert [ny.calendar.day(t)[0] for t in days] == ["20261031", "20261101", "20261102", "20261103"]
     assert local_midnight(program, start + timedelta(days=1)) - local_midnight(program, start) == 86_400_000
+
+
+def test_compare_marks_what_a_programme_change_does(tmp_path: Path, capsys: Any) -> None:
+    """Two points a yuan instead of one: the same population and start, more points issued, and
+    the summary rows that differ marked in the report."""
+    text = PROGRAM.read_text()
+    rule = 'per = { field = "amount", every = 100, amount = 1 }      # 1 point per'
+    assert rule in text
+    doubled = tmp_path / "doubled.toml"
+    doubled.write_text(text.replace(rule, 'per = { field = "amount", every = 100, amount = 2 }      # 2 points per', 1))
+    out, summary = tmp_path / "compare.html", tmp_path / "compare.json"
+    code = main(["simulate", str(PROGRAM), "--compare", str(doubled), "--archetypes", str(ARCHETYPES), "--members", "60",
+                 "--days", "2", "--start", START.isoformat(), "--out", str(out), "--json", str(summary)])
+    assert code == 0, capsys.readouterr().err
+    before, after = orjson.loads(summary.read_bytes())
+    assert before["start_day"] == after["start_day"] and before["events"] == after["events"]
+    assert after["points"]["issued"] > before["points"]["issued"]
+    page = out.read_text()
+    marked = re.findall(r'<tr class="diff"><td>([^<]+)</td>', page)
+    assert "points issued" in marked and "events" not in marked
