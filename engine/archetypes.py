@@ -60,11 +60,13 @@ class Behaviour(_Model):
 
 
 class Play(_Model):
-    """How the archetype's members play the programme's games that need no draw: a chance a day
-    each (the games that draw, wheels, cards and bargains, are not played yet)."""
+    """How the archetype's members play the programme's games: a chance a day each."""
 
     checkin: Chance = Field(0.0, description="check in (`POST /v1/me/checkin`)")
     flash: Chance = Field(0.0, description="claim each flash sale that is open (`POST /v1/games/flash/{sale}/claim`)")
+    spin: Chance = Field(0.0, description="spin each wheel, while spins are held (up to 3 a day)")
+    draw: Chance = Field(0.0, description="draw each card campaign's cards, while draws are held (up to 3 a day), "
+                                          "then combine a full set when one is held")
 
 
 class Archetype(_Model):
@@ -135,7 +137,8 @@ def _cross_check(pop: Population, program: CompiledProgram) -> list[tuple[str, s
     if abs(total - 1.0) > 1e-6:
         out.append(("archetypes", f"the shares add up to {total:g}, not 1"))
     for name, arch in pop.archetypes.items():
-        for game, chance in (("checkin", arch.play.checkin), ("flash", arch.play.flash)):
+        for game, chance in (("checkin", arch.play.checkin), ("flash", arch.play.flash),
+                             ("lottery", arch.play.spin), ("cards", arch.play.draw)):
             if chance and game not in program.games:
                 out.append((f"archetypes.{name}.play.{game}", f"the programme has no [games.{game}] to play"))
         for event, b in arch.events.items():
@@ -267,9 +270,9 @@ def day_plays(pop: Population, program: CompiledProgram, member: Member, day: in
     out: list[str] = []
     if play.checkin and rng.random() < play.checkin:
         out.append("checkin")
-    if play.flash:
-        section = program.games.get("flash")
-        for sale in getattr(section, "root", {}):
-            if rng.random() < play.flash:
-                out.append(f"flash:{sale}")
+    for game, chance in (("flash", play.flash), ("lottery", play.spin), ("cards", play.draw)):
+        if chance:
+            for name in getattr(program.games.get(game), "root", {}):
+                if rng.random() < chance:
+                    out.append(f"{game}:{name}")
     return out

@@ -16,11 +16,13 @@ Nothing here imports Starlette: a route is a method, a path and an async handler
 from __future__ import annotations
 
 import functools
+import random
+import secrets
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib.metadata import entry_points
-from typing import Any, Literal, NamedTuple, TypeVar
+from typing import Any, Literal, NamedTuple, Protocol, TypeVar
 
 from pydantic import BaseModel, RootModel
 
@@ -116,6 +118,46 @@ class Link:
     description: str
 
 
+class Draws(Protocol):
+    """Where a game's chance comes from (a prize, a card, a bargain's cuts)."""
+
+    def randbelow(self, n: int) -> int: ...
+
+    def token_bytes(self, n: int) -> bytes: ...
+
+
+class _SystemDraws:
+    """The operating system's randomness: nobody can predict a draw, not even from its id."""
+
+    randbelow = staticmethod(secrets.randbelow)
+    token_bytes = staticmethod(secrets.token_bytes)
+
+
+_SYSTEM = _SystemDraws()
+
+
+def system_draws(key: str) -> Draws:
+    """Production's draws: the key is ignored (a client choosing ids could otherwise choose prizes)."""
+    return _SYSTEM
+
+
+class _SeededDraws:
+    def __init__(self, source: random.Random) -> None:
+        self._source = source
+
+    def randbelow(self, n: int) -> int:
+        return self._source.randrange(n)
+
+    def token_bytes(self, n: int) -> bytes:
+        return self._source.randbytes(n)
+
+
+def seeded_draws(seed: int) -> Callable[[str], Draws]:
+    """A simulation's draws: each from the seed and the action's own key (its member and operation
+    id), so a draw does not depend on the order concurrent actions happen to run in."""
+    return lambda key: _SeededDraws(random.Random(f"{seed}:draw:{key}"))
+
+
 class Context(NamedTuple):
     """What a game's handlers and jobs may use: the engine's stores, never a member key directly."""
 
@@ -127,6 +169,9 @@ class Context(NamedTuple):
     redis: Any  # plain reads of the game's own objects (a sale's state for GET)
     clock: Clock
     program: Callable[[], CompiledProgram]  # the active programme
+    #: The source of a draw, by the action's key (``system_draws``: unpredictable; a simulation
+    #: passes ``seeded_draws``).
+    draws: Callable[[str], Draws] = system_draws
 
 
 class GameCall(NamedTuple):

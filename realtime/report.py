@@ -26,8 +26,8 @@ def render(reports: Sequence[Report]) -> str:
         _kpis(reports),
     ]
     played = any(row.kpis.get("games") and any(row.kpis["games"].values()) for r in reports for row in r.rows)
-    drawn = ("<p>Played: check-ins and flash-sale claims (the summary's <i>game</i> rows). The games that draw "
-             "(wheels, cards, bargains) are not simulated yet.</p>")
+    drawn = ("<p>Played: check-ins, flash-sale claims, spins, card draws and combines (the summary's <i>game</i> "
+             "rows, and what they gave). Bargains are not played yet.</p>")
     if played:
         figures.append(_games(reports))
     parts = []
@@ -71,6 +71,7 @@ def _summary_rows(report: Report) -> list[tuple[str, str]]:
     rows += [(f"care: {m}", f"{n:,}") for m, n in s["care_moments"].items()]
     rows += [(f"game {k}", f"{n:,}") for k, n in s["games"].items()]
     rows += [(f"flash sale {sale} sold out on", f"{d[:4]}-{d[4:6]}-{d[6:]}") for sale, d in s["flash_sold_out"].items()]
+    rows += [(k.replace(":", " "), f"{n:,}") for k, n in s["game_outcomes"].items()]
     return rows
 
 

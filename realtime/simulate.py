@@ -44,7 +44,7 @@ from engine.operations import MemberPlan
 from engine.runner import Runner
 from engine.members import parse_profile
 from engine.errors import RekindleError
-from engine.plugins import GameCall, installed
+from engine.plugins import GameCall, installed, seeded_draws
 from engine.store import OpStatus
 from realtime.embedded import EmbeddedValkey
 from realtime.service import Service
@@ -87,6 +87,7 @@ class Report:
     webhooks: int = 0
     refused: Counter[str] = field(default_factory=Counter)
     plays: Counter[str] = field(default_factory=Counter)  # "<game action>:<outcome>" -> how many
+    outcomes: Counter[str] = field(default_factory=Counter)  # the games' effects: prizes, cards, sets
     sold_out: dict[str, str] = field(default_factory=dict)  # flash sale -> the local day it sold out
     setup: Day = field(default_factory=lambda: Day("setup"))  # what the members' first profiles started
 
@@ -115,6 +116,7 @@ class Report:
             "refused": dict(sorted(self.refused.items())),
             "games": dict(sorted(self.plays.items())),
             "flash_sold_out": dict(sorted(self.sold_out.items())),
+            "game_outcomes": dict(sorted(self.outcomes.items())),
             "warnings": self.warnings(),
         }
 
@@ -226,6 +228,8 @@ async def _run(program_path: Path, program: CompiledProgram, population: Populat
     if svc.ops.kpis is not None:
         await svc.ops.kpis.stop()
     tally = Tally(svc.pipeline, svc.keys, svc.ops.kpis.games if svc.ops.kpis is not None else {})
+    # The games' draws from the seed and each action's own key: the same seed, the same prizes.
+    svc.games = svc.games._replace(draws=seeded_draws(seed))
     svc.ops.kpis = tally
     program = svc.programs.current.program
     report = Report(program.name, program.program_hash, count, days, seed, population.simulation.point_value_cents,
@@ -265,6 +269,7 @@ async def _run(program_path: Path, program: CompiledProgram, population: Populat
     finally:
         await svc.close()
     report.webhooks = webhooks
+    report.outcomes = tally.outcomes
     report.seconds = time.perf_counter() - started
     return report
 
@@ -291,7 +296,8 @@ async def _profiles(svc: Service, program: CompiledProgram, people: list[Member]
 
 
 #: The game routes the population plays, by their operation id (``engine.plugins.Route``).
-PLAYED = {"checkin": "checkIn", "flash": "claimFlashSale"}
+PLAYED = {"checkin": "checkIn", "flash": "claimFlashSale", "lottery": "spinWheel", "cards": "drawCard",
+          "combine": "combineCards"}
 
 
 async def _play(svc: Service, program: CompiledProgram, population: Population, people: list[Member], d: int,
@@ -302,7 +308,7 @@ async def _play(svc: Service, program: CompiledProgram, population: Population, 
     members."""
     routes = {r.operation_id: r for g in installed() for r in g.routes}
     checkins: list[str] = []
-    claims: list[tuple[str, str]] = []
+    contended: list[tuple[str, str, str]] = []  # (member, game, campaign)
     for m in people:
         if m.joins_day > d + 1 or m.id in churned:
             continue
@@ -310,7 +316,8 @@ async def _play(svc: Service, program: CompiledProgram, population: Population, 
             if action == "checkin":
                 checkins.append(m.id)
             else:
-                claims.append((m.id, action.partition(":")[2]))
+                game, _, name = action.partition(":")
+                contended.append((m.id, game, name))
 
     async def call(operation: str, member: str, params: dict[str, str], body: Any) -> str:
         game_call = GameCall(svc.games, ids.MemberId(member), params, body, program, now_ms)
@@ -326,11 +333,25 @@ async def _play(svc: Service, program: CompiledProgram, population: Population, 
     for i in range(0, len(checkins), 200):
         outcomes = await asyncio.gather(*(call(PLAYED["checkin"], m, {}, {}) for m in checkins[i : i + 200]))
         report.plays.update(f"checkin:{o}" for o in outcomes)
-    for member, sale in claims:
-        outcome = await call(PLAYED["flash"], member, {"sale": sale}, {"id": f"sim-claim-{member}-{d}-{sale}"})
-        report.plays[f"flash:{sale}:{outcome}"] += 1
-        if outcome == "sold_out":
-            report.sold_out.setdefault(sale, day)
+    # Claims, spins and draws contend for stock and budgets: one after another, in the members'
+    # order; a spin or a draw again while the last one was won (up to 3), then a combine.
+    for member, game, name in contended:
+        if game == "flash":
+            outcome = await call(PLAYED["flash"], member, {"sale": name}, {"id": f"sim-claim-{member}-{d}-{name}"})
+            report.plays[f"flash:{name}:{outcome}"] += 1
+            if outcome == "sold_out":
+                report.sold_out.setdefault(name, day)
+            continue
+        param = "wheel" if game == "lottery" else "campaign"
+        for k in range(3):
+            outcome = await call(PLAYED[game], member, {param: name}, {"id": f"sim-{game}-{member}-{d}-{name}-{k}"})
+            report.plays[f"{game}:{name}:{outcome}"] += 1
+            if outcome != "ok":
+                break
+        if game == "cards":
+            outcome = await call(PLAYED["combine"], member, {"campaign": name}, {"id": f"sim-combine-{member}-{name}"})
+            if outcome != "no_full_set":
+                report.plays[f"cards:{name}:combine:{outcome}"] += 1
 
 
 def _raw_events(population: Population, program: CompiledProgram, people: list[Member], d: int, seed: int,
@@ -386,6 +407,7 @@ class Tally(KpiRecorder):
         super().__init__(runner, keys, games)
         self.tiers: dict[str, str] = {}
         self.row = Day("")
+        self.outcomes: Counter[str] = Counter()  # the games' own effects: prizes, cards, sets, bargains
 
     def record(self, plan: MemberPlan, program: CompiledProgram, effects: Sequence[Mapping[str, Any]],
                event_type: str = "") -> None:
@@ -401,3 +423,9 @@ class Tally(KpiRecorder):
                 row.care[data["moment"]] = row.care.get(data["moment"], 0) + 1
             elif kind == "reward":
                 row.coupons += 1
+            elif kind == "prize":
+                self.outcomes[f"prize:{data['wheel']}:{data['prize']}" + (":fallback" if data.get("fallback") else "")] += 1
+            elif kind == "card_drawn":
+                self.outcomes[f"card:{data['campaign']}:{data['card']}"] += 1
+            elif kind in ("cards_combined", "bargain_done", "bargain_expired"):
+                self.outcomes[f"{kind}:{data.get('campaign', '')}"] += 1

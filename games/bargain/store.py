@@ -26,7 +26,6 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
 from typing import Any, NamedTuple
 
 import msgpack
@@ -104,7 +103,7 @@ async def start(ctx: Context, program: CompiledProgram, name: str, owner: str, n
     campaign = campaign_of(program, name)
     if campaign.audience is not None:
         await require_audience(ctx, program, campaign, owner, now_ms)
-    seed = secrets.token_bytes(16)
+    seed = ctx.draws(f"bargain:{name}:{owner}:{now_ms}").token_bytes(16)
     prefix = prefix_sums(unit_cuts(campaign.algorithm, seed, campaign.amount, campaign.helpers, campaign.first_cut_share))
     expires = now_ms + campaign.duration_hours * HOUR_MS
     record = msgpack.packb([campaign.price_cents, campaign.floor_cents, campaign.helpers, now_ms, expires,

@@ -21,7 +21,6 @@
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -130,6 +129,7 @@ async def draw(ctx: Context, program: CompiledProgram, request: DrawRequest) -> 
     due = rules.pity_due(int(pity or 0), terms.pity_draws)
     counts = await issued_today(ctx, name, terms, day)
     fresh = False
+    source = ctx.draws(f"{request.member}:{request.op_id}")
     for _ in range(3):  # the object found no room on the counts drawn from: again, on its counts
         slots = rules.slots(terms, dict(zip(deck, counts)))
         total = rules.draw_range(slots, due)
@@ -139,7 +139,7 @@ async def draw(ctx: Context, program: CompiledProgram, request: DrawRequest) -> 
             ISSUED.forget(name, day)  # the counts heard may be stale (a released draw gave a unit back)
             counts, fresh = await issued_today(ctx, name, terms, day), True
             continue
-        chosen = rules.draw(slots, secrets.randbelow(total), due)
+        chosen = rules.draw(slots, source.randbelow(total), due)
         assert chosen is not None
         order = [chosen, *rules.fallback_order(slots, chosen)]
         candidates = [v for i in order for v in (i, deck[i], -1 if limits[i] is None else limits[i])]

@@ -3,7 +3,6 @@ spins. Thin: the draw is ``rules.draw``, the spin ``store.spin`` on the seam."""
 
 from __future__ import annotations
 
-import secrets
 from datetime import datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -80,7 +79,8 @@ async def post_spin(call: GameCall) -> Answer:
     body = request_object(call.body, ("id",), "the spin's idempotency key")
     op_id = ids.event_id(body["id"], "id")
     require_open(wheel.opens_at, wheel.ends_at, call.now_ms, "wheel", "wheel")
-    drawn = wheel.prizes[draw([p.ppm for p in wheel.prizes], secrets.randbelow(PPM))]
+    chance = call.ctx.draws(f"{call.member}:{op_id}").randbelow(PPM)
+    drawn = wheel.prizes[draw([p.ppm for p in wheel.prizes], chance)]
     request = Spin(name, call.member, op_id, call.now_ms, drawn, available(call.program, wheel, drawn.stock, call.now_ms))
     return Answer(operation=(op_id, await spin(call.ctx.crossing, call.program, wheel, request)))
 

@@ -15,6 +15,7 @@ import pytest
 from engine.archetypes import day_events, load_population, members
 from engine.config import compile_program, load_program, parse_program
 from engine.errors import ConfigError
+from engine.plugins import seeded_draws, system_draws
 from realtime.cli import main
 from realtime.report import render
 from realtime.simulate import local_midnight, simulate
@@ -60,6 +61,18 @@ def test_the_same_seed_gives_the_same_figures_and_they_add_up() -> None:
     assert s["care_moments"].get("welcome", 0) == sum(1 for m in people if 1 <= m.joins_day <= 4)
     assert s["quests_completed"]["first_order"] > 0
     assert s["games"]["checkin:ok"] > 0  # the archetypes play: through the check-in's own route
+    # Spins and draws, their prizes and cards drawn from the seed: the same in both runs (above).
+    assert s["games"].get("lottery:daily:ok", 0) > 0 and s["games"].get("cards:five-fu:ok", 0) > 0
+    assert sum(n for k, n in s["game_outcomes"].items() if k.startswith("prize:daily:")) == s["games"]["lottery:daily:ok"]
+    assert sum(n for k, n in s["game_outcomes"].items() if k.startswith("card:five-fu:")) == s["games"]["cards:five-fu:ok"]
+
+
+def test_a_seeded_draw_depends_on_its_key_alone_and_production_ignores_it() -> None:
+    draws = seeded_draws(7)
+    first = [draws(f"m-{n}:spin-1").randbelow(1_000_000) for n in range(20)]
+    assert first == [seeded_draws(7)(f"m-{n}:spin-1").randbelow(1_000_000) for n in reversed(range(20))][::-1]
+    assert first != [seeded_draws(8)(f"m-{n}:spin-1").randbelow(1_000_000) for n in range(20)]
+    assert len({system_draws("m-1:spin-1").randbelow(2**64) for _ in range(5)}) == 5  # the key chooses nothing
 
 
 def test_a_flash_sale_sells_its_stock_and_no_more_and_says_when(tmp_path: Path) -> None:
