@@ -252,7 +252,7 @@ async def _run(program_path: Path, program: CompiledProgram, population: Populat
             raws = _raw_events(population, program, people, d, seed, day_start, day_end, churned, refunds)
             row.refunds = sum(1 for r in raws if r["type"] == population.simulation.refund_event)
             await _apply(svc, program, raws, clock.now_ms(), row, report)
-            await _play(svc, program, population, people, d, seed, churned, clock.now_ms(), row.day, report)
+            await _play(svc, program, population, people, d, seed, churned, clock.now_ms(), row.day, report, tally.held)
             clock.set(day_end)
             await svc.scheduler.run_due()
             await tally.flush()
@@ -301,7 +301,8 @@ PLAYED = {"checkin": "checkIn", "flash": "claimFlashSale", "lottery": "spinWheel
 
 
 async def _play(svc: Service, program: CompiledProgram, population: Population, people: list[Member], d: int,
-                seed: int, churned: set[str], now_ms: int, day: str, report: Report) -> None:
+                seed: int, churned: set[str], now_ms: int, day: str, report: Report,
+                held: dict[tuple[str, str], int]) -> None:
     """The day's game actions, through the games' own route handlers (as their HTTP routes call
     them). Check-ins touch the member alone: sent together. Claims contend for a sale's stock: sent
     one after another in the members' order, so the same seed sells the same units to the same
@@ -335,7 +336,13 @@ async def _play(svc: Service, program: CompiledProgram, population: Population, 
         report.plays.update(f"checkin:{o}" for o in outcomes)
     # Claims, spins and draws contend for stock and budgets: one after another, in the members'
     # order; a spin or a draw again while the last one was won (up to 3), then a combine.
+    # What cannot but be refused is not sent (the run would spend most of its time on it): a spin
+    # or a draw with none held (the inventory effects say), a claim of a sale that sold out.
     for member, game, name in contended:
+        if game == "flash" and name in report.sold_out:
+            continue
+        if game in ("lottery", "cards") and held.get((member, f"{game}:{name}"), 0) < 1:
+            continue
         if game == "flash":
             outcome = await call(PLAYED["flash"], member, {"sale": name}, {"id": f"sim-claim-{member}-{d}-{name}"})
             report.plays[f"flash:{name}:{outcome}"] += 1
@@ -343,7 +350,7 @@ async def _play(svc: Service, program: CompiledProgram, population: Population, 
                 report.sold_out.setdefault(name, day)
             continue
         param = "wheel" if game == "lottery" else "campaign"
-        for k in range(3):
+        for k in range(min(3, held.get((member, f"{game}:{name}"), 0))):
             outcome = await call(PLAYED[game], member, {param: name}, {"id": f"sim-{game}-{member}-{d}-{name}-{k}"})
             report.plays[f"{game}:{name}:{outcome}"] += 1
             if outcome != "ok":
@@ -408,6 +415,7 @@ class Tally(KpiRecorder):
         self.tiers: dict[str, str] = {}
         self.row = Day("")
         self.outcomes: Counter[str] = Counter()  # the games' own effects: prizes, cards, sets, bargains
+        self.held: dict[tuple[str, str], int] = {}  # (member, item) -> count, from the inventory effects
 
     def record(self, plan: MemberPlan, program: CompiledProgram, effects: Sequence[Mapping[str, Any]],
                event_type: str = "") -> None:
@@ -423,6 +431,8 @@ class Tally(KpiRecorder):
                 row.care[data["moment"]] = row.care.get(data["moment"], 0) + 1
             elif kind == "reward":
                 row.coupons += 1
+            elif kind == "inventory":
+                self.held[(plan.op.member, data["item"])] = int(data["count"])
             elif kind == "prize":
                 self.outcomes[f"prize:{data['wheel']}:{data['prize']}" + (":fallback" if data.get("fallback") else "")] += 1
             elif kind == "card_drawn":
