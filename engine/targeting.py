@@ -22,9 +22,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from engine.clock import DAY_MS
+
 #: An audience as member.lua reads it (see the module doc).
 Packed = list[Any]
-DAY_MS = 86_400_000
 
 
 def pack(first_tier: str, tiers: Sequence[str] | None, tags: Sequence[str] | None, new_days: int | None,

@@ -87,12 +87,6 @@ class TierRules:
         self._last = (start, end, answer)
         return answer
 
-    def counted_at(self, expiry_ms: int) -> tuple[str, ...]:
-        """Every field the review at ``expiry_ms`` counts (the snapshot's ``keep`` reads the same):
-        the window ending with the expiry, and the year the tier was held for."""
-        window = self.period(expiry_ms - 1)[2]
-        return window + tuple(f for f in self.review_fields(expiry_ms) if f not in window)
-
     def review_fields(self, expiry_ms: int) -> tuple[str, ...]:
         """The fields a review at ``expiry_ms`` (or at the end of its grace) reads besides the
         current window's: the year the tier was held for (a rolling window's is the current one)."""
@@ -138,7 +132,3 @@ def _add_months(moment: datetime, months: int) -> datetime:
 def _ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
-
-def need(thresholds: list[int], tier_index: int, qualified: int) -> int:
-    """What the window still needs to reach (or keep) the tier at ``tier_index``."""
-    return max(0, thresholds[tier_index] - qualified)

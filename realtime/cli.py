@@ -18,7 +18,8 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -178,27 +179,14 @@ def page_link(base: str, token: str) -> str:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from engine.cluster import cluster_from_url, is_cluster_url
     from engine.verify import verify_all
-    from redis.exceptions import RedisClusterException, RedisError
-    from redis.asyncio import Redis
-
-    settings = Settings.from_env(data_dir=args.data_dir, redis_url=args.redis_url, key_prefix=args.prefix)
-    opened = _store_of(settings, "verify")
-    if opened is None:
-        return 2
-    url, embedded = opened
 
     def progress(members: int) -> None:  # on a terminal only: a log file gets the table alone
         if sys.stderr.isatty():
             print(f"\rverify: {members:,} members read", end="", file=sys.stderr, flush=True)
 
-    async def run() -> int:
-        client = cluster_from_url(url) if is_cluster_url(url) else Redis.from_url(url)
-        try:
-            report = await verify_all(client, Keys(settings.key_prefix), progress)
-        finally:
-            await client.aclose()
+    async def work(client: Any, keys: Keys) -> int:
+        report = await verify_all(client, keys, progress)
         if sys.stderr.isatty():
             print(file=sys.stderr)
         print(report.table())
@@ -210,10 +198,33 @@ def _verify(args: argparse.Namespace) -> int:
         print(f"{status}: {report.members} members, {report.entries} ledger entries, {breaches} breaches")
         return 0 if report.ok else 1
 
+    return _offline(args, "verify", work)
+
+
+def _offline(args: argparse.Namespace, command: str, work: Callable[[Any, Keys], Awaitable[int]]) -> int:
+    """An offline command's frame (verify, backfill): the store it reads (``_store_of``), a client
+    of its own for ``work``, a store that cannot be read said in one line (exit 2)."""
+    from engine.cluster import cluster_from_url, is_cluster_url
+    from redis.asyncio import Redis
+    from redis.exceptions import RedisClusterException, RedisError
+
+    settings = Settings.from_env(data_dir=args.data_dir, redis_url=args.redis_url, key_prefix=args.prefix)
+    opened = _store_of(settings, command)
+    if opened is None:
+        return 2
+    url, embedded = opened
+
+    async def run() -> int:
+        client = cluster_from_url(url) if is_cluster_url(url) else Redis.from_url(url)
+        try:
+            return await work(client, Keys(settings.key_prefix))
+        finally:
+            await client.aclose()
+
     try:
         return asyncio.run(run())
     except (RedisError, RedisClusterException, OSError) as exc:
-        print(f"rekindle verify: cannot read {settings!r}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"rekindle {command}: cannot read {settings!r}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
     finally:
         if embedded is not None:
@@ -290,40 +301,19 @@ def _store_of(settings: Settings, command: str) -> tuple[str, EmbeddedValkey | N
 def _backfill(args: argparse.Namespace) -> int:
     from engine.backfill import backfill
     from engine.clock import SystemClock as Clock
-    from engine.cluster import cluster_from_url, is_cluster_url
     from engine.programs import ProgramRegistry
-    from redis.asyncio import Redis
-    from redis.exceptions import RedisClusterException, RedisError
 
-    settings = Settings.from_env(data_dir=args.data_dir, redis_url=args.redis_url, key_prefix=args.prefix)
-    opened = _store_of(settings, "backfill")
-    if opened is None:
-        return 2
-    url, embedded = opened
-
-    async def run() -> int:
-        client = cluster_from_url(url) if is_cluster_url(url) else Redis.from_url(url)
-        try:
-            keys = Keys(settings.key_prefix)
-            programs = ProgramRegistry(client, keys, Clock())
-            if not await programs.refresh():
-                print("rekindle backfill: no programme is active in this store (start the service once)", file=sys.stderr)
-                return 2
-            report = await backfill(client, keys, programs.current.program, Clock().now_ms())
-        finally:
-            await client.aclose()
+    async def work(client: Any, keys: Keys) -> int:
+        programs = ProgramRegistry(client, keys, Clock())
+        if not await programs.refresh():
+            print("rekindle backfill: no programme is active in this store (start the service once)", file=sys.stderr)
+            return 2
+        report = await backfill(client, keys, programs.current.program, Clock().now_ms())
         print(f"ok: {report.members:,} members read; scheduled {report.dormancy_jobs:,} dormancy jobs and "
               f"{report.tier_reviews:,} tier reviews")
         return 0
 
-    try:
-        return asyncio.run(run())
-    except (RedisError, RedisClusterException, OSError) as exc:
-        print(f"rekindle backfill: cannot read {settings!r}: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        if embedded is not None:
-            embedded.stop()
+    return _offline(args, "backfill", work)
 
 
 def _cluster(args: argparse.Namespace) -> int:

@@ -112,6 +112,7 @@ class Report:
             "care_moments": dict(sorted(care.items())),
             "coupons_granted": sum(r.coupons for r in self.rows),
             "refunds": sum(r.refunds for r in self.rows),
+            "webhooks": self.webhooks,  # outreach messages the run's programme sent (answered on the machine)
             "active_members_per_day": [r.kpis.get("active", 0) for r in self.rows],
             "refused": dict(sorted(self.refused.items())),
             "games": dict(sorted(self.plays.items())),
