@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import random
 import tomllib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -67,6 +68,9 @@ class Play(_Model):
     spin: Chance = Field(0.0, description="spin each wheel, while spins are held (up to 3 a day)")
     draw: Chance = Field(0.0, description="draw each card campaign's cards, while draws are held (up to 3 a day), "
                                           "then combine a full set when one is held")
+    bargain: Chance = Field(0.0, description="start a bargain of each bargain campaign, when none of the member's is open")
+    help: Chance = Field(0.0, description="help others' open bargains (1 to `helps` of them, at random among all open)")
+    helps: Annotated[int, Field(ge=1, le=20)] = Field(2, description="the most bargains a helping member helps a day")
 
 
 class Archetype(_Model):
@@ -137,10 +141,11 @@ def _cross_check(pop: Population, program: CompiledProgram) -> list[tuple[str, s
     if abs(total - 1.0) > 1e-6:
         out.append(("archetypes", f"the shares add up to {total:g}, not 1"))
     for name, arch in pop.archetypes.items():
-        for game, chance in (("checkin", arch.play.checkin), ("flash", arch.play.flash),
-                             ("lottery", arch.play.spin), ("cards", arch.play.draw)):
+        for key, game, chance in (("checkin", "checkin", arch.play.checkin), ("flash", "flash", arch.play.flash),
+                                  ("spin", "lottery", arch.play.spin), ("draw", "cards", arch.play.draw),
+                                  ("bargain", "bargain", arch.play.bargain), ("help", "bargain", arch.play.help)):
             if chance and game not in program.games:
-                out.append((f"archetypes.{name}.play.{game}", f"the programme has no [games.{game}] to play"))
+                out.append((f"archetypes.{name}.play.{key}", f"the programme has no [games.{game}] to play"))
         for event, b in arch.events.items():
             path = f"archetypes.{name}.events.{event}"
             spec = events.get(event)
@@ -263,16 +268,31 @@ def _data(rng: random.Random, program: CompiledProgram, event: str, b: Behaviour
 
 
 def day_plays(pop: Population, program: CompiledProgram, member: Member, day: int, seed: int) -> list[str]:
-    """The game actions of the member's day: "checkin", "flash:<sale>" (each open sale's claim is
-    the caller's to know: a sale not open answers so)."""
+    """The game actions of the member's day: "checkin", "<game>:<name>" for a sale's claim, a
+    wheel's spins, a card campaign's draws and a bargain's start (whether each can be taken is the
+    caller's to know: a sale not open answers so), and "help:<n>", the number of others' bargains
+    to help (which ones: ``pick_bargains``)."""
     play = pop.archetypes[member.archetype].play
     rng = random.Random(f"{seed}:{member.id}:{day}:play")
     out: list[str] = []
     if play.checkin and rng.random() < play.checkin:
         out.append("checkin")
-    for game, chance in (("flash", play.flash), ("lottery", play.spin), ("cards", play.draw)):
+    for game, chance in (("flash", play.flash), ("lottery", play.spin), ("cards", play.draw),
+                         ("bargain", play.bargain)):
         if chance:
             for name in getattr(program.games.get(game), "root", {}):
                 if rng.random() < chance:
                     out.append(f"{game}:{name}")
+    if play.help and rng.random() < play.help:
+        out.append(f"help:{rng.randint(1, play.helps)}")
     return out
+
+
+def pick_bargains(open_: Sequence[str], owner_of: Mapping[str, str], member: Member, day: int, seed: int,
+                  count: int) -> list[str]:
+    """The open bargains (``open_``, in the order they started) a member helps on ``day``: up to
+    ``count``, at random among those of others, from the seed, the member and the day."""
+    rng = random.Random(f"{seed}:{member.id}:{day}:help")
+    # A sample a little larger than asked, less the member's own (one per campaign at most).
+    drawn = rng.sample(range(len(open_)), min(count + 4, len(open_)))
+    return [open_[i] for i in drawn if owner_of[open_[i]] != member.id][:count]

@@ -121,6 +121,17 @@ class MemberStore:
         values = await self._read(_HMGET, self._keys.member(member).profile, list(fields))
         return [v.decode() if isinstance(v, bytes) else v for v in values]
 
+    async def in_audiences(self, member: ids.MemberId, audiences: Sequence[Packed | None], now_ms: int) -> list[bool]:
+        """Whether each audience (``CompiledProgram.audience``; None: everyone) holds the member as
+        it stands (the stored tier, the profile's tags and join time, the dormancy mark), as
+        member.lua tests it: read only when one is set. For what no member step tests (a bargain's
+        start) and what a member is shown (the snapshot's games)."""
+        if all(a is None for a in audiences):
+            return [True] * len(audiences)
+        tier, tags, joined, dormant = await self.profile_fields(member, _AUDIENCE_FIELDS)
+        facts = (tier, orjson.loads(tags) if tags else [], int(joined) if joined is not None else None, dormant is not None)
+        return [a is None or eligible(a, *facts, now_ms) for a in audiences]
+
     async def points_expiring_at(self, member: ids.MemberId, expiry_ms: int) -> int:
         """The points of the member's lot that expires at ``expiry_ms`` (0: none left)."""
         raw = await self._read(_HGET, self._keys.member(member).lots, [str(expiry_ms)])
@@ -235,6 +246,9 @@ class MemberStore:
             keep=keep,
             changes=_tier_changes(log),
         )
+
+
+_AUDIENCE_FIELDS = ("tier", "tags", "joined_at_ms", "dm")  #: the profile's facts an audience tests
 
 
 def _for_member(audience: Packed, p: dict[str, str], now_ms: int) -> bool:

@@ -26,10 +26,14 @@ def render(reports: Sequence[Report]) -> str:
         _kpis(reports),
     ]
     played = any(row.kpis.get("games") and any(row.kpis["games"].values()) for r in reports for row in r.rows)
-    drawn = ("<p>Played: check-ins, flash-sale claims, spins, card draws and combines (the summary's <i>game</i> "
-             "rows, and what they gave). Bargains are not played yet.</p>")
+    drawn = ("<p>Played through the games' own routes: check-ins, flash-sale claims, spins, card draws and combines, "
+             "bargain starts and helps (the summary's <i>game</i> rows, and what they gave).</p>")
     if played:
         figures.append(_games(reports))
+    if any(row.games for r in reports for row in r.rows):
+        figures.append(_outcomes(reports))
+    if any(r.budgets for r in reports):
+        figures.append(_budgets(reports))
     parts = []
     for i, fig in enumerate(figures):
         fig.update_layout(template="plotly_white", height=420, margin={"t": 60, "l": 60, "r": 30, "b": 50})
@@ -72,6 +76,15 @@ def _summary_rows(report: Report) -> list[tuple[str, str]]:
     rows += [(f"game {k}", f"{n:,}") for k, n in s["games"].items()]
     rows += [(f"flash sale {sale} sold out on", f"{d[:4]}-{d[4:6]}-{d[6:]}") for sale, d in s["flash_sold_out"].items()]
     rows += [(k.replace(":", " "), f"{n:,}") for k, n in s["game_outcomes"].items()]
+    for campaign, b in s["bargains"].items():
+        rows += [(f"bargain {campaign}: started", f"{b['started']:,}"), (f"bargain {campaign}: helps", f"{b['helps']:,}"),
+                 (f"bargain {campaign}: reached the floor", f"{b['reached_floor']:,}"),
+                 (f"bargain {campaign}: expired", f"{b['expired']:,}")]
+    for wheel, w in s["lottery_budget"].items():
+        rows.append((f"wheel {wheel}: budget spent", f"{w['spent']:,} of {w['budget']:,}"))
+        if w["ran_out_on"]:
+            d = w["ran_out_on"]
+            rows.append((f"wheel {wheel}: budget ran out on", f"{d[:4]}-{d[4:6]}-{d[6:]}"))
     return rows
 
 
@@ -177,4 +190,30 @@ def _games(reports: Sequence[Report]) -> Any:
         for game in names:
             _add(fig, reports, col, go.Scatter(x=_days(r), y=[row.kpis.get("games", {}).get(game, 0) for row in r.rows],
                                                name=game, mode="lines", legendgroup=game, showlegend=col == 1))
+    return fig
+
+
+def _outcomes(reports: Sequence[Report]) -> Any:
+    """What the games gave a day: prizes, cards, sets combined, bargains at the floor or expired."""
+    fig = _side(reports, "What the games gave, a day")
+    fig.update_layout(barmode="stack")
+    for col, r in enumerate(reports, 1):
+        for key in sorted({k for row in r.rows for k in row.games}):
+            _add(fig, reports, col, go.Bar(x=_days(r), y=[row.games.get(key, 0) for row in r.rows],
+                                           name=key.replace(":", " "), legendgroup=key, showlegend=col == 1))
+    return fig
+
+
+def _budgets(reports: Sequence[Report]) -> Any:
+    """Each wheel's budget spent by the day's end, against the budget."""
+    fig = _side(reports, "Lottery budget spent, by the day's end")
+    for col, r in enumerate(reports, 1):
+        days = _days(r)
+        for wheel, (budget, _) in sorted(r.budgets.items()):
+            _add(fig, reports, col, go.Scatter(x=days, y=[row.budget_spent.get(wheel, 0) for row in r.rows],
+                                               name=f"{wheel}: spent", mode="lines+markers", legendgroup=wheel,
+                                               showlegend=col == 1))
+            _add(fig, reports, col, go.Scatter(x=days, y=[budget] * len(days), name=f"{wheel}: budget",
+                                               mode="lines", line={"dash": "dash"}, legendgroup=wheel,
+                                               showlegend=col == 1))
     return fig

@@ -33,7 +33,7 @@ from typing import Any
 import httpx
 
 from engine import ids
-from engine.archetypes import Member, Population, day_events, day_plays, load_population, members
+from engine.archetypes import Member, Population, day_events, day_plays, load_population, members, pick_bargains
 from engine.awards import plan_award
 from engine.clock import DAY_MS, ManualClock
 from engine.config import CompiledProgram, load_program
@@ -44,13 +44,16 @@ from engine.operations import MemberPlan
 from engine.runner import Runner
 from engine.members import parse_profile
 from engine.errors import RekindleError
-from engine.plugins import GameCall, installed, seeded_draws
+from engine.plugins import Answer, GameCall, installed, seeded_draws
 from engine.store import OpStatus
 from realtime.embedded import EmbeddedValkey
 from realtime.service import Service
 from realtime.settings import Settings
 
 BATCH = 1000  #: events a batch, as the largest ``POST /v1/events`` takes
+#: A bargain campaign is warned of when fewer than LOW or at least HIGH of its ended bargains
+#: reached the floor (once BARGAINS_TO_JUDGE of them ended).
+LOW_FLOOR_SHARE, HIGH_FLOOR_SHARE, BARGAINS_TO_JUDGE = 0.10, 0.90, 20
 
 
 class SimulateError(ValueError):
@@ -68,6 +71,8 @@ class Day:
     care: dict[str, int] = field(default_factory=dict)  # care moments granted that day, by moment
     coupons: int = 0
     refunds: int = 0
+    games: dict[str, int] = field(default_factory=dict)  # what the games gave that day (``Report.outcomes``' keys)
+    budget_spent: dict[str, int] = field(default_factory=dict)  # wheel -> its budget spent by the day's end
 
 
 @dataclass
@@ -89,6 +94,10 @@ class Report:
     plays: Counter[str] = field(default_factory=Counter)  # "<game action>:<outcome>" -> how many
     outcomes: Counter[str] = field(default_factory=Counter)  # the games' effects: prizes, cards, sets
     sold_out: dict[str, str] = field(default_factory=dict)  # flash sale -> the local day it sold out
+    stock: dict[str, int] = field(default_factory=dict)  # flash sale -> its units
+    demand: dict[str, int] = field(default_factory=dict)  # flash sale -> the claims of the day it sold out
+    budgets: dict[str, tuple[int, int]] = field(default_factory=dict)  # wheel -> (its budget, its cheapest prize that costs)
+    bargains_started: Counter[str] = field(default_factory=Counter)  # bargain campaign -> bargains started
     setup: Day = field(default_factory=lambda: Day("setup"))  # what the members' first profiles started
 
     def summary(self) -> dict[str, Any]:
@@ -117,9 +126,27 @@ class Report:
             "refused": dict(sorted(self.refused.items())),
             "games": dict(sorted(self.plays.items())),
             "flash_sold_out": dict(sorted(self.sold_out.items())),
+            "flash_demand": dict(sorted(self.demand.items())),  # the claims of the day each sold out
             "game_outcomes": dict(sorted(self.outcomes.items())),
+            "bargains": {c: {"started": n, "helps": self.plays.get(f"bargain:{c}:help:ok", 0),
+                             "reached_floor": self.outcomes.get(f"bargain_done:{c}", 0),
+                             "expired": self.outcomes.get(f"bargain_expired:{c}", 0)}
+                         for c, n in sorted(self.bargains_started.items())},
+            "lottery_budget": {w: {"budget": budget, "spent": self.rows[-1].budget_spent.get(w, 0) if self.rows else 0,
+                                   "ran_out_on": self._ran_out(w)}
+                               for w, (budget, _) in sorted(self.budgets.items())},
             "warnings": self.warnings(),
         }
+
+    def _ran_out(self, wheel: str) -> str | None:
+        """The local day a wheel's budget ran out: no prize that costs fits what is left of it."""
+        budget, cheapest = self.budgets[wheel]
+        return next((r.day for r in self.rows if r.budget_spent.get(wheel, 0) + cheapest > budget), None)
+
+    def _day(self, day: str) -> str:
+        """"day 3 (2027-01-09)": the run's day number, and its date."""
+        n = next(i for i, r in enumerate(self.rows, 1) if r.day == day)
+        return f"day {n} ({day[:4]}-{day[4:6]}-{day[6:]})"
 
     def warnings(self) -> list[str]:
         """What a designer should see, each with the number behind it."""
@@ -146,6 +173,39 @@ class Report:
         for quest in self.quest_ids:
             if not quest.startswith("care.") and completed.get(quest, 0) == 0:
                 out.append(f"quest {quest} is never completed in {self.days} days")
+        return out + self._game_warnings()
+
+    def _game_warnings(self) -> list[str]:
+        out: list[str] = []
+        for wheel, (budget, _) in sorted(self.budgets.items()):
+            spent = [r.budget_spent.get(wheel, 0) for r in self.rows]
+            ran_out = self._ran_out(wheel)
+            if ran_out is not None:
+                out.append(f"the budget of wheel {wheel} runs out on {self._day(ran_out)}: {spent[-1]:,} of "
+                           f"{budget:,} spent")
+                continue
+            span = min(7, len(spent))
+            rate = (spent[-1] - (spent[-span - 1] if len(spent) > span else 0)) / span
+            if rate > 0 and (budget - spent[-1]) / rate <= self.days:
+                out.append(f"at the last {span} days' rate ({rate:,.0f} a day), the budget of wheel {wheel} runs out "
+                           f"{(budget - spent[-1]) / rate:.0f} days after the run ({spent[-1]:,} of {budget:,} spent)")
+        campaigns = sorted({k.split(":")[1] for k in self.outcomes if k.startswith("card:")})
+        for campaign in campaigns:
+            if not self.outcomes.get(f"cards_combined:{campaign}"):
+                drawn = sum(n for k, n in self.outcomes.items() if k.startswith(f"card:{campaign}:"))
+                out.append(f"no set of card campaign {campaign} is combined in {self.days} days ({drawn:,} cards drawn)")
+        for sale, day in sorted(self.sold_out.items()):
+            claims, stock = self.demand.get(sale, 0), self.stock.get(sale, 0)
+            if claims >= 2 * stock:
+                out.append(f"flash sale {sale} sells out on {self._day(day)}: {claims:,} members tried to claim its "
+                           f"{stock:,} units that day")
+        for campaign in sorted(self.bargains_started):
+            done = self.outcomes.get(f"bargain_done:{campaign}", 0)
+            decided = done + self.outcomes.get(f"bargain_expired:{campaign}", 0)
+            if decided >= BARGAINS_TO_JUDGE and not LOW_FLOOR_SHARE <= done / decided < HIGH_FLOOR_SHARE:
+                reach = "out of reach for most" if done / decided < LOW_FLOOR_SHARE else "within easy reach"
+                out.append(f"{done / decided:.0%} of the bargains of campaign {campaign} reach the floor ({done:,} of "
+                           f"{decided:,} ended): the floor is {reach}")
         return out
 
 
@@ -239,7 +299,14 @@ async def _run(program_path: Path, program: CompiledProgram, population: Populat
     churned: set[str] = set()
     refunds: dict[int, list[tuple[str, str, int]]] = {}  # day -> (member, purchase id, cents: 0 the whole)
     games = [g for g in program.games]
+    bargains = Bargains()
     tally.row = report.setup
+    for name, wheel in getattr(program.games.get("lottery"), "root", {}).items():
+        tally.costs.update({(name, p.name): p.cost for p in wheel.prizes})
+        costs = [p.cost for p in wheel.prizes if p.cost > 0]
+        if wheel.budget is not None and costs:
+            report.budgets[name] = (wheel.budget, min(costs))
+    report.stock = {name: sale.stock for name, sale in getattr(program.games.get("flash"), "root", {}).items()}
     try:
         await _profiles(svc, program, [m for m in people if m.joins_day == 0], start_ms, seed, welcome=False)
         for d in range(days):
@@ -253,12 +320,13 @@ async def _run(program_path: Path, program: CompiledProgram, population: Populat
             raws = _raw_events(population, program, people, d, seed, day_start, day_end, churned, refunds)
             row.refunds = sum(1 for r in raws if r["type"] == population.simulation.refund_event)
             await _apply(svc, program, raws, clock.now_ms(), row, report)
-            await _play(svc, program, population, people, d, seed, churned, clock.now_ms(), row.day, report, tally.held)
+            await _play(svc, program, population, people, d, seed, churned, clock.now_ms(), row.day, report, tally, bargains)
             clock.set(day_end)
             await svc.scheduler.run_due()
             await tally.flush()
             row.kpis = dict(await read_day(svc.redis, svc.keys, row.day, games))
             row.liability_points = await outstanding(svc.redis, svc.keys)
+            row.budget_spent = {w: tally.spent.get(w, 0) for w in report.budgets}
             counts = Counter(tally.tiers.values())
             base = program.tiers[0].id
             row.tiers = {t.id: counts.get(t.id, 0) for t in program.tiers}
@@ -271,6 +339,7 @@ async def _run(program_path: Path, program: CompiledProgram, population: Populat
         await svc.close()
     report.webhooks = webhooks
     report.outcomes = tally.outcomes
+    report.bargains_started = bargains.started
     report.seconds = time.perf_counter() - started
     return report
 
@@ -298,68 +367,141 @@ async def _profiles(svc: Service, program: CompiledProgram, people: list[Member]
 
 #: The game routes the population plays, by their operation id (``engine.plugins.Route``).
 PLAYED = {"checkin": "checkIn", "flash": "claimFlashSale", "lottery": "spinWheel", "cards": "drawCard",
-          "combine": "combineCards"}
+          "combine": "combineCards", "bargain": "startBargain", "help": "helpBargain"}
+WAVE = 200  #: actions sent together, where their order cannot change what they answer
+
+
+@dataclass
+class Bargains:
+    """The run's open bargains, in the order they started: what helpers choose among."""
+
+    open: dict[str, int] = field(default_factory=dict)  # id -> expires at (ms)
+    owner: dict[str, str] = field(default_factory=dict)  # id -> its owner
+    mine: dict[tuple[str, str], str] = field(default_factory=dict)  # (owner, campaign) -> its open bargain
+    started: Counter[str] = field(default_factory=Counter)  # campaign -> bargains started
+
+    def add(self, bargain: str, owner: str, campaign: str, expires_ms: int) -> None:
+        self.open[bargain], self.owner[bargain], self.mine[(owner, campaign)] = expires_ms, owner, bargain
+        self.started[campaign] += 1
+
+    def close(self, closed: set[str], now_ms: int) -> None:
+        """Forget the bargains that reached their floor or expired (the effects say) or ran out of time."""
+        for b in [b for b, expires in self.open.items() if b in closed or expires <= now_ms]:
+            del self.open[b]
+            del self.mine[(self.owner.pop(b), b.split(".", 1)[0])]
+        closed.clear()
+
+
+def waves(pairs: Sequence[tuple[str, str]]) -> list[list[tuple[str, str]]]:
+    """(member, object) actions in waves: in each, no member and no object twice, and each
+    member's and object's actions in their order. What a wave's actions answer cannot depend on
+    the order they are applied in, so a wave is sent at once and the figures stay the seed's."""
+    last: dict[str, int] = {}
+    out: list[list[tuple[str, str]]] = []
+    for member, obj in pairs:
+        w = max(last.get(f"m:{member}", -1), last.get(f"o:{obj}", -1)) + 1
+        last[f"m:{member}"] = last[f"o:{obj}"] = w
+        if w == len(out):
+            out.append([])
+        out[w].append((member, obj))
+    return out
 
 
 async def _play(svc: Service, program: CompiledProgram, population: Population, people: list[Member], d: int,
-                seed: int, churned: set[str], now_ms: int, day: str, report: Report,
-                held: dict[tuple[str, str], int]) -> None:
+                seed: int, churned: set[str], now_ms: int, day: str, report: Report, tally: Tally,
+                bargains: Bargains) -> None:
     """The day's game actions, through the games' own route handlers (as their HTTP routes call
-    them). Check-ins touch the member alone: sent together. Claims contend for a sale's stock: sent
-    one after another in the members' order, so the same seed sells the same units to the same
-    members."""
+    them). Check-ins touch the member alone: sent together. Claims, spins and draws contend for
+    stock and budgets: sent one after another in the members' order, so the same seed sells the
+    same units to the same members. Bargains start together (each is its owner's own), then helps
+    go in waves (``waves``)."""
     routes = {r.operation_id: r for g in installed() for r in g.routes}
+    held = tally.held
     checkins: list[str] = []
     contended: list[tuple[str, str, str]] = []  # (member, game, campaign)
+    starts: list[tuple[str, str]] = []  # (member, bargain campaign)
+    helpers: list[tuple[Member, int]] = []  # (member, how many bargains to help)
     for m in people:
         if m.joins_day > d + 1 or m.id in churned:
             continue
         for action in day_plays(population, program, m, d, seed):
+            game, _, name = action.partition(":")
             if action == "checkin":
                 checkins.append(m.id)
+            elif game == "bargain":
+                starts.append((m.id, name))
+            elif game == "help":
+                helpers.append((m, int(name)))
             else:
-                game, _, name = action.partition(":")
                 contended.append((m.id, game, name))
 
-    async def call(operation: str, member: str, params: dict[str, str], body: Any) -> str:
+    async def call(operation: str, member: str, params: dict[str, str], body: Any) -> tuple[str, Answer | None]:
         game_call = GameCall(svc.games, ids.MemberId(member), params, body, program, now_ms)
         try:
             answer = await routes[operation].handler(game_call)
         except RekindleError as exc:
-            return getattr(exc, "code", type(exc).__name__)
+            return getattr(exc, "code", type(exc).__name__), None
         if answer.operation is None:
-            return "ok"
+            return "ok", answer
         result = answer.operation[1]
-        return {OpStatus.APPLIED: "ok", OpStatus.DUPLICATE: "duplicate"}.get(result.status, result.refusal or "refused")
+        return {OpStatus.APPLIED: "ok", OpStatus.DUPLICATE: "duplicate"}.get(result.status, result.refusal or "refused"), answer
 
-    for i in range(0, len(checkins), 200):
-        outcomes = await asyncio.gather(*(call(PLAYED["checkin"], m, {}, {}) for m in checkins[i : i + 200]))
-        report.plays.update(f"checkin:{o}" for o in outcomes)
+    for i in range(0, len(checkins), WAVE):
+        outcomes = await asyncio.gather(*(call(PLAYED["checkin"], m, {}, {}) for m in checkins[i : i + WAVE]))
+        report.plays.update(f"checkin:{o}" for o, _ in outcomes)
     # Claims, spins and draws contend for stock and budgets: one after another, in the members'
     # order; a spin or a draw again while the last one was won (up to 3), then a combine.
     # What cannot but be refused is not sent (the run would spend most of its time on it): a spin
     # or a draw with none held (the inventory effects say), a claim of a sale that sold out.
+    wanted: Counter[str] = Counter()  # flash sale -> the day's claims, sent or not
     for member, game, name in contended:
-        if game == "flash" and name in report.sold_out:
-            continue
+        if game == "flash":
+            wanted[name] += 1
+            if name in report.sold_out:
+                continue
         if game in ("lottery", "cards") and held.get((member, f"{game}:{name}"), 0) < 1:
             continue
         if game == "flash":
-            outcome = await call(PLAYED["flash"], member, {"sale": name}, {"id": f"sim-claim-{member}-{d}-{name}"})
+            outcome, _ = await call(PLAYED["flash"], member, {"sale": name}, {"id": f"sim-claim-{member}-{d}-{name}"})
             report.plays[f"flash:{name}:{outcome}"] += 1
             if outcome == "sold_out":
                 report.sold_out.setdefault(name, day)
             continue
         param = "wheel" if game == "lottery" else "campaign"
         for k in range(min(3, held.get((member, f"{game}:{name}"), 0))):
-            outcome = await call(PLAYED[game], member, {param: name}, {"id": f"sim-{game}-{member}-{d}-{name}-{k}"})
+            outcome, _ = await call(PLAYED[game], member, {param: name}, {"id": f"sim-{game}-{member}-{d}-{name}-{k}"})
             report.plays[f"{game}:{name}:{outcome}"] += 1
             if outcome != "ok":
                 break
         if game == "cards":
-            outcome = await call(PLAYED["combine"], member, {"campaign": name}, {"id": f"sim-combine-{member}-{name}"})
+            outcome, _ = await call(PLAYED["combine"], member, {"campaign": name}, {"id": f"sim-combine-{member}-{d}-{name}"})
             if outcome != "no_full_set":
                 report.plays[f"cards:{name}:combine:{outcome}"] += 1
+    for sale, n in wanted.items():
+        if report.sold_out.get(sale) == day:
+            report.demand[sale] = n
+    # Bargains: a start while the member's own is open would answer that one (not sent); the
+    # helps, in waves, among the bargains open after the starts.
+    bargains.close(tally.closed, now_ms)
+    starts = [(m, c) for m, c in starts if (m, c) not in bargains.mine]
+    for i in range(0, len(starts), WAVE):
+        chunk = starts[i : i + WAVE]
+        answers = await asyncio.gather(*(call(PLAYED["bargain"], m, {}, {"campaign": c}) for m, c in chunk))
+        for (member, campaign), (outcome, answer) in zip(chunk, answers):
+            report.plays[f"bargain:{campaign}:start:{outcome}"] += 1
+            if answer is not None and answer.status == 201 and answer.body is not None:
+                bargains.add(answer.body["id"], member, campaign, int(answer.body["expires_at_ms"]))
+    if not bargains.open:
+        return
+    open_ = list(bargains.open)
+    pairs = [(m.id, b) for m, n in helpers for b in pick_bargains(open_, bargains.owner, m, d, seed, n)]
+    for wave in waves(pairs):
+        for i in range(0, len(wave), WAVE):
+            chunk = wave[i : i + WAVE]
+            answers = await asyncio.gather(*(call(PLAYED["help"], m, {"bargain": b}, {"id": f"sim-help-{m}-{d}-{b}"})
+                                             for m, b in chunk))
+            for (_, b), (outcome, _) in zip(chunk, answers):
+                report.plays[f"bargain:{b.split('.', 1)[0]}:help:{outcome}"] += 1
 
 
 def _raw_events(population: Population, program: CompiledProgram, people: list[Member], d: int, seed: int,
@@ -417,6 +559,9 @@ class Tally(KpiRecorder):
         self.row = Day("")
         self.outcomes: Counter[str] = Counter()  # the games' own effects: prizes, cards, sets, bargains
         self.held: dict[tuple[str, str], int] = {}  # (member, item) -> count, from the inventory effects
+        self.closed: set[str] = set()  # bargains that reached their floor or expired, since the last look
+        self.costs: dict[tuple[str, str], int] = {}  # (wheel, prize) -> what one costs its wheel's budget
+        self.spent: dict[str, int] = {}  # wheel -> the cost of the prizes it gave (its budget spent)
 
     def record(self, plan: MemberPlan, program: CompiledProgram, effects: Sequence[Mapping[str, Any]],
                event_type: str = "") -> None:
@@ -435,8 +580,18 @@ class Tally(KpiRecorder):
             elif kind == "inventory":
                 self.held[(plan.op.member, data["item"])] = int(data["count"])
             elif kind == "prize":
-                self.outcomes[f"prize:{data['wheel']}:{data['prize']}" + (":fallback" if data.get("fallback") else "")] += 1
+                self._outcome(f"prize:{data['wheel']}:{data['prize']}" + (":fallback" if data.get("fallback") else ""))
+                cost = self.costs.get((data["wheel"], data["prize"]), 0)
+                if cost:
+                    self.spent[data["wheel"]] = self.spent.get(data["wheel"], 0) + cost
             elif kind == "card_drawn":
-                self.outcomes[f"card:{data['campaign']}:{data['card']}"] += 1
-            elif kind in ("cards_combined", "bargain_done", "bargain_expired"):
-                self.outcomes[f"{kind}:{data.get('campaign', '')}"] += 1
+                self._outcome(f"card:{data['campaign']}:{data['card']}")
+            elif kind == "cards_combined":
+                self._outcome(f"{kind}:{data['campaign']}")
+            elif kind in ("bargain_done", "bargain_expired"):
+                self._outcome(f"{kind}:{data['bargain'].split('.', 1)[0]}")
+                self.closed.add(data["bargain"])
+
+    def _outcome(self, key: str) -> None:
+        self.outcomes[key] += 1
+        self.row.games[key] = self.row.games.get(key, 0) + 1

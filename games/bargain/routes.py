@@ -14,7 +14,8 @@ from engine import ids
 from engine.config import CompiledProgram
 from engine.errors import InvalidInput
 from engine.operations import request_object
-from engine.plugins import Answer, Context, GameCall, Link, Param, Route, name_param, require_open
+from engine.plugins import (Answer, Context, GameCall, Link, Param, Route, Window, epoch_ms, name_param, require_open,
+                            window)
 from games.bargain import report
 from games.bargain.config import Campaigns
 from games.bargain.plans import BARGAIN, bargain_id
@@ -117,6 +118,44 @@ async def post_help(call: GameCall) -> Answer:
     return Answer(operation=(op_id, await help_(call.ctx, call.program, request)))
 
 
+class CampaignView(TypedDict):
+    """A bargain campaign the member may start, and the member's latest bargain of it."""
+
+    campaign: str
+    title: str
+    item: str
+    price_cents: int
+    floor_cents: int
+    helpers: int
+    duration_hours: int
+    state: Window  # whether bargains may start: upcoming, open, ended
+    opens_at_ms: int | None
+    ends_at_ms: int | None
+    bargain: str | None  # the member's latest bargain of the campaign (open, done or expired): read it by its id
+
+
+class CampaignsView(TypedDict):
+    campaigns: list[CampaignView]
+
+
+async def list_campaigns(call: GameCall) -> Answer:
+    assert call.member is not None
+    section = call.program.games.get(BARGAIN)
+    terms = list(section.root.items()) if isinstance(section, Campaigns) else []
+    shown = await call.ctx.members.in_audiences(call.member, [call.program.audience(c.audience) for _, c in terms],
+                                                call.now_ms)
+    terms = [t for t, ok in zip(terms, shown) if ok]
+    campaigns = []
+    for name, c in terms:
+        round_ = await call.ctx.redis.hget(object_keys(call.ctx, object_of(name, call.member))[3], "round")
+        campaigns.append(CampaignView(
+            campaign=name, title=c.title, item=c.item, price_cents=c.price_cents, floor_cents=c.floor_cents,
+            helpers=c.helpers, duration_hours=c.duration_hours, state=window(c.opens_at, c.ends_at, call.now_ms),
+            opens_at_ms=epoch_ms(c.opens_at), ends_at_ms=epoch_ms(c.ends_at),
+            bargain=None if round_ is None else bargain_id(name, int(round_), call.member)))
+    return Answer(CampaignsView(campaigns=campaigns))
+
+
 async def get_bargain(call: GameCall) -> Answer:
     return Answer(view_of(await view(call.ctx, call.params["bargain"]), call.now_ms))
 
@@ -194,6 +233,16 @@ ROUTES = (
                 422: ("invalid",)},
         example_body={"id": "help-1"}, refusals=REFUSALS,
         links=(Link("read", "getBargain", {"bargain": "$request.path.bargain"}, "The bargain after this help."),),
+    ),
+    Route(
+        "get", "/v1/games/bargain", "listBargainCampaigns", "The bargain campaigns the member may start",
+        "The programme's bargain campaigns for this member (a campaign with an `audience` is listed to its members "
+        "only), in the programme's order: each with its title, item, price, floor, helpers, duration, whether "
+        "bargains may start now (`state`: `upcoming`, `open`, `ended`), and `bargain`, the id of the member's latest "
+        "bargain of it (open, done or expired; null: none yet), to read with `GET /v1/games/bargain/{bargain}`. "
+        "What a member page draws its bargain card from.",
+        "member", list_campaigns, reply=CampaignsView, kind="read",
+        links=(Link("start", "startBargain", {}, "Start a bargain of one of these campaigns."),),
     ),
     Route(
         "get", "/v1/games/bargain/{bargain}", "getBargain", "A bargain: its price now and its helps",

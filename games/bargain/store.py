@@ -29,7 +29,6 @@ import asyncio
 from typing import Any, NamedTuple
 
 import msgpack
-import orjson
 from redis.exceptions import RedisError
 
 from engine import ids
@@ -41,7 +40,6 @@ from engine.operations import Operation, fingerprint, member_plan, pack_effect
 from engine.plugins import Context, section_entry
 from engine.scripts import Command
 from engine.store import OpResult, OpStatus
-from engine.targeting import eligible
 from games.bargain.config import Campaign, Campaigns
 from games.bargain.plans import BARGAIN, bargain_id, coupon_terms, helper_step, owner_step, parse_bargain_id
 from games.bargain.report import count_help
@@ -125,17 +123,10 @@ async def require_audience(ctx: Context, program: CompiledProgram, campaign: Cam
     the stored tier ("" or none: the first tier), the profile's tags and join time, the dormancy
     mark, as member.lua tests them. A start writes nothing on the member, so a read is enough: a
     profile changed meanwhile decides the next start."""
-    audience = program.audience(campaign.audience)
-    if audience is None:
-        return
-    tier, tags, joined, dormant = await ctx.members.profile_fields(ids.MemberId(owner), _AUDIENCE_FIELDS)
-    if not eligible(audience, tier, orjson.loads(tags) if tags else [], int(joined) if joined is not None else None,
-                    dormant is not None, now_ms):
+    (held,) = await ctx.members.in_audiences(ids.MemberId(owner), [program.audience(campaign.audience)], now_ms)
+    if not held:
         raise Refused("not_eligible", "this campaign is not for this member (its audience: tiers, tags, new or "
                                       "dormant members)", field="campaign")
-
-
-_AUDIENCE_FIELDS = ("tier", "tags", "joined_at_ms", "dm")  #: the profile's facts an audience tests
 
 
 def close_job_id(obj: ObjectRef, expires_ms: int) -> str:

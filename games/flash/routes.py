@@ -63,8 +63,11 @@ async def snapshot(ctx: Context, program: CompiledProgram, member: ids.MemberId)
     section = program.games.get(FLASH)
     if not isinstance(section, FlashSales) or not section.root:
         return None
+    # A sale not for the member (its `audience`) is not shown: its claim could only be refused.
+    shown = await ctx.members.in_audiences(member, [program.audience(s.audience) for s in section.root.values()],
+                                           ctx.clock.now_ms())
     return {name: SaleState(title=s.title, item=s.item, price_points=s.price_points, opens_at_ms=epoch_ms(s.opens_at),
-                            ends_at_ms=epoch_ms(s.ends_at)) for name, s in section.root.items()}
+                            ends_at_ms=epoch_ms(s.ends_at)) for (name, s), ok in zip(section.root.items(), shown) if ok}
 
 
 def sale_of(program: CompiledProgram, name: str) -> Sale:

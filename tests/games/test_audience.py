@@ -206,6 +206,10 @@ def test_a_flash_sale_for_gold_refuses_others_and_keeps_its_unit(engine: Any, co
             applied(await call(e, ctx, "claimFlashSale", "gold", sale, {"id": "c-1"}))
             assert await e.balance("gold") == 50 and await e.coupons("gold") == ["voucher"]
             assert (await call(e, ctx, "getFlashSale", "gold", sale))[1]["left"] == 0
+            # The snapshot shows the sale to its audience alone: a claim by anyone else is refused.
+            program = e.program
+            assert "gold-sale" not in (await FLASH_GAME.snapshot(ctx, program, "base") or {})
+            assert "gold-sale" in (await FLASH_GAME.snapshot(ctx, program, "gold") or {})
 
     asyncio.run(run())
 

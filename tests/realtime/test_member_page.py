@@ -116,3 +116,88 @@ def test_without_a_valid_token_the_page_says_so_and_offers_nothing_else(service:
     api = [url for url in requested if "/v1/" in url]
     assert api == ([] if not query else [f"{base_url}/v1/me"])  # the one read that found the token refused
     assert not [p for p in problems if "401" not in p], problems  # the refused read is the console's only line
+
+
+def test_a_friend_helps_a_bargain_from_its_share_link_and_both_pages_see_it_live(service: Service, shop: httpx.Client,
+                                                                                 browser: Any) -> None:  # noqa: F811
+    """The owner's page starts a bargain and gives its share link; the friend's page, opened from
+    it, helps: the friend's page shows the cut (its own feed, and the watch of the bargain), and the
+    owner's page shows the new price and the help without a reload."""
+    owner, friend = f"owner-{uuid.uuid4().hex[:8]}", f"friend-{uuid.uuid4().hex[:8]}"
+    tokens = {m: shop.post("/v1/tokens", json={"member": m}).json()["token"] for m in (owner, friend)}
+    base_url = service.base_url.replace("127.0.0.1", HOST)
+    mine, theirs = browser.new_page(), browser.new_page()
+    requested, problems = watched(mine, base_url)
+    requested_too, problems_too = watched(theirs, base_url)
+    try:
+        mine.goto(f"{base_url}/?token={tokens[owner]}")
+        mine.wait_for_selector("[data-campaign=teapot] .start-bargain", timeout=15_000)
+        mine.click("[data-campaign=teapot] .start-bargain")
+        mine.wait_for_selector("[data-campaign=teapot] .share a", timeout=10_000)
+        link = mine.locator("[data-campaign=teapot] .share a").get_attribute("href")
+        assert link is not None and "?bargain=teapot." in link
+        bargain = link.split("?bargain=")[1]
+        assert "¥199.00 now" in mine.locator("[data-campaign=teapot]").inner_text()
+
+        theirs.goto(f"{link}&token={tokens[friend]}")
+        theirs.wait_for_selector("#friend #help:not([disabled])", timeout=15_000)
+        assert f"Help {owner}: Help me get the clay teapot for ¥9.90" in theirs.locator("#friend").inner_text()
+        theirs.wait_for_function("() => Object.keys(rekindle.state.watched).length === 1", timeout=10_000)
+        theirs.click("#friend #help")
+        view = None
+        for _ in range(100):
+            view = httpx.get(f"{service.base_url}/v1/games/bargain/{bargain}",
+                             headers={"authorization": f"Bearer {tokens[owner]}"}).json()
+            if view["helps"]:
+                break
+            theirs.wait_for_timeout(100)
+        assert view is not None and len(view["helps"]) == 1 and view["helps"][0]["helper"] == friend
+        now = f"¥{view['current_cents'] / 100:.2f} now"
+        theirs.wait_for_function(f"() => document.querySelector('#friend').textContent.includes({now!r})", timeout=10_000)
+        theirs.wait_for_function("() => document.querySelector('#feed').textContent.includes('You cut')", timeout=10_000)
+        theirs.wait_for_function("() => rekindle.state.watchFrames.length === 1", timeout=10_000)  # the watch's frame
+        theirs.wait_for_selector("#friend #help[disabled]", timeout=10_000)  # helped once: not offered again
+        mine.wait_for_function(f"() => document.querySelector('[data-campaign=teapot]').textContent.includes({now!r}) "
+                               f"&& document.querySelector('[data-campaign=teapot]').textContent.includes('{friend} cut')",
+                               timeout=10_000)
+        assert f"{friend} cut" in mine.locator("#feed").inner_text()
+        ARTIFACTS.mkdir(exist_ok=True)
+        theirs.screenshot(path=str(ARTIFACTS / "member-page-bargain-help.png"), full_page=True)
+    finally:
+        mine.close()
+        theirs.close()
+    assert not problems and not problems_too, problems + problems_too
+    assert not outside(requested + requested_too, base_url)
+
+
+def test_cards_drawn_given_and_refused_on_the_page(service: Service, shop: httpx.Client, browser: Any) -> None:  # noqa: F811
+    """A member with two draws (an invite) draws on the page, gives the card drawn to a friend from
+    the gift form (both feeds say so), and a combine without a set shows the refusal's reason."""
+    member, friend = f"cards-{uuid.uuid4().hex[:8]}", f"pal-{uuid.uuid4().hex[:8]}"
+    token = shop.post("/v1/tokens", json={"member": member}).json()["token"]
+    reply = shop.post("/v1/events", json={"events": [{"id": f"{m}-invite", "member": m, "type": "invite",
+                                                      "data": {"invitee": f"{m}-x"}} for m in (member, friend)]})
+    assert all(r["status"] == "applied" for r in reply.json()["results"]), reply.text
+    base_url = service.base_url.replace("127.0.0.1", HOST)
+    page = browser.new_page()
+    requested, problems = watched(page, base_url)
+    try:
+        page.goto(f"{base_url}/?token={token}")
+        page.wait_for_function("() => document.querySelector('#games').textContent.includes('2 draws left')",
+                               timeout=15_000)
+        page.click("button.draw")
+        page.wait_for_selector(".gift-card", timeout=10_000)
+        card = page.locator(".gift-card").input_value()
+        page.fill(".gift-to", friend)
+        page.click(".gift button")
+        page.wait_for_function(f"() => document.querySelector('#feed').textContent.includes('Gave {card} to {friend}')",
+                               timeout=10_000)
+        held = shop.get(f"/v1/members/{friend}").json()["games"]["cards"]["five-fu"]["cards"]
+        assert held[card] == 1
+        page.click(".combine")
+        page.wait_for_function("() => [...document.querySelectorAll('.answer')].some(a => /set/i.test(a.textContent))",
+                               timeout=10_000)
+    finally:
+        page.close()
+    assert [p for p in problems if "409" not in p] == [], problems  # the refused combine is the console's only line
+    assert not outside(requested, base_url)

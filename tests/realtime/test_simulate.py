@@ -12,13 +12,13 @@ from typing import Any
 import orjson
 import pytest
 
-from engine.archetypes import day_events, load_population, members
+from engine.archetypes import Member, day_events, load_population, members, pick_bargains
 from engine.config import compile_program, load_program, parse_program
 from engine.errors import ConfigError
 from engine.plugins import seeded_draws, system_draws
 from realtime.cli import main
 from realtime.report import render
-from realtime.simulate import local_midnight, simulate
+from realtime.simulate import local_midnight, simulate, waves
 
 ROOT = Path(__file__).resolve().parents[2]
 PROGRAM = ROOT / "config" / "member_day.toml"
@@ -65,6 +65,59 @@ def test_the_same_seed_gives_the_same_figures_and_they_add_up() -> None:
     assert s["games"].get("lottery:daily:ok", 0) > 0 and s["games"].get("cards:five-fu:ok", 0) > 0
     assert sum(n for k, n in s["game_outcomes"].items() if k.startswith("prize:daily:")) == s["games"]["lottery:daily:ok"]
     assert sum(n for k, n in s["game_outcomes"].items() if k.startswith("card:five-fu:")) == s["games"]["cards:five-fu:ok"]
+    # Bargains started and helped by others; each ended one reached its floor or expired.
+    teapot = s["bargains"]["teapot"]
+    assert teapot["started"] == s["games"]["bargain:teapot:start:ok"] > 0 and teapot["helps"] > 0
+    assert teapot["reached_floor"] + teapot["expired"] <= teapot["started"]
+    assert "no set of card campaign five-fu is combined in 4 days" in " ".join(s["warnings"])
+
+
+def test_helps_go_in_waves_that_keep_each_members_and_each_bargains_order() -> None:
+    pairs = [("a", "x"), ("b", "x"), ("a", "y"), ("c", "z"), ("b", "y"), ("c", "x")]
+    got = waves(pairs)
+    assert [p for w in got for p in w] != pairs or len(got) > 1
+    assert sorted(p for w in got for p in w) == sorted(pairs)
+    for wave in got:
+        assert len({m for m, _ in wave}) == len(wave) == len({o for _, o in wave})
+    index = {p: i for i, w in enumerate(got) for p in w}
+    for key in (0, 1):  # each member's actions, and each object's, in the order given
+        for i, p in enumerate(pairs):
+            for q in pairs[i + 1 :]:
+                if p[key] == q[key]:
+                    assert index[p] < index[q]
+    assert got == [[("a", "x"), ("c", "z")], [("b", "x"), ("a", "y")], [("b", "y"), ("c", "x")]]
+
+
+def test_a_helper_never_picks_its_own_bargain() -> None:
+    member = Member("m-1", "loyal", 0, None)
+    open_ = [f"teapot.1.m-{n}" for n in range(10)]
+    owner = {b: b.rsplit(".", 1)[1] for b in open_}
+    for day in range(50):
+        picked = pick_bargains(open_, owner, member, day, 7, 3)
+        assert len(picked) == 3 == len(set(picked)) and "teapot.1.m-1" not in picked
+    assert pick_bargains(open_, owner, member, 1, 7, 3) == pick_bargains(open_, owner, member, 1, 7, 3)
+    assert pick_bargains(["teapot.1.m-1"], {"teapot.1.m-1": "m-1"}, member, 1, 7, 3) == []
+
+
+def test_the_games_warn_what_a_designer_should_see(tmp_path: Path) -> None:
+    """A wheel whose budget is one jackpot, a bargain 50 helpers from its floor: both said, with
+    the numbers behind them, and plotted."""
+    text = PROGRAM.read_text()
+    wheel, bargain = "budget = 1_000_000\nexpected_spins = 100_000", "helpers = 8\n"
+    assert wheel in text and bargain in text
+    hard = tmp_path / "hard.toml"
+    hard.write_text(text.replace(wheel, "budget = 30\nexpected_spins = 1", 1).replace(bargain, "helpers = 50\n", 1))
+    report = asyncio.run(simulate(hard, ARCHETYPES, 240, 4, 11, start=START))
+    s = report.summary()
+    budget = s["lottery_budget"]["daily"]
+    assert budget["budget"] == 30 and budget["spent"] <= 30 and budget["ran_out_on"] is not None
+    said = " ".join(s["warnings"])
+    assert f"the budget of wheel daily runs out on day" in said and f"{budget['spent']:,} of 30 spent" in said
+    teapot = s["bargains"]["teapot"]
+    assert teapot["reached_floor"] == 0 and teapot["expired"] >= 20
+    assert f"0% of the bargains of campaign teapot reach the floor (0 of {teapot['expired']:,} ended)" in said
+    page = render([report])
+    assert "Lottery budget spent" in page and "What the games gave" in page
 
 
 def test_a_seeded_draw_depends_on_its_key_alone_and_production_ignores_it() -> None:
@@ -84,6 +137,11 @@ def test_a_flash_sale_sells_its_stock_and_no_more_and_says_when(tmp_path: Path) 
     s = asyncio.run(simulate(small, ARCHETYPES, 120, 3, 11, start=START)).summary()
     assert s["games"]["flash:member-day:ok"] == 3 and s["games"]["flash:member-day:sold_out"] > 0
     assert s["flash_sold_out"] == {"member-day": s["start_day"]}  # the first day's claims took all three
+    # What the day's claims were, sent or not (after the first sold_out, the rest are not sent).
+    claims = s["flash_demand"]["member-day"]
+    assert claims >= s["games"]["flash:member-day:ok"] + s["games"]["flash:member-day:sold_out"] and claims >= 6
+    assert f"flash sale member-day sells out on day 1 ({START.isoformat()}): {claims} members tried to claim its 3 units that day" \
+        in s["warnings"]
 
 
 def test_the_report_is_one_file_that_opens_offline(tmp_path: Path) -> None:

@@ -3,6 +3,9 @@
 // WebSocket) from the snapshot's feed_id, resuming from the last effect shown after a dropped
 // connection, so nothing is missed and nothing shown twice (docs/live-feed.md, "A browser").
 //
+// A friend's bargain: `?bargain=<id>` (the share link the owner's page gives) shows it with a Help
+// button, followed live with a watch on the same socket (docs/live-feed.md, "Watching a bargain").
+//
 // The member token: `?token=` in development (`rekindle token --url MEMBER` prints such a link;
 // it is moved to sessionStorage and out of the address bar at once), or from the app that embeds
 // the page: `window.REKINDLE_TOKEN`, or a message {type: "rekindle.token", token}.
@@ -11,7 +14,8 @@
 const rekindle = (() => {
   const $ = (id) => document.getElementById(id);
   const state = { token: null, me: null, lastId: null, ws: null, wait: 500, stopped: false, refresh: null,
-                  frames: 0, shown: new Set(), received: [] };
+                  frames: 0, shown: new Set(), received: [], campaigns: [], views: {},
+                  friend: new URLSearchParams(location.search).get("bargain"), watched: {}, watchFrames: [] };
 
   function takeToken() {
     const params = new URLSearchParams(location.search);
@@ -112,7 +116,7 @@ const rekindle = (() => {
 
   // A button whose action is sent with an idempotency key: kept until an answer comes, so a press
   // again after a lost reply is the same action (a duplicate), never a second spin or claim.
-  function action(label, run) {
+  function action(label, run, after) {
     const button = el("button", label);
     const answer = el("span", "", "answer muted");
     let pending = null;
@@ -123,6 +127,7 @@ const rekindle = (() => {
         const reply = await run(pending);
         pending = null;
         answer.textContent = reply.ok ? "done" : (reply.data.error ? reply.data.error.message : `refused (${reply.status})`);
+        if (reply.ok && after) await after(); // what no feed effect follows (a bargain's start)
       } catch (error) {
         answer.textContent = "could not reach the service: press again to retry";
       } finally {
@@ -163,17 +168,105 @@ const rekindle = (() => {
         action("Claim", (id) => api("POST", `/v1/games/flash/${encodeURIComponent(name)}/claim`, { id }))));
     }
     for (const [name, k] of Object.entries(games.cards || {})) {
+      const path = `/v1/games/cards/${encodeURIComponent(name)}`;
       const chips = el("p", undefined, "chips");
       chips.append(...Object.entries(k.cards).map(([card, n]) => el("span", `${card} × ${n}`)));
+      // A gift: one of the cards held, to a friend by member id.
+      const held = Object.entries(k.cards).filter(([, n]) => n > 0).map(([card]) => card);
+      const gift = el("p", undefined, "gift");
+      if (held.length) {
+        const which = el("select");
+        which.className = "gift-card";
+        which.append(...held.map((card) => { const o = el("option", card); o.value = card; return o; }));
+        const to = el("input");
+        to.className = "gift-to";
+        to.placeholder = "friend's member id";
+        to.maxLength = 128;
+        gift.append(which, to, action("Give", (id) => api("POST", `${path}/gift`, { id, to: to.value.trim(), card: which.value })));
+      }
+      const combine = action("Combine a set", (id) => api("POST", `${path}/combine`, { id }));
+      combine.querySelector("button").className = "combine";
+      const drawOne = action("Draw", (id) => api("POST", `${path}/draw`, { id }));
+      drawOne.querySelector("button").className = "draw";
       cards.push(gameCard(`Cards: ${name}`, chips, el("p", `${k.chances} draws left` + (k.combined ? " · set combined ✓" : "")),
-        action("Draw", (id) => api("POST", `/v1/games/cards/${encodeURIComponent(name)}/draw`, { id }))));
-    }
-    for (const [name, b] of Object.entries(games.bargain || {})) {
-      cards.push(gameCard(`Bargain: ${name}`, el("p", `${money(b.current_cents)} now · ${b.state}`
-        + (b.expires_at_ms ? ` · until ${new Date(b.expires_at_ms).toLocaleString()}` : ""))));
+        drawOne, gift, combine));
     }
     $("games").replaceChildren(...cards);
     tick();
+  }
+
+  // Bargains (砍价): the campaigns the member may start (GET /v1/games/bargain), each with the
+  // member's latest bargain read in full (its helps), and a friend's from the share link.
+  async function loadBargains() {
+    const list = await api("GET", "/v1/games/bargain");
+    if (!list.ok) return;
+    state.campaigns = list.data.campaigns;
+    const ids = state.campaigns.map((c) => c.bargain).filter(Boolean);
+    if (state.friend) ids.push(state.friend);
+    const views = await Promise.all(ids.map((id) => api("GET", `/v1/games/bargain/${encodeURIComponent(id)}`)));
+    ids.forEach((id, i) => { if (views[i].ok) state.views[id] = views[i].data; });
+    drawBargains();
+  }
+
+  function bargainBody(b) {
+    const cut = (b.price_cents - b.current_cents) / Math.max(1, b.price_cents - b.floor_cents);
+    const body = el("div", undefined, "bargain");
+    body.dataset.bargain = b.id;
+    body.append(
+      el("p", `${money(b.current_cents)} now · floor ${money(b.floor_cents)} · from ${money(b.price_cents)}`, "price"),
+      bar(cut),
+      el("p", `${b.helps.length} ${b.helps.length === 1 ? "help" : "helps"} · ${b.state}` + (b.state === "open" ? ` · until ${new Date(b.expires_at_ms).toLocaleString()}` : ""), "muted"));
+    const helps = el("ul", undefined, "list helps");
+    helps.append(...b.helps.slice(-5).reverse().map((h) => el("li", `${h.helper} cut ${money(h.cut_cents)}`)));
+    body.appendChild(helps);
+    return body;
+  }
+
+  function drawBargains() {
+    const cards = [];
+    for (const c of state.campaigns) {
+      const mine = c.bargain && state.views[c.bargain];
+      const parts = [];
+      if (mine) parts.push(bargainBody(mine));
+      if (mine && mine.state === "open") {
+        const link = `${location.origin}${location.pathname}?bargain=${encodeURIComponent(mine.id)}`;
+        const share = el("p", "Share with friends: ", "share muted");
+        const a = el("a", link);
+        a.href = link;
+        share.appendChild(a);
+        parts.push(share);
+      } else if (c.state === "open") {
+        const start = action(mine ? "Start another" : "Start", () => api("POST", "/v1/games/bargain", { campaign: c.campaign }),
+          loadBargains);
+        start.querySelector("button").className = "start-bargain";
+        parts.push(el("p", `${c.helpers} friends' helps take it from ${money(c.price_cents)} to ${money(c.floor_cents)} `
+          + `within ${c.duration_hours} hours`, "muted"), start);
+      }
+      const card = gameCard(`${c.title}`, ...parts);
+      card.dataset.campaign = c.campaign;
+      cards.push(card);
+    }
+    const friend = state.friend && state.views[state.friend];
+    if (friend && state.me && friend.owner !== state.me.member) {
+      const helped = friend.helps.some((h) => h.helper === state.me.member);
+      const help = action(helped ? "Helped ✓" : "Help",
+        (id) => api("POST", `/v1/games/bargain/${encodeURIComponent(friend.id)}/help`, { id }));
+      help.querySelector("button").id = "help";
+      help.querySelector("button").disabled = helped || friend.state !== "open";
+      const campaign = state.campaigns.find((c) => c.campaign === friend.campaign);
+      const card = gameCard(`Help ${friend.owner}: ${campaign ? campaign.title : friend.item}`, bargainBody(friend), help);
+      card.id = "friend";
+      cards.unshift(card);
+    }
+    $("bargains").replaceChildren(...cards);
+    if (friend) watch(friend.id);
+  }
+
+  function watch(id) { // a friend's bargain, live on this socket (again after each reconnect)
+    const ws = state.ws;
+    if (!ws || ws.readyState !== 1 || state.watched[id] === ws) return;
+    state.watched[id] = ws;
+    ws.send(JSON.stringify({ op: "watch", bargain: id, since: state.watchSince || null }));
   }
 
   function tick() { // the flash sales' countdowns
@@ -204,6 +297,14 @@ const rekindle = (() => {
       case "reward": return `New coupon: ${d.item}`;
       case "streak": return `Check-in streak: ${d.current} days`;
       case "care": return d.title || d.moment;
+      case "bargain_helped": return `${state.me && d.helper === state.me.member ? "You" : d.helper} cut ${money(d.cut_cents)}: now ${money(d.current_cents)}`;
+      case "bargain_done": return `Bargain done: ${d.item} for ${money(d.price_cents)}`;
+      case "bargain_expired": return `Bargain expired at ${money(d.current_cents)}`;
+      case "prize": return `Prize: ${d.title}`;
+      case "card_drawn": return `Card: ${d.card}`;
+      case "card_given": return `Gave ${d.card} to ${d.to}`;
+      case "card_received": return `Got ${d.card} from ${d.from}`;
+      case "cards_combined": return `Set combined: ${d.campaign}`;
       default: return frame.type.replace(/_/g, " ");
     }
   }
@@ -228,6 +329,7 @@ const rekindle = (() => {
     try {
       const reply = await api("GET", "/v1/me");
       if (reply.ok) draw(reply.data);
+      await loadBargains();
     } catch (error) { /* signed out (said on the page), or unreachable: the next effect redraws */ }
   }
 
@@ -239,11 +341,19 @@ const rekindle = (() => {
       ws.send(JSON.stringify({ op: "auth", token: state.token, since: state.lastId }));
       $("live").textContent = "live";
       $("live").className = "live on";
+      if (state.friend && state.views[state.friend]) watch(state.friend); // resumes from watchSince
     };
     ws.onmessage = async (message) => {
       const frame = JSON.parse(message.data);
       state.wait = 500;
-      if (frame.id) {
+      if (frame.bargain && frame.id) { // a watched bargain's frame: its id is the owner's, not this feed's
+        state.watchFrames.push(frame.id);
+        state.watchSince = frame.id;
+        clearTimeout(state.refresh);
+        state.refresh = setTimeout(redraw, 150);
+      } else if (frame.type === "watching") {
+        state.watchSince = state.watchSince || frame.since;
+      } else if (frame.id) {
         state.received.push(frame.id); // every feed frame as it came (the tests check each came once)
         state.lastId = frame.id;
         show(frame);
@@ -280,6 +390,7 @@ const rekindle = (() => {
       state.lastId = reply.data.feed_id; // nothing between the snapshot and the feed is missed
       connect();
       setInterval(tick, 1000);
+      await loadBargains();
     } catch (error) {
       if (!state.stopped) $("status").textContent = "The service cannot be reached; try again shortly.";
     }
