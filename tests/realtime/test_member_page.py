@@ -201,3 +201,35 @@ def test_cards_drawn_given_and_refused_on_the_page(service: Service, shop: httpx
         page.close()
     assert [p for p in problems if "409" not in p] == [], problems  # the refused combine is the console's only line
     assert not outside(requested, base_url)
+
+
+def test_a_flash_claim_on_the_page_wins_and_shows_its_coupon_live(service: Service, shop: httpx.Client,
+                                                                  browser: Any) -> None:  # noqa: F811
+    """A member with the points claims the example's member-day sale on the page: the points are
+    paid and the coupon shows, live; a second press is refused with the sale's reason beside it."""
+    member = f"claim-{uuid.uuid4().hex[:8]}"
+    token = shop.post("/v1/tokens", json={"member": member}).json()["token"]
+    paid = shop.post("/v1/events", json={"id": f"{member}-o1", "member": member, "type": "purchase",
+                                         "data": {"amount": 19_900}}).json()["results"][0]
+    balance = [e for e in paid["effects"] if e["type"] == "points"][-1]["data"]["balance"]
+    assert balance >= 100
+    base_url = service.base_url.replace("127.0.0.1", HOST)
+    page = browser.new_page()
+    requested, problems = watched(page, base_url)
+    try:
+        page.goto(f"{base_url}/?token={token}")
+        page.wait_for_function(f"() => document.querySelector('#balance').textContent === '{balance:,}'", timeout=15_000)
+        claim = page.locator(".card", has_text="Member day").locator("button")
+        claim.click()
+        page.wait_for_function(f"() => document.querySelector('#balance').textContent === '{balance - 100:,}'",
+                               timeout=10_000)
+        page.wait_for_function("() => document.querySelector('#coupons [data-coupon]') !== null", timeout=10_000)
+        assert "New coupon" in page.locator("#feed").inner_text()
+        claim = page.locator(".card", has_text="Member day").locator("button")
+        claim.click()  # one per member: refused, its reason beside the button
+        page.wait_for_function("() => [...document.querySelectorAll('.answer')].some(a => /limit|one per|already/i.test(a.textContent))",
+                               timeout=10_000)
+    finally:
+        page.close()
+    assert [p for p in problems if "409" not in p] == [], problems
+    assert not outside(requested, base_url)
