@@ -95,7 +95,7 @@ class Report:
     outcomes: Counter[str] = field(default_factory=Counter)  # the games' effects: prizes, cards, sets
     sold_out: dict[str, str] = field(default_factory=dict)  # flash sale -> the local day it sold out
     stock: dict[str, int] = field(default_factory=dict)  # flash sale -> its units
-    demand: dict[str, int] = field(default_factory=dict)  # flash sale -> the claims of the day it sold out
+    demand: dict[str, tuple[int, int]] = field(default_factory=dict)  # flash sale -> (claims, units left) the day it sold out
     budgets: dict[str, tuple[int, int]] = field(default_factory=dict)  # wheel -> (its budget, its cheapest prize that costs)
     bargains_started: Counter[str] = field(default_factory=Counter)  # bargain campaign -> bargains started
     setup: Day = field(default_factory=lambda: Day("setup"))  # what the members' first profiles started
@@ -126,7 +126,8 @@ class Report:
             "refused": dict(sorted(self.refused.items())),
             "games": dict(sorted(self.plays.items())),
             "flash_sold_out": dict(sorted(self.sold_out.items())),
-            "flash_demand": dict(sorted(self.demand.items())),  # the claims of the day each sold out
+            # The day each sale sold out: its claims (sent or not), and the units left that morning.
+            "flash_demand": {sale: {"claims": c, "units_left": u} for sale, (c, u) in sorted(self.demand.items())},
             "game_outcomes": dict(sorted(self.outcomes.items())),
             "bargains": {c: {"started": n, "helps": self.plays.get(f"bargain:{c}:help:ok", 0),
                              "reached_floor": self.outcomes.get(f"bargain_done:{c}", 0),
@@ -177,7 +178,7 @@ class Report:
 
     def _game_warnings(self) -> list[str]:
         out: list[str] = []
-        for wheel, (budget, _) in sorted(self.budgets.items()):
+        for wheel, (budget, cheapest) in sorted(self.budgets.items()):
             spent = [r.budget_spent.get(wheel, 0) for r in self.rows]
             ran_out = self._ran_out(wheel)
             if ran_out is not None:
@@ -186,19 +187,21 @@ class Report:
                 continue
             span = min(7, len(spent))
             rate = (spent[-1] - (spent[-span - 1] if len(spent) > span else 0)) / span
-            if rate > 0 and (budget - spent[-1]) / rate <= self.days:
+            left = budget - cheapest + 1 - spent[-1]  # spent until the cheapest prize that costs no longer fits
+            if rate > 0 and left / rate <= self.days:
                 out.append(f"at the last {span} days' rate ({rate:,.0f} a day), the budget of wheel {wheel} runs out "
-                           f"{(budget - spent[-1]) / rate:.0f} days after the run ({spent[-1]:,} of {budget:,} spent)")
+                           f"{left / rate:.0f} days after the run ({spent[-1]:,} of {budget:,} spent)")
         campaigns = sorted({k.split(":")[1] for k in self.outcomes if k.startswith("card:")})
         for campaign in campaigns:
             if not self.outcomes.get(f"cards_combined:{campaign}"):
                 drawn = sum(n for k, n in self.outcomes.items() if k.startswith(f"card:{campaign}:"))
                 out.append(f"no set of card campaign {campaign} is combined in {self.days} days ({drawn:,} cards drawn)")
         for sale, day in sorted(self.sold_out.items()):
-            claims, stock = self.demand.get(sale, 0), self.stock.get(sale, 0)
-            if claims >= 2 * stock:
-                out.append(f"flash sale {sale} sells out on {self._day(day)}: {claims:,} members tried to claim its "
-                           f"{stock:,} units that day")
+            (claims, left), stock = self.demand.get(sale, (0, 0)), self.stock.get(sale, 0)
+            if claims >= 2 * left:
+                units = f"its {stock:,} units" if left == stock else f"the last {left:,} of its {stock:,} units"
+                out.append(f"flash sale {sale} sells out on {self._day(day)}: {claims:,} members tried to claim "
+                           f"{units} that day")
         for campaign in sorted(self.bargains_started):
             done = self.outcomes.get(f"bargain_done:{campaign}", 0)
             decided = done + self.outcomes.get(f"bargain_expired:{campaign}", 0)
@@ -378,6 +381,7 @@ class Bargains:
     open: dict[str, int] = field(default_factory=dict)  # id -> expires at (ms)
     owner: dict[str, str] = field(default_factory=dict)  # id -> its owner
     mine: dict[tuple[str, str], str] = field(default_factory=dict)  # (owner, campaign) -> its open bargain
+    helpers: dict[str, set[str]] = field(default_factory=dict)  # open bargain -> the members who helped it
     started: Counter[str] = field(default_factory=Counter)  # campaign -> bargains started
 
     def add(self, bargain: str, owner: str, campaign: str, expires_ms: int) -> None:
@@ -389,6 +393,7 @@ class Bargains:
         for b in [b for b, expires in self.open.items() if b in closed or expires <= now_ms]:
             del self.open[b]
             del self.mine[(self.owner.pop(b), b.split(".", 1)[0])]
+            self.helpers.pop(b, None)
         closed.clear()
 
 
@@ -454,6 +459,7 @@ async def _play(svc: Service, program: CompiledProgram, population: Population, 
     # What cannot but be refused is not sent (the run would spend most of its time on it): a spin
     # or a draw with none held (the inventory effects say), a claim of a sale that sold out.
     wanted: Counter[str] = Counter()  # flash sale -> the day's claims, sent or not
+    won: Counter[str] = Counter()  # flash sale -> the units the day's claims won
     for member, game, name in contended:
         if game == "flash":
             wanted[name] += 1
@@ -464,6 +470,7 @@ async def _play(svc: Service, program: CompiledProgram, population: Population, 
         if game == "flash":
             outcome, _ = await call(PLAYED["flash"], member, {"sale": name}, {"id": f"sim-claim-{member}-{d}-{name}"})
             report.plays[f"flash:{name}:{outcome}"] += 1
+            won[name] += outcome == "ok"
             if outcome == "sold_out":
                 report.sold_out.setdefault(name, day)
             continue
@@ -479,7 +486,7 @@ async def _play(svc: Service, program: CompiledProgram, population: Population, 
                 report.plays[f"cards:{name}:combine:{outcome}"] += 1
     for sale, n in wanted.items():
         if report.sold_out.get(sale) == day:
-            report.demand[sale] = n
+            report.demand[sale] = (n, won[sale])
     # Bargains: a start while the member's own is open would answer that one (not sent); the
     # helps, in waves, among the bargains open after the starts.
     bargains.close(tally.closed, now_ms)
@@ -494,14 +501,19 @@ async def _play(svc: Service, program: CompiledProgram, population: Population, 
     if not bargains.open:
         return
     open_ = list(bargains.open)
-    pairs = [(m.id, b) for m, n in helpers for b in pick_bargains(open_, bargains.owner, m, d, seed, n)]
+    pairs = [(m.id, b) for m, n in helpers for b in pick_bargains(open_, bargains.owner, m, d, seed, n)
+             if m.id not in bargains.helpers.get(b, ())]  # a bargain the member helped already: refused, not sent
     for wave in waves(pairs):
-        for i in range(0, len(wave), WAVE):
-            chunk = wave[i : i + WAVE]
-            answers = await asyncio.gather(*(call(PLAYED["help"], m, {"bargain": b}, {"id": f"sim-help-{m}-{d}-{b}"})
-                                             for m, b in chunk))
-            for (_, b), (outcome, _) in zip(chunk, answers):
+        # A bargain that reached its floor in an earlier wave would refuse: not sent.
+        sent = [(helper, b) for helper, b in wave if b not in tally.closed]
+        for i in range(0, len(sent), WAVE):
+            chunk = sent[i : i + WAVE]
+            answers = await asyncio.gather(*(call(PLAYED["help"], helper, {"bargain": b},
+                                                  {"id": f"sim-help-{helper}-{d}-{b}"}) for helper, b in chunk))
+            for (helper, b), (outcome, _) in zip(chunk, answers):
                 report.plays[f"bargain:{b.split('.', 1)[0]}:help:{outcome}"] += 1
+                if outcome == "ok":
+                    bargains.helpers.setdefault(b, set()).add(helper)
 
 
 def _raw_events(population: Population, program: CompiledProgram, people: list[Member], d: int, seed: int,

@@ -129,6 +129,7 @@ class CampaignView(TypedDict):
     helpers: int
     duration_hours: int
     state: Window  # whether bargains may start: upcoming, open, ended
+    eligible: bool  # whether the member may start one (the campaign's audience): a member who left it still sees their own
     opens_at_ms: int | None
     ends_at_ms: int | None
     bargain: str | None  # the member's latest bargain of the campaign (open, done or expired): read it by its id
@@ -144,14 +145,15 @@ async def list_campaigns(call: GameCall) -> Answer:
     terms = list(section.root.items()) if isinstance(section, Campaigns) else []
     shown = await call.ctx.members.in_audiences(call.member, [call.program.audience(c.audience) for _, c in terms],
                                                 call.now_ms)
-    terms = [t for t, ok in zip(terms, shown) if ok]
     campaigns = []
-    for name, c in terms:
+    for (name, c), eligible in zip(terms, shown):
         round_ = await call.ctx.redis.hget(object_keys(call.ctx, object_of(name, call.member))[3], "round")
+        if not eligible and round_ is None:
+            continue  # not for the member, and never started by them: not shown
         campaigns.append(CampaignView(
             campaign=name, title=c.title, item=c.item, price_cents=c.price_cents, floor_cents=c.floor_cents,
             helpers=c.helpers, duration_hours=c.duration_hours, state=window(c.opens_at, c.ends_at, call.now_ms),
-            opens_at_ms=epoch_ms(c.opens_at), ends_at_ms=epoch_ms(c.ends_at),
+            eligible=eligible, opens_at_ms=epoch_ms(c.opens_at), ends_at_ms=epoch_ms(c.ends_at),
             bargain=None if round_ is None else bargain_id(name, int(round_), call.member)))
     return Answer(CampaignsView(campaigns=campaigns))
 
@@ -236,9 +238,10 @@ ROUTES = (
     ),
     Route(
         "get", "/v1/games/bargain", "listBargainCampaigns", "The bargain campaigns the member may start",
-        "The programme's bargain campaigns for this member (a campaign with an `audience` is listed to its members "
-        "only), in the programme's order: each with its title, item, price, floor, helpers, duration, whether "
-        "bargains may start now (`state`: `upcoming`, `open`, `ended`), and `bargain`, the id of the member's latest "
+        "The programme's bargain campaigns for this member, in the programme's order (a campaign with an `audience` "
+        "is listed to its members, and to a member who started a bargain of it before leaving it, with `eligible` "
+        "false): each with its title, item, price, floor, helpers, duration, whether bargains may start now (`state`: "
+        "`upcoming`, `open`, `ended`), and `bargain`, the id of the member's latest "
         "bargain of it (open, done or expired; null: none yet), to read with `GET /v1/games/bargain/{bargain}`. "
         "What a member page draws its bargain card from.",
         "member", list_campaigns, reply=CampaignsView, kind="read",

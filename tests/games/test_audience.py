@@ -258,6 +258,19 @@ def test_a_bargain_for_vips_is_started_by_vips_only_and_helped_by_anyone(engine:
             assert (status, started["id"], started["state"]) == (201, "vip-teapot.1.vip", "open")
             applied(await call(e, ctx, "helpBargain", "plain", {"bargain": started["id"]}, {"id": "h-1"}))
 
+            # The campaigns a member may start: listed to VIPs only, and to a VIP who left the
+            # audience with a bargain of it (their own stays readable), as not eligible.
+            def listed(answer: tuple[int, dict[str, Any]]) -> dict[str, Any]:
+                assert answer[0] == 200, answer
+                return {c["campaign"]: c for c in answer[1]["campaigns"]}
+
+            assert "vip-teapot" not in listed(await call(e, ctx, "listBargainCampaigns", "plain"))
+            mine = listed(await call(e, ctx, "listBargainCampaigns", "vip"))["vip-teapot"]
+            assert (mine["eligible"], mine["bargain"], mine["state"]) == (True, "vip-teapot.1.vip", "open")
+            await ctx.members.put_profile("vip", parse_profile({"tags": ["regular"]}, "vip"))
+            mine = listed(await call(e, ctx, "listBargainCampaigns", "vip"))["vip-teapot"]
+            assert (mine["eligible"], mine["bargain"]) == (False, "vip-teapot.1.vip")
+
     asyncio.run(run())
 
 

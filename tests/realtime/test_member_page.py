@@ -161,6 +161,16 @@ def test_a_friend_helps_a_bargain_from_its_share_link_and_both_pages_see_it_live
                                f"&& document.querySelector('[data-campaign=teapot]').textContent.includes('{friend} cut')",
                                timeout=10_000)
         assert f"{friend} cut" in mine.locator("#feed").inner_text()
+        # Another friend helps from elsewhere: the friend's page sees it through its watch alone.
+        other = f"other-{uuid.uuid4().hex[:8]}"
+        token = shop.post("/v1/tokens", json={"member": other}).json()["token"]
+        helped = httpx.post(f"{service.base_url}/v1/games/bargain/{bargain}/help", json={"id": "h-1"},
+                            headers={"authorization": f"Bearer {token}"})
+        assert helped.status_code == 200, helped.text
+        theirs.wait_for_function("() => rekindle.state.watchFrames.length === 2", timeout=10_000)
+        theirs.wait_for_function(f"() => document.querySelector('#friend').textContent.includes('{other} cut')",
+                                 timeout=10_000)
+        assert theirs.evaluate("() => rekindle.state.received.every(id => !rekindle.state.watchFrames.includes(id))")
         ARTIFACTS.mkdir(exist_ok=True)
         theirs.screenshot(path=str(ARTIFACTS / "member-page-bargain-help.png"), full_page=True)
     finally:
@@ -232,4 +242,54 @@ def test_a_flash_claim_on_the_page_wins_and_shows_its_coupon_live(service: Servi
     finally:
         page.close()
     assert [p for p in problems if "409" not in p] == [], problems
+    assert not outside(requested, base_url)
+
+
+def test_a_press_after_a_lost_reply_is_the_same_action(service: Service, shop: httpx.Client,
+                                                       browser: Any) -> None:  # noqa: F811
+    """A spin whose reply is lost (the browser's request answered 503 before it reached the
+    service): the next press sends the same idempotency key, so one spin is spent, not two; once
+    answered, a press is a new action (refused: none left)."""
+    member = f"retry-{uuid.uuid4().hex[:8]}"
+    token = shop.post("/v1/tokens", json={"member": member}).json()["token"]
+    shared = shop.post("/v1/events", json={"id": f"{member}-s1", "member": member, "type": "share", "data": {}})
+    assert shared.json()["results"][0]["status"] == "applied", shared.text
+    base_url = service.base_url.replace("127.0.0.1", HOST)
+    page = browser.new_page()
+    requested, problems = watched(page, base_url)
+    sent: list[str] = []
+
+    def lose_the_first(route: Any) -> None:
+        sent.append(route.request.post_data_json["id"])
+        if len(sent) == 1:
+            route.fulfill(status=503, content_type="application/json",
+                          body='{"error": {"code": "unavailable", "message": "the store did not answer in time"}}')
+        else:
+            route.continue_()
+
+    try:
+        page.route("**/v1/games/lottery/*/spin", lose_the_first)
+        page.goto(f"{base_url}/?token={token}")
+        page.wait_for_function("() => document.querySelector('#games').textContent.includes('1 spins left')",
+                               timeout=15_000)
+        spin = page.locator(".card", has_text="lucky wheel").locator("button")
+        spin.click()
+        page.wait_for_function("() => [...document.querySelectorAll('.answer')].some(a => a.textContent.includes('in time'))",
+                               timeout=10_000)
+        assert len(page.evaluate("() => Object.keys(rekindle.state.pending)")) == 1  # kept for the next press
+        spin.click()
+        page.wait_for_function("() => document.querySelector('#games').textContent.includes('0 spins left')",
+                               timeout=10_000)
+        assert len(sent) == 2 and sent[0] == sent[1]
+        assert page.evaluate("() => rekindle.state.pending") == {}
+        spin = page.locator(".card", has_text="lucky wheel").locator("button")
+        spin.click()
+        page.wait_for_function("() => [...document.querySelectorAll('.answer')].some(a => /no spin/i.test(a.textContent))",
+                               timeout=10_000)
+        assert len(sent) == 3 and sent[2] != sent[0]
+        wheel = shop.get(f"/v1/members/{member}").json()["games"]["lottery"]["daily"]
+        assert wheel["spins"] == 0
+    finally:
+        page.close()
+    assert [p for p in problems if "409" not in p and "503" not in p] == [], problems
     assert not outside(requested, base_url)

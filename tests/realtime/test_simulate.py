@@ -69,6 +69,7 @@ def test_the_same_seed_gives_the_same_figures_and_they_add_up() -> None:
     teapot = s["bargains"]["teapot"]
     assert teapot["started"] == s["games"]["bargain:teapot:start:ok"] > 0 and teapot["helps"] > 0
     assert teapot["reached_floor"] + teapot["expired"] <= teapot["started"]
+    assert s["games"].get("bargain:teapot:help:already_helped", 0) == 0  # what could only be refused is not sent
     assert "no set of card campaign five-fu is combined in 4 days" in " ".join(s["warnings"])
 
 
@@ -138,7 +139,8 @@ def test_a_flash_sale_sells_its_stock_and_no_more_and_says_when(tmp_path: Path) 
     assert s["games"]["flash:member-day:ok"] == 3 and s["games"]["flash:member-day:sold_out"] > 0
     assert s["flash_sold_out"] == {"member-day": s["start_day"]}  # the first day's claims took all three
     # What the day's claims were, sent or not (after the first sold_out, the rest are not sent).
-    claims = s["flash_demand"]["member-day"]
+    claims = s["flash_demand"]["member-day"]["claims"]
+    assert s["flash_demand"]["member-day"]["units_left"] == 3  # all three sold on the first day
     assert claims >= s["games"]["flash:member-day:ok"] + s["games"]["flash:member-day:sold_out"] and claims >= 6
     assert f"flash sale member-day sells out on day 1 ({START.isoformat()}): {claims} members tried to claim its 3 units that day" \
         in s["warnings"]

@@ -15,7 +15,8 @@ const rekindle = (() => {
   const $ = (id) => document.getElementById(id);
   const state = { token: null, me: null, lastId: null, ws: null, wait: 500, stopped: false, refresh: null,
                   frames: 0, shown: new Set(), received: [], campaigns: [], views: {},
-                  friend: new URLSearchParams(location.search).get("bargain"), watched: {}, watchFrames: [] };
+                  friend: new URLSearchParams(location.search).get("bargain"), watched: {}, watchFrames: [],
+                  watchSince: null, pending: {} };
 
   function takeToken() {
     const params = new URLSearchParams(location.search);
@@ -114,18 +115,23 @@ const rekindle = (() => {
     drawGames(me.games || {});
   }
 
-  // A button whose action is sent with an idempotency key: kept until an answer comes, so a press
-  // again after a lost reply is the same action (a duplicate), never a second spin or claim.
-  function action(label, run, after) {
+  // A button whose action is sent with an idempotency key, kept (in state.pending, by the action's
+  // own key, so a redraw of the button keeps it too) until an answer settles it: a success, or a
+  // refusal that is final. A lost reply, a 5xx, a 429 or `in_progress` leave the outcome unknown
+  // or pending: a press again resends the same key, so it is the same action (a duplicate), never
+  // a second spin, claim or help.
+  function action(label, key, run, after) {
     const button = el("button", label);
     const answer = el("span", "", "answer muted");
-    let pending = null;
     button.addEventListener("click", async () => {
       button.disabled = true;
-      pending = pending || newId();
+      const id = state.pending[key] || (state.pending[key] = newId());
       try {
-        const reply = await run(pending);
-        pending = null;
+        const reply = await run(id);
+        const code = reply.data.error ? reply.data.error.code : "";
+        if (reply.ok || (reply.status >= 400 && reply.status < 500 && reply.status !== 429 && code !== "in_progress")) {
+          delete state.pending[key];
+        }
         answer.textContent = reply.ok ? "done" : (reply.data.error ? reply.data.error.message : `refused (${reply.status})`);
         if (reply.ok && after) await after(); // what no feed effect follows (a bargain's start)
       } catch (error) {
@@ -150,7 +156,7 @@ const rekindle = (() => {
     const cards = [];
     const c = games.checkin;
     if (c) {
-      const button = action(c.checked_in_today ? "Checked in today" : "Check in", () => api("POST", "/v1/me/checkin", {}));
+      const button = action(c.checked_in_today ? "Checked in today" : "Check in", "checkin", () => api("POST", "/v1/me/checkin", {}));
       button.querySelector("button").disabled = c.checked_in_today;
       button.querySelector("button").id = "checkin";
       cards.push(gameCard(c.title, el("p", `Streak: ${c.current} days (longest ${c.longest}) · make-up cards: ${c.makeup_cards}`),
@@ -158,14 +164,14 @@ const rekindle = (() => {
     }
     for (const [name, w] of Object.entries(games.lottery || {})) {
       cards.push(gameCard(w.title, el("p", `${w.spins} spins left`),
-        action("Spin", (id) => api("POST", `/v1/games/lottery/${encodeURIComponent(name)}/spin`, { id }))));
+        action("Spin", `spin:${name}`, (id) => api("POST", `/v1/games/lottery/${encodeURIComponent(name)}/spin`, { id }))));
     }
     for (const [name, s] of Object.entries(games.flash || {})) {
       const when = el("p", "", "countdown");
       when.dataset.opens = s.opens_at_ms || "";
       when.dataset.ends = s.ends_at_ms || "";
       cards.push(gameCard(s.title, el("p", s.price_points ? `${s.price_points.toLocaleString()} points` : "free"), when,
-        action("Claim", (id) => api("POST", `/v1/games/flash/${encodeURIComponent(name)}/claim`, { id }))));
+        action("Claim", `claim:${name}`, (id) => api("POST", `/v1/games/flash/${encodeURIComponent(name)}/claim`, { id }))));
     }
     for (const [name, k] of Object.entries(games.cards || {})) {
       const path = `/v1/games/cards/${encodeURIComponent(name)}`;
@@ -182,11 +188,11 @@ const rekindle = (() => {
         to.className = "gift-to";
         to.placeholder = "friend's member id";
         to.maxLength = 128;
-        gift.append(which, to, action("Give", (id) => api("POST", `${path}/gift`, { id, to: to.value.trim(), card: which.value })));
+        gift.append(which, to, action("Give", `gift:${name}`, (id) => api("POST", `${path}/gift`, { id, to: to.value.trim(), card: which.value })));
       }
-      const combine = action("Combine a set", (id) => api("POST", `${path}/combine`, { id }));
+      const combine = action("Combine a set", `combine:${name}`, (id) => api("POST", `${path}/combine`, { id }));
       combine.querySelector("button").className = "combine";
-      const drawOne = action("Draw", (id) => api("POST", `${path}/draw`, { id }));
+      const drawOne = action("Draw", `draw:${name}`, (id) => api("POST", `${path}/draw`, { id }));
       drawOne.querySelector("button").className = "draw";
       cards.push(gameCard(`Cards: ${name}`, chips, el("p", `${k.chances} draws left` + (k.combined ? " · set combined ✓" : "")),
         drawOne, gift, combine));
@@ -235,8 +241,8 @@ const rekindle = (() => {
         a.href = link;
         share.appendChild(a);
         parts.push(share);
-      } else if (c.state === "open") {
-        const start = action(mine ? "Start another" : "Start", () => api("POST", "/v1/games/bargain", { campaign: c.campaign }),
+      } else if (c.state === "open" && c.eligible) {
+        const start = action(mine ? "Start another" : "Start", `start:${c.campaign}`, () => api("POST", "/v1/games/bargain", { campaign: c.campaign }),
           loadBargains);
         start.querySelector("button").className = "start-bargain";
         parts.push(el("p", `${c.helpers} friends' helps take it from ${money(c.price_cents)} to ${money(c.floor_cents)} `
@@ -249,7 +255,7 @@ const rekindle = (() => {
     const friend = state.friend && state.views[state.friend];
     if (friend && state.me && friend.owner !== state.me.member) {
       const helped = friend.helps.some((h) => h.helper === state.me.member);
-      const help = action(helped ? "Helped ✓" : "Help",
+      const help = action(helped ? "Helped ✓" : "Help", `help:${friend.id}`,
         (id) => api("POST", `/v1/games/bargain/${encodeURIComponent(friend.id)}/help`, { id }));
       help.querySelector("button").id = "help";
       help.querySelector("button").disabled = helped || friend.state !== "open";
@@ -262,11 +268,14 @@ const rekindle = (() => {
     if (friend) watch(friend.id);
   }
 
-  function watch(id) { // a friend's bargain, live on this socket (again after each reconnect)
+  // A friend's bargain, live on this socket: watched as the socket opens (again after each
+  // reconnect, from the last watched frame), and read once the watch holds (its `watching`
+  // answer), so no help falls between the read and the watch (docs/live-feed.md).
+  function watch(id) {
     const ws = state.ws;
     if (!ws || ws.readyState !== 1 || state.watched[id] === ws) return;
     state.watched[id] = ws;
-    ws.send(JSON.stringify({ op: "watch", bargain: id, since: state.watchSince || null }));
+    ws.send(JSON.stringify({ op: "watch", bargain: id, since: state.watchSince }));
   }
 
   function tick() { // the flash sales' countdowns
@@ -341,7 +350,7 @@ const rekindle = (() => {
       ws.send(JSON.stringify({ op: "auth", token: state.token, since: state.lastId }));
       $("live").textContent = "live";
       $("live").className = "live on";
-      if (state.friend && state.views[state.friend]) watch(state.friend); // resumes from watchSince
+      if (state.friend) watch(state.friend); // before the bargain is read; resumes from watchSince
     };
     ws.onmessage = async (message) => {
       const frame = JSON.parse(message.data);
@@ -352,7 +361,16 @@ const rekindle = (() => {
         clearTimeout(state.refresh);
         state.refresh = setTimeout(redraw, 150);
       } else if (frame.type === "watching") {
-        state.watchSince = state.watchSince || frame.since;
+        // From here the watch holds: read the bargain (again, after a reset: the frames between
+        // the `since` asked and now are gone), and resume later from what follows.
+        if (!state.watchSince || frame.reset) state.watchSince = frame.since;
+        clearTimeout(state.refresh);
+        state.refresh = setTimeout(redraw, 0);
+      } else if (frame.type === "error" && frame.bargain) { // a watch refused: retried when it may succeed
+        if (state.watched[frame.bargain] === ws) delete state.watched[frame.bargain];
+        if (frame.code === "overloaded" || frame.code === "unavailable") {
+          setTimeout(() => watch(frame.bargain), 1000 * (frame.retry_after_s || 1));
+        }
       } else if (frame.id) {
         state.received.push(frame.id); // every feed frame as it came (the tests check each came once)
         state.lastId = frame.id;
