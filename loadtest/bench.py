@@ -15,7 +15,7 @@ taken minutes apart on the same loopback, the same embedded Valkey and the same 
 4. server cost: Valkey CPU per award, per duplicate, and per award under a programme at every
    size limit the validator allows (``loadtest/servercost.py``); both awards also as a ratio to
    a floor script making only the writes every award makes (``loadtest/lua/floor.lua``), its
-   batches taking turns with theirs on the same server;
+   batches taking turns with theirs on the same server; and the AOF bytes an award writes;
 5. operations: spends and redemptions over HTTP, as req/s beside baseline (a);
 7. the award path on a local three-primary cluster next to one server (``loadtest/clusterbench.py``);
 8. games: flash-sale claims on one sale, refusals once it sold out, and daily check-ins, beside
@@ -480,6 +480,8 @@ def run_server_cost(opts: Options, url: str, program: CompiledProgram, run_id: s
     print(f"  purchase, example programme  {cost.award_us:6.1f} us/award (median of the rounds)")
     print(f"  the same events again        {cost.duplicate_us:6.1f} us/duplicate (replays the last round's awards)")
     print(f"  purchase, programme at its limits ({cost.limits})  {cost.at_limits_us:6.1f} us/award (median)", flush=True)
+    if cost.aof_bytes is not None:
+        print(f"  a member's second purchase   {cost.aof_bytes:6.0f} AOF bytes/award", flush=True)
     return cost
 
 
@@ -650,6 +652,8 @@ def summary_rows(
             Row("Valkey CPU per award / floor script (tiers over a rolling 12-month window)",
                 f"{floored_tiers.tiered_us:.1f}", f"{floored_tiers.floor_us:.1f}",
                 f"{floored_tiers.tiered_ratio:.2f}x", "-", "report"),
+            Row("AOF bytes per award (a member's second purchase)",
+                "-" if cost.aof_bytes is None else f"{cost.aof_bytes:,.0f}", "-", "-", "-", "report"),
         ]
     rows.append(Row("HTTP errors (non-2xx) and events not applied", f"{errors + not_applied}", "-", "-", "0",
                     verdict(errors + not_applied == 0)))

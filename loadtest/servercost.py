@@ -10,7 +10,10 @@ figure the server time of that path alone (the service's Python is not in it). P
   bundle, quests matching one event), which shows that no valid programme can make an award
   cost many times the typical one;
 - a purchase under the example programme with tiers kept or lost over a rolling 12-month window
-  (``[tier_policy]``: the window's 12 fields read and one written with every award).
+  (``[tier_policy]``: the window's 12 fields read and one written with every award);
+- and, beside the CPU, the AOF bytes a member's second purchase writes (every write the script
+  makes is propagated as it made it, in a MULTI/EXEC): the cost the bare endpoint of phase [1],
+  which writes nothing, does not pay.
 
 Absolute us swing 2x between runs on a shared machine, so both purchases are also set against a
 *floor script* (``loadtest/lua/floor.lua``: only the writes every award makes) on the same
@@ -68,6 +71,9 @@ class ServerCost:
     rounds: tuple[CostRound, ...]
     duplicate_us: float
     limits: str  # what "at its limits" meant in this run
+    #: AOF bytes a member's second purchase adds (None: the server keeps no AOF, or a rewrite
+    #: came during the batch): what every award costs the server in writes beside its CPU.
+    aof_bytes: float | None = None
 
     @property
     def award_us(self) -> float:
@@ -176,6 +182,35 @@ async def _server_us(client: Redis, plans: Sequence[MemberPlan], send: Send) -> 
     return float(stats["cmdstat_evalsha"]["usec"]) / len(plans)
 
 
+async def _aof_bytes(client: Redis, plans: Sequence[MemberPlan], send: Send, wait_s: float = 60.0) -> float | None:
+    """The AOF's growth per plan over ``plans`` (written to the file before their replies go out,
+    with appendfsync everysec), after a rewrite: None without an AOF, or when another rewrite
+    still came between the reads."""
+
+    def rewriting(info: dict[str, Any]) -> bool:
+        return bool(int(info.get("aof_rewrite_in_progress", 0)) or int(info.get("aof_rewrite_scheduled", 0)))
+
+    info = await client.info("persistence")
+    if int(info.get("aof_enabled", 0)) != 1:
+        return None
+    # A rewrite now, waited for: one due (the rounds' writes, then their FLUSHDB, leave a file
+    # well past its base) would otherwise start within the batch.
+    if not rewriting(info):
+        await client.bgrewriteaof()
+    deadline = asyncio.get_running_loop().time() + wait_s
+    info = await client.info("persistence")
+    while rewriting(info) and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.2)
+        info = await client.info("persistence")
+    before, rewrites = int(info["aof_current_size"]), int(info["aof_rewrites"])
+    for i in range(0, len(plans), 1000):
+        await send(plans[i : i + 1000])
+    info = await client.info("persistence")
+    if rewriting(info) or int(info["aof_rewrites"]) != rewrites:
+        return None
+    return (int(info["aof_current_size"]) - before) / len(plans)
+
+
 async def _measure(url: str, db: int, program: CompiledProgram, run_id: str, now_ms: int, members: int,
                    rounds: int) -> ServerCost:
     client = Redis.from_url(url, db=db)
@@ -210,6 +245,9 @@ async def _measure(url: str, db: int, program: CompiledProgram, run_id: str, now
             us = {name: await _server_us(client, plans, send) for name, plans, send in turned}
             measured.append(CostRound(**us))
         duplicate = await _server_us(client, purchases, _member_batches(store, program, OpStatus.DUPLICATE))
+        # The same members' second purchase: what an award writes to the AOF in the steady state.
+        second = _plans(program, "purchase", {"amount": 12_900}, members, f"{run_id}x", now_ms)
+        aof = await _aof_bytes(client, second, _member_batches(store, program, OpStatus.APPLIED))
         await client.execute_command("FLUSHDB", "SYNC")
     finally:
         await runner.aclose()
@@ -219,7 +257,7 @@ async def _measure(url: str, db: int, program: CompiledProgram, run_id: str, now
         f"and {config.MAX_QUESTS_PER_EVENT} quests on the event, "
         f"tiers ARGV {len(limits.tiers_packed):,} B"
     )
-    return ServerCost(tuple(measured), duplicate, described)
+    return ServerCost(tuple(measured), duplicate, described, aof)
 
 
 def measure(url: str, db: int, program: CompiledProgram, run_id: str, now_ms: int, members: int = 5000,

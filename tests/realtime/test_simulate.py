@@ -54,7 +54,8 @@ def test_the_same_seed_gives_the_same_figures_and_they_add_up() -> None:
                 churned.add(m.id)
             planned += len(events)
     s = first.summary()
-    assert s["events"] == planned + s["refunds"]
+    # Every event applied and counted, though the run's days lie ahead of the server's own time.
+    assert s["events"] == planned + s["refunds"] and s["refused"] == {}
     p = s["points"]
     assert p["issued"] > 0 and p["outstanding"] == p["issued"] - p["spent"] - p["expired"]
     assert sum(s["tiers_at_end"].values()) == sum(1 for m in people if m.joins_day <= 4)
