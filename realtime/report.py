@@ -194,13 +194,25 @@ def _games(reports: Sequence[Report]) -> Any:
 
 
 def _outcomes(reports: Sequence[Report]) -> Any:
-    """What the games gave a day: prizes, cards, sets combined, bargains at the floor or expired."""
+    """What the games gave a day: prizes (by prize), cards (all of a campaign's in one bar: the
+    summary has them by card), sets combined, bargains at the floor or expired."""
     fig = _side(reports, "What the games gave, a day")
     fig.update_layout(barmode="stack")
+
+    def series(key: str) -> str:
+        kind, _, rest = key.partition(":")
+        return f"cards drawn {rest.split(':')[0]}" if kind == "card" else key.replace(":", " ")
+
     for col, r in enumerate(reports, 1):
-        for key in sorted({k for row in r.rows for k in row.games}):
-            _add(fig, reports, col, go.Bar(x=_days(r), y=[row.games.get(key, 0) for row in r.rows],
-                                           name=key.replace(":", " "), legendgroup=key, showlegend=col == 1))
+        days: list[dict[str, int]] = []
+        for row in r.rows:
+            day: dict[str, int] = {}
+            for key, n in row.games.items():
+                day[series(key)] = day.get(series(key), 0) + n
+            days.append(day)
+        for name in sorted({k for day in days for k in day}):
+            _add(fig, reports, col, go.Bar(x=_days(r), y=[day.get(name, 0) for day in days], name=name,
+                                           legendgroup=name, showlegend=col == 1))
     return fig
 
 

