@@ -128,9 +128,9 @@ class MemberStore:
         start) and what a member is shown (the snapshot's games)."""
         if all(a is None for a in audiences):
             return [True] * len(audiences)
-        tier, tags, joined, dormant = await self.profile_fields(member, _AUDIENCE_FIELDS)
-        facts = (tier, orjson.loads(tags) if tags else [], int(joined) if joined is not None else None, dormant is not None)
-        return [a is None or eligible(a, *facts, now_ms) for a in audiences]
+        values = await self.profile_fields(member, _AUDIENCE_FIELDS)
+        p = {name: v for name, v in zip(_AUDIENCE_FIELDS, values) if v is not None}
+        return [a is None or _for_member(a, p, now_ms) for a in audiences]
 
     async def points_expiring_at(self, member: ids.MemberId, expiry_ms: int) -> int:
         """The points of the member's lot that expires at ``expiry_ms`` (0: none left)."""

@@ -97,7 +97,6 @@ class Report:
     stock: dict[str, int] = field(default_factory=dict)  # flash sale -> its units
     demand: dict[str, tuple[int, int]] = field(default_factory=dict)  # flash sale -> (claims, units left) the day it sold out
     budgets: dict[str, tuple[int, int]] = field(default_factory=dict)  # wheel -> (its budget, its cheapest prize that costs)
-    bargains_started: Counter[str] = field(default_factory=Counter)  # bargain campaign -> bargains started
     setup: Day = field(default_factory=lambda: Day("setup"))  # what the members' first profiles started
 
     def summary(self) -> dict[str, Any]:
@@ -132,12 +131,17 @@ class Report:
             "bargains": {c: {"started": n, "helps": self.plays.get(f"bargain:{c}:help:ok", 0),
                              "reached_floor": self.outcomes.get(f"bargain_done:{c}", 0),
                              "expired": self.outcomes.get(f"bargain_expired:{c}", 0)}
-                         for c, n in sorted(self.bargains_started.items())},
+                         for c, n in sorted(self._started().items())},
             "lottery_budget": {w: {"budget": budget, "spent": self.rows[-1].budget_spent.get(w, 0) if self.rows else 0,
                                    "ran_out_on": self._ran_out(w)}
                                for w, (budget, _) in sorted(self.budgets.items())},
             "warnings": self.warnings(),
         }
+
+    def _started(self) -> dict[str, int]:
+        """Bargain campaign -> the bargains started: the starts that answered ok (none is sent while
+        the member's own is open, so each began a bargain)."""
+        return {k.split(":")[1]: n for k, n in self.plays.items() if k.startswith("bargain:") and k.endswith(":start:ok")}
 
     def _ran_out(self, wheel: str) -> str | None:
         """The local day a wheel's budget ran out: no prize that costs fits what is left of it."""
@@ -202,7 +206,7 @@ class Report:
                 units = f"its {stock:,} units" if left == stock else f"the last {left:,} of its {stock:,} units"
                 out.append(f"flash sale {sale} sells out on {self._day(day)}: {claims:,} members tried to claim "
                            f"{units} that day")
-        for campaign in sorted(self.bargains_started):
+        for campaign in sorted(self._started()):
             done = self.outcomes.get(f"bargain_done:{campaign}", 0)
             decided = done + self.outcomes.get(f"bargain_expired:{campaign}", 0)
             if decided >= BARGAINS_TO_JUDGE and not LOW_FLOOR_SHARE <= done / decided < HIGH_FLOOR_SHARE:
@@ -301,7 +305,7 @@ async def _run(program_path: Path, program: CompiledProgram, population: Populat
     people = members(population, count, days, seed)
     churned: set[str] = set()
     refunds: dict[int, list[tuple[str, str, int]]] = {}  # day -> (member, purchase id, cents: 0 the whole)
-    games = [g for g in program.games]
+    games = list(program.games)
     bargains = Bargains()
     tally.row = report.setup
     for name, wheel in getattr(program.games.get("lottery"), "root", {}).items():
@@ -342,7 +346,6 @@ async def _run(program_path: Path, program: CompiledProgram, population: Populat
         await svc.close()
     report.webhooks = webhooks
     report.outcomes = tally.outcomes
-    report.bargains_started = bargains.started
     report.seconds = time.perf_counter() - started
     return report
 
@@ -382,11 +385,9 @@ class Bargains:
     owner: dict[str, str] = field(default_factory=dict)  # id -> its owner
     mine: dict[tuple[str, str], str] = field(default_factory=dict)  # (owner, campaign) -> its open bargain
     helpers: dict[str, set[str]] = field(default_factory=dict)  # open bargain -> the members who helped it
-    started: Counter[str] = field(default_factory=Counter)  # campaign -> bargains started
 
     def add(self, bargain: str, owner: str, campaign: str, expires_ms: int) -> None:
         self.open[bargain], self.owner[bargain], self.mine[(owner, campaign)] = expires_ms, owner, bargain
-        self.started[campaign] += 1
 
     def close(self, closed: set[str], now_ms: int) -> None:
         """Forget the bargains that reached their floor or expired (the effects say) or ran out of time."""

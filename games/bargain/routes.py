@@ -18,11 +18,10 @@ from engine.plugins import (Answer, Context, GameCall, Link, Param, Route, Windo
                             window)
 from games.bargain import report
 from games.bargain.config import Campaigns
-from games.bargain.plans import BARGAIN, bargain_id
+from games.bargain.plans import BARGAIN
 from games.bargain.report import BargainReport
 from games.bargain.rules import help_weight, new_member
-from games.bargain.store import (HelpRequest, Round, campaign_for_help, campaign_of, help_, object_keys, object_of,
-                                 start, view)
+from games.bargain.store import HelpRequest, Round, campaign_for_help, campaign_of, help_, latest_bargain, start, view
 
 #: How many helps one device (or address) may give one bargain, when the shop passes its hash.
 DEVICE_HELPS = 2
@@ -147,14 +146,14 @@ async def list_campaigns(call: GameCall) -> Answer:
                                                 call.now_ms)
     campaigns = []
     for (name, c), eligible in zip(terms, shown):
-        round_ = await call.ctx.redis.hget(object_keys(call.ctx, object_of(name, call.member))[3], "round")
-        if not eligible and round_ is None:
+        latest = await latest_bargain(call.ctx, name, call.member)
+        if not eligible and latest is None:
             continue  # not for the member, and never started by them: not shown
         campaigns.append(CampaignView(
             campaign=name, title=c.title, item=c.item, price_cents=c.price_cents, floor_cents=c.floor_cents,
             helpers=c.helpers, duration_hours=c.duration_hours, state=window(c.opens_at, c.ends_at, call.now_ms),
             eligible=eligible, opens_at_ms=epoch_ms(c.opens_at), ends_at_ms=epoch_ms(c.ends_at),
-            bargain=None if round_ is None else bargain_id(name, int(round_), call.member)))
+            bargain=latest))
     return Answer(CampaignsView(campaigns=campaigns))
 
 
@@ -186,10 +185,10 @@ async def snapshot(ctx: Context, program: CompiledProgram, member: ids.MemberId)
     out: dict[str, BargainState] = {}
     now = ctx.clock.now_ms()
     for name in section.root:
-        latest = await ctx.redis.hget(object_keys(ctx, object_of(name, member))[3], "round")
+        latest = await latest_bargain(ctx, name, member)
         if latest is None:
             continue
-        round_ = await view(ctx, bargain_id(name, int(latest), member))
+        round_ = await view(ctx, latest)
         out[name] = BargainState(id=round_.id, state=round_.state(now), current_cents=round_.current,  # type: ignore[typeddict-item]
                                  expires_at_ms=round_.expires_ms)
     return out

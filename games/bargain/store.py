@@ -91,6 +91,12 @@ def object_keys(ctx: Context, obj: ObjectRef) -> list[str]:
     return [*base, f"{tag}:b", f"{tag}:l"]
 
 
+async def latest_bargain(ctx: Context, name: str, owner: str) -> str | None:
+    """The id of the owner's latest bargain of campaign ``name`` (open, done or expired), or None."""
+    round_ = await ctx.redis.hget(object_keys(ctx, object_of(name, owner))[3], "round")
+    return None if round_ is None else bargain_id(name, int(round_), owner)
+
+
 def campaign_of(program: CompiledProgram, name: str) -> Campaign:
     return section_entry(program, BARGAIN, Campaigns, name, "bargain campaign", "campaign")
 

@@ -330,8 +330,13 @@ const rekindle = (() => {
     // The balance at once; the rest (the tier's figure depends on its policy) with the snapshot
     // drawn again just after.
     if (frame.type === "points") $("balance").textContent = frame.data.balance.toLocaleString();
+    redrawSoon(150);
+  }
+
+  // One redraw for a burst of frames: each frame puts it off (ms) until the burst is over.
+  function redrawSoon(ms) {
     clearTimeout(state.refresh);
-    state.refresh = setTimeout(redraw, 150);
+    state.refresh = setTimeout(redraw, ms);
   }
 
   async function redraw() {
@@ -358,14 +363,12 @@ const rekindle = (() => {
       if (frame.bargain && frame.id) { // a watched bargain's frame: its id is the owner's, not this feed's
         state.watchFrames.push(frame.id);
         state.watchSince = frame.id;
-        clearTimeout(state.refresh);
-        state.refresh = setTimeout(redraw, 150);
+        redrawSoon(150);
       } else if (frame.type === "watching") {
         // From here the watch holds: read the bargain (again, after a reset: the frames between
         // the `since` asked and now are gone), and resume later from what follows.
         if (!state.watchSince || frame.reset) state.watchSince = frame.since;
-        clearTimeout(state.refresh);
-        state.refresh = setTimeout(redraw, 0);
+        redrawSoon(0);
       } else if (frame.type === "error" && frame.bargain) { // a watch refused: retried when it may succeed
         if (state.watched[frame.bargain] === ws) delete state.watched[frame.bargain];
         if (frame.code === "overloaded" || frame.code === "unavailable") {
